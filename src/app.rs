@@ -1,0 +1,249 @@
+//! The server as a library: [`Application::build`] connects, migrates, loads
+//! keys and binds; [`Application::run_until`] serves until a shutdown signal.
+//! `main` and the end-to-end tests both use it (tests bind port 0 and pass a
+//! manual clock).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::auth::jwt::Verifier;
+use crate::auth::keys;
+use crate::auth::layer::{AuditHook, AuthLayer};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::grpc::{self, AppState};
+use crate::proto::v1::audit_service_server::AuditServiceServer;
+use crate::proto::v1::inbox_service_server::InboxServiceServer;
+use crate::store::{Store, StoreOptions};
+use crate::telemetry::layer::GrpcTraceLayer;
+
+/// How often health re-checks the database.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Names reported by the health service besides the overall `""`.
+const SERVED: &[&str] = &["proctor.v1.InboxService", "proctor.v1.AuditService"];
+
+/// The server could not start or stopped on an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration (keys, files).
+    #[error("{0}")]
+    Config(String),
+    /// The database could not be reached or migrated.
+    #[error("database: {0}")]
+    Database(#[from] crate::error::Error),
+    /// Listening failed.
+    #[error("listen: {0}")]
+    Io(#[from] std::io::Error),
+    /// The gRPC transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    config: Config,
+    store: Store,
+    verifier: Arc<Verifier>,
+}
+
+/// Builds the token verifier from the configuration; with no key configured,
+/// creates (or reuses) the development key in the data folder.
+pub fn load_verifier(config: &Config) -> Result<Verifier, StartError> {
+    let hs = match &config.jwt_hs256_secret_file {
+        Some(p) => Some(
+            std::fs::read(p)
+                .map(|b| b.trim_ascii().to_vec())
+                .map_err(|e| StartError::Config(format!("cannot read {}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let jwks_path = match (&config.jwt_jwks, &hs) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(_)) => None,
+        (None, None) => {
+            let (paths, created) = keys::ensure_dev_key(&config.data_dir)
+                .map_err(|e| StartError::Config(format!("cannot create development key: {e}")))?;
+            tracing::warn!(
+                jwks = %paths.jwks.display(),
+                created,
+                "NO JWT KEY CONFIGURED: using the DEVELOPMENT key in the data folder; \
+                 mint tokens with `proctor token mint`. Never run like this in production."
+            );
+            Some(paths.jwks)
+        }
+    };
+    let jwks = match &jwks_path {
+        Some(p) => {
+            let raw = std::fs::read_to_string(p).map_err(|e| {
+                StartError::Config(format!("cannot read JWKS {}: {e}", p.display()))
+            })?;
+            Some(
+                serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&raw)
+                    .map_err(|e| StartError::Config(format!("bad JWKS {}: {e}", p.display())))?,
+            )
+        }
+        None => None,
+    };
+    Verifier::new(
+        jwks.as_ref(),
+        hs.as_deref(),
+        config.jwt_issuer.clone(),
+        config.jwt_audience.clone(),
+        config.jwt_leeway_seconds,
+    )
+    .map_err(|e| StartError::Config(e.to_string()))
+}
+
+/// Connects to the configured database.
+pub fn connect_store(config: &Config, clock: SharedClock) -> Result<Store, StartError> {
+    let opts = StoreOptions {
+        pool_size: config.db_pool_size,
+        connect_timeout: Duration::from_secs(config.db_timeout_seconds.max(1)),
+    };
+    Ok(Store::connect(&config.database_url, &opts, clock)?)
+}
+
+impl Application {
+    /// Connects, migrates (unless `no_migrate`), loads keys and binds.
+    pub async fn build(config: Config, clock: SharedClock) -> Result<Self, StartError> {
+        let store = connect_store(&config, clock)?;
+        if !config.no_migrate {
+            let applied = store.migrate().await?;
+            if !applied.is_empty() {
+                tracing::info!(count = applied.len(), "applied migrations");
+            }
+        }
+        let verifier = Arc::new(load_verifier(&config)?);
+        let listener = TcpListener::bind(config.listen).await?;
+        Ok(Self {
+            listener,
+            config,
+            store,
+            verifier,
+        })
+    }
+
+    /// The bound address (the real port when the config asked for 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The database handle, for tests that inspect or prepare state.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting calls and
+    /// gives in-flight ones `shutdown_grace_seconds` to finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let Self {
+            listener,
+            config,
+            store,
+            verifier,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let state = AppState {
+            store: store.clone(),
+            stopping: stop_rx.clone(),
+        };
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        tokio::spawn(watch_health(health, store.clone(), stop_rx.clone()));
+
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| StartError::Config(format!("reflection: {e}")))?;
+
+        let audit_store = store.clone();
+        let hook: AuditHook = Arc::new(move |entry| {
+            let st = AppState {
+                store: audit_store.clone(),
+                stopping: watch::channel(false).1,
+            };
+            Box::pin(async move { st.record_denial(entry).await })
+        });
+
+        let max = config.max_message_bytes;
+        let router = Server::builder()
+            .timeout(Duration::from_secs(config.request_timeout_seconds))
+            .layer(GrpcTraceLayer)
+            .layer(AuthLayer::new(verifier, hook))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                InboxServiceServer::new(grpc::inbox::Inbox::new(state.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                AuditServiceServer::new(grpc::audit::Audit::new(state.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            );
+
+        let mut stopped = stop_rx.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight calls");
+            let _ = stop_tx.send(true);
+        };
+        let grace = Duration::from_secs(config.shutdown_grace_seconds);
+        tracing::info!(listen = %listener.local_addr()?, backend = store.backend(), "proctor serving");
+        let serve = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        tokio::select! {
+            res = serve => res?,
+            _ = async {
+                let _ = stopped.wait_for(|s| *s).await;
+                tokio::time::sleep(grace).await;
+            } => tracing::warn!("grace period over; dropping remaining calls"),
+        }
+        Ok(())
+    }
+}
+
+/// Reports SERVING only while migrations are applied and the database
+/// answers; NOT_SERVING otherwise, so load balancers route around a replica
+/// that lost its database.
+async fn watch_health(health: HealthReporter, store: Store, mut stopping: watch::Receiver<bool>) {
+    let mut migrated = false;
+    loop {
+        if !migrated {
+            migrated = store.migrations_current().await.unwrap_or(false);
+        }
+        let ok = migrated && store.ping().await.is_ok();
+        let status = if ok && !*stopping.borrow() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for name in std::iter::once("").chain(SERVED.iter().copied()) {
+            health.set_service_status(name, status).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
+            _ = stopping.changed() => {}
+        }
+    }
+}

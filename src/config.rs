@@ -1,0 +1,236 @@
+//! Layered configuration: built-in defaults < TOML file (`--config`) <
+//! environment (`PROCTOR_*`) < command-line flags. Every key has a flag and
+//! an environment variable of the same name (`--database-url` =
+//! `PROCTOR_DATABASE_URL`); the TOML file uses the snake_case key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::telemetry::LogFormat;
+
+/// Default listen address: loopback only, so a development server is not
+/// reachable from the network by accident.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default database: SQLite in the data folder.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./proctor-data/proctor.db";
+/// Default data folder (SQLite file, development keys).
+pub const DEFAULT_DATA_DIR: &str = "./proctor-data";
+
+/// The service's settings once every layer is merged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` or `postgres://...`.
+    pub database_url: String,
+    /// Folder for the embedded database and development keys.
+    pub data_dir: PathBuf,
+    /// JSON Web Key Set of accepted public keys.
+    pub jwt_jwks: Option<PathBuf>,
+    /// Required `iss`, when set.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub jwt_audience: Option<String>,
+    /// HS256 secret file: development only.
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// Clock skew tolerated on `exp`/`nbf`, capped at 30 s.
+    pub jwt_leeway_seconds: u64,
+    /// Skip applying migrations on start (a migration job runs them).
+    pub no_migrate: bool,
+    /// Largest request or response message, bytes.
+    pub max_message_bytes: usize,
+    /// Unary request timeout, seconds.
+    pub request_timeout_seconds: u64,
+    /// Most database connections per replica.
+    pub db_pool_size: u32,
+    /// Wait for a database connection before failing UNAVAILABLE, seconds.
+    pub db_timeout_seconds: u64,
+    /// Time in-flight calls get to finish after SIGTERM, seconds.
+    pub shutdown_grace_seconds: u64,
+    /// `text` or `json` log lines.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            database_url: DEFAULT_DATABASE_URL.into(),
+            data_dir: DEFAULT_DATA_DIR.into(),
+            jwt_jwks: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_hs256_secret_file: None,
+            jwt_leeway_seconds: 30,
+            no_migrate: false,
+            max_message_bytes: 4 * 1024 * 1024,
+            request_timeout_seconds: 30,
+            db_pool_size: 16,
+            db_timeout_seconds: 3,
+            shutdown_grace_seconds: 20,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Flags (each also read from its `PROCTOR_*` variable) that override the
+/// file; unset ones leave the lower layers alone.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct ConfigArgs {
+    /// TOML file with the same keys as the flags (snake_case).
+    #[arg(long, env = "PROCTOR_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "PROCTOR_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Database URL [default: sqlite://./proctor-data/proctor.db].
+    #[arg(long, env = "PROCTOR_DATABASE_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// Folder for the embedded database and development keys [default: ./proctor-data].
+    #[arg(long, env = "PROCTOR_DATA_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// JSON Web Key Set file of accepted public keys (RS256, ES256, EdDSA).
+    #[arg(long, env = "PROCTOR_JWT_JWKS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_jwks: Option<PathBuf>,
+    /// Required token issuer (`iss`).
+    #[arg(long, env = "PROCTOR_JWT_ISSUER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_issuer: Option<String>,
+    /// Required token audience (`aud`).
+    #[arg(long, env = "PROCTOR_JWT_AUDIENCE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
+    /// File with an HS256 secret (>= 32 bytes), for development only.
+    #[arg(long, env = "PROCTOR_JWT_HS256_SECRET_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// Clock skew tolerated on exp/nbf, seconds (at most 30) [default: 30].
+    #[arg(long, env = "PROCTOR_JWT_LEEWAY_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_leeway_seconds: Option<u64>,
+    /// Largest gRPC message, bytes [default: 4194304].
+    #[arg(long, env = "PROCTOR_MAX_MESSAGE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<usize>,
+    /// Request timeout, seconds [default: 30].
+    #[arg(long, env = "PROCTOR_REQUEST_TIMEOUT_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_timeout_seconds: Option<u64>,
+    /// Database connections per replica [default: 16].
+    #[arg(long, env = "PROCTOR_DB_POOL_SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_pool_size: Option<u32>,
+    /// Seconds to wait for a database connection [default: 3].
+    #[arg(long, env = "PROCTOR_DB_TIMEOUT_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_timeout_seconds: Option<u64>,
+    /// Seconds in-flight calls get after SIGTERM [default: 20].
+    #[arg(long, env = "PROCTOR_SHUTDOWN_GRACE_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_seconds: Option<u64>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "PROCTOR_LOG_FORMAT", value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Merges defaults < `file` < `overrides`.
+    pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    f.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(f));
+        }
+        let cfg: Config = fig
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Loads from parsed flags (their env variables included).
+    pub fn from_args(args: &ConfigArgs) -> Result<Self, ConfigError> {
+        Self::load(args.config.as_deref(), args)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.max_message_bytes < 1024 {
+            return Err(ConfigError(
+                "max_message_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.request_timeout_seconds == 0 {
+            return Err(ConfigError(
+                "request_timeout_seconds must be positive".into(),
+            ));
+        }
+        if self.jwt_leeway_seconds > crate::auth::jwt::MAX_LEEWAY_SECONDS {
+            return Err(ConfigError("jwt_leeway_seconds must be at most 30".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_merge_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(
+            &file,
+            "database_url = \"sqlite://from-file.db\"\ndb_pool_size = 3\n",
+        )
+        .unwrap();
+        let args = ConfigArgs {
+            db_pool_size: Some(9),
+            ..Default::default()
+        };
+        let c = Config::load(Some(&file), &args).unwrap();
+        assert_eq!(c.database_url, "sqlite://from-file.db");
+        assert_eq!(c.db_pool_size, 9);
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn unknown_key_and_missing_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "databse_url = \"x\"\n").unwrap();
+        assert!(Config::load(Some(&file), &ConfigArgs::default()).is_err());
+        assert!(Config::load(Some(&dir.path().join("none.toml")), &ConfigArgs::default()).is_err());
+    }
+
+    #[test]
+    fn leeway_is_capped() {
+        let args = ConfigArgs {
+            jwt_leeway_seconds: Some(31),
+            ..Default::default()
+        };
+        assert!(Config::from_args(&args).is_err());
+    }
+}

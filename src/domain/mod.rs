@@ -1,0 +1,7 @@
+//! Pure rules, no I/O: what the service decides, separate from how it is
+//! stored or called. Everything here is unit-tested without a database.
+
+pub mod audit;
+pub mod inbox;
+pub mod page;
+pub mod validate;

@@ -1,0 +1,84 @@
+//! The one error type commands return, from the domain rules up through the
+//! store to the gRPC edge.
+//!
+//! Error policy (after crates.io's): each variant says what the *caller* can
+//! do about it, so the edge can map it to exactly one gRPC status without
+//! guessing. The conversion to `tonic::Status` lives in `grpc::status` so this
+//! module stays free of transport types; database errors are converted in
+//! `store`. Messages never contain personal data: they name fields and ids.
+
+use std::time::Duration;
+
+/// A field of a request that failed validation, as `google.rpc.BadRequest`
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Path of the field, e.g. `instructions.rules[2].category`.
+    pub field: String,
+    /// What is wrong with it, in words a client developer can act on.
+    pub description: String,
+}
+
+impl FieldViolation {
+    /// A violation of `field`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// Why a command did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; nothing was written.
+    #[error("invalid argument: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The named thing does not exist (or is not visible to the caller).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A create collided with something that exists.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// The system is not in the state this command needs.
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
+    /// A concurrent writer won; retrying with fresh state may succeed.
+    #[error("aborted: {0}")]
+    Aborted(String),
+    /// The caller may not do this (role or tenant scope).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// A limit was hit; retry after the given delay.
+    #[error("resource exhausted: {message}")]
+    ResourceExhausted {
+        /// Which limit.
+        message: String,
+        /// When a retry may succeed.
+        retry_after: Duration,
+    },
+    /// The database cannot be reached right now; retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected state; logged with its cause chain.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+fn describe(v: &[FieldViolation]) -> String {
+    v.iter()
+        .map(|f| format!("{}: {}", f.field, f.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    /// A single-field INVALID_ARGUMENT.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+}
+
+/// Result of a command.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

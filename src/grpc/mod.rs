@@ -1,0 +1,100 @@
+//! gRPC services: one file per proto service, each handler thin: read the
+//! caller, resolve its tenant scope, validate into domain types, run one store
+//! command, convert back. Services of capabilities that have not landed are
+//! not registered, so their RPCs answer UNIMPLEMENTED (after auth).
+
+pub mod audit;
+pub mod convert;
+pub mod inbox;
+pub mod status;
+
+use tokio::sync::watch;
+use tonic::{Request, Status};
+
+use crate::auth::{Caller, Role};
+use crate::domain::audit::AuditEntry;
+use crate::store::Store;
+
+/// What every service handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// Flips to true when the server begins shutting down, so long-lived
+    /// streams end and let the graceful shutdown finish.
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// The authenticated caller the auth layer attached to the request.
+pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
+}
+
+/// An audit entry for `caller` doing `action` on `target`, stamped with the
+/// current trace id.
+pub fn audit_entry(
+    caller: &Caller,
+    tenant: Option<&str>,
+    action: &str,
+    target: &str,
+    outcome: &str,
+) -> AuditEntry {
+    AuditEntry {
+        actor: caller.sub.clone(),
+        role: caller.role.as_str().to_owned(),
+        tenant_id: tenant.map(str::to_owned),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        outcome: outcome.to_owned(),
+        trace_id: crate::telemetry::current_trace_id(),
+        detail: String::new(),
+    }
+}
+
+impl AppState {
+    /// Resolves the tenant a request acts on (see [`Caller::scope_tenant`]);
+    /// a tenant token naming another tenant is PERMISSION_DENIED and audited.
+    pub async fn scope_tenant(
+        &self,
+        caller: &Caller,
+        requested: &str,
+        rpc: &str,
+    ) -> Result<Option<String>, Status> {
+        match caller.scope_tenant(requested) {
+            Ok(t) => {
+                if let Some(t) = t.as_deref().filter(|_| caller.role != Role::Tenant) {
+                    tracing::Span::current().record("tenant.id", t);
+                }
+                Ok(t)
+            }
+            Err(e) => {
+                let entry = audit_entry(
+                    caller,
+                    caller.tenant_id.as_deref(),
+                    "auth.denied",
+                    rpc,
+                    "other_tenant",
+                );
+                self.record_denial(entry).await;
+                Err(Status::permission_denied(e.to_string()))
+            }
+        }
+    }
+
+    /// Writes a refusal to the audit log in its own transaction; a failure to
+    /// do so is logged and does not change the refusal.
+    pub async fn record_denial(&self, entry: AuditEntry) {
+        let res = self
+            .store
+            .write("audit.denial", move |conn, clock| {
+                crate::store::audit::append(conn, clock.now(), entry).map(|_| ())
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "could not audit a refused call");
+        }
+    }
+}

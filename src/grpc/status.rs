@@ -1,0 +1,75 @@
+//! The one conversion from [`Error`] to `tonic::Status`, exhaustive so a new
+//! error variant cannot slip through unmapped. INVALID_ARGUMENT carries
+//! `google.rpc.BadRequest` field violations; RESOURCE_EXHAUSTED carries
+//! `google.rpc.RetryInfo`.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::error::Error;
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidArgument(violations) => {
+                let msg = Error::InvalidArgument(violations.clone()).to_string();
+                let mut details = ErrorDetails::new();
+                for v in violations {
+                    details.add_bad_request_violation(v.field, v.description);
+                }
+                Status::with_error_details(Code::InvalidArgument, msg, details)
+            }
+            Error::NotFound(m) => Status::not_found(m),
+            Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Aborted(m) => Status::aborted(m),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::ResourceExhausted {
+                message,
+                retry_after,
+            } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
+            Error::Unavailable(m) => {
+                tracing::warn!(error = %m, "database unavailable");
+                Status::unavailable("database unavailable; retry later")
+            }
+            Error::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_carries_field_violations() {
+        let s: Status = Error::invalid("max", "must be at most 500").into();
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let br = s.get_details_bad_request().expect("bad request details");
+        assert_eq!(br.field_violations[0].field, "max");
+    }
+
+    #[test]
+    fn exhausted_carries_retry_info() {
+        let s: Status = Error::ResourceExhausted {
+            message: "slow down".into(),
+            retry_after: std::time::Duration::from_secs(2),
+        }
+        .into();
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert!(s.get_details_retry_info().is_some());
+    }
+
+    #[test]
+    fn internal_detail_is_not_leaked() {
+        let s: Status = Error::Internal("password=hunter2".into()).into();
+        assert!(!s.message().contains("hunter2"));
+    }
+}

@@ -1,0 +1,189 @@
+//! The `proctor` command: parses the command line, loads configuration,
+//! starts telemetry, and hands over to the library.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use proctor::app::{Application, connect_store};
+use proctor::auth::jwt::Claims;
+use proctor::auth::{Role, keys};
+use proctor::clock::SystemClock;
+use proctor::config::{Config, ConfigArgs};
+
+/// proctor: processor-compliance service (controller instructions,
+/// sub-processors, screening, subject requests, breaches, audit).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gRPC server.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Do not apply migrations on start (a migration job does).
+        #[arg(long, env = "PROCTOR_NO_MIGRATE")]
+        no_migrate: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Development tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a JWT signed with the development key `serve` created (or the
+    /// HS256 development secret, when one is configured).
+    Mint {
+        /// Role: platform, tenant, compliance or sre (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Tenant id (required for the tenant role).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Subject: a system name or user id.
+        #[arg(long, default_value = "dev")]
+        sub: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_seconds: i64,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config, no_migrate } => {
+            let mut cfg = Config::from_args(&config)?;
+            cfg.no_migrate |= no_migrate;
+            let telemetry = proctor::telemetry::init(cfg.log_format)?;
+            let result = serve(cfg).await;
+            if let Err(e) = &result {
+                tracing::error!(error = ?e, "proctor stopped on an error");
+            }
+            telemetry.shutdown();
+            result
+        }
+        Command::Migrate { config } => {
+            let cfg = Config::from_args(&config)?;
+            let _telemetry = proctor::telemetry::init(cfg.log_format)?;
+            let store = connect_store(&cfg, Arc::new(SystemClock))?;
+            let applied = store.migrate().await?;
+            println!(
+                "applied {} migration(s) to the {} database",
+                applied.len(),
+                store.backend()
+            );
+            for m in applied {
+                println!("  {m}");
+            }
+            Ok(())
+        }
+        Command::Token {
+            command:
+                TokenCommand::Mint {
+                    roles,
+                    tenant,
+                    sub,
+                    ttl_seconds,
+                    config,
+                },
+        } => {
+            let cfg = Config::from_args(&config)?;
+            println!("{}", mint(&cfg, roles, tenant, sub, ttl_seconds)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let app = Application::build(cfg, Arc::new(SystemClock)).await?;
+    app.run_until(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn mint(
+    cfg: &Config,
+    roles: Vec<String>,
+    tenant: Option<String>,
+    sub: String,
+    ttl: i64,
+) -> anyhow::Result<String> {
+    for r in &roles {
+        anyhow::ensure!(
+            Role::parse(r).is_some(),
+            "unknown role {r:?} (platform, tenant, compliance, sre)"
+        );
+    }
+    anyhow::ensure!(
+        !roles.iter().any(|r| r == "tenant") || tenant.is_some(),
+        "--tenant is required with --role tenant"
+    );
+    anyhow::ensure!(ttl > 0, "--ttl-seconds must be positive");
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        sub,
+        roles,
+        tenant_id: tenant,
+        exp: now + ttl,
+        nbf: None,
+        iat: Some(now),
+        iss: cfg.jwt_issuer.clone(),
+        aud: cfg.jwt_audience.clone(),
+    };
+    let token = match &cfg.jwt_hs256_secret_file {
+        Some(p) => {
+            let secret = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            keys::mint_with_secret(secret.trim_ascii(), &claims)
+        }
+        None => {
+            let key: PathBuf = keys::DevKeyPaths::in_dir(&cfg.data_dir).key;
+            keys::mint_with_dev_key(&key, &claims)
+        }
+    };
+    token.map_err(anyhow::Error::msg)
+}
