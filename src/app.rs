@@ -189,6 +189,7 @@ impl Application {
         let router = Server::builder()
             .timeout(Duration::from_secs(config.request_timeout_seconds))
             .layer(GrpcTraceLayer)
+            .layer(grpc::limits::MessageLimitLayer)
             .layer(AuthLayer::new(verifier, hook))
             .add_service(health_service)
             .add_service(reflection)

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod convert;
 pub mod inbox;
+pub mod limits;
 pub mod status;
 
 use tokio::sync::watch;

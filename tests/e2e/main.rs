@@ -1,1 +1,12 @@
+//! End-to-end tests: the real server on an ephemeral port, called over real
+//! gRPC with real JWTs, on SQLite always and on PostgreSQL whenever it is
+//! reachable (always under `CI=true`). One test binary, so the crate links
+//! once.
 
+mod audit;
+mod auth;
+mod cli;
+mod health;
+mod inbox;
+mod support;
+mod tracing_otlp;

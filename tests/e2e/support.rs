@@ -1,0 +1,306 @@
+//! The test harness: `spawn_app` starts a server on port 0 over a fresh
+//! database (a SQLite file in a temp folder, or a fresh PostgreSQL schema),
+//! with signing keys generated for the test and a manual clock.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{TimeZone, Utc};
+use diesel::{Connection, RunQueryDsl, pg::PgConnection};
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use proctor::app::Application;
+use proctor::auth::jwt::Claims;
+use proctor::clock::ManualClock;
+use proctor::config::Config;
+use proctor::store::Store;
+use tokio::sync::oneshot;
+use tonic::Request;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Base URL of the test PostgreSQL.
+pub fn pg_base_url() -> String {
+    std::env::var("PROCTOR_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Whether PostgreSQL tests run: when it answers; under CI it must answer.
+pub fn postgres_available() -> bool {
+    match PgConnection::establish(&pg_base_url()) {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI=true but PostgreSQL at {} is unreachable: {e}", pg_base_url());
+            }
+            eprintln!("PostgreSQL unreachable ({e}); PostgreSQL variant not run");
+            false
+        }
+    }
+}
+
+/// Generates `#[tokio::test]`s `sqlite` and `postgres` in a module named
+/// after the scenario, each calling `$body(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$body($crate::support::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::support::postgres_available() {
+                    super::$body($crate::support::Backend::Postgres).await;
+                }
+            }
+        }
+    };
+}
+
+/// A fresh database of `backend`: its URL, and what removes it afterwards.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    schema: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("proctor.db").display());
+                Self {
+                    url,
+                    backend,
+                    schema: None,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let mut c = PgConnection::establish(&pg_base_url()).unwrap();
+                diesel::sql_query(format!("CREATE SCHEMA {schema}")).execute(&mut c).unwrap();
+                let sep = if pg_base_url().contains('?') { '&' } else { '?' };
+                let url = format!("{}{sep}options=-csearch_path%3D{schema}", pg_base_url());
+                Self {
+                    url,
+                    backend,
+                    schema: Some(schema),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    /// The same database, for a second server; dropping it removes nothing.
+    pub fn shared_with(other: &TestDb) -> Self {
+        Self {
+            url: other.url.clone(),
+            backend: other.backend,
+            schema: None,
+            _dir: None,
+        }
+    }
+
+    /// Runs raw SQL against this database (to tamper with rows, say).
+    pub fn execute(&self, sql: &str) {
+        match self.backend {
+            Backend::Postgres => {
+                let mut c = PgConnection::establish(&self.url).unwrap();
+                diesel::sql_query(sql).execute(&mut c).unwrap();
+            }
+            Backend::Sqlite => {
+                let path = self.url.trim_start_matches("sqlite://");
+                let mut c = diesel::sqlite::SqliteConnection::establish(path).unwrap();
+                diesel::sql_query(sql).execute(&mut c).unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(s) = &self.schema {
+            if let Ok(mut c) = PgConnection::establish(&pg_base_url()) {
+                let _ = diesel::sql_query(format!("DROP SCHEMA {s} CASCADE")).execute(&mut c);
+            }
+        }
+    }
+}
+
+/// Keys the test signs tokens with; the server trusts their JWKS.
+pub struct TestKeys {
+    pub dir: tempfile::TempDir,
+    pub jwks_path: PathBuf,
+    ed: EncodingKey,
+}
+
+impl TestKeys {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let signing = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+        let pem = signing.to_pkcs8_pem(LineEnding::LF).unwrap();
+        let x = URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes());
+        let jwks = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": "test-ed", "alg": "EdDSA"}]});
+        let jwks_path = dir.path().join("jwks.json");
+        std::fs::write(&jwks_path, jwks.to_string()).unwrap();
+        Self {
+            dir,
+            jwks_path,
+            ed: EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
+        }
+    }
+
+    /// Signs arbitrary claims with the trusted key.
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some("test-ed".into());
+        jsonwebtoken::encode(&h, claims, &self.ed).unwrap()
+    }
+
+    /// A valid token for `sub` with `roles` (and `tenant`), for an hour.
+    pub fn token(&self, sub: &str, roles: &[&str], tenant: Option<&str>) -> String {
+        let claims = Claims {
+            sub: sub.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            tenant_id: tenant.map(Into::into),
+            exp: Utc::now().timestamp() + 3600,
+            nbf: None,
+            iat: None,
+            iss: Some("https://issuer.test".into()),
+            aud: Some("proctor".into()),
+        };
+        self.sign(&serde_json::to_value(claims).unwrap())
+    }
+
+    pub fn tenant(&self, t: &str) -> String {
+        self.token(&format!("user-of-{t}"), &["tenant"], Some(t))
+    }
+    pub fn platform(&self, system: &str) -> String {
+        self.token(system, &["platform"], None)
+    }
+    pub fn compliance(&self) -> String {
+        self.token("compliance-officer", &["compliance"], None)
+    }
+    pub fn sre(&self) -> String {
+        self.token("oncall", &["sre"], None)
+    }
+}
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    pub clock: Arc<ManualClock>,
+    pub keys: TestKeys,
+    pub store: Store,
+    pub db: TestDb,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The instant every test clock starts at.
+pub fn t0() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap()
+}
+
+/// Base configuration of a test server on `db`.
+pub fn test_config(db: &TestDb, keys: &TestKeys) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url.clone(),
+        data_dir: keys.dir.path().join("data"),
+        jwt_jwks: Some(keys.jwks_path.clone()),
+        jwt_issuer: Some("https://issuer.test".into()),
+        jwt_audience: Some("proctor".into()),
+        db_pool_size: 8,
+        shutdown_grace_seconds: 5,
+        ..Config::default()
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let db = TestDb::new(backend);
+    let keys = TestKeys::new();
+    let cfg = test_config(&db, &keys);
+    spawn_with(db, keys, cfg).await
+}
+
+pub async fn spawn_with(db: TestDb, keys: TestKeys, cfg: Config) -> TestApp {
+    let clock = ManualClock::new(t0());
+    let app = Application::build(cfg, clock.clone()).await.expect("server builds");
+    let addr = app.local_addr();
+    let store = app.store().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        app.run_until(async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let app = TestApp {
+        addr,
+        channel,
+        clock,
+        keys,
+        store,
+        db,
+        stop: Some(tx),
+        handle: Some(handle),
+    };
+    app.wait_serving().await;
+    app
+}
+
+impl TestApp {
+    /// Waits until health says SERVING (migrations applied, database up).
+    pub async fn wait_serving(&self) {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let mut h = HealthClient::new(self.channel.clone());
+        for _ in 0..100 {
+            if let Ok(r) = h.check(HealthCheckRequest { service: String::new() }).await {
+                if r.into_inner().status == 1 {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("server never became SERVING");
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap();
+        }
+    }
+}
+
+/// Wraps `msg` with a bearer token.
+pub fn authed<T>(msg: T, token: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut()
+        .insert("authorization", MetadataValue::try_from(format!("Bearer {token}")).unwrap());
+    r
+}
