@@ -85,9 +85,8 @@ pub fn load_verifier(config: &Config) -> Result<Verifier, StartError> {
     };
     let jwks = match &jwks_path {
         Some(p) => {
-            let raw = std::fs::read_to_string(p).map_err(|e| {
-                StartError::Config(format!("cannot read JWKS {}: {e}", p.display()))
-            })?;
+            let raw = std::fs::read_to_string(p)
+                .map_err(|e| StartError::Config(format!("cannot read JWKS {}: {e}", p.display())))?;
             Some(
                 serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&raw)
                     .map_err(|e| StartError::Config(format!("bad JWKS {}: {e}", p.display())))?,
@@ -136,9 +135,7 @@ impl Application {
 
     /// The bound address (the real port when the config asked for 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("bound listener has an address")
+        self.listener.local_addr().expect("bound listener has an address")
     }
 
     /// The database handle, for tests that inspect or prepare state.
@@ -165,9 +162,7 @@ impl Application {
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
+        health.set_service_status("", ServingStatus::NotServing).await;
         tokio::spawn(watch_health(health, store.clone(), stop_rx.clone()));
 
         let reflection = tonic_reflection::server::Builder::configure()

@@ -155,10 +155,7 @@ impl Config {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(f) = file {
             if !f.exists() {
-                return Err(ConfigError(format!(
-                    "config file {} does not exist",
-                    f.display()
-                )));
+                return Err(ConfigError(format!("config file {} does not exist", f.display())));
             }
             fig = fig.merge(Toml::file_exact(f));
         }
@@ -177,14 +174,10 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         if self.max_message_bytes < 1024 {
-            return Err(ConfigError(
-                "max_message_bytes must be at least 1024".into(),
-            ));
+            return Err(ConfigError("max_message_bytes must be at least 1024".into()));
         }
         if self.request_timeout_seconds == 0 {
-            return Err(ConfigError(
-                "request_timeout_seconds must be positive".into(),
-            ));
+            return Err(ConfigError("request_timeout_seconds must be positive".into()));
         }
         if self.jwt_leeway_seconds > crate::auth::jwt::MAX_LEEWAY_SECONDS {
             return Err(ConfigError("jwt_leeway_seconds must be at most 30".into()));

@@ -125,9 +125,7 @@ fn jwk_algorithm(jwk: &Jwk) -> Result<Algorithm, KeyError> {
     let from_params = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => Algorithm::RS256,
         AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
-            Algorithm::EdDSA
-        }
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => Algorithm::EdDSA,
         _ => return Err(KeyError("JWKS key is not RSA, EC P-256 or Ed25519".into())),
     };
     match jwk.common.key_algorithm {
@@ -153,8 +151,7 @@ impl Verifier {
         let mut keys = Vec::new();
         for jwk in jwks.map(|s| s.keys.as_slice()).unwrap_or_default() {
             let alg = jwk_algorithm(jwk)?;
-            let key =
-                DecodingKey::from_jwk(jwk).map_err(|e| KeyError(format!("bad JWKS key: {e}")))?;
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| KeyError(format!("bad JWKS key: {e}")))?;
             keys.push(VerifyKey {
                 kid: jwk.common.key_id.clone(),
                 alg,

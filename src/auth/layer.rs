@@ -18,8 +18,7 @@ use crate::domain::audit::AuditEntry;
 
 /// Writes an audit entry for a refused call; given by the application so
 /// this layer needs no storage of its own.
-pub type AuditHook =
-    Arc<dyn Fn(AuditEntry) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+pub type AuditHook = Arc<dyn Fn(AuditEntry) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Applies authentication and the RPC -> roles table.
 #[derive(Clone)]
@@ -130,11 +129,7 @@ impl<S> Auth<S> {
                 "role_not_allowed",
                 Status::permission_denied(format!(
                     "roles [{held}] may not call {path}; allowed: {}",
-                    allowed
-                        .iter()
-                        .map(|r| r.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    allowed.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
                 )),
             )));
         };

@@ -74,9 +74,7 @@ impl Caller {
     /// name any tenant and `None` means they named none.
     pub fn scope_tenant(&self, requested: &str) -> Result<Option<String>, OtherTenant> {
         match (self.role, &self.tenant_id) {
-            (Role::Tenant, Some(own)) if requested.is_empty() || requested == own => {
-                Ok(Some(own.clone()))
-            }
+            (Role::Tenant, Some(own)) if requested.is_empty() || requested == own => Ok(Some(own.clone())),
             (Role::Tenant, _) => Err(OtherTenant),
             _ if requested.is_empty() => Ok(None),
             _ => Ok(Some(requested.to_owned())),
@@ -102,10 +100,7 @@ mod tests {
         assert_eq!(c.scope_tenant("t1"), Ok(Some("t1".into())));
         assert_eq!(c.scope_tenant(""), Ok(Some("t1".into())));
         assert_eq!(c.scope_tenant("t2"), Err(OtherTenant));
-        assert_eq!(
-            caller(Role::Tenant, None).scope_tenant(""),
-            Err(OtherTenant)
-        );
+        assert_eq!(caller(Role::Tenant, None).scope_tenant(""), Err(OtherTenant));
     }
 
     #[test]

@@ -18,32 +18,20 @@ pub const RULES: &[(&str, &[Role])] = &[
     ),
     ("/proctor.v1.InstructionService/CheckProcessing", &[P]),
     ("/proctor.v1.InstructionService/BatchCheckProcessing", &[P]),
-    (
-        "/proctor.v1.InstructionService/GetRetentionCutoffs",
-        &[P, T],
-    ),
+    ("/proctor.v1.InstructionService/GetRetentionCutoffs", &[P, T]),
     ("/proctor.v1.InstructionService/TerminateTenant", &[C]),
     ("/proctor.v1.InstructionService/AddTaxonomyKey", &[C]),
     ("/proctor.v1.InstructionService/ListTaxonomy", &[P, T, C]),
     // Sub-processor registry.
     ("/proctor.v1.SubProcessorService/RegisterSubProcessor", &[C]),
-    (
-        "/proctor.v1.SubProcessorService/GetSubProcessor",
-        &[C, T, P],
-    ),
+    ("/proctor.v1.SubProcessorService/GetSubProcessor", &[C, T, P]),
     ("/proctor.v1.SubProcessorService/ProposeChange", &[C]),
-    (
-        "/proctor.v1.SubProcessorService/SetAuthorizationMode",
-        &[T, C],
-    ),
+    ("/proctor.v1.SubProcessorService/SetAuthorizationMode", &[T, C]),
     ("/proctor.v1.SubProcessorService/ApproveChange", &[T]),
     ("/proctor.v1.SubProcessorService/ObjectToChange", &[T]),
     ("/proctor.v1.SubProcessorService/ListChangeNotices", &[T, C]),
     ("/proctor.v1.SubProcessorService/ListSubProcessors", &[T, C]),
-    (
-        "/proctor.v1.SubProcessorService/ExportSubProcessors",
-        &[T, C],
-    ),
+    ("/proctor.v1.SubProcessorService/ExportSubProcessors", &[T, C]),
     // Screening.
     ("/proctor.v1.ScreeningService/ImportList", &[C]),
     ("/proctor.v1.ScreeningService/Screen", &[P, C]),
@@ -53,36 +41,15 @@ pub const RULES: &[(&str, &[Role])] = &[
     ("/proctor.v1.ScreeningService/ResolveCase", &[C]),
     ("/proctor.v1.ScreeningService/ScoreNames", &[C]),
     // Subject requests.
-    (
-        "/proctor.v1.SubjectRequestService/ForwardToController",
-        &[P],
-    ),
-    (
-        "/proctor.v1.SubjectRequestService/SubmitSubjectRequest",
-        &[T],
-    ),
-    (
-        "/proctor.v1.SubjectRequestService/GetSubjectRequest",
-        &[T, C],
-    ),
-    (
-        "/proctor.v1.SubjectRequestService/ListSubjectRequests",
-        &[T, C],
-    ),
-    (
-        "/proctor.v1.SubjectRequestService/WatchSubjectRequest",
-        &[T, C],
-    ),
-    (
-        "/proctor.v1.SubjectRequestService/CancelSubjectRequest",
-        &[T],
-    ),
+    ("/proctor.v1.SubjectRequestService/ForwardToController", &[P]),
+    ("/proctor.v1.SubjectRequestService/SubmitSubjectRequest", &[T]),
+    ("/proctor.v1.SubjectRequestService/GetSubjectRequest", &[T, C]),
+    ("/proctor.v1.SubjectRequestService/ListSubjectRequests", &[T, C]),
+    ("/proctor.v1.SubjectRequestService/WatchSubjectRequest", &[T, C]),
+    ("/proctor.v1.SubjectRequestService/CancelSubjectRequest", &[T]),
     ("/proctor.v1.SubjectRequestService/ExtendDeadline", &[T]),
     ("/proctor.v1.SubjectRequestService/GetExport", &[T]),
-    (
-        "/proctor.v1.SubjectRequestService/ComputeSubjectRef",
-        &[P, T],
-    ),
+    ("/proctor.v1.SubjectRequestService/ComputeSubjectRef", &[P, T]),
     ("/proctor.v1.SubjectRequestService/RegisterSystem", &[C, P]),
     ("/proctor.v1.SubjectRequestService/PullTasks", &[P]),
     ("/proctor.v1.SubjectRequestService/CompleteTask", &[P]),

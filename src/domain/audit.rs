@@ -49,12 +49,7 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     /// Chains `entry` after an event whose seq and digest are `prev`.
-    pub fn chain(
-        id: String,
-        at: DateTime<Utc>,
-        entry: AuditEntry,
-        prev: Option<(i64, &str)>,
-    ) -> Self {
+    pub fn chain(id: String, at: DateTime<Utc>, entry: AuditEntry, prev: Option<(i64, &str)>) -> Self {
         let (seq, prev_digest) = match prev {
             Some((s, d)) => (s + 1, d.to_owned()),
             None => (1, GENESIS_DIGEST.to_owned()),

@@ -30,8 +30,7 @@ impl Recipient {
         if let Some(t) = s.strip_prefix("tenant:") {
             Some(Self::Tenant(t.to_owned()))
         } else {
-            s.strip_prefix("system:")
-                .map(|n| Self::System(n.to_owned()))
+            s.strip_prefix("system:").map(|n| Self::System(n.to_owned()))
         }
     }
 }
@@ -86,10 +85,7 @@ mod tests {
 
     #[test]
     fn recipient_round_trip() {
-        for r in [
-            Recipient::Tenant("t-1".into()),
-            Recipient::System("crm".into()),
-        ] {
+        for r in [Recipient::Tenant("t-1".into()), Recipient::System("crm".into())] {
             assert_eq!(Recipient::parse(&r.to_string()), Some(r));
         }
         assert_eq!(Recipient::parse("nobody"), None);

@@ -108,11 +108,7 @@ impl AuditService for Audit {
         let who = caller(&req)?;
         let tenant = self
             .state
-            .scope_tenant(
-                &who,
-                &req.get_ref().tenant_id,
-                "AuditService/ExportAuditLog",
-            )
+            .scope_tenant(&who, &req.get_ref().tenant_id, "AuditService/ExportAuditLog")
             .await?;
         let (tx, rx) = mpsc::channel(64);
         let store = self.state.store.clone();

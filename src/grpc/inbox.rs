@@ -119,10 +119,7 @@ impl InboxService for Inbox {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn pull(
-        &self,
-        req: Request<pb::PullRequest>,
-    ) -> Result<Response<pb::PullResponse>, Status> {
+    async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<pb::PullResponse>, Status> {
         let to = recipient(&caller(&req)?)?;
         let spec = PullSpec::parse(req.get_ref().max, req.get_ref().lease_seconds)?;
         let envs = self

@@ -87,9 +87,16 @@ impl<B: Body> Body for LimitBody<B> {
     type Data = B::Data;
     type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut frame = ready!(self.project().inner.poll_frame(cx));
-        if let Some(t) = frame.as_mut().and_then(|f| f.as_mut().ok()).and_then(Frame::trailers_mut) {
+        if let Some(t) = frame
+            .as_mut()
+            .and_then(|f| f.as_mut().ok())
+            .and_then(Frame::trailers_mut)
+        {
             rewrite(t);
         }
         Poll::Ready(frame)

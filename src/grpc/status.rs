@@ -24,10 +24,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::Aborted(m) => Status::aborted(m),
             Error::PermissionDenied(m) => Status::permission_denied(m),
-            Error::ResourceExhausted {
-                message,
-                retry_after,
-            } => Status::with_error_details(
+            Error::ResourceExhausted { message, retry_after } => Status::with_error_details(
                 Code::ResourceExhausted,
                 message,
                 ErrorDetails::with_retry_info(Some(retry_after)),

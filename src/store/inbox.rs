@@ -78,9 +78,7 @@ pub fn enqueue(
         delivery_count: 0,
         acked_at_us: None,
     };
-    diesel::insert_into(e::envelopes)
-        .values(&row)
-        .execute(conn)?;
+    diesel::insert_into(e::envelopes).values(&row).execute(conn)?;
     Ok(row.into())
 }
 
@@ -123,12 +121,7 @@ pub fn pull(
 }
 
 /// Unacknowledged envelopes after `cursor`, for a subscription stream.
-pub fn after(
-    conn: &mut DbConnection,
-    to: &Recipient,
-    cursor: i64,
-    limit: i64,
-) -> Result<Vec<Envelope>> {
+pub fn after(conn: &mut DbConnection, to: &Recipient, cursor: i64, limit: i64) -> Result<Vec<Envelope>> {
     let rows: Vec<Row> = e::envelopes
         .filter(e::recipient.eq(to.to_string()))
         .filter(e::acked_at_us.is_null())
@@ -143,12 +136,7 @@ pub fn after(
 /// recipient's inbox is NOT_FOUND and nothing is acknowledged. Acknowledging
 /// twice is harmless (at-least-once consumers retry). Returns how many were
 /// newly acknowledged.
-pub fn ack(
-    conn: &mut DbConnection,
-    now: DateTime<Utc>,
-    to: &Recipient,
-    ids: &[String],
-) -> Result<usize> {
+pub fn ack(conn: &mut DbConnection, now: DateTime<Utc>, to: &Recipient, ids: &[String]) -> Result<usize> {
     let mine: Vec<String> = e::envelopes
         .select(e::id)
         .filter(e::recipient.eq(to.to_string()))
@@ -163,10 +151,7 @@ pub fn ack(
             .filter(e::id.eq_any(ids))
             .filter(e::acked_at_us.is_null()),
     )
-    .set((
-        e::acked_at_us.eq(to_us(now)),
-        e::lease_until_us.eq(None::<i64>),
-    ))
+    .set((e::acked_at_us.eq(to_us(now)), e::lease_until_us.eq(None::<i64>)))
     .execute(conn)?;
     Ok(n)
 }

@@ -101,10 +101,7 @@ impl DbManager {
             DbUrl::Sqlite(p) => {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).map_err(|e| {
-                        ConnectionError::BadConnection(format!(
-                            "cannot create {}: {e}",
-                            dir.display()
-                        ))
+                        ConnectionError::BadConnection(format!("cannot create {}: {e}", dir.display()))
                     })?;
                 }
                 let mut c = SqliteConnection::establish(&p.to_string_lossy())?;
@@ -182,9 +179,8 @@ impl Store {
     /// the pool.
     pub fn connect(url: &str, opts: &StoreOptions, clock: SharedClock) -> Result<Self> {
         let url = DbUrl::parse(url)?;
-        DbManager::connect_url(&url).map_err(|e| {
-            Error::Unavailable(format!("cannot connect to {} database: {e}", url.backend()))
-        })?;
+        DbManager::connect_url(&url)
+            .map_err(|e| Error::Unavailable(format!("cannot connect to {} database: {e}", url.backend())))?;
         let pool = Pool::builder()
             .max_size(opts.pool_size.max(1))
             .min_idle(Some(1))
@@ -218,8 +214,7 @@ impl Store {
         self.blocking("db.migrate", |conn| {
             let applied = match conn {
                 DbConnection::Pg(c) => {
-                    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
-                        .execute(c)?;
+                    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")).execute(c)?;
                     let r = c
                         .run_pending_migrations(PG_MIGRATIONS)
                         .map(|v| v.iter().map(ToString::to_string).collect::<Vec<_>>());
@@ -296,10 +291,9 @@ impl Store {
         let span = tracing::info_span!("db.query", db.system = self.backend(), db.operation = op);
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let mut conn: PooledConnection<DbManager> =
-                pool.get().map_err(|e: r2d2::PoolError| {
-                    Error::Unavailable(format!("database unavailable: {e}"))
-                })?;
+            let mut conn: PooledConnection<DbManager> = pool
+                .get()
+                .map_err(|e: r2d2::PoolError| Error::Unavailable(format!("database unavailable: {e}")))?;
             f(&mut conn)
         })
         .await
@@ -313,9 +307,7 @@ fn write_transaction<T>(
 ) -> Result<T> {
     type Tm = <DbConnection as Connection>::TransactionManager;
     match conn {
-        DbConnection::Sqlite(c) => {
-            AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?
-        }
+        DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
         DbConnection::Pg(_) => Tm::begin_transaction(conn)?,
     }
     match f(conn) {
@@ -349,9 +341,7 @@ impl From<diesel::result::Error> for Error {
             D::DatabaseError(K::UniqueViolation, info) => {
                 Error::AlreadyExists(info.constraint_name().unwrap_or("record").to_owned())
             }
-            D::DatabaseError(K::SerializationFailure, _) => {
-                Error::Aborted("concurrent update; retry".into())
-            }
+            D::DatabaseError(K::SerializationFailure, _) => Error::Aborted("concurrent update; retry".into()),
             D::DatabaseError(K::ClosedConnection, _) => {
                 Error::Unavailable("database connection closed".into())
             }

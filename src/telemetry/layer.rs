@@ -63,8 +63,7 @@ pub fn rpc_span(path: &str, headers: &HeaderMap) -> Span {
         tenant.id = Empty,
         trace_id = Empty,
     );
-    let parent =
-        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
     let _ = span.set_parent(parent);
     let tid = super::current_trace_id_of(&span);
     if !tid.is_empty() {
@@ -179,9 +178,7 @@ impl<B: Body> Body for TracedBody<B> {
         let frame = ready!(this.inner.poll_frame(cx));
         match &frame {
             Some(Ok(f)) => {
-                if let (Some(code), Some(s)) =
-                    (f.trailers_ref().and_then(status_in), this.span.as_ref())
-                {
+                if let (Some(code), Some(s)) = (f.trailers_ref().and_then(status_in), this.span.as_ref()) {
                     record_status(s, code);
                     this.span.take();
                 }

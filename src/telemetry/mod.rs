@@ -22,15 +22,7 @@ pub const DEFAULT_SERVICE_NAME: &str = "proctor";
 
 /// Log line format.
 #[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
+    Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -108,10 +100,7 @@ pub fn init(format: LogFormat) -> Result<Telemetry, TelemetryError> {
         .try_init()
         .map_err(|e| TelemetryError::Subscriber(e.to_string()))?;
     opentelemetry::global::set_tracer_provider(provider.clone());
-    Ok(Telemetry {
-        provider,
-        exporting,
-    })
+    Ok(Telemetry { provider, exporting })
 }
 
 impl Telemetry {

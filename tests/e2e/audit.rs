@@ -5,7 +5,9 @@ use proctor::domain::audit::AuditEntry;
 use proctor::domain::inbox::Recipient;
 use proctor::proto::v1::audit_service_client::AuditServiceClient;
 use proctor::proto::v1::inbox_service_client::InboxServiceClient;
-use proctor::proto::v1::{AckRequest, ExportAuditLogRequest, ListAuditEventsRequest, PullRequest, VerifyAuditLogRequest};
+use proctor::proto::v1::{
+    AckRequest, ExportAuditLogRequest, ListAuditEventsRequest, PullRequest, VerifyAuditLogRequest,
+};
 use proctor::store::audit;
 use tonic::Code;
 
@@ -48,8 +50,10 @@ async fn tamper_is_named(b: Backend) {
     assert_eq!(ok.events_checked, 5);
 
     // An insider edits one stored row.
-    app.db
-        .execute(&format!("UPDATE audit_events SET outcome = 'denied' WHERE seq = {}", ids[2].0));
+    app.db.execute(&format!(
+        "UPDATE audit_events SET outcome = 'denied' WHERE seq = {}",
+        ids[2].0
+    ));
     let bad = a
         .verify_audit_log(authed(VerifyAuditLogRequest {}, &app.keys.compliance()))
         .await
@@ -73,14 +77,18 @@ async fn deleted_row_is_found(b: Backend) {
             .unwrap();
         ids.push((ev.seq, ev.id));
     }
-    app.db.execute(&format!("DELETE FROM audit_events WHERE seq = {}", ids[1].0));
+    app.db
+        .execute(&format!("DELETE FROM audit_events WHERE seq = {}", ids[1].0));
     let bad = AuditServiceClient::new(app.channel.clone())
         .verify_audit_log(authed(VerifyAuditLogRequest {}, &app.keys.sre()))
         .await
         .unwrap()
         .into_inner();
     assert!(!bad.ok);
-    assert_eq!(bad.first_bad_event_id, ids[2].1, "the event after the gap is named");
+    assert_eq!(
+        bad.first_bad_event_id, ids[2].1,
+        "the event after the gap is named"
+    );
     app.stop().await;
 }
 on_both_backends!(verify_finds_a_deleted_event, deleted_row_is_found);
@@ -92,7 +100,10 @@ async fn tenant_trails(b: Backend) {
     let t1 = app.keys.tenant("t1");
     let mut inbox = InboxServiceClient::new(app.channel.clone());
     inbox.pull(authed(PullRequest::default(), &t1)).await.unwrap();
-    inbox.ack(authed(AckRequest { ids: ids.clone() }, &t1)).await.unwrap();
+    inbox
+        .ack(authed(AckRequest { ids: ids.clone() }, &t1))
+        .await
+        .unwrap();
     for i in 0..3 {
         let e = entry(Some("t2"), &format!("test.{i}"));
         app.store
@@ -125,7 +136,12 @@ async fn tenant_trails(b: Backend) {
     assert_eq!(exported.len(), 1);
     assert!(exported.iter().all(|e| e.tenant_id == "t1"));
     let e = a
-        .export_audit_log(authed(ExportAuditLogRequest { tenant_id: "t2".into() }, &t1))
+        .export_audit_log(authed(
+            ExportAuditLogRequest {
+                tenant_id: "t2".into(),
+            },
+            &t1,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -133,7 +149,13 @@ async fn tenant_trails(b: Backend) {
     // Compliance pages through everyone's events.
     let c = app.keys.compliance();
     let p1 = a
-        .list_audit_events(authed(ListAuditEventsRequest { page_size: 3, ..Default::default() }, &c))
+        .list_audit_events(authed(
+            ListAuditEventsRequest {
+                page_size: 3,
+                ..Default::default()
+            },
+            &c,
+        ))
         .await
         .unwrap()
         .into_inner();

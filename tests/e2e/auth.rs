@@ -5,7 +5,9 @@
 use proctor::proto::v1::audit_service_client::AuditServiceClient;
 use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::instruction_service_client::InstructionServiceClient;
-use proctor::proto::v1::{CheckProcessingRequest, ListAuditEventsRequest, PullRequest, VerifyAuditLogRequest};
+use proctor::proto::v1::{
+    CheckProcessingRequest, ListAuditEventsRequest, PullRequest, VerifyAuditLogRequest,
+};
 use serde_json::json;
 use tonic::{Code, Request};
 
@@ -20,25 +22,42 @@ async fn refusals(b: Backend) {
     let now = chrono::Utc::now().timestamp();
 
     // No token at all.
-    let e = inbox.pull(Request::new(PullRequest::default())).await.unwrap_err();
+    let e = inbox
+        .pull(Request::new(PullRequest::default()))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
 
     let base = json!({"sub": "x", "roles": ["tenant"], "tenant_id": "t1", "iss": "https://issuer.test", "aud": "proctor"});
     let with = |extra: serde_json::Value| {
         let mut c = base.clone();
-        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         c
     };
     let attacks = [
         ("expired", k.sign(&with(json!({"exp": now - 120})))),
         ("missing exp", k.sign(&base)),
-        ("not yet valid", k.sign(&with(json!({"exp": now + 600, "nbf": now + 300})))),
-        ("wrong issuer", k.sign(&with(json!({"exp": now + 600, "iss": "https://evil.test"})))),
-        ("wrong audience", k.sign(&with(json!({"exp": now + 600, "aud": "other"})))),
+        (
+            "not yet valid",
+            k.sign(&with(json!({"exp": now + 600, "nbf": now + 300}))),
+        ),
+        (
+            "wrong issuer",
+            k.sign(&with(json!({"exp": now + 600, "iss": "https://evil.test"}))),
+        ),
+        (
+            "wrong audience",
+            k.sign(&with(json!({"exp": now + 600, "aud": "other"}))),
+        ),
         ("garbage", "not.a.jwt".to_string()),
     ];
     for (what, token) in &attacks {
-        let e = inbox.pull(authed(PullRequest::default(), token)).await.unwrap_err();
+        let e = inbox
+            .pull(authed(PullRequest::default(), token))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated, "{what}");
     }
     // Tampered payload: valid signature of other claims.
@@ -49,11 +68,17 @@ async fn refusals(b: Backend) {
         with(json!({"exp": now + 600, "tenant_id": "t2"})).to_string(),
     );
     parts[1] = &forged;
-    let e = inbox.pull(authed(PullRequest::default(), &parts.join("."))).await.unwrap_err();
+    let e = inbox
+        .pull(authed(PullRequest::default(), &parts.join(".")))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "tampered");
 
     // Valid token, wrong role: PERMISSION_DENIED.
-    let e = inbox.pull(authed(PullRequest::default(), &k.sre())).await.unwrap_err();
+    let e = inbox
+        .pull(authed(PullRequest::default(), &k.sre()))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     let e = audit
         .verify_audit_log(authed(VerifyAuditLogRequest {}, &k.tenant("t1")))
@@ -104,8 +129,16 @@ async fn refusals(b: Backend) {
     let denied: Vec<_> = events.iter().filter(|e| e.action == "auth.denied").collect();
     // 1 missing + 6 attacks + 1 tampered + 2 roles + 1 other tenant + 1 unauthenticated
     assert_eq!(denied.len(), 12, "{denied:#?}");
-    assert!(denied.iter().any(|e| e.outcome == "other_tenant" && e.tenant_id == "t1"));
-    assert!(denied.iter().any(|e| e.outcome == "role_not_allowed" && e.role == "sre"));
+    assert!(
+        denied
+            .iter()
+            .any(|e| e.outcome == "other_tenant" && e.tenant_id == "t1")
+    );
+    assert!(
+        denied
+            .iter()
+            .any(|e| e.outcome == "role_not_allowed" && e.role == "sre")
+    );
     for e in &events {
         let text = format!("{e:?}");
         assert!(!text.contains("eyJ"), "a token leaked into the audit log: {text}");
@@ -145,14 +178,20 @@ async fn hs256_secret_is_accepted_only_when_configured() {
     let mut inbox = InboxServiceClient::new(app.channel.clone());
     inbox.pull(authed(PullRequest::default(), &token)).await.unwrap();
     let wrong = proctor::auth::keys::mint_with_secret(b"another-secret-another-secret-xx", &claims).unwrap();
-    let e = inbox.pull(authed(PullRequest::default(), &wrong)).await.unwrap_err();
+    let e = inbox
+        .pull(authed(PullRequest::default(), &wrong))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     app.stop().await;
 
     // The default test server has no HS256 secret: the same token is refused.
     let app = spawn_app(Backend::Sqlite).await;
     let mut inbox = InboxServiceClient::new(app.channel.clone());
-    let e = inbox.pull(authed(PullRequest::default(), &token)).await.unwrap_err();
+    let e = inbox
+        .pull(authed(PullRequest::default(), &token))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     app.stop().await;
 }

@@ -17,7 +17,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_proctor");
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A `proctor serve` child process, killed if the test panics.
@@ -62,10 +66,12 @@ impl Server {
     /// Health status of the overall service (1 = SERVING).
     pub async fn health(&self) -> i32 {
         let mut h = HealthClient::new(self.channel().await);
-        h.check(HealthCheckRequest { service: String::new() })
-            .await
-            .map(|r| r.into_inner().status)
-            .unwrap_or(-1)
+        h.check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
     }
 
     pub async fn wait_health(&self, want: i32, within: Duration) -> bool {
@@ -125,12 +131,24 @@ async fn newcomer_serves_on_defaults_and_calls_with_a_minted_token() {
     let cwd = tempfile::tempdir().unwrap();
     let server = Server::start(cwd.path(), &[], &[]);
     assert!(server.wait_health(1, Duration::from_secs(20)).await, "SERVING");
-    assert!(cwd.path().join("proctor-data/proctor.db").exists(), "SQLite in ./proctor-data");
-    assert!(cwd.path().join("proctor-data/dev-jwks.json").exists(), "dev key created");
+    assert!(
+        cwd.path().join("proctor-data/proctor.db").exists(),
+        "SQLite in ./proctor-data"
+    );
+    assert!(
+        cwd.path().join("proctor-data/dev-jwks.json").exists(),
+        "dev key created"
+    );
 
-    let token = run(cwd.path(), &["token", "mint", "--role", "tenant", "--tenant", "t1"]);
+    let token = run(
+        cwd.path(),
+        &["token", "mint", "--role", "tenant", "--tenant", "t1"],
+    );
     let mut inbox = InboxServiceClient::new(server.channel().await);
-    let r = inbox.pull(authed(PullRequest::default(), token.trim())).await.unwrap();
+    let r = inbox
+        .pull(authed(PullRequest::default(), token.trim()))
+        .await
+        .unwrap();
     assert!(r.into_inner().envelopes.is_empty());
 
     // Refused without --tenant.
@@ -154,10 +172,16 @@ async fn health_waits_for_migrations_when_serve_does_not_migrate() {
         &["--no-migrate"],
         &[("PROCTOR_DATABASE_URL", url.clone())],
     );
-    assert!(server.wait_health(2, Duration::from_secs(20)).await, "NOT_SERVING before migrations");
+    assert!(
+        server.wait_health(2, Duration::from_secs(20)).await,
+        "NOT_SERVING before migrations"
+    );
     let out = run(cwd.path(), &["migrate", "--database-url", &url]);
     assert!(out.contains("applied 1 migration"), "{out}");
-    assert!(server.wait_health(1, Duration::from_secs(10)).await, "SERVING after migrate");
+    assert!(
+        server.wait_health(1, Duration::from_secs(10)).await,
+        "SERVING after migrate"
+    );
     let again = run(cwd.path(), &["migrate", "--database-url", &url]);
     assert!(again.contains("applied 0 migration"), "{again}");
     server.terminate();
@@ -181,5 +205,8 @@ async fn bad_database_url_fails_fast_with_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
-    assert!(started.elapsed() < Duration::from_secs(10), "no pool timeout hides the error");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "no pool timeout hides the error"
+    );
 }

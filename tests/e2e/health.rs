@@ -14,17 +14,19 @@ async fn health_and_reflection(b: Backend) {
     let mut h = HealthClient::new(app.channel.clone());
     for service in ["", "proctor.v1.InboxService", "proctor.v1.AuditService"] {
         let r = h
-            .check(HealthCheckRequest { service: service.into() })
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
             .await
             .unwrap()
             .into_inner();
         assert_eq!(r.status, 1, "{service} SERVING");
     }
 
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
     let mut refl = ServerReflectionClient::new(app.channel.clone());
     let req = ServerReflectionRequest {
         host: String::new(),
@@ -80,7 +82,10 @@ async fn graceful_shutdown_ends_streams_and_returns() {
     let app = spawn_app(Backend::Sqlite).await;
     let mut inbox = InboxServiceClient::new(app.channel.clone());
     let mut stream = inbox
-        .subscribe(authed(SubscribeRequest { after_cursor: 0 }, &app.keys.tenant("t1")))
+        .subscribe(authed(
+            SubscribeRequest { after_cursor: 0 },
+            &app.keys.tenant("t1"),
+        ))
         .await
         .unwrap()
         .into_inner();

@@ -23,8 +23,14 @@ pub async fn put(store: &Store, to: Recipient, kind: &str, n: usize) -> Vec<Stri
         .write("test.enqueue", move |c, clock| {
             (0..n)
                 .map(|i| {
-                    inbox::enqueue(c, clock.now(), &to, &kind, &serde_json::json!({"id": format!("thing-{i}")}))
-                        .map(|e| e.id)
+                    inbox::enqueue(
+                        c,
+                        clock.now(),
+                        &to,
+                        &kind,
+                        &serde_json::json!({"id": format!("thing-{i}")}),
+                    )
+                    .map(|e| e.id)
                 })
                 .collect()
         })
@@ -42,32 +48,69 @@ async fn leases_and_acks(b: Backend) {
     let crm = app.keys.platform("crm");
     let ids = put(&app.store, Recipient::Tenant("t1".into()), "breach.notice", 3).await;
     put(&app.store, Recipient::Tenant("t2".into()), "breach.notice", 2).await;
-    put(&app.store, Recipient::System("crm".into()), "subject_request.task", 1).await;
+    put(
+        &app.store,
+        Recipient::System("crm".into()),
+        "subject_request.task",
+        1,
+    )
+    .await;
     let mut c = client(&app);
 
     // In order, only the caller's own envelopes.
     let got = c
-        .pull(authed(PullRequest { max: 10, lease_seconds: 30 }, &t1))
+        .pull(authed(
+            PullRequest {
+                max: 10,
+                lease_seconds: 30,
+            },
+            &t1,
+        ))
         .await
         .unwrap()
         .into_inner()
         .envelopes;
     assert_eq!(got.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), ids);
     assert!(got.windows(2).all(|w| w[0].cursor < w[1].cursor));
-    assert!(got.iter().all(|e| e.delivery_count == 1 && e.kind == "breach.notice"));
+    assert!(
+        got.iter()
+            .all(|e| e.delivery_count == 1 && e.kind == "breach.notice")
+    );
     let payload: serde_json::Value = serde_json::from_slice(&got[0].payload).unwrap();
     assert_eq!(payload["id"], "thing-0");
 
     // Leased: nobody else gets them until the lease runs out.
-    let again = c.pull(authed(PullRequest::default(), &t1)).await.unwrap().into_inner().envelopes;
+    let again = c
+        .pull(authed(PullRequest::default(), &t1))
+        .await
+        .unwrap()
+        .into_inner()
+        .envelopes;
     assert!(again.is_empty());
-    let sys = c.pull(authed(PullRequest::default(), &crm)).await.unwrap().into_inner().envelopes;
+    let sys = c
+        .pull(authed(PullRequest::default(), &crm))
+        .await
+        .unwrap()
+        .into_inner()
+        .envelopes;
     assert_eq!(sys.len(), 1, "the platform system sees only its own inbox");
 
     // Ack one; after the lease expires the other two come back, once more.
-    c.ack(authed(AckRequest { ids: vec![ids[0].clone()] }, &t1)).await.unwrap();
+    c.ack(authed(
+        AckRequest {
+            ids: vec![ids[0].clone()],
+        },
+        &t1,
+    ))
+    .await
+    .unwrap();
     app.clock.advance(Duration::seconds(31));
-    let redelivered = c.pull(authed(PullRequest::default(), &t1)).await.unwrap().into_inner().envelopes;
+    let redelivered = c
+        .pull(authed(PullRequest::default(), &t1))
+        .await
+        .unwrap()
+        .into_inner()
+        .envelopes;
     assert_eq!(
         redelivered.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
         ids[1..].to_vec()
@@ -84,27 +127,56 @@ async fn leases_and_acks(b: Backend) {
         .acknowledged;
     assert_eq!(n, 2);
     let e = c
-        .ack(authed(AckRequest { ids: vec![sys[0].id.clone()] }, &t1))
+        .ack(authed(
+            AckRequest {
+                ids: vec![sys[0].id.clone()],
+            },
+            &t1,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     app.clock.advance(Duration::seconds(31));
     assert_eq!(
-        c.pull(authed(PullRequest::default(), &crm)).await.unwrap().into_inner().envelopes.len(),
+        c.pull(authed(PullRequest::default(), &crm))
+            .await
+            .unwrap()
+            .into_inner()
+            .envelopes
+            .len(),
         1,
         "the refused ack left the system's envelope alone"
     );
-    assert!(c.pull(authed(PullRequest::default(), &t1)).await.unwrap().into_inner().envelopes.is_empty());
+    assert!(
+        c.pull(authed(PullRequest::default(), &t1))
+            .await
+            .unwrap()
+            .into_inner()
+            .envelopes
+            .is_empty()
+    );
 
     // Bad input is INVALID_ARGUMENT naming the field.
     let e = c
-        .pull(authed(PullRequest { max: 501, lease_seconds: 0 }, &t1))
+        .pull(authed(
+            PullRequest {
+                max: 501,
+                lease_seconds: 0,
+            },
+            &t1,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert_eq!(e.get_details_bad_request().unwrap().field_violations[0].field, "max");
+    assert_eq!(
+        e.get_details_bad_request().unwrap().field_violations[0].field,
+        "max"
+    );
     let e = c.ack(authed(AckRequest { ids: vec![] }, &t1)).await.unwrap_err();
-    assert_eq!(e.get_details_bad_request().unwrap().field_violations[0].field, "ids");
+    assert_eq!(
+        e.get_details_bad_request().unwrap().field_violations[0].field,
+        "ids"
+    );
     app.stop().await;
 }
 on_both_backends!(pull_lease_redeliver_ack, leases_and_acks);
@@ -114,7 +186,13 @@ async fn enqueue_is_transactional(b: Backend) {
     let res: Result<(), Error> = app
         .store
         .write("test.fail", |c, clock| {
-            inbox::enqueue(c, clock.now(), &Recipient::Tenant("t1".into()), "x", &serde_json::json!({}))?;
+            inbox::enqueue(
+                c,
+                clock.now(),
+                &Recipient::Tenant("t1".into()),
+                "x",
+                &serde_json::json!({}),
+            )?;
             Err(Error::FailedPrecondition("the change itself failed".into()))
         })
         .await;
@@ -125,7 +203,10 @@ async fn enqueue_is_transactional(b: Backend) {
         .unwrap()
         .into_inner()
         .envelopes;
-    assert!(got.is_empty(), "an envelope of a rolled-back change was delivered");
+    assert!(
+        got.is_empty(),
+        "an envelope of a rolled-back change was delivered"
+    );
     app.stop().await;
 }
 on_both_backends!(envelope_rolls_back_with_its_change, enqueue_is_transactional);
@@ -156,7 +237,12 @@ async fn subscribe_streams_live(b: Backend) {
     assert_eq!(next.kind, "b");
     // Resuming after a cursor skips what came before it.
     let mut resumed = client(&app)
-        .subscribe(authed(SubscribeRequest { after_cursor: seen[0].cursor }, &t1))
+        .subscribe(authed(
+            SubscribeRequest {
+                after_cursor: seen[0].cursor,
+            },
+            &t1,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -187,7 +273,13 @@ async fn two_servers_never_lease_one_envelope_twice() {
             let mut got = Vec::new();
             loop {
                 let batch = c
-                    .pull(authed(PullRequest { max: 7 + i as u32, lease_seconds: 600 }, &token))
+                    .pull(authed(
+                        PullRequest {
+                            max: 7 + i as u32,
+                            lease_seconds: 600,
+                        },
+                        &token,
+                    ))
                     .await
                     .unwrap()
                     .into_inner()

@@ -34,7 +34,8 @@ pub enum Backend {
 
 /// Base URL of the test PostgreSQL.
 pub fn pg_base_url() -> String {
-    std::env::var("PROCTOR_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("PROCTOR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 /// Whether PostgreSQL tests run: when it answers; under CI it must answer.
@@ -95,7 +96,9 @@ impl TestDb {
             Backend::Postgres => {
                 let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
                 let mut c = PgConnection::establish(&pg_base_url()).unwrap();
-                diesel::sql_query(format!("CREATE SCHEMA {schema}")).execute(&mut c).unwrap();
+                diesel::sql_query(format!("CREATE SCHEMA {schema}"))
+                    .execute(&mut c)
+                    .unwrap();
                 let sep = if pg_base_url().contains('?') { '&' } else { '?' };
                 let url = format!("{}{sep}options=-csearch_path%3D{schema}", pg_base_url());
                 Self {
@@ -136,10 +139,8 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Some(s) = &self.schema {
-            if let Ok(mut c) = PgConnection::establish(&pg_base_url()) {
-                let _ = diesel::sql_query(format!("DROP SCHEMA {s} CASCADE")).execute(&mut c);
-            }
+        if let (Some(s), Ok(mut c)) = (&self.schema, PgConnection::establish(&pg_base_url())) {
+            let _ = diesel::sql_query(format!("DROP SCHEMA {s} CASCADE")).execute(&mut c);
         }
     }
 }
@@ -244,7 +245,9 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 pub async fn spawn_with(db: TestDb, keys: TestKeys, cfg: Config) -> TestApp {
     let clock = ManualClock::new(t0());
-    let app = Application::build(cfg, clock.clone()).await.expect("server builds");
+    let app = Application::build(cfg, clock.clone())
+        .await
+        .expect("server builds");
     let addr = app.local_addr();
     let store = app.store().clone();
     let (tx, rx) = oneshot::channel::<()>();
@@ -255,7 +258,11 @@ pub async fn spawn_with(db: TestDb, keys: TestKeys, cfg: Config) -> TestApp {
         .await
         .expect("server runs");
     });
-    let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let app = TestApp {
         addr,
         channel,
@@ -276,10 +283,14 @@ impl TestApp {
         use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
         let mut h = HealthClient::new(self.channel.clone());
         for _ in 0..100 {
-            if let Ok(r) = h.check(HealthCheckRequest { service: String::new() }).await {
-                if r.into_inner().status == 1 {
-                    return;
-                }
+            let status = h
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().status);
+            if status.is_ok_and(|s| s == 1) {
+                return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
@@ -300,7 +311,9 @@ impl TestApp {
 /// Wraps `msg` with a bearer token.
 pub fn authed<T>(msg: T, token: &str) -> Request<T> {
     let mut r = Request::new(msg);
-    r.metadata_mut()
-        .insert("authorization", MetadataValue::try_from(format!("Bearer {token}")).unwrap());
+    r.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {token}")).unwrap(),
+    );
     r
 }

@@ -5,14 +5,20 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use proctor::proto::v1::audit_service_client::AuditServiceClient;
 use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::instruction_service_client::InstructionServiceClient;
-use proctor::proto::v1::{AckRequest, CheckProcessingRequest, ListAuditEventsRequest, PullRequest, VerifyAuditLogRequest};
+use proctor::proto::v1::{
+    AckRequest, CheckProcessingRequest, ListAuditEventsRequest, PullRequest, VerifyAuditLogRequest,
+};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
@@ -20,9 +26,12 @@ use tonic::{Request, Response, Status};
 use crate::cli::Server;
 use crate::support::{TestKeys, authed};
 
+/// A received span with its resource attributes.
+type Received = (Span, Vec<(String, String)>);
+
 #[derive(Clone, Default)]
 struct Receiver {
-    spans: Arc<Mutex<Vec<(Span, Vec<(String, String)>)>>>,
+    spans: Arc<Mutex<Vec<Received>>>,
 }
 
 #[tonic::async_trait]
@@ -35,7 +44,12 @@ impl TraceService for Receiver {
         for rs in req.into_inner().resource_spans {
             let resource: Vec<(String, String)> = rs
                 .resource
-                .map(|r| r.attributes.into_iter().map(|kv| (kv.key, text(kv.value))).collect())
+                .map(|r| {
+                    r.attributes
+                        .into_iter()
+                        .map(|kv| (kv.key, text(kv.value)))
+                        .collect()
+                })
                 .unwrap_or_default();
             for ss in rs.scope_spans {
                 for s in ss.spans {
@@ -43,7 +57,9 @@ impl TraceService for Receiver {
                 }
             }
         }
-        Ok(Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -58,7 +74,10 @@ fn text(v: Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
 }
 
 fn attr(s: &Span, key: &str) -> Option<String> {
-    s.attributes.iter().find(|kv| kv.key == key).map(|kv| text(kv.value.clone()))
+    s.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .map(|kv| text(kv.value.clone()))
 }
 
 fn with_parent<T>(mut r: Request<T>, trace_id: &str) -> Request<T> {
@@ -104,12 +123,20 @@ async fn every_rpc_arrives_as_a_server_span_in_the_callers_trace() {
 
     // The scripted session: (rpc, expected status code, role, tenant).
     inbox
-        .pull(with_parent(authed(PullRequest::default(), &keys.tenant("t1")), trace))
+        .pull(with_parent(
+            authed(PullRequest::default(), &keys.tenant("t1")),
+            trace,
+        ))
         .await
         .unwrap();
     let e = inbox
         .ack(with_parent(
-            authed(AckRequest { ids: vec!["nope".into()] }, &keys.platform("crm")),
+            authed(
+                AckRequest {
+                    ids: vec!["nope".into()],
+                },
+                &keys.platform("crm"),
+            ),
             trace,
         ))
         .await
@@ -148,10 +175,20 @@ async fn every_rpc_arrives_as_a_server_span_in_the_callers_trace() {
     let expected: [(&str, i64, Option<&str>, Option<&str>); 6] = [
         ("proctor.v1.InboxService/Pull", 0, Some("tenant"), Some("t1")),
         ("proctor.v1.InboxService/Ack", 5, Some("platform"), None),
-        ("proctor.v1.AuditService/ListAuditEvents", 0, Some("compliance"), Some("t9")),
+        (
+            "proctor.v1.AuditService/ListAuditEvents",
+            0,
+            Some("compliance"),
+            Some("t9"),
+        ),
         ("proctor.v1.AuditService/VerifyAuditLog", 0, Some("sre"), None),
         ("proctor.v1.InboxService/Pull", 16, None, None),
-        ("proctor.v1.InstructionService/CheckProcessing", 12, Some("platform"), None),
+        (
+            "proctor.v1.InstructionService/CheckProcessing",
+            12,
+            Some("platform"),
+            None,
+        ),
     ];
     // Shutdown flushed the batch; give the receiver a moment to record it.
     let mut spans = Vec::new();
@@ -162,8 +199,12 @@ async fn every_rpc_arrives_as_a_server_span_in_the_callers_trace() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let server_spans: Vec<&(Span, Vec<(String, String)>)> = spans.iter().filter(|(s, _)| s.kind == 2).collect();
-    assert_eq!(server_spans.len(), expected.len(), "one server span per RPC: {server_spans:#?}");
+    let server_spans: Vec<&Received> = spans.iter().filter(|(s, _)| s.kind == 2).collect();
+    assert_eq!(
+        server_spans.len(),
+        expected.len(),
+        "one server span per RPC: {server_spans:#?}"
+    );
     let mut remaining = server_spans.clone();
     for (name, code, role, tenant) in expected {
         let pos = remaining
@@ -184,7 +225,11 @@ async fn every_rpc_arrives_as_a_server_span_in_the_callers_trace() {
         assert!(resource.contains(&("service.name".into(), "proctor-under-test".into())));
     }
     // Database work shows up as child spans of the RPC spans.
-    assert!(spans.iter().any(|(s, _)| s.name == "db.query" && hex(&s.trace_id) == trace));
+    assert!(
+        spans
+            .iter()
+            .any(|(s, _)| s.name == "db.query" && hex(&s.trace_id) == trace)
+    );
     // No token or personal data in any attribute.
     for (s, _) in &spans {
         for kv in &s.attributes {
