@@ -20,9 +20,11 @@ use crate::auth::keys;
 use crate::auth::layer::{AuditHook, AuthLayer};
 use crate::clock::SharedClock;
 use crate::config::Config;
+use crate::decisions::Decisions;
 use crate::grpc::{self, AppState};
 use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::inbox_service_server::InboxServiceServer;
+use crate::proto::v1::instruction_service_server::InstructionServiceServer;
 use crate::store::{Store, StoreOptions};
 use crate::telemetry::layer::GrpcTraceLayer;
 
@@ -30,7 +32,11 @@ use crate::telemetry::layer::GrpcTraceLayer;
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Names reported by the health service besides the overall `""`.
-const SERVED: &[&str] = &["proctor.v1.InboxService", "proctor.v1.AuditService"];
+const SERVED: &[&str] = &[
+    "proctor.v1.InboxService",
+    "proctor.v1.AuditService",
+    "proctor.v1.InstructionService",
+];
 
 /// The server could not start or stopped on an error.
 #[derive(Debug, thiserror::Error)]
@@ -161,9 +167,17 @@ impl Application {
             stopping: stop_rx.clone(),
         };
 
+        let decisions = Decisions::start(store.clone()).await;
+        decisions.clone().follow(stop_rx.clone());
+
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", ServingStatus::NotServing).await;
-        tokio::spawn(watch_health(health, store.clone(), stop_rx.clone()));
+        tokio::spawn(watch_health(
+            health,
+            store.clone(),
+            decisions.clone(),
+            stop_rx.clone(),
+        ));
 
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -194,6 +208,14 @@ impl Application {
                     .max_encoding_message_size(max),
             )
             .add_service(
+                InstructionServiceServer::new(grpc::instructions::Instructions::new(
+                    state.clone(),
+                    decisions,
+                ))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            )
+            .add_service(
                 AuditServiceServer::new(grpc::audit::Audit::new(state.clone()))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
@@ -219,16 +241,21 @@ impl Application {
     }
 }
 
-/// Reports SERVING only while migrations are applied and the database
-/// answers; NOT_SERVING otherwise, so load balancers route around a replica
+/// Reports SERVING only while migrations are applied, the decision
+/// snapshots are loaded and the database answers; NOT_SERVING otherwise, so load balancers route around a replica
 /// that lost its database.
-async fn watch_health(health: HealthReporter, store: Store, mut stopping: watch::Receiver<bool>) {
+async fn watch_health(
+    health: HealthReporter,
+    store: Store,
+    decisions: Arc<Decisions>,
+    mut stopping: watch::Receiver<bool>,
+) {
     let mut migrated = false;
     loop {
         if !migrated {
             migrated = store.migrations_current().await.unwrap_or(false);
         }
-        let ok = migrated && store.ping().await.is_ok();
+        let ok = migrated && decisions.ready() && store.ping().await.is_ok();
         let status = if ok && !*stopping.borrow() {
             ServingStatus::Serving
         } else {

@@ -52,6 +52,17 @@ impl ManualClock {
     }
 }
 
+impl ManualClock {
+    /// The current instant as a protobuf timestamp, for building requests.
+    pub fn now_ts(&self) -> prost_types::Timestamp {
+        let now = self.now();
+        prost_types::Timestamp {
+            seconds: now.timestamp(),
+            nanos: now.timestamp_subsec_nanos() as i32,
+        }
+    }
+}
+
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         Utc.timestamp_micros(self.micros.load(Ordering::SeqCst))

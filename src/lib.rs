@@ -19,6 +19,7 @@ pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod decisions;
 pub mod domain;
 pub mod error;
 pub mod grpc;

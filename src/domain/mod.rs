@@ -3,5 +3,6 @@
 
 pub mod audit;
 pub mod inbox;
+pub mod instructions;
 pub mod page;
 pub mod validate;

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod convert;
 pub mod inbox;
+pub mod instructions;
 pub mod limits;
 pub mod status;
 

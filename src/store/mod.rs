@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod inbox;
+pub mod instructions;
 pub mod schema;
 
 use std::path::PathBuf;

@@ -32,3 +32,41 @@ diesel::table! {
         acked_at_us -> Nullable<BigInt>,
     }
 }
+
+diesel::table! {
+    taxonomy (kind, key) {
+        kind -> Text,
+        key -> Text,
+        description -> Text,
+        created_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    instruction_versions (tenant_id, version) {
+        tenant_id -> Text,
+        version -> BigInt,
+        created_at_us -> BigInt,
+        author -> Text,
+        reason -> Text,
+        body -> Text,
+    }
+}
+
+diesel::table! {
+    tenants (tenant_id) {
+        tenant_id -> Text,
+        terminated_at_us -> Nullable<BigInt>,
+        termination_reason -> Nullable<Text>,
+        erasure_due_at_us -> Nullable<BigInt>,
+        updated_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    decision_changes (seq) {
+        seq -> BigInt,
+        tenant_id -> Text,
+        at_us -> BigInt,
+    }
+}

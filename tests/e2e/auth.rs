@@ -99,14 +99,14 @@ async fn refusals(b: Backend) {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 
-    // An RPC whose capability has not landed: authorised, then UNIMPLEMENTED;
-    // unauthenticated callers still learn nothing beyond UNAUTHENTICATED.
+    // Authorised calls reach the handler (here: refused for bad input);
+    // unauthenticated callers learn nothing beyond UNAUTHENTICATED.
     let mut instr = InstructionServiceClient::new(app.channel.clone());
     let e = instr
         .check_processing(authed(CheckProcessingRequest::default(), &k.platform("crm")))
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
+    assert_eq!(e.code(), Code::InvalidArgument);
     let e = instr
         .check_processing(Request::new(CheckProcessingRequest::default()))
         .await

@@ -8,5 +8,6 @@ mod auth;
 mod cli;
 mod health;
 mod inbox;
+mod instructions;
 mod support;
 mod tracing_otlp;

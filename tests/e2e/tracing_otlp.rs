@@ -185,7 +185,7 @@ async fn every_rpc_arrives_as_a_server_span_in_the_callers_trace() {
         ("proctor.v1.InboxService/Pull", 16, None, None),
         (
             "proctor.v1.InstructionService/CheckProcessing",
-            12,
+            3,
             Some("platform"),
             None,
         ),
