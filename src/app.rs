@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
@@ -23,6 +24,7 @@ use crate::config::Config;
 use crate::decisions::Decisions;
 use crate::grpc::{self, AppState};
 use crate::proto::v1::audit_service_server::AuditServiceServer;
+use crate::proto::v1::breach_service_server::BreachServiceServer;
 use crate::proto::v1::inbox_service_server::InboxServiceServer;
 use crate::proto::v1::instruction_service_server::InstructionServiceServer;
 use crate::store::{Store, StoreOptions};
@@ -36,6 +38,7 @@ const SERVED: &[&str] = &[
     "proctor.v1.InboxService",
     "proctor.v1.AuditService",
     "proctor.v1.InstructionService",
+    "proctor.v1.BreachService",
 ];
 
 /// The server could not start or stopped on an error.
@@ -216,6 +219,11 @@ impl Application {
                 .max_encoding_message_size(max),
             )
             .add_service(
+                BreachServiceServer::new(grpc::breaches::Breaches::new(state.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
                 AuditServiceServer::new(grpc::audit::Audit::new(state.clone()))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
@@ -229,7 +237,16 @@ impl Application {
         };
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
         tracing::info!(listen = %listener.local_addr()?, backend = store.backend(), "proctor serving");
-        let serve = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        // Accepted sockets get TCP_NODELAY: tonic only sets it on listeners it
+        // binds itself, and without it a response split over two writes waits
+        // for the peer's delayed ACK (40 ms on Linux).
+        let incoming = TcpListenerStream::new(listener).map(|s| {
+            s.and_then(|s| {
+                s.set_nodelay(true)?;
+                Ok(s)
+            })
+        });
+        let serve = router.serve_with_incoming_shutdown(incoming, signal);
         tokio::select! {
             res = serve => res?,
             _ = async {

@@ -96,8 +96,16 @@ struct VerifyKey {
     key: DecodingKey,
 }
 
+/// Tokens remembered as verified; platform services send the same token on
+/// every call until it expires, and a signature check costs more than the
+/// decision they ask for.
+const VERIFIED_CACHE_SIZE: usize = 10_000;
+
 /// Verifies tokens against the configured keys.
 pub struct Verifier {
+    /// token -> (identity, exp): a hit is re-checked against `exp` only,
+    /// the signature, issuer, audience and nbf having passed already.
+    verified: quick_cache::sync::Cache<String, (Identity, i64)>,
     keys: Vec<VerifyKey>,
     hs256: Option<DecodingKey>,
     issuer: Option<String>,
@@ -169,6 +177,7 @@ impl Verifier {
             return Err(KeyError("no verification key configured".into()));
         }
         Ok(Self {
+            verified: quick_cache::sync::Cache::new(VERIFIED_CACHE_SIZE),
             keys,
             hs256,
             issuer,
@@ -179,6 +188,19 @@ impl Verifier {
 
     /// Verifies a compact JWT.
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
+        let now = chrono::Utc::now().timestamp();
+        if let Some((id, exp)) = self.verified.get(token) {
+            if now <= exp.saturating_add(self.leeway as i64) {
+                return Ok(id);
+            }
+            self.verified.remove(token);
+        }
+        let (id, exp) = self.verify_uncached(token)?;
+        self.verified.insert(token.to_owned(), (id.clone(), exp));
+        Ok(id)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<(Identity, i64), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         let candidates: Vec<&DecodingKey> = match header.alg {
             Algorithm::HS256 => self.hs256.iter().collect(),
@@ -225,7 +247,10 @@ impl Verifier {
         let mut last = TokenError::Invalid("signature".into());
         for key in candidates {
             match jsonwebtoken::decode::<Claims>(token, key, &v) {
-                Ok(data) => return identity(data.claims),
+                Ok(data) => {
+                    let exp = data.claims.exp;
+                    return identity(data.claims).map(|id| (id, exp));
+                }
                 Err(e) => last = TokenError::Invalid(format!("{:?}", e.kind())),
             }
         }
@@ -244,4 +269,175 @@ fn identity(c: Claims) -> Result<Identity, TokenError> {
         roles,
         tenant_id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::{EncodingKey, Header};
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
+    use rsa::traits::PublicKeyParts;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn claims(extra: serde_json::Value) -> serde_json::Value {
+        let mut c = serde_json::json!({
+            "sub": "svc", "roles": ["platform"], "exp": chrono::Utc::now().timestamp() + 600,
+            "iss": "iss", "aud": "aud"
+        });
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        c
+    }
+
+    struct Keys {
+        rsa_private_pem: String,
+        rsa_public_pem: String,
+        ec_private_pem: String,
+        jwks: JwkSet,
+    }
+
+    fn keys() -> Keys {
+        let rsa_key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let rsa_pub = rsa_key.to_public_key();
+        let ec_key = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+        let ec_point = ec_key.public_key().to_encoded_point(false);
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        let jwks = serde_json::json!({"keys": [
+            {"kty": "RSA", "kid": "r1", "alg": "RS256", "n": b64(&rsa_pub.n().to_bytes_be()), "e": b64(&rsa_pub.e().to_bytes_be())},
+            {"kty": "EC", "kid": "e1", "crv": "P-256", "x": b64(ec_point.x().unwrap()), "y": b64(ec_point.y().unwrap())}
+        ]});
+        Keys {
+            rsa_private_pem: rsa_key.to_pkcs8_pem(Default::default()).unwrap().to_string(),
+            rsa_public_pem: rsa_pub.to_public_key_pem(Default::default()).unwrap(),
+            ec_private_pem: ec_key.to_pkcs8_pem(Default::default()).unwrap().to_string(),
+            jwks: serde_json::from_value(jwks).unwrap(),
+        }
+    }
+
+    fn sign(alg: Algorithm, kid: Option<&str>, key: &EncodingKey, c: &serde_json::Value) -> String {
+        let mut h = Header::new(alg);
+        h.kid = kid.map(Into::into);
+        jsonwebtoken::encode(&h, c, key).unwrap()
+    }
+
+    #[test]
+    fn rs256_es256_and_hs256_verify_and_attacks_fail() {
+        let k = keys();
+        let v = Verifier::new(
+            Some(&k.jwks),
+            Some(SECRET),
+            Some("iss".into()),
+            Some("aud".into()),
+            30,
+        )
+        .unwrap();
+        let rsa = EncodingKey::from_rsa_pem(k.rsa_private_pem.as_bytes()).unwrap();
+        let ec = EncodingKey::from_ec_pem(k.ec_private_pem.as_bytes()).unwrap();
+        let hs = EncodingKey::from_secret(SECRET).unwrap();
+        let good = claims(serde_json::json!({}));
+        assert!(v.verify(&sign(Algorithm::RS256, Some("r1"), &rsa, &good)).is_ok());
+        assert!(v.verify(&sign(Algorithm::ES256, Some("e1"), &ec, &good)).is_ok());
+        assert!(
+            v.verify(&sign(Algorithm::ES256, None, &ec, &good)).is_ok(),
+            "no kid: try same-alg keys"
+        );
+        assert!(v.verify(&sign(Algorithm::HS256, None, &hs, &good)).is_ok());
+
+        // Algorithm confusion: HS256 "signed" with the RSA public key.
+        let confused = EncodingKey::from_secret(k.rsa_public_pem.as_bytes()).unwrap();
+        assert!(
+            v.verify(&sign(Algorithm::HS256, Some("r1"), &confused, &good))
+                .is_err()
+        );
+        // alg: none.
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+        let body = URL_SAFE_NO_PAD.encode(good.to_string());
+        assert!(v.verify(&format!("{header}.{body}.")).is_err());
+        // Unknown kid, wrong key for the kid.
+        assert_eq!(
+            v.verify(&sign(Algorithm::RS256, Some("r9"), &rsa, &good)),
+            Err(TokenError::UnknownKey)
+        );
+        let other = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let other =
+            EncodingKey::from_rsa_pem(other.to_pkcs8_pem(Default::default()).unwrap().as_bytes()).unwrap();
+        assert!(
+            v.verify(&sign(Algorithm::RS256, Some("r1"), &other, &good))
+                .is_err()
+        );
+        // An 8 KiB garbage header.
+        assert_eq!(v.verify(&"x".repeat(8192)), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn claims_are_enforced() {
+        let v = Verifier::new(None, Some(SECRET), Some("iss".into()), Some("aud".into()), 30).unwrap();
+        let hs = EncodingKey::from_secret(SECRET).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let cases = [
+            (
+                "expired beyond leeway",
+                claims(serde_json::json!({"exp": now - 31})),
+            ),
+            ("nbf in the future", claims(serde_json::json!({"nbf": now + 120}))),
+            ("wrong iss", claims(serde_json::json!({"iss": "other"}))),
+            ("wrong aud", claims(serde_json::json!({"aud": "other"}))),
+            (
+                "tenant without tenant_id",
+                claims(serde_json::json!({"roles": ["tenant"]})),
+            ),
+        ];
+        for (what, c) in cases {
+            assert!(
+                v.verify(&sign(Algorithm::HS256, None, &hs, &c)).is_err(),
+                "{what}"
+            );
+        }
+        let mut no_exp = claims(serde_json::json!({}));
+        no_exp.as_object_mut().unwrap().remove("exp");
+        assert!(
+            v.verify(&sign(Algorithm::HS256, None, &hs, &no_exp)).is_err(),
+            "missing exp"
+        );
+        let within_leeway = claims(serde_json::json!({"exp": now - 10}));
+        assert!(
+            v.verify(&sign(Algorithm::HS256, None, &hs, &within_leeway))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn cached_tokens_still_expire() {
+        let v = Verifier::new(None, Some(SECRET), None, None, 0).unwrap();
+        let hs = EncodingKey::from_secret(SECRET).unwrap();
+        let t = sign(
+            Algorithm::HS256,
+            None,
+            &hs,
+            &serde_json::json!({"sub": "s", "roles": ["sre"], "exp": chrono::Utc::now().timestamp() + 1}),
+        );
+        assert!(v.verify(&t).is_ok());
+        assert!(v.verify(&t).is_ok(), "served from the cache");
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert!(v.verify(&t).is_err(), "the cache does not outlive exp");
+    }
+
+    #[test]
+    fn key_sets_are_checked() {
+        assert!(Verifier::new(None, None, None, None, 30).is_err());
+        assert!(Verifier::new(None, Some(b"short"), None, None, 30).is_err());
+        let hmac_jwk: JwkSet = serde_json::from_value(
+            serde_json::json!({"keys": [{"kty": "oct", "k": "AAAA", "alg": "HS256"}]}),
+        )
+        .unwrap();
+        assert!(
+            Verifier::new(Some(&hmac_jwk), None, None, None, 30).is_err(),
+            "no symmetric keys in JWKS"
+        );
+    }
 }

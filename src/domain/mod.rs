@@ -2,6 +2,7 @@
 //! stored or called. Everything here is unit-tested without a database.
 
 pub mod audit;
+pub mod breaches;
 pub mod inbox;
 pub mod instructions;
 pub mod page;

@@ -4,6 +4,7 @@
 //! not registered, so their RPCs answer UNIMPLEMENTED (after auth).
 
 pub mod audit;
+pub mod breaches;
 pub mod convert;
 pub mod inbox;
 pub mod instructions;

@@ -10,6 +10,7 @@
 //! a reader following a cursor never skips a row that commits late.
 
 pub mod audit;
+pub mod breaches;
 pub mod inbox;
 pub mod instructions;
 pub mod schema;

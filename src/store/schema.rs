@@ -70,3 +70,36 @@ diesel::table! {
         at_us -> BigInt,
     }
 }
+
+diesel::table! {
+    breaches (seq) {
+        seq -> BigInt,
+        id -> Text,
+        nature -> Text,
+        categories -> Text,
+        approx_subjects -> BigInt,
+        approx_records -> BigInt,
+        likely_consequences -> Text,
+        measures -> Text,
+        contact_point -> Text,
+        systems -> Text,
+        became_aware_at_us -> BigInt,
+        authority_deadline_us -> BigInt,
+        status -> Text,
+        notified_at_us -> Nullable<BigInt>,
+        reference -> Text,
+        not_required_justification -> Text,
+        delay_reasons -> Text,
+        created_at_us -> BigInt,
+        updated_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    breach_tenants (breach_id, tenant_id) {
+        breach_id -> Text,
+        tenant_id -> Text,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(breaches, breach_tenants);

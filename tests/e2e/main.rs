@@ -5,6 +5,7 @@
 
 mod audit;
 mod auth;
+mod breaches;
 mod cli;
 mod health;
 mod inbox;

@@ -1,0 +1,2 @@
+DROP TABLE breach_tenants;
+DROP TABLE breaches;
