@@ -219,8 +219,8 @@ async fn isolation_and_overdue(b: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(
-        mine.breaches.iter().map(|b| b.id.clone()).collect::<Vec<_>>(),
-        [a.id.clone()]
+        mine.breaches.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        [a.id.as_str()]
     );
     bc.get_breach(authed(
         GetBreachRequest { id: a.id.clone() },
@@ -269,8 +269,8 @@ async fn isolation_and_overdue(b: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(
-        overdue.breaches.iter().map(|b| b.id.clone()).collect::<Vec<_>>(),
-        [a.id.clone()]
+        overdue.breaches.iter().map(|b| b.id.as_str()).collect::<Vec<_>>(),
+        [a.id.as_str()]
     );
     assert_eq!(overdue.near_or_past_deadline, 1);
 
