@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod cli;
 mod health;
+mod healthcheck;
 mod inbox;
 mod support;
 mod tracing_otlp;
