@@ -79,7 +79,10 @@ async fn healthcheck_fails_until_migrations_are_applied() {
         &["--no-migrate"],
         &[("PROCTOR_DATABASE_URL", url.clone())],
     );
-    assert!(server.wait_health(2, Duration::from_secs(20)).await, "NOT_SERVING");
+    assert!(
+        server.wait_health(2, Duration::from_secs(20)).await,
+        "NOT_SERVING"
+    );
     let addr = format!("127.0.0.1:{}", server.port);
 
     let out = healthcheck(vec!["--addr".into(), addr.clone()]).await;
@@ -121,7 +124,10 @@ async fn healthcheck_fails_fast_when_nobody_listens() {
     .await;
     assert!(!out.status.success());
     assert!(stdout(&out).is_empty(), "no status printed: {}", stdout(&out));
-    assert!(started.elapsed() < Duration::from_secs(10), "bounded by the timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "bounded by the timeout"
+    );
 
     let out = healthcheck(vec!["--addr".into(), "not an address".into()]).await;
     assert!(!out.status.success());
