@@ -30,6 +30,11 @@ use crate::proto::v1::instruction_service_server::InstructionServiceServer;
 use crate::store::{Store, StoreOptions};
 use crate::telemetry::layer::GrpcTraceLayer;
 
+/// Health name that reports the process alone: SERVING from start until
+/// exit, whatever the database does. Liveness probes use it, so a database
+/// outage makes replicas unready (`""`) without restarting them all.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 /// How often health re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -175,6 +180,9 @@ impl Application {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", ServingStatus::NotServing).await;
+        health
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
         tokio::spawn(watch_health(
             health,
             store.clone(),

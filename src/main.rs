@@ -36,11 +36,41 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Probe `grpc.health.v1.Health/Check` and exit 0 only on SERVING: the
+    /// container HEALTHCHECK and exec probes run it, since the image has no
+    /// shell or grpcurl.
+    Healthcheck(HealthcheckArgs),
     /// Development tokens.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
     },
+}
+
+/// Where and how `healthcheck` calls the health service.
+#[derive(Debug, clap::Args)]
+struct HealthcheckArgs {
+    /// Server address, HOST:PORT.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: String,
+    /// Service to check; empty = the whole server.
+    #[arg(long, default_value = "")]
+    service: String,
+    /// Give up (unhealthy) after this many seconds.
+    #[arg(long, default_value_t = 5)]
+    timeout_seconds: u64,
+    /// Call over TLS, trusting this CA bundle (PEM).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Name the server certificate must carry [default: the host of --addr].
+    #[arg(long, requires = "tls_ca")]
+    tls_domain: Option<String>,
+    /// Client certificate (PEM), when the server requires one.
+    #[arg(long, requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +132,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Healthcheck(args) => {
+            let status = healthcheck(&args).await?;
+            println!("{status}");
+            anyhow::ensure!(status == "SERVING", "{} is {status}", args.addr);
+            Ok(())
+        }
         Command::Token {
             command:
                 TokenCommand::Mint {
@@ -144,6 +180,46 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+/// One `Health/Check` call within the timeout; the status name, or an error
+/// when the server cannot be reached or does not answer.
+async fn healthcheck(args: &HealthcheckArgs) -> anyhow::Result<&'static str> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+    let timeout = std::time::Duration::from_secs(args.timeout_seconds.max(1));
+    let scheme = if args.tls_ca.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", args.addr))
+        .with_context(|| format!("--addr {:?} is not HOST:PORT", args.addr))?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    if let Some(ca) = &args.tls_ca {
+        let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        if let Some(domain) = &args.tls_domain {
+            tls = tls.domain_name(domain);
+        }
+        if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint = endpoint.tls_config(tls).context("TLS settings")?;
+    }
+    let call = async {
+        let channel = endpoint.connect().await.context("connecting")?;
+        let answer = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: args.service.clone(),
+            })
+            .await
+            .context("Health/Check")?;
+        anyhow::Ok(answer.into_inner().status)
+    };
+    let status = tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from {} within {timeout:?}", args.addr))??;
+    Ok(ServingStatus::try_from(status).map_or("UNKNOWN", |s| s.as_str_name()))
 }
 
 fn mint(

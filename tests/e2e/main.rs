@@ -8,6 +8,7 @@ mod auth;
 mod breaches;
 mod cli;
 mod health;
+mod healthcheck;
 mod inbox;
 mod instructions;
 mod support;
