@@ -4,4 +4,5 @@
 pub mod audit;
 pub mod inbox;
 pub mod page;
+pub mod subject_requests;
 pub mod validate;

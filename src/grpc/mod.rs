@@ -8,6 +8,7 @@ pub mod convert;
 pub mod inbox;
 pub mod limits;
 pub mod status;
+pub mod subject_requests;
 
 use tokio::sync::watch;
 use tonic::{Request, Status};

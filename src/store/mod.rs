@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod inbox;
 pub mod schema;
+pub mod subject_requests;
 
 use std::path::PathBuf;
 use std::sync::Arc;
