@@ -8,5 +8,6 @@ mod auth;
 mod cli;
 mod health;
 mod inbox;
+mod subject_requests;
 mod support;
 mod tracing_otlp;
