@@ -1112,7 +1112,7 @@ pub fn fail_task(
 #[derive(Debug, Clone)]
 pub enum ExportStart {
     /// The bundle is there: the request and its tasks, in order.
-    Ready(RequestRecord, Vec<TaskRecord>),
+    Ready(Box<RequestRecord>, Vec<TaskRecord>),
     /// The retention after first download ran out; the chunks were deleted
     /// now or earlier.
     Deleted,
@@ -1159,7 +1159,7 @@ pub fn export_start(
     entry.target = id.to_owned();
     crate::store::audit::append(conn, now, entry)?;
     let tasks = tasks_of(conn, &[id.to_owned()])?;
-    Ok(ExportStart::Ready(get(conn, None, id)?, tasks))
+    Ok(ExportStart::Ready(Box::new(get(conn, None, id)?), tasks))
 }
 
 fn delete_export(conn: &mut DbConnection, now: DateTime<Utc>, id: &str) -> Result<()> {
