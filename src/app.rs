@@ -27,6 +27,8 @@ use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::breach_service_server::BreachServiceServer;
 use crate::proto::v1::inbox_service_server::InboxServiceServer;
 use crate::proto::v1::instruction_service_server::InstructionServiceServer;
+use crate::proto::v1::subject_request_service_server::SubjectRequestServiceServer;
+use crate::secrets::SubjectSecrets;
 use crate::store::{Store, StoreOptions};
 use crate::telemetry::layer::GrpcTraceLayer;
 
@@ -44,7 +46,11 @@ const SERVED: &[&str] = &[
     "proctor.v1.AuditService",
     "proctor.v1.InstructionService",
     "proctor.v1.BreachService",
+    "proctor.v1.SubjectRequestService",
 ];
+
+/// How often expired export bundles are deleted.
+const EXPORT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The server could not start or stopped on an error.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +75,7 @@ pub struct Application {
     config: Config,
     store: Store,
     verifier: Arc<Verifier>,
+    subject_secrets: Arc<SubjectSecrets>,
 }
 
 /// Builds the token verifier from the configuration; with no key configured,
@@ -138,12 +145,14 @@ impl Application {
             }
         }
         let verifier = Arc::new(load_verifier(&config)?);
+        let subject_secrets = Arc::new(SubjectSecrets::load(&config).map_err(StartError::Config)?);
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {
             listener,
             config,
             store,
             verifier,
+            subject_secrets,
         })
     }
 
@@ -168,6 +177,7 @@ impl Application {
             config,
             store,
             verifier,
+            subject_secrets,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let state = AppState {
@@ -189,6 +199,10 @@ impl Application {
             decisions.clone(),
             stop_rx.clone(),
         ));
+        let export_retention = chrono::Duration::hours(
+            i64::try_from(config.export_retention_hours).unwrap_or(i64::MAX / 3_600_000_000),
+        );
+        tokio::spawn(sweep_exports(store.clone(), export_retention, stop_rx.clone()));
 
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -235,6 +249,15 @@ impl Application {
                 AuditServiceServer::new(grpc::audit::Audit::new(state.clone()))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
+            )
+            .add_service(
+                SubjectRequestServiceServer::new(grpc::subject_requests::SubjectRequests::new(
+                    state.clone(),
+                    subject_secrets,
+                    export_retention,
+                ))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
             );
 
         let mut stopped = stop_rx.clone();
@@ -292,6 +315,27 @@ async fn watch_health(
         tokio::select! {
             _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
             _ = stopping.changed() => {}
+        }
+    }
+}
+
+/// Deletes export bundles whose retention after first download ran out
+/// (downloads also check it, so a late sweep never serves an expired bundle).
+async fn sweep_exports(store: Store, retention: chrono::Duration, mut stopping: watch::Receiver<bool>) {
+    loop {
+        let res = store
+            .write("subject_request.sweep_exports", move |c, clock| {
+                crate::store::subject_requests::sweep_exports(c, clock.now(), retention)
+            })
+            .await;
+        match res {
+            Ok(n) if n > 0 => tracing::info!(bundles = n, "deleted expired export bundles"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "export sweep failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(EXPORT_SWEEP_INTERVAL) => {}
+            _ = stopping.wait_for(|s| *s) => return,
         }
     }
 }

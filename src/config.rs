@@ -54,6 +54,15 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
+    /// Key ring encrypting subject identifiers at rest (one 32-byte key per
+    /// line, base64 or hex; the first encrypts).
+    pub identifier_encryption_key_file: Option<PathBuf>,
+    /// Key of the keyed hash `subject_ref` (>= 32 bytes, base64 or hex).
+    pub identifier_hash_key_file: Option<PathBuf>,
+    /// Ed25519 PKCS#8 PEM key that signs subject-request receipts.
+    pub receipt_signing_key_file: Option<PathBuf>,
+    /// Hours an export bundle is kept after its first download.
+    pub export_retention_hours: u64,
 }
 
 impl Default for Config {
@@ -74,6 +83,10 @@ impl Default for Config {
             db_timeout_seconds: 3,
             shutdown_grace_seconds: 20,
             log_format: LogFormat::Text,
+            identifier_encryption_key_file: None,
+            identifier_hash_key_file: None,
+            receipt_signing_key_file: None,
+            export_retention_hours: 168,
         }
     }
 }
@@ -142,6 +155,23 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_LOG_FORMAT", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// Key ring for subject identifiers at rest: one 32-byte key per line
+    /// (base64 or hex), the first encrypts [default: development key in the data folder].
+    #[arg(long, env = "PROCTOR_IDENTIFIER_ENCRYPTION_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identifier_encryption_key_file: Option<PathBuf>,
+    /// Key of the keyed hash subject_ref, >= 32 bytes base64 or hex [default: development key in the data folder].
+    #[arg(long, env = "PROCTOR_IDENTIFIER_HASH_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identifier_hash_key_file: Option<PathBuf>,
+    /// Ed25519 PKCS#8 PEM key signing receipts [default: development key in the data folder].
+    #[arg(long, env = "PROCTOR_RECEIPT_SIGNING_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt_signing_key_file: Option<PathBuf>,
+    /// Hours an export bundle is kept after its first download [default: 168].
+    #[arg(long, env = "PROCTOR_EXPORT_RETENTION_HOURS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_retention_hours: Option<u64>,
 }
 
 /// The configuration is unusable.

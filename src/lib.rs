@@ -11,6 +11,8 @@
 //!   I/O, knowing nothing of tonic or diesel.
 //! - [`store`]: diesel on PostgreSQL or SQLite through one code path; every
 //!   command is one transaction run on the blocking pool.
+//! - [`secrets`]: keys protecting data subjects (identifier encryption,
+//!   the `subject_ref` hash key, receipt signing).
 //! - [`app`]: wires the parts into a server that `main` and the tests both run.
 //!
 //! Dependencies point grpc -> domain <- store.
@@ -24,5 +26,6 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod proto;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;

@@ -40,6 +40,24 @@ enum Command {
     /// container HEALTHCHECK and exec probes run it, since the image has no
     /// shell or grpcurl.
     Healthcheck(HealthcheckArgs),
+    /// Print the `subject_ref` (keyed hash) of one identifier, as
+    /// `CheckProcessing` takes it, using the configured identifier hash key.
+    SubjectRef {
+        /// Tenant the person belongs to (refs are per tenant).
+        #[arg(long)]
+        tenant: String,
+        /// Email address.
+        #[arg(long, group = "identifier")]
+        email: Option<String>,
+        /// Phone number in international form (+...).
+        #[arg(long, group = "identifier")]
+        phone: Option<String>,
+        /// The tenant's own id for the person.
+        #[arg(long, group = "identifier")]
+        external_id: Option<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Development tokens.
     Token {
         #[command(subcommand)]
@@ -136,6 +154,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let status = healthcheck(&args).await?;
             println!("{status}");
             anyhow::ensure!(status == "SERVING", "{} is {status}", args.addr);
+            Ok(())
+        }
+        Command::SubjectRef {
+            tenant,
+            email,
+            phone,
+            external_id,
+            config,
+        } => {
+            use proctor::domain::subject_requests as sr;
+            let cfg = Config::from_args(&config)?;
+            let secrets = proctor::secrets::SubjectSecrets::load(&cfg).map_err(anyhow::Error::msg)?;
+            let (kind, value) = match (email, phone, external_id) {
+                (Some(e), None, None) => (sr::IdKind::Email, sr::normalize_email(&e)),
+                (None, Some(p), None) => (sr::IdKind::Phone, sr::normalize_phone(&p)),
+                (None, None, Some(x)) => (sr::IdKind::ExternalId, sr::normalize_external_id(&x)),
+                _ => anyhow::bail!("give exactly one of --email, --phone, --external-id"),
+            };
+            let value = value.context("not a valid identifier of its kind")?;
+            println!("{}", sr::subject_ref(&secrets.hash_key, &tenant, kind, &value));
             Ok(())
         }
         Command::Token {

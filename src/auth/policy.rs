@@ -54,6 +54,16 @@ pub const RULES: &[(&str, &[Role])] = &[
     ("/proctor.v1.SubjectRequestService/PullTasks", &[P]),
     ("/proctor.v1.SubjectRequestService/CompleteTask", &[P]),
     ("/proctor.v1.SubjectRequestService/FailTask", &[P]),
+    ("/proctor.v1.SubjectRequestService/CountSubjectRequests", &[S, C]),
+    (
+        "/proctor.v1.SubjectRequestService/SetSubjectRequestSettings",
+        &[T, C],
+    ),
+    (
+        "/proctor.v1.SubjectRequestService/GetSubjectRequestSettings",
+        &[T, C],
+    ),
+    ("/proctor.v1.SubjectRequestService/GetReceiptKey", &[T, C, P, S]),
     // Inboxes belong to tenants and platform systems.
     ("/proctor.v1.InboxService/Subscribe", &[T, P]),
     ("/proctor.v1.InboxService/Pull", &[T, P]),

@@ -6,4 +6,5 @@ pub mod breaches;
 pub mod inbox;
 pub mod instructions;
 pub mod page;
+pub mod subject_requests;
 pub mod validate;

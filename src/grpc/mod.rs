@@ -10,6 +10,7 @@ pub mod inbox;
 pub mod instructions;
 pub mod limits;
 pub mod status;
+pub mod subject_requests;
 
 use tokio::sync::watch;
 use tonic::{Request, Status};

@@ -103,3 +103,105 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(breaches, breach_tenants);
+
+diesel::table! {
+    subject_requests (seq) {
+        seq -> BigInt,
+        id -> Text,
+        tenant_id -> Text,
+        origin -> Text,
+        request_type -> Text,
+        status -> Text,
+        regime -> Text,
+        channel -> Text,
+        idempotency_key -> Text,
+        body_digest -> Text,
+        subject_ref -> Nullable<Text>,
+        subject_sealed -> Nullable<Text>,
+        subject_key_id -> Nullable<Text>,
+        categories -> Text,
+        received_at_us -> BigInt,
+        due_at_us -> BigInt,
+        sla_due_at_us -> BigInt,
+        extended -> Bool,
+        extension_reason -> Nullable<Text>,
+        receipt_issued_at_us -> BigInt,
+        receipt_signature -> Text,
+        receipt_key_id -> Text,
+        created_at_us -> BigInt,
+        updated_at_us -> BigInt,
+        closed_at_us -> Nullable<BigInt>,
+        version -> BigInt,
+        export_downloaded_at_us -> Nullable<BigInt>,
+        export_deleted_at_us -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    subject_request_refs (request_id, subject_ref) {
+        request_id -> Text,
+        tenant_id -> Text,
+        subject_ref -> Text,
+    }
+}
+
+diesel::table! {
+    subject_systems (name) {
+        name -> Text,
+        categories -> Text,
+        registered_at_us -> BigInt,
+        updated_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    subject_tasks (seq) {
+        seq -> BigInt,
+        id -> Text,
+        request_id -> Text,
+        tenant_id -> Text,
+        system -> Text,
+        request_type -> Text,
+        categories -> Text,
+        status -> Text,
+        lease_until_us -> Nullable<BigInt>,
+        attempts -> Integer,
+        records_affected -> BigInt,
+        error -> Nullable<Text>,
+        created_at_us -> BigInt,
+        updated_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    subject_export_chunks (seq) {
+        seq -> BigInt,
+        request_id -> Text,
+        task_id -> Text,
+        system -> Text,
+        data -> Binary,
+        created_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    subject_flags (tenant_id, subject_ref) {
+        tenant_id -> Text,
+        subject_ref -> Text,
+        restricted -> Bool,
+        objected -> Bool,
+        erased -> Bool,
+        consent_withdrawn -> Bool,
+        change_seq -> BigInt,
+        updated_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    subject_tenant_settings (tenant_id) {
+        tenant_id -> Text,
+        time_zone -> Text,
+        sla_days -> Integer,
+        updated_at_us -> BigInt,
+    }
+}

@@ -11,5 +11,6 @@ mod health;
 mod healthcheck;
 mod inbox;
 mod instructions;
+mod subject_requests;
 mod support;
 mod tracing_otlp;

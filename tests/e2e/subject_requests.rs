@@ -1,0 +1,920 @@
+//! Data-subject requests end to end: forwarding to the controller, idempotent
+//! submission, fan-out to two systems, leases, cancellation, exports,
+//! deadlines on the tenant's calendar, flags for CheckProcessing, and
+//! identifiers that never sit in the database in clear.
+
+use chrono::{Duration, TimeZone, Utc};
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use proctor::domain::subject_requests::receipt_message;
+use proctor::proto::v1::inbox_service_client::InboxServiceClient;
+use proctor::proto::v1::subject_request_service_client::SubjectRequestServiceClient as Client;
+use proctor::proto::v1::{self as pb, compute_subject_ref_request::Identifier};
+use proctor::store::subject_requests as store;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::on_both_backends;
+use crate::support::{Backend, TestApp, authed, spawn_app};
+
+const EMAIL: &str = "ada.lovelace@example.org";
+
+fn client(app: &TestApp) -> Client<Channel> {
+    Client::new(app.channel.clone())
+}
+
+fn ts(t: chrono::DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: 0,
+    }
+}
+
+fn from_pb(t: &Option<prost_types::Timestamp>) -> chrono::DateTime<Utc> {
+    let t = t.as_ref().unwrap();
+    Utc.timestamp_opt(t.seconds, t.nanos as u32).unwrap()
+}
+
+fn submit(ty: pb::RequestType, key: &str, cats: &[&str]) -> pb::SubmitSubjectRequestRequest {
+    pb::SubmitSubjectRequestRequest {
+        tenant_id: String::new(),
+        request_type: ty as i32,
+        subject: Some(pb::Subject {
+            email: EMAIL.to_uppercase(),
+            name: "Ada Lovelace".into(),
+            ..Default::default()
+        }),
+        categories: cats.iter().map(|c| c.to_string()).collect(),
+        regime: pb::Regime::Gdpr as i32,
+        received_at: None,
+        idempotency_key: key.into(),
+    }
+}
+
+async fn register(app: &TestApp, name: &str, cats: &[&str]) {
+    client(app)
+        .register_system(authed(
+            pb::RegisterSystemRequest {
+                name: name.into(),
+                categories: cats.iter().map(|c| c.to_string()).collect(),
+            },
+            &app.keys.platform(name),
+        ))
+        .await
+        .unwrap();
+}
+
+async fn pull(app: &TestApp, system: &str, lease: u32) -> Vec<pb::Task> {
+    client(app)
+        .pull_tasks(authed(
+            pb::PullTasksRequest {
+                system: String::new(),
+                max: 10,
+                lease_seconds: lease,
+            },
+            &app.keys.platform(system),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks
+}
+
+async fn complete(
+    app: &TestApp,
+    system: &str,
+    task: &str,
+    data: &[u8],
+    more: bool,
+) -> Result<pb::Task, tonic::Status> {
+    client(app)
+        .complete_task(authed(
+            pb::CompleteTaskRequest {
+                task_id: task.into(),
+                records_affected: 2,
+                export_data: data.to_vec(),
+                more,
+            },
+            &app.keys.platform(system),
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn subject_ref(app: &TestApp, tenant: &str) -> String {
+    client(app)
+        .compute_subject_ref(authed(
+            pb::ComputeSubjectRefRequest {
+                identifier: Some(Identifier::Email(format!("  {EMAIL} "))),
+                tenant_id: tenant.into(),
+            },
+            &app.keys.platform("crm"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .subject_ref
+}
+
+async fn flags(app: &TestApp, tenant: &str, sref: &str) -> proctor::domain::subject_requests::SubjectFlags {
+    let (t, s) = (tenant.to_owned(), sref.to_owned());
+    app.store
+        .read("test.flags", move |c, _| store::subject_flags(c, &t, &s))
+        .await
+        .unwrap()
+}
+
+async fn erasure_with_two_systems(b: Backend) {
+    let app = spawn_app(b).await;
+    let mut c = client(&app);
+    let t1 = app.keys.tenant("t1");
+    register(&app, "crm", &["contacts", "recordings"]).await;
+    register(&app, "dialer", &["recordings"]).await;
+    register(&app, "chat", &["chats"]).await;
+    // A platform token registers only its own system.
+    let denied = c
+        .register_system(authed(
+            pb::RegisterSystemRequest {
+                name: "crm".into(),
+                categories: vec!["x".into()],
+            },
+            &app.keys.platform("dialer"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    let sref = subject_ref(&app, "t1").await;
+    assert!(!flags(&app, "t1", &sref).await.erased);
+
+    let r = c
+        .submit_subject_request(authed(
+            submit(pb::RequestType::Erasure, "k1", &["recordings", "contacts"]),
+            &t1,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, pb::Status::InProgress as i32);
+    assert_eq!(
+        r.tasks.len(),
+        2,
+        "crm and dialer hold categories in scope, chat does not"
+    );
+    assert_eq!(r.subject_ref, sref, "normalised email, keyed hash");
+    assert_eq!(
+        r.subject.as_ref().unwrap().email,
+        EMAIL,
+        "the controller sees its subject"
+    );
+    // Received 2 March 09:00 UTC: GDPR due at the end of 2 April; SLA 10 days.
+    assert_eq!(
+        from_pb(&r.due_at),
+        Utc.with_ymd_and_hms(2026, 4, 2, 23, 59, 59).unwrap()
+    );
+    assert_eq!(
+        from_pb(&r.sla_due_at),
+        Utc.with_ymd_and_hms(2026, 3, 12, 23, 59, 59).unwrap()
+    );
+    // Erasure reaches the decision flags at once.
+    assert!(flags(&app, "t1", &sref).await.erased);
+    let other_ref = subject_ref(&app, "t2").await;
+    assert!(!flags(&app, "t2", &other_ref).await.any(), "per tenant");
+
+    // The receipt verifies offline with the published key.
+    let key = c
+        .get_receipt_key(authed(pb::GetReceiptKeyRequest {}, &t1))
+        .await
+        .unwrap()
+        .into_inner();
+    let receipt = r.receipt.clone().unwrap();
+    assert_eq!(receipt.key_id, key.key_id);
+    let vk = VerifyingKey::from_bytes(&key.public_key.clone().try_into().unwrap()).unwrap();
+    let msg = receipt_message("t1", &receipt.digest, from_pb(&receipt.issued_at));
+    vk.verify(&msg, &Signature::from_slice(&receipt.signature).unwrap())
+        .expect("receipt signature verifies");
+    let forged = receipt_message("t2", &receipt.digest, from_pb(&receipt.issued_at));
+    assert!(
+        vk.verify(&forged, &Signature::from_slice(&receipt.signature).unwrap())
+            .is_err()
+    );
+
+    // Tenant isolation: another tenant's id is NOT_FOUND; compliance reads it
+    // without identifiers.
+    let nf = c
+        .get_subject_request(authed(
+            pb::GetSubjectRequestRequest { id: r.id.clone() },
+            &app.keys.tenant("t2"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(nf.code(), Code::NotFound);
+    let seen = c
+        .get_subject_request(authed(
+            pb::GetSubjectRequestRequest { id: r.id.clone() },
+            &app.keys.compliance(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(seen.subject.is_none());
+
+    let mut watch = c
+        .watch_subject_request(authed(pb::WatchSubjectRequestRequest { id: r.id.clone() }, &t1))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.status, pb::Status::InProgress as i32);
+
+    // Each system sees only its own task, with the identifiers it needs.
+    let crm = pull(&app, "crm", 60).await;
+    assert_eq!(crm.len(), 1);
+    assert_eq!(crm[0].categories, ["contacts", "recordings"]);
+    assert_eq!(crm[0].subject.as_ref().unwrap().email, EMAIL);
+    let dialer = pull(&app, "dialer", 60).await;
+    assert_eq!(dialer.len(), 1);
+    assert_eq!(dialer[0].categories, ["recordings"]);
+    // A system cannot complete another system's task.
+    let e = complete(&app, "dialer", &crm[0].id, b"", false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    // Erasure tasks send no export data.
+    let e = complete(&app, "crm", &crm[0].id, b"[1]", false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    complete(&app, "crm", &crm[0].id, b"", false).await.unwrap();
+    let mid = watch.next().await.unwrap().unwrap();
+    assert_eq!(mid.status, pb::Status::InProgress as i32);
+    complete(&app, "dialer", &dialer[0].id, b"", false).await.unwrap();
+    let mut last = mid;
+    while let Some(m) = watch.next().await {
+        last = m.unwrap();
+    }
+    assert_eq!(
+        last.status,
+        pb::Status::Completed as i32,
+        "the watch ends on completion"
+    );
+
+    let done = c
+        .get_subject_request(authed(pb::GetSubjectRequestRequest { id: r.id.clone() }, &t1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.status, pb::Status::Completed as i32);
+    assert!(done.subject.is_none(), "identifiers dropped on close");
+    assert_eq!(done.subject_ref, sref, "the keyed hash remains");
+    assert!(
+        flags(&app, "t1", &sref).await.erased,
+        "a completed erasure still denies"
+    );
+    // Completing again is refused; the controller heard about completion.
+    let e = complete(&app, "crm", &crm[0].id, b"", false).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let env = InboxServiceClient::new(app.channel.clone())
+        .pull(authed(pb::PullRequest::default(), &t1))
+        .await
+        .unwrap()
+        .into_inner()
+        .envelopes;
+    assert!(env.iter().any(|e| e.kind == "subject_request.completed"));
+    // Systems got their tasks announced in their inboxes too.
+    let sys_env = InboxServiceClient::new(app.channel.clone())
+        .pull(authed(pb::PullRequest::default(), &app.keys.platform("crm")))
+        .await
+        .unwrap()
+        .into_inner()
+        .envelopes;
+    assert_eq!(sys_env.len(), 1);
+    assert_eq!(sys_env[0].kind, "subject_request.task");
+
+    // Operators see counts only.
+    let counts = c
+        .count_subject_requests(authed(
+            pb::CountSubjectRequestsRequest::default(),
+            &app.keys.sre(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((counts.open, counts.overdue, counts.open_tasks), (0, 0, 0));
+    let e = c
+        .list_subject_requests(authed(pb::ListSubjectRequestsRequest::default(), &app.keys.sre()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    app.stop().await;
+}
+on_both_backends!(erasure_with_two_systems, erasure_with_two_systems);
+
+async fn access_export(b: Backend) {
+    let app = spawn_app(b).await;
+    let mut c = client(&app);
+    let t1 = app.keys.tenant("t1");
+    register(&app, "crm", &["contacts"]).await;
+    register(&app, "dialer", &["recordings"]).await;
+    let r = c
+        .submit_subject_request(authed(submit(pb::RequestType::Access, "a1", &[]), &t1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.tasks.len(), 2);
+    // Not ready before completion.
+    let mut early = c
+        .get_export(authed(pb::GetExportRequest { id: r.id.clone() }, &t1))
+        .await;
+    if let Ok(s) = &mut early {
+        let first = s.get_mut().next().await.unwrap();
+        assert_eq!(first.unwrap_err().code(), Code::FailedPrecondition);
+    } else {
+        assert_eq!(early.unwrap_err().code(), Code::FailedPrecondition);
+    }
+    let crm = pull(&app, "crm", 60).await;
+    complete(&app, "crm", &crm[0].id, br#"[{"contact":1},{"contact":2}]"#, true)
+        .await
+        .unwrap();
+    complete(&app, "crm", &crm[0].id, br#"[{"contact":3}]"#, false)
+        .await
+        .unwrap();
+    let e = complete(&app, "crm", &crm[0].id, b"not json", false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "done already");
+    let dialer = pull(&app, "dialer", 60).await;
+    let e = complete(&app, "dialer", &dialer[0].id, b"{\"a\":1}", false)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "a chunk is a JSON array");
+    complete(&app, "dialer", &dialer[0].id, br#"[{"recording":"r-9"}]"#, false)
+        .await
+        .unwrap();
+
+    let mut stream = c
+        .get_export(authed(pb::GetExportRequest { id: r.id.clone() }, &t1))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bytes = Vec::new();
+    let mut chunks = 0;
+    while let Some(ch) = stream.next().await {
+        bytes.extend(ch.unwrap().data);
+        chunks += 1;
+    }
+    assert!(chunks > 3, "streamed in pieces, not one blob");
+    let bundle: serde_json::Value = serde_json::from_slice(&bytes).expect("one JSON bundle");
+    assert_eq!(bundle["request"]["id"], r.id);
+    let docs = bundle["documents"].as_array().unwrap();
+    assert_eq!(docs.len(), 2);
+    let crm_doc = docs.iter().find(|d| d["system"] == "crm").unwrap();
+    assert_eq!(crm_doc["records"].as_array().unwrap().len(), 3);
+    assert_eq!(crm_doc["records_affected"], 4);
+    let dialer_doc = docs.iter().find(|d| d["system"] == "dialer").unwrap();
+    assert_eq!(dialer_doc["records"][0]["recording"], "r-9");
+    assert!(!String::from_utf8_lossy(&bytes).contains(EMAIL));
+
+    // Another tenant cannot; after the retention since first download the
+    // bundle is gone.
+    let e = c
+        .get_export(authed(
+            pb::GetExportRequest { id: r.id.clone() },
+            &app.keys.tenant("t2"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    app.clock.advance(Duration::hours(167));
+    assert!(
+        c.get_export(authed(pb::GetExportRequest { id: r.id.clone() }, &t1))
+            .await
+            .is_ok()
+    );
+    app.clock.advance(Duration::hours(2));
+    let e = c
+        .get_export(authed(pb::GetExportRequest { id: r.id.clone() }, &t1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    app.stop().await;
+}
+on_both_backends!(access_export, access_export);
+
+async fn leases_failures_and_cancel(b: Backend) {
+    let app = spawn_app(b).await;
+    let mut c = client(&app);
+    let t1 = app.keys.tenant("t1");
+    register(&app, "crm", &["contacts"]).await;
+    let sref = subject_ref(&app, "t1").await;
+    let r = c
+        .submit_subject_request(authed(submit(pb::RequestType::Restriction, "r1", &[]), &t1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        flags(&app, "t1", &sref).await.restricted,
+        "an open restriction denies at once"
+    );
+
+    let first = pull(&app, "crm", 30).await;
+    assert_eq!(first.len(), 1);
+    assert!(pull(&app, "crm", 30).await.is_empty(), "leased");
+    app.clock.advance(Duration::seconds(31));
+    let again = pull(&app, "crm", 30).await;
+    assert_eq!(again.len(), 1, "an expired lease makes the task available again");
+    assert_eq!(again[0].attempts, 2);
+
+    // A failure is visible and offered again.
+    let failed = c
+        .fail_task(authed(
+            pb::FailTaskRequest {
+                task_id: again[0].id.clone(),
+                error: "backend timeout".into(),
+            },
+            &app.keys.platform("crm"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(failed.status, pb::TaskStatus::Failed as i32);
+    assert_eq!(pull(&app, "crm", 30).await.len(), 1);
+
+    // Someone else's system name is refused.
+    let e = c
+        .pull_tasks(authed(
+            pb::PullTasksRequest {
+                system: "dialer".into(),
+                ..Default::default()
+            },
+            &app.keys.platform("crm"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // Another tenant cannot cancel it; the owner can, once.
+    let e = c
+        .cancel_subject_request(authed(
+            pb::CancelSubjectRequestRequest {
+                id: r.id.clone(),
+                reason: String::new(),
+            },
+            &app.keys.tenant("t2"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let cancelled = c
+        .cancel_subject_request(authed(
+            pb::CancelSubjectRequestRequest {
+                id: r.id.clone(),
+                reason: "withdrawn by the person".into(),
+            },
+            &t1,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.status, pb::Status::Cancelled as i32);
+    assert_eq!(cancelled.tasks[0].status, pb::TaskStatus::Cancelled as i32);
+    assert!(cancelled.subject.is_none());
+    let e = c
+        .cancel_subject_request(authed(
+            pb::CancelSubjectRequestRequest {
+                id: r.id.clone(),
+                reason: String::new(),
+            },
+            &t1,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let e = complete(&app, "crm", &again[0].id, b"", false).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::FailedPrecondition,
+        "completion after cancellation"
+    );
+    assert!(pull(&app, "crm", 30).await.is_empty());
+    assert!(
+        !flags(&app, "t1", &sref).await.restricted,
+        "a cancelled restriction no longer denies"
+    );
+    let changes = app
+        .store
+        .read("test.changes", |c, _| store::flags_changed_since(c, 0, 100))
+        .await
+        .unwrap();
+    assert_eq!(changes.len(), 1, "one row per subject, latest state");
+    assert!(!changes[0].flags.any());
+    app.stop().await;
+}
+on_both_backends!(leases_failures_and_cancel, leases_failures_and_cancel);
+
+async fn idempotent_submission(b: Backend) {
+    let app = spawn_app(b).await;
+    register(&app, "crm", &["contacts"]).await;
+    let t1 = app.keys.tenant("t1");
+    let mut calls = Vec::new();
+    for _ in 0..50 {
+        let mut c = client(&app);
+        let t = t1.clone();
+        calls.push(tokio::spawn(async move {
+            c.submit_subject_request(authed(submit(pb::RequestType::Erasure, "same", &[]), &t))
+                .await
+                .map(|r| r.into_inner().id)
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for h in calls {
+        ids.insert(h.await.unwrap().expect("every retry succeeds"));
+    }
+    assert_eq!(ids.len(), 1, "one request for 50 identical submissions");
+    let list = client(&app)
+        .list_subject_requests(authed(pb::ListSubjectRequestsRequest::default(), &t1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.requests.len(), 1);
+    assert_eq!(list.requests[0].tasks.len(), 1, "fanned out once");
+    let e = client(&app)
+        .submit_subject_request(authed(submit(pb::RequestType::Access, "same", &[]), &t1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists);
+    // The same key at another tenant is another request.
+    let other = client(&app)
+        .submit_subject_request(authed(
+            submit(pb::RequestType::Erasure, "same", &[]),
+            &app.keys.tenant("t2"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!ids.contains(&other.id));
+    // Bad input names every field.
+    let e = client(&app)
+        .submit_subject_request(authed(
+            pb::SubmitSubjectRequestRequest {
+                subject: Some(pb::Subject {
+                    email: "nope".into(),
+                    ..Default::default()
+                }),
+                categories: vec!["Bad Cat".into()],
+                ..Default::default()
+            },
+            &t1,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    use tonic_types::StatusExt;
+    let fields: Vec<String> = e
+        .get_details_bad_request()
+        .unwrap()
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    for f in [
+        "request_type",
+        "subject.email",
+        "categories[0]",
+        "idempotency_key",
+    ] {
+        assert!(fields.iter().any(|x| x == f), "{f} in {fields:?}");
+    }
+    // A tenant cannot submit for another tenant.
+    let mut req = submit(pb::RequestType::Erasure, "x", &[]);
+    req.tenant_id = "t2".into();
+    let e = client(&app)
+        .submit_subject_request(authed(req, &t1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    app.stop().await;
+}
+on_both_backends!(idempotent_submission, idempotent_submission);
+
+async fn deadlines_and_overdue(b: Backend) {
+    let app = spawn_app(b).await;
+    let mut c = client(&app);
+    let t1 = app.keys.tenant("t1");
+    register(&app, "crm", &["contacts"]).await;
+    let at = |y, m, d, h| Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap();
+    let sub = |key: &str, regime: pb::Regime, received: chrono::DateTime<Utc>| {
+        let mut r = submit(pb::RequestType::Access, key, &[]);
+        r.regime = regime as i32;
+        r.received_at = Some(ts(received));
+        r
+    };
+    // 31 January + one month = 28 February (2026) and 29 February (2028).
+    app.clock.set(at(2026, 2, 1, 9));
+    let r1 = c
+        .submit_subject_request(authed(sub("d1", pb::Regime::Gdpr, at(2026, 1, 31, 12)), &t1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        from_pb(&r1.due_at),
+        Utc.with_ymd_and_hms(2026, 2, 28, 23, 59, 59).unwrap()
+    );
+    app.clock.set(at(2028, 2, 1, 9));
+    let r2 = c
+        .submit_subject_request(authed(sub("d2", pb::Regime::Gdpr, at(2028, 1, 31, 12)), &t1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        from_pb(&r2.due_at),
+        Utc.with_ymd_and_hms(2028, 2, 29, 23, 59, 59).unwrap()
+    );
+
+    // The tenant's time zone: 23:30 UTC on 30 January is 31 January in
+    // Berlin, so the deadline is the end of 29 February there.
+    c.set_subject_request_settings(authed(
+        pb::SetSubjectRequestSettingsRequest {
+            tenant_id: String::new(),
+            time_zone: "Europe/Berlin".into(),
+            sla_days: 5,
+        },
+        &t1,
+    ))
+    .await
+    .unwrap();
+    let bad = c
+        .set_subject_request_settings(authed(
+            pb::SetSubjectRequestSettingsRequest {
+                time_zone: "Mars/Olympus".into(),
+                ..Default::default()
+            },
+            &t1,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let r3 = c
+        .submit_subject_request(authed(
+            sub(
+                "d3",
+                pb::Regime::Gdpr,
+                Utc.with_ymd_and_hms(2028, 1, 30, 23, 30, 0).unwrap(),
+            ),
+            &t1,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        from_pb(&r3.due_at),
+        Utc.with_ymd_and_hms(2028, 2, 29, 22, 59, 59).unwrap()
+    );
+    assert_eq!(
+        from_pb(&r3.sla_due_at),
+        Utc.with_ymd_and_hms(2028, 2, 5, 22, 59, 59).unwrap()
+    );
+    let lgpd = c
+        .submit_subject_request(authed(sub("d4", pb::Regime::Lgpd, at(2028, 2, 1, 8)), &t1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        from_pb(&lgpd.due_at),
+        Utc.with_ymd_and_hms(2028, 2, 16, 22, 59, 59).unwrap()
+    );
+
+    // Extension: once, with a reason, before the deadline, not under LGPD.
+    let ext = |id: &str, reason: &str| {
+        authed(
+            pb::ExtendDeadlineRequest {
+                id: id.into(),
+                reason: reason.into(),
+            },
+            &t1,
+        )
+    };
+    assert_eq!(
+        c.extend_deadline(ext(&r3.id, "")).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let x = c
+        .extend_deadline(ext(&r3.id, "complex request across many systems"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(x.extended);
+    assert_eq!(
+        from_pb(&x.due_at),
+        Utc.with_ymd_and_hms(2028, 4, 30, 21, 59, 59).unwrap()
+    );
+    assert_eq!(
+        c.extend_deadline(ext(&r3.id, "again")).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        c.extend_deadline(ext(&lgpd.id, "why")).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+
+    // r1 (due 28 Feb 2026) is long overdue now; lgpd falls due within 20 days.
+    let list = |overdue_only: bool, due_within: Option<i64>| {
+        authed(
+            pb::ListSubjectRequestsRequest {
+                overdue_only,
+                due_within: due_within.map(|s| prost_types::Duration { seconds: s, nanos: 0 }),
+                ..Default::default()
+            },
+            &t1,
+        )
+    };
+    let overdue = c
+        .list_subject_requests(list(true, None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        overdue.requests.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        vec![r1.id.clone()]
+    );
+    assert_eq!(overdue.overdue_count, 1);
+    let soon = c
+        .list_subject_requests(list(false, Some(20 * 86_400)))
+        .await
+        .unwrap()
+        .into_inner();
+    let soon: Vec<String> = soon.requests.into_iter().map(|r| r.id).collect();
+    assert!(soon.contains(&lgpd.id) && soon.contains(&r1.id) && !soon.contains(&r3.id));
+    app.clock.set(at(2028, 3, 1, 0));
+    let counts = c
+        .count_subject_requests(authed(
+            pb::CountSubjectRequestsRequest::default(),
+            &app.keys.sre(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((counts.open, counts.overdue), (4, 3));
+    // An extension after the deadline is refused.
+    assert_eq!(
+        c.extend_deadline(ext(&r2.id, "late")).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    app.stop().await;
+}
+on_both_backends!(deadlines_and_overdue, deadlines_and_overdue);
+
+#[derive(diesel::QueryableByName)]
+struct Dump {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    everything: String,
+}
+
+async fn forwarded_and_encrypted(b: Backend) {
+    let app = spawn_app(b).await;
+    let mut c = client(&app);
+    let fwd = c
+        .forward_to_controller(authed(
+            pb::ForwardToControllerRequest {
+                tenant_id: "t1".into(),
+                request_type: pb::RequestType::Access as i32,
+                subject: Some(pb::Subject {
+                    email: EMAIL.into(),
+                    phone: "+44 20 7946 0958".into(),
+                    name: "Ada Lovelace".into(),
+                    external_id: String::new(),
+                }),
+                channel: "email".into(),
+                received_at: None,
+                message: "Please send me everything you hold about me".into(),
+                idempotency_key: "mail-1".into(),
+            },
+            &app.keys.platform("support-desk"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fwd.status, pb::Status::Forwarded as i32);
+    assert!(
+        fwd.subject.is_none(),
+        "the platform does not get identifiers back"
+    );
+    // The controller finds it in its inbox, reads it with identifiers, acks.
+    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    let t1 = app.keys.tenant("t1");
+    let envs = inbox
+        .pull(authed(pb::PullRequest::default(), &t1))
+        .await
+        .unwrap()
+        .into_inner()
+        .envelopes;
+    assert_eq!(envs.len(), 1);
+    assert_eq!(envs[0].kind, "subject_request.forwarded");
+    let payload: serde_json::Value = serde_json::from_slice(&envs[0].payload).unwrap();
+    assert_eq!(payload["id"], fwd.id);
+    let got = c
+        .get_subject_request(authed(pb::GetSubjectRequestRequest { id: fwd.id.clone() }, &t1))
+        .await
+        .unwrap()
+        .into_inner();
+    let s = got.subject.unwrap();
+    assert_eq!((s.email.as_str(), s.phone.as_str()), (EMAIL, "+442079460958"));
+    assert!(got.message.contains("everything"));
+    inbox
+        .ack(authed(
+            pb::AckRequest {
+                ids: vec![envs[0].id.clone()],
+            },
+            &t1,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        inbox
+            .pull(authed(pb::PullRequest::default(), &app.keys.tenant("t2")))
+            .await
+            .unwrap()
+            .into_inner()
+            .envelopes
+            .is_empty()
+    );
+
+    // Nothing identifying is readable in the database.
+    let everything = match b {
+        Backend::Postgres => {
+            use diesel::{Connection, RunQueryDsl};
+            let mut conn = diesel::pg::PgConnection::establish(&app.db.url).unwrap();
+            diesel::sql_query("SELECT string_agg(t::text, '|') AS everything FROM subject_requests t")
+                .get_result::<Dump>(&mut conn)
+                .unwrap()
+                .everything
+        }
+        Backend::Sqlite => {
+            let path = app.db.url.trim_start_matches("sqlite://").to_owned();
+            let mut all = Vec::new();
+            for f in [path.clone(), format!("{path}-wal")] {
+                if let Ok(b) = std::fs::read(&f) {
+                    all.extend(b);
+                }
+            }
+            String::from_utf8_lossy(&all).into_owned()
+        }
+    };
+    assert!(everything.contains(&fwd.id), "the dump does cover the rows");
+    for secret in [
+        EMAIL,
+        "ada.lovelace",
+        "Lovelace",
+        "442079460958",
+        "everything you hold",
+    ] {
+        assert!(!everything.contains(secret), "{secret} is stored in clear");
+    }
+    app.stop().await;
+}
+on_both_backends!(forwarded_and_encrypted, forwarded_and_encrypted);
+
+async fn contract_end_fans_out(b: Backend) {
+    let app = spawn_app(b).await;
+    register(&app, "crm", &["contacts"]).await;
+    register(&app, "dialer", &["recordings"]).await;
+    let keys_dir = app.keys.dir.path().join("data");
+    let cfg = proctor::config::Config {
+        data_dir: keys_dir,
+        ..Default::default()
+    };
+    let signer = std::sync::Arc::new(proctor::secrets::SubjectSecrets::load(&cfg).unwrap());
+    let run = |signer: std::sync::Arc<proctor::secrets::SubjectSecrets>| {
+        app.store.write("test.contract_end", move |c, clock| {
+            let entry = proctor::domain::audit::AuditEntry {
+                actor: "proctor".into(),
+                role: "service".into(),
+                tenant_id: Some("t1".into()),
+                action: "subject_request.contract_end".into(),
+                target: String::new(),
+                outcome: "ok".into(),
+                trace_id: String::new(),
+                detail: String::new(),
+            };
+            store::contract_end_erasure(c, clock.now(), "t1", &signer.receipt, entry)
+        })
+    };
+    let (first, created) = run(signer.clone()).await.unwrap();
+    assert!(created);
+    let (again, created) = run(signer).await.unwrap();
+    assert!(!created, "once per tenant");
+    assert_eq!(first.id, again.id);
+    let got = client(&app)
+        .get_subject_request(authed(
+            pb::GetSubjectRequestRequest { id: first.id.clone() },
+            &app.keys.tenant("t1"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.request_type, pb::RequestType::Erasure as i32);
+    assert_eq!(got.tasks.len(), 2, "every system, all categories");
+    app.stop().await;
+}
+on_both_backends!(contract_end_fans_out, contract_end_fans_out);
