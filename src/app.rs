@@ -49,9 +49,6 @@ const SERVED: &[&str] = &[
     "proctor.v1.SubjectRequestService",
 ];
 
-/// How often expired export bundles are deleted.
-const EXPORT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-
 /// The server could not start or stopped on an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -180,13 +177,13 @@ impl Application {
             subject_secrets,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
+        let decisions = Decisions::start(store.clone()).await;
+        decisions.clone().follow(stop_rx.clone());
         let state = AppState {
             store: store.clone(),
             stopping: stop_rx.clone(),
+            decisions: decisions.clone(),
         };
-
-        let decisions = Decisions::start(store.clone()).await;
-        decisions.clone().follow(stop_rx.clone());
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_service_status("", ServingStatus::NotServing).await;
@@ -202,7 +199,16 @@ impl Application {
         let export_retention = chrono::Duration::hours(
             i64::try_from(config.export_retention_hours).unwrap_or(i64::MAX / 3_600_000_000),
         );
-        tokio::spawn(sweep_exports(store.clone(), export_retention, stop_rx.clone()));
+        tokio::spawn(crate::jobs::sweep_exports(
+            store.clone(),
+            export_retention,
+            stop_rx.clone(),
+        ));
+        tokio::spawn(crate::jobs::contract_end_erasures(
+            store.clone(),
+            subject_secrets.clone(),
+            stop_rx.clone(),
+        ));
 
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -212,11 +218,8 @@ impl Application {
 
         let audit_store = store.clone();
         let hook: AuditHook = Arc::new(move |entry| {
-            let st = AppState {
-                store: audit_store.clone(),
-                stopping: watch::channel(false).1,
-            };
-            Box::pin(async move { st.record_denial(entry).await })
+            let store = audit_store.clone();
+            Box::pin(async move { grpc::record_denial(&store, entry).await })
         });
 
         let max = config.max_message_bytes;
@@ -233,12 +236,9 @@ impl Application {
                     .max_encoding_message_size(max),
             )
             .add_service(
-                InstructionServiceServer::new(grpc::instructions::Instructions::new(
-                    state.clone(),
-                    decisions,
-                ))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
+                InstructionServiceServer::new(grpc::instructions::Instructions::new(state.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
             )
             .add_service(
                 BreachServiceServer::new(grpc::breaches::Breaches::new(state.clone()))
@@ -315,27 +315,6 @@ async fn watch_health(
         tokio::select! {
             _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
             _ = stopping.changed() => {}
-        }
-    }
-}
-
-/// Deletes export bundles whose retention after first download ran out
-/// (downloads also check it, so a late sweep never serves an expired bundle).
-async fn sweep_exports(store: Store, retention: chrono::Duration, mut stopping: watch::Receiver<bool>) {
-    loop {
-        let res = store
-            .write("subject_request.sweep_exports", move |c, clock| {
-                crate::store::subject_requests::sweep_exports(c, clock.now(), retention)
-            })
-            .await;
-        match res {
-            Ok(n) if n > 0 => tracing::info!(bundles = n, "deleted expired export bundles"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "export sweep failed"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(EXPORT_SWEEP_INTERVAL) => {}
-            _ = stopping.wait_for(|s| *s) => return,
         }
     }
 }

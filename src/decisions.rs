@@ -55,12 +55,21 @@ fn load_policy(conn: &mut DbConnection, tenant: &str) -> Result<TenantPolicy> {
     let seq = st::tenant_change_seq(conn, tenant)?;
     let current = st::current(conn, tenant)?;
     let state = st::tenant_state(conn, tenant)?;
+    let flags = crate::store::subject_requests::tenant_flags(conn, tenant)?;
     Ok(TenantPolicy::compile(
         current.as_ref().map_or(0, |v| v.version),
         current.as_ref().map(|v| &v.set),
         state.and_then(|s| s.terminated_at),
         seq,
-    ))
+    )
+    .with_subjects(flags.iter().map(|f| {
+        (
+            f.subject_ref.as_str(),
+            f.flags.restricted,
+            f.flags.objected || f.flags.consent_withdrawn,
+            f.flags.erased,
+        )
+    })))
 }
 
 fn load_everything(conn: &mut DbConnection) -> Result<(Taxonomy, PolicyMap, i64)> {
@@ -155,7 +164,9 @@ impl Decisions {
     }
 
     /// Applies every change logged since the last call; returns how many
-    /// tenants were reloaded.
+    /// tenants were reloaded. Writers whose changed tenants are only known to
+    /// the store (subject flags) call it after committing, so the next check
+    /// on this replica sees the change.
     pub async fn catch_up(&self) -> Result<usize> {
         if !self.ready() {
             self.reload_all().await?;

@@ -25,6 +25,7 @@ pub mod decisions;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod jobs;
 pub mod proto;
 pub mod secrets;
 pub mod store;

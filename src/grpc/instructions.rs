@@ -30,12 +30,14 @@ pub const MAX_BATCH: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct Instructions {
     state: AppState,
+    /// The state's decision snapshots, held directly for the hot path.
     decisions: Arc<Decisions>,
 }
 
 impl Instructions {
-    /// A service over `state`, answering checks from `decisions`.
-    pub fn new(state: AppState, decisions: Arc<Decisions>) -> Self {
+    /// A service over `state`, answering checks from its decision snapshots.
+    pub fn new(state: AppState) -> Self {
+        let decisions = state.decisions.clone();
         Self { state, decisions }
     }
 

@@ -27,6 +27,9 @@ pub struct AppState {
     /// Flips to true when the server begins shutting down, so long-lived
     /// streams end and let the graceful shutdown finish.
     pub stopping: watch::Receiver<bool>,
+    /// Decision snapshots; writes that change what decisions depend on
+    /// refresh them before replying, so the next check here sees the change.
+    pub decisions: std::sync::Arc<crate::decisions::Decisions>,
 }
 
 /// The authenticated caller the auth layer attached to the request.
@@ -88,17 +91,21 @@ impl AppState {
         }
     }
 
-    /// Writes a refusal to the audit log in its own transaction; a failure to
-    /// do so is logged and does not change the refusal.
+    /// Writes a refusal to the audit log (see [`record_denial`]).
     pub async fn record_denial(&self, entry: AuditEntry) {
-        let res = self
-            .store
-            .write("audit.denial", move |conn, clock| {
-                crate::store::audit::append(conn, clock.now(), entry).map(|_| ())
-            })
-            .await;
-        if let Err(e) = res {
-            tracing::error!(error = %e, "could not audit a refused call");
-        }
+        record_denial(&self.store, entry).await;
+    }
+}
+
+/// Writes a refusal to the audit log in its own transaction; a failure to
+/// do so is logged and does not change the refusal.
+pub async fn record_denial(store: &Store, entry: AuditEntry) {
+    let res = store
+        .write("audit.denial", move |conn, clock| {
+            crate::store::audit::append(conn, clock.now(), entry).map(|_| ())
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::error!(error = %e, "could not audit a refused call");
     }
 }

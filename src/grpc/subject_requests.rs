@@ -317,6 +317,7 @@ impl SubjectRequests {
                 Ok((rec, tasks))
             })
             .await?;
+        self.state.decisions.catch_up().await?;
         self.request_pb(rec, tasks, who.role == Role::Tenant)
     }
 }
@@ -559,6 +560,7 @@ impl SubjectRequestService for SubjectRequests {
                 Ok((rec, tasks))
             })
             .await?;
+        self.state.decisions.catch_up().await?;
         Ok(Response::new(self.request_pb(rec, tasks, true)?))
     }
 
@@ -855,6 +857,7 @@ impl SubjectRequestService for SubjectRequests {
                 store::complete_task(c, clock.now(), &system, &r.task_id, done, entry)
             })
             .await?;
+        self.state.decisions.catch_up().await?;
         Ok(Response::new(self.task_pb(
             task,
             req.subject_ref.as_deref(),

@@ -326,3 +326,25 @@ pub fn known_tenants(conn: &mut DbConnection) -> Result<Vec<String>> {
     a.dedup();
     Ok(a)
 }
+
+/// Terminated tenants whose erasure is due at `now` and has not been
+/// requested yet.
+pub fn erasures_due(conn: &mut DbConnection, now: DateTime<Utc>) -> Result<Vec<String>> {
+    Ok(tn::table
+        .filter(tn::erasure_due_at_us.le(to_us(now)))
+        .filter(tn::erasure_requested_at_us.is_null())
+        .select(tn::tenant_id)
+        .order(tn::tenant_id.asc())
+        .load(conn)?)
+}
+
+/// Records that the contract-end erasure of `tenant` was requested.
+pub fn mark_erasure_requested(conn: &mut DbConnection, now: DateTime<Utc>, tenant: &str) -> Result<()> {
+    diesel::update(tn::table.filter(tn::tenant_id.eq(tenant)))
+        .set((
+            tn::erasure_requested_at_us.eq(to_us(now)),
+            tn::updated_at_us.eq(to_us(now)),
+        ))
+        .execute(conn)?;
+    Ok(())
+}

@@ -60,6 +60,7 @@ diesel::table! {
         termination_reason -> Nullable<Text>,
         erasure_due_at_us -> Nullable<BigInt>,
         updated_at_us -> BigInt,
+        erasure_requested_at_us -> Nullable<BigInt>,
     }
 }
 

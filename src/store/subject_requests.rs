@@ -617,6 +617,7 @@ fn recompute_flags(
     tenant_id: &str,
     refs: &[String],
 ) -> Result<()> {
+    let mut changed = false;
     for sref in refs {
         let ids: Vec<String> = rr::subject_request_refs
             .select(rr::request_id)
@@ -674,6 +675,12 @@ fn recompute_flags(
                 .values((f::tenant_id.eq(tenant_id), f::subject_ref.eq(sref), vals))
                 .execute(conn)?;
         }
+        changed = true;
+    }
+    if changed {
+        // Decision snapshots follow this log: the new flags reach
+        // CheckProcessing on every replica.
+        super::instructions::record_change(conn, now, tenant_id)?;
     }
     Ok(())
 }

@@ -918,3 +918,146 @@ async fn contract_end_fans_out(b: Backend) {
     app.stop().await;
 }
 on_both_backends!(contract_end_fans_out, contract_end_fans_out);
+
+/// Restrictions, objections and erasures reach `CheckProcessing` on the very
+/// next call, for that subject only, and lifting them lifts the denial.
+async fn decisions_follow_subject_requests(b: Backend) {
+    use crate::instructions::{check, put};
+    use pb::DenyReason as R;
+    let app = spawn_app(b).await;
+    let rule = pb::CategoryRule {
+        category: "contact".into(),
+        purposes: vec!["service_delivery".into()],
+        ..Default::default()
+    };
+    put(
+        &app,
+        "t1",
+        0,
+        pb::InstructionSet {
+            rules: vec![rule],
+            termination_grace_days: 0,
+        },
+    )
+    .await;
+    // A system holds the data, so the requests stay in progress (cancellable).
+    register(&app, "crm", &["contact"]).await;
+    let sref = subject_ref(&app, "t1").await;
+    let probe = |s: &str| pb::CheckProcessingRequest {
+        tenant_id: "t1".into(),
+        category: "contact".into(),
+        purpose: "service_delivery".into(),
+        subject_ref: s.into(),
+        ..Default::default()
+    };
+    assert!(check(&app, probe(&sref)).await.0);
+    let t1 = app.keys.tenant("t1");
+    let mut c = client(&app);
+    let restriction = c
+        .submit_subject_request(authed(submit(pb::RequestType::Restriction, "d1", &[]), &t1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(check(&app, probe(&sref)).await.1, [R::SubjectRestricted]);
+    assert!(check(&app, probe("someone-else")).await.0, "only that subject");
+    c.submit_subject_request(authed(submit(pb::RequestType::Objection, "d2", &[]), &t1))
+        .await
+        .unwrap();
+    c.submit_subject_request(authed(submit(pb::RequestType::Erasure, "d3", &[]), &t1))
+        .await
+        .unwrap();
+    assert_eq!(
+        check(&app, probe(&sref)).await.1,
+        [R::SubjectRestricted, R::SubjectObjected, R::SubjectErased]
+    );
+    c.cancel_subject_request(authed(
+        pb::CancelSubjectRequestRequest {
+            id: restriction.id,
+            reason: "withdrawn by the subject".into(),
+        },
+        &t1,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        check(&app, probe(&sref)).await.1,
+        [R::SubjectObjected, R::SubjectErased]
+    );
+    app.stop().await;
+}
+on_both_backends!(
+    decisions_follow_subject_requests,
+    decisions_follow_subject_requests
+);
+
+/// After a tenant's termination grace period the service itself opens the
+/// erasure of everything, through the same fan-out, exactly once.
+async fn contract_end_runs_by_itself(b: Backend) {
+    use crate::instructions::put;
+    let app = spawn_app(b).await;
+    register(&app, "crm", &["contact"]).await;
+    let rule = pb::CategoryRule {
+        category: "contact".into(),
+        purposes: vec!["service_delivery".into()],
+        ..Default::default()
+    };
+    put(
+        &app,
+        "t1",
+        0,
+        pb::InstructionSet {
+            rules: vec![rule],
+            termination_grace_days: 10,
+        },
+    )
+    .await;
+    proctor::proto::v1::instruction_service_client::InstructionServiceClient::new(app.channel.clone())
+        .terminate_tenant(authed(
+            pb::TerminateTenantRequest {
+                tenant_id: "t1".into(),
+                effective_at: None,
+                reason: "contract end".into(),
+            },
+            &app.keys.compliance(),
+        ))
+        .await
+        .unwrap();
+    let list = || async {
+        client(&app)
+            .list_subject_requests(authed(
+                pb::ListSubjectRequestsRequest {
+                    tenant_id: "t1".into(),
+                    ..Default::default()
+                },
+                &app.keys.compliance(),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .requests
+    };
+    // Within the grace period nothing happens.
+    app.clock.advance(Duration::days(9));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(list().await.is_empty(), "no erasure before the grace period ends");
+    app.clock.advance(Duration::days(1));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let requests = loop {
+        let r = list().await;
+        if !r.is_empty() {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "contract-end erasure never opened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].request_type, pb::RequestType::Erasure as i32);
+    assert_eq!(requests[0].tasks.len(), 1, "fanned out to the registered system");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(list().await.len(), 1, "opened once");
+    app.stop().await;
+}
+on_both_backends!(contract_end_runs_by_itself, contract_end_runs_by_itself);

@@ -118,6 +118,9 @@ pub struct TenantPolicy {
     /// Position in the change log this snapshot reflects; a snapshot never
     /// replaces one that reflects a later change.
     pub change_seq: i64,
+    /// Data subjects with a live restriction, objection, consent withdrawal
+    /// or erasure, by `subject_ref`; subjects without any are absent.
+    subjects: HashMap<Box<str>, Reasons>,
 }
 
 impl TenantPolicy {
@@ -156,7 +159,29 @@ impl TenantPolicy {
             rules,
             terminated_from,
             change_seq,
+            subjects: HashMap::new(),
         }
+    }
+
+    /// Adds the subject-level flags: `(subject_ref, restricted, objected,
+    /// erased)`; a withdrawn consent counts as an objection.
+    pub fn with_subjects<'a>(mut self, flags: impl IntoIterator<Item = (&'a str, bool, bool, bool)>) -> Self {
+        for (sref, restricted, objected, erased) in flags {
+            let mut r = Reasons::default();
+            if restricted {
+                r.add(DenyReason::SubjectRestricted);
+            }
+            if objected {
+                r.add(DenyReason::SubjectObjected);
+            }
+            if erased {
+                r.add(DenyReason::SubjectErased);
+            }
+            if !r.is_empty() {
+                self.subjects.insert(sref.into(), r);
+            }
+        }
+        self
     }
 }
 
@@ -188,6 +213,11 @@ pub fn decide(policy: Option<&TenantPolicy>, check: &Check<'_>, now: DateTime<Ut
     };
     if p.terminated_from.is_some_and(|t| t <= now) {
         reasons.add(DenyReason::TenantTerminated);
+    }
+    if !check.subject_ref.is_empty()
+        && let Some(s) = p.subjects.get(check.subject_ref)
+    {
+        reasons.0 |= s.0;
     }
     if p.version == 0 {
         reasons.add(DenyReason::NoInstructions);
@@ -358,6 +388,32 @@ mod tests {
             [PurposeNotPermitted]
         );
         assert!(decide(Some(&p), &check("transcript", ANONYMIZED_ANALYTICS, "DE"), now()).allowed());
+    }
+
+    #[test]
+    fn subject_flags_deny_only_that_subject() {
+        let p = policy(vec![rule("contact")], None).with_subjects([
+            ("ref-r", true, false, false),
+            ("ref-oe", false, true, true),
+            ("ref-none", false, false, false),
+        ]);
+        let mut c = check("contact", "support", "DE");
+        assert!(decide(Some(&p), &c, now()).allowed());
+        c.subject_ref = "ref-r";
+        assert_eq!(reasons(decide(Some(&p), &c, now())), [SubjectRestricted]);
+        c.subject_ref = "ref-oe";
+        assert_eq!(
+            reasons(decide(Some(&p), &c, now())),
+            [SubjectObjected, SubjectErased]
+        );
+        c.subject_ref = "ref-none";
+        assert!(decide(Some(&p), &c, now()).allowed());
+        c.category = "agent";
+        c.subject_ref = "ref-r";
+        assert_eq!(
+            reasons(decide(Some(&p), &c, now())),
+            [CategoryNotCovered, SubjectRestricted]
+        );
     }
 
     #[test]

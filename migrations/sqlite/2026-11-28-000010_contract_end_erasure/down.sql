@@ -1,0 +1,1 @@
+ALTER TABLE tenants DROP COLUMN erasure_requested_at_us;

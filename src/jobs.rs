@@ -1,0 +1,79 @@
+//! Background jobs every replica runs beside the RPCs. Each is one write
+//! transaction per round and idempotent, so several replicas running the same
+//! job at once do no harm.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::domain::audit::AuditEntry;
+use crate::secrets::SubjectSecrets;
+use crate::store::{Store, instructions, subject_requests};
+
+/// How often expired export bundles are deleted.
+pub const EXPORT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// How often terminated tenants are checked for a due erasure.
+pub const CONTRACT_END_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs `round` every `every` until shutdown, logging failures (a failed
+/// round is retried at the next one).
+async fn every<F, Fut>(name: &'static str, every: Duration, mut stopping: watch::Receiver<bool>, mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::error::Result<usize>>,
+{
+    loop {
+        match round().await {
+            Ok(n) if n > 0 => tracing::info!(job = name, items = n, "background job did work"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(job = name, error = %e, "background job failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Deletes export bundles older than `retention` after first download.
+pub async fn sweep_exports(store: Store, retention: chrono::Duration, stopping: watch::Receiver<bool>) {
+    every("export_sweep", EXPORT_SWEEP_INTERVAL, stopping, || {
+        store.write("subject_request.sweep_exports", move |c, clock| {
+            subject_requests::sweep_exports(c, clock.now(), retention)
+        })
+    })
+    .await;
+}
+
+/// Opens the contract-end erasure request (all categories, every system) of
+/// each terminated tenant whose grace period has passed.
+pub async fn contract_end_erasures(
+    store: Store,
+    secrets: Arc<SubjectSecrets>,
+    stopping: watch::Receiver<bool>,
+) {
+    every("contract_end_erasure", CONTRACT_END_INTERVAL, stopping, || {
+        let secrets = secrets.clone();
+        store.write("tenant.contract_end_erasure", move |c, clock| {
+            let now = clock.now();
+            let due = instructions::erasures_due(c, now)?;
+            for tenant in &due {
+                let entry = AuditEntry {
+                    actor: "proctor".into(),
+                    role: "service".into(),
+                    tenant_id: Some(tenant.clone()),
+                    action: "subject_request.contract_end".into(),
+                    target: format!("tenant/{tenant}"),
+                    outcome: "ok".into(),
+                    trace_id: String::new(),
+                    detail: String::new(),
+                };
+                subject_requests::contract_end_erasure(c, now, tenant, &secrets.receipt, entry)?;
+                instructions::mark_erasure_requested(c, now, tenant)?;
+            }
+            Ok(due.len())
+        })
+    })
+    .await;
+}
