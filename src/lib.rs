@@ -25,3 +25,4 @@ pub mod grpc;
 pub mod proto;
 pub mod store;
 pub mod telemetry;
+pub mod screening;
