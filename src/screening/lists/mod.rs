@@ -3,6 +3,14 @@
 //! any malformed input is an error naming the file and the line or element,
 //! and the caller keeps nothing of a failed import.
 
+pub mod csl;
+pub mod eu;
+pub mod ofac;
+pub mod seco;
+pub mod uk;
+pub mod un;
+pub mod xml;
+
 use super::model::ListEntry;
 
 /// Why a list file was refused: which file, where, what.
@@ -42,6 +50,35 @@ pub const SOURCES: &[&str] = &["ofac_sdn", "ofac_cons", "un_sc", "eu_fsf", "uk_f
 
 /// Parses the files of one import of `source` into entries, sorted by id.
 pub fn parse(source: &str, files: &[ListFile]) -> Result<Vec<ListEntry>, ParseError> {
-    let _ = files;
-    Err(ParseError::new("", "", format!("unknown source {source}")))
+    let single = || -> Result<&ListFile, ParseError> {
+        match files {
+            [f] => Ok(f),
+            _ => Err(ParseError::new(
+                "",
+                "files",
+                format!("source {source} takes exactly one file, got {}", files.len()),
+            )),
+        }
+    };
+    let mut entries = match source {
+        "ofac_sdn" | "ofac_cons" => ofac::parse(files)?,
+        "un_sc" => un::parse(single()?)?,
+        "eu_fsf" => eu::parse(single()?)?,
+        "uk_fcdo" => uk::parse(single()?)?,
+        "ch_seco" => seco::parse(single()?)?,
+        "us_csl" => csl::parse_csl(single()?)?,
+        "us_dpl" => csl::parse_dpl(single()?)?,
+        other => {
+            return Err(ParseError::new(
+                "",
+                "source",
+                format!("unknown source {other:?}; expected one of {}", SOURCES.join(", ")),
+            ));
+        }
+    };
+    entries.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(entries)
 }
+
+#[cfg(test)]
+mod tests;
