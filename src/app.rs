@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::grpc::{self, AppState};
 use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::inbox_service_server::InboxServiceServer;
+use crate::proto::v1::screening_service_server::ScreeningServiceServer;
 use crate::store::{Store, StoreOptions};
 use crate::telemetry::layer::GrpcTraceLayer;
 
@@ -30,7 +31,11 @@ use crate::telemetry::layer::GrpcTraceLayer;
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Names reported by the health service besides the overall `""`.
-const SERVED: &[&str] = &["proctor.v1.InboxService", "proctor.v1.AuditService"];
+const SERVED: &[&str] = &[
+    "proctor.v1.InboxService",
+    "proctor.v1.AuditService",
+    "proctor.v1.ScreeningService",
+];
 
 /// The server could not start or stopped on an error.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +185,12 @@ impl Application {
             Box::pin(async move { st.record_denial(entry).await })
         });
 
+        let live = grpc::screening::LiveIndex::new(store.clone());
+        if let Err(e) = live.refresh().await {
+            tracing::warn!(error = %e, "screening indexes not loaded at start; the poller retries");
+        }
+        live.spawn_poller(stop_rx.clone());
+
         let max = config.max_message_bytes;
         let router = Server::builder()
             .timeout(Duration::from_secs(config.request_timeout_seconds))
@@ -197,6 +208,15 @@ impl Application {
                 AuditServiceServer::new(grpc::audit::Audit::new(state.clone()))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
+            )
+            .add_service(
+                ScreeningServiceServer::new(grpc::screening::Screening::new(
+                    state.clone(),
+                    live,
+                    config.screening_review_threshold,
+                ))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
             );
 
         let mut stopped = stop_rx.clone();

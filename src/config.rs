@@ -54,6 +54,8 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
+    /// Screening score at or above which a hit is a possible match (0..1).
+    pub screening_review_threshold: f64,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             db_timeout_seconds: 3,
             shutdown_grace_seconds: 20,
             log_format: LogFormat::Text,
+            screening_review_threshold: crate::domain::screening::DEFAULT_REVIEW_THRESHOLD,
         }
     }
 }
@@ -142,6 +145,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_LOG_FORMAT", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// Screening review threshold, 0..1 [default: 0.8; see docs/screening.md].
+    #[arg(long, env = "PROCTOR_SCREENING_REVIEW_THRESHOLD")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screening_review_threshold: Option<f64>,
 }
 
 /// The configuration is unusable.
@@ -178,6 +185,9 @@ impl Config {
         }
         if self.request_timeout_seconds == 0 {
             return Err(ConfigError("request_timeout_seconds must be positive".into()));
+        }
+        if !(self.screening_review_threshold > 0.0 && self.screening_review_threshold <= 1.0) {
+            return Err(ConfigError("screening_review_threshold must be in (0, 1]".into()));
         }
         if self.jwt_leeway_seconds > crate::auth::jwt::MAX_LEEWAY_SECONDS {
             return Err(ConfigError("jwt_leeway_seconds must be at most 30".into()));

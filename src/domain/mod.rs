@@ -5,3 +5,4 @@ pub mod audit;
 pub mod inbox;
 pub mod page;
 pub mod validate;
+pub mod screening;

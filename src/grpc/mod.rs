@@ -7,6 +7,7 @@ pub mod audit;
 pub mod convert;
 pub mod inbox;
 pub mod limits;
+pub mod screening;
 pub mod status;
 
 use tokio::sync::watch;

@@ -84,7 +84,7 @@ impl Query {
 }
 
 /// One list entry a query reached.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Hit {
     /// The list it is on.
     pub source: String,

@@ -10,3 +10,5 @@ pub mod lists;
 pub mod matcher;
 pub mod model;
 pub mod normalize;
+#[cfg(test)]
+mod quality;

@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod inbox;
+pub mod screening;
 pub mod schema;
 
 use std::path::PathBuf;
