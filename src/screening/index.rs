@@ -19,7 +19,7 @@ use super::normalize::fold_text;
 
 /// Names fully scored per query and list; the rest are ranked out by the
 /// features they share with the query.
-pub const CANDIDATES: usize = 48;
+pub const CANDIDATES: usize = 96;
 /// A feature shared by more names than this is too common to retrieve by
 /// (e.g. the `mhmd` phonetic key); rarer features of the query do the work.
 const MAX_POSTING: usize = 3000;
@@ -124,8 +124,12 @@ fn features(p: &PreparedName, out: &mut Vec<(String, f64)>) {
             out.push((format!("k:{}", t.key), 0.8));
         }
         if t.text.len() >= 5 {
-            out.push((format!("p:{}", &t.text[..3]), 0.35));
-            out.push((format!("s:{}", &t.text[t.text.len() - 3..]), 0.35));
+            out.push((format!("p:{}", &t.text[..3]), 0.3));
+            out.push((format!("s:{}", &t.text[t.text.len() - 3..]), 0.3));
+        }
+        if t.text.len() >= 7 {
+            out.push((format!("p4:{}", &t.text[..4]), 0.3));
+            out.push((format!("s4:{}", &t.text[t.text.len() - 4..]), 0.3));
         }
     }
     if p.tokens.len() > 1 && p.compact.len() >= 5 {

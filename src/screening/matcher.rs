@@ -214,7 +214,7 @@ pub fn token_similarity(a: &Tok, b: &Tok, p: &Params) -> Option<(f64, Agreement)
     // Short tokens differ by one letter too easily (Ali / Ari): edits only
     // count from four letters up.
     let r = if la.min(lb) >= 4 { edit_ratio(&a.text, &b.text) } else { 0.0 };
-    if a.key == b.key && a.key.len() >= 2 && r < p.phonetic_similarity {
+    if a.key == b.key && a.key.len() >= 2 && la.min(lb) >= 3 && r < p.phonetic_similarity {
         return Some((p.phonetic_similarity, Agreement::Phonetic));
     }
     (r >= p.min_token_similarity).then_some((r, Agreement::Edit))
@@ -318,6 +318,11 @@ pub fn compare(q: &PreparedName, n: &PreparedName, w: &dyn TokenWeights, p: &Par
     let un: f64 = unmatched_list.iter().map(|t| w.weight(t)).sum();
     let denom = matched_w + uq + p.unmatched_list_penalty * un;
     let mut score = if denom > 0.0 { got / denom } else { 0.0 };
+    // A lone matching token against a longer list name is a surname-only
+    // hit: worth review only when the token is rare enough on its own.
+    if pairs.len() == 1 && nq == 1 && !unmatched_list.is_empty() {
+        score *= 0.9;
+    }
     let mut compact_ratio = None;
     if nq != nn && (!unmatched_query.is_empty() || !unmatched_list.is_empty()) {
         let r = edit_ratio(&q.compact, &n.compact);

@@ -29,6 +29,13 @@ pub struct Folded {
 /// Multi-word legal forms, rewritten to one canonical token before the
 /// single-word table applies. Longest first.
 const LEGAL_PHRASES: &[(&[&str], &str)] = &[
+    (&["obshchestvo", "s", "ogranichennoy", "otvetstvennostyu"], "ooo"),
+    (&["gesellschaft", "mit", "beschrankter", "haftung"], "gmbh"),
+    (&["gesellschaft", "mit", "beschraenkter", "haftung"], "gmbh"),
+    (&["societe", "a", "responsabilite", "limitee"], "sarl"),
+    (&["sociedad", "de", "responsabilidad", "limitada"], "srl"),
+    (&["sa", "dec", "v"], "sa"),
+    (&["dec", "v"], "cv"),
     (&["public", "joint", "stock", "company"], "pjsc"),
     (&["open", "joint", "stock", "company"], "ojsc"),
     (&["closed", "joint", "stock", "company"], "cjsc"),
@@ -59,8 +66,13 @@ const LEGAL_WORDS: &[&str] = &[
     "lp", "sa", "sas", "sarl", "srl", "spa", "gmbh", "ag", "kg", "bv", "nv", "ooo", "oao", "zao", "pao",
     "ao", "jsc", "ojsc", "cjsc", "pjsc", "tov", "ltda", "limitada", "pte", "pty", "bhd", "kk", "oy", "ab",
     "aps", "fze", "fzco", "fzc", "fzllc", "cv", "jv", "cia", "compania", "companhia", "societe",
-    "sociedad", "anonima", "sl", "slu", "ohg", "eood", "ood", "ead", "tic", "as", "asa", "sae",
+    "sociedad", "anonima", "sl", "slu", "ohg", "eood", "ood", "ead", "tic", "as", "asa", "sae", "coltd",
+    "aktiengesellschaft",
 ];
+
+/// Long legal words also recognised with one typo ("Compnay", "Limtied"):
+/// long enough that one edit cannot make them another word.
+const LEGAL_LONG: &[&str] = &["company", "limited", "corporation", "incorporated", "limitada", "compania", "sociedad"];
 
 /// Honorifics and titles that are not part of anyone's name.
 const HONORIFICS: &[&str] = &[
@@ -76,7 +88,7 @@ const FILLERS: &[&str] = &["and", "the", "of", "und", "et", "y"];
 /// Folds a whole string to lower-case ASCII: compatibility decomposition,
 /// marks dropped, other scripts transliterated.
 pub fn fold_text(s: &str) -> String {
-    let stripped: String = s.nfkd().filter(|c| !is_combining_mark(*c)).collect();
+    let stripped: String = split_camel(s).nfkd().filter(|c| !is_combining_mark(*c)).collect();
     let ascii = if stripped.is_ascii() {
         stripped
     } else {
@@ -89,6 +101,26 @@ pub fn fold_text(s: &str) -> String {
             .join(" ")
     };
     ascii.to_ascii_lowercase()
+}
+
+/// Splits words written in camel case ("BoPeng", "CholKim") where a
+/// lower-case letter meets an upper-case one, as separate words.
+fn split_camel(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let mut out = String::with_capacity(s.len() + 4);
+    for (i, &c) in chars.iter().enumerate() {
+        // Only where a capitalised word of two letters or more begins, so
+        // "GmbH" stays whole.
+        let starts_word = i > 0
+            && chars[i - 1].is_lowercase()
+            && c.is_uppercase()
+            && chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+        if starts_word {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Splits folded text into raw tokens: apostrophes vanish (O'Brien =
@@ -114,9 +146,10 @@ fn raw_tokens(folded: &str) -> Vec<String> {
     out
 }
 
-/// Rewrites spelling variants of Arabic name particles to one form and glues
-/// particles to the word they belong to: "Abd al Rahman", "Abdel Rahman",
-/// "Abdul-Rahman" and "AbdulRahman" all become `abdulrahman`; "Al Qaida",
+/// Rewrites spelling variants of Arabic name particles to one form: "Abd al
+/// Rahman", "Abdel Rahman", "Abdul-Rahman" and "AbdulRahman" all become
+/// `abdul rahman` (two tokens, so a dropped or changed second word costs
+/// one token, not the pair); the article is glued to its word: "Al Qaida",
 /// "al-Qaida", "AlQaida" and "El Qaida" become `alqaida`.
 fn glue_particles(tokens: Vec<String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(tokens.len());
@@ -127,26 +160,30 @@ fn glue_particles(tokens: Vec<String>) -> Vec<String> {
         let next2 = tokens.get(i + 2).map(String::as_str);
         match (t, next) {
             ("abd", Some("al" | "el" | "ul" | "ol")) if next2.is_some() => {
-                out.push(format!("abdul{}", next2.unwrap_or_default()));
+                out.push("abdul".into());
+                out.push(next2.unwrap_or_default().to_owned());
                 i += 3;
             }
-            ("abdul" | "abdel" | "abdal" | "abdoul" | "abdol" | "abdu", Some(n)) => {
-                out.push(format!("abdul{n}"));
-                i += 2;
+            ("abdul" | "abdel" | "abdal" | "abdoul" | "abdol" | "abdu", Some(_)) => {
+                out.push("abdul".into());
+                i += 1;
             }
             ("al" | "el", Some(n)) if n.len() > 1 => {
                 out.push(format!("al{n}"));
                 i += 2;
             }
             _ => {
-                let mut t = t.to_owned();
-                for p in ["abdel", "abdal", "abdoul", "abdol"] {
-                    if t.len() > p.len() + 2 && t.starts_with(p) {
-                        t = format!("abdul{}", &t[p.len()..]);
-                        break;
+                // A joined "Abdulrahman" is the same two words.
+                let split = ["abdul", "abdel", "abdal", "abdoul", "abdol"]
+                    .into_iter()
+                    .find(|p| t.len() >= p.len() + 4 && t.starts_with(p));
+                match split {
+                    Some(p) => {
+                        out.push("abdul".into());
+                        out.push(t[p.len()..].to_owned());
                     }
+                    None => out.push(t.to_owned()),
                 }
-                out.push(t);
                 i += 1;
             }
         }
@@ -156,26 +193,32 @@ fn glue_particles(tokens: Vec<String>) -> Vec<String> {
 
 /// Folds a name into matching tokens.
 pub fn fold(name: &str) -> Folded {
-    let raw = glue_particles(raw_tokens(&fold_text(name)));
+    let mut raw = glue_particles(raw_tokens(&fold_text(name)));
     let mut legal = Vec::new();
-    let mut kept: Vec<String> = Vec::new();
-    let mut i = 0;
-    'outer: while i < raw.len() {
-        for (phrase, canon) in LEGAL_PHRASES {
-            if raw.len() >= i + phrase.len() && phrase.iter().zip(&raw[i..]).all(|(a, b)| a == b) {
-                legal.push((*canon).to_owned());
-                i += phrase.len();
-                continue 'outer;
+    // Longest phrases first over the whole name, so "Company Limited
+    // Liability Company" is "company" + "llc", not "ltd" + "liability".
+    for (phrase, canon) in LEGAL_PHRASES {
+        let mut i = 0;
+        while i + phrase.len() <= raw.len() {
+            if phrase.iter().zip(&raw[i..]).all(|(a, b)| a == b) {
+                raw.splice(i..i + phrase.len(), std::iter::once(format!("\u{0}{canon}")));
             }
+            i += 1;
         }
-        let t = &raw[i];
-        if LEGAL_WORDS.contains(&t.as_str()) {
+    }
+    let mut kept: Vec<String> = Vec::new();
+    for t in &raw {
+        if let Some(canon) = t.strip_prefix('\u{0}') {
+            legal.push(canon.to_owned());
+        } else if LEGAL_WORDS.contains(&t.as_str())
+            || (t.len() >= 6 && LEGAL_LONG.iter().any(|w| strsim::osa_distance(w, t) == 1))
+        {
             legal.push(t.clone());
         } else if !HONORIFICS.contains(&t.as_str()) && !FILLERS.contains(&t.as_str()) {
             kept.push(t.clone());
         }
-        i += 1;
     }
+    let raw: Vec<String> = raw.into_iter().map(|t| t.trim_start_matches('\u{0}').to_owned()).collect();
     if kept.is_empty() {
         // A name made only of set-aside words keeps them: better a weak
         // signal than none.
@@ -204,6 +247,7 @@ pub fn phonetic_key(token: &str) -> String {
         ("tch", "ch"),
         ("kh", "h"),
         ("ph", "f"),
+        ("rh", "r"),
         ("gh", "g"),
         ("dh", "d"),
         ("th", "t"),
@@ -284,7 +328,7 @@ mod tests {
 
     #[test]
     fn arabic_particles_glue_the_same_way() {
-        let want = ["abdulrahman"];
+        let want = ["abdul", "rahman"];
         assert_eq!(toks("Abd al Rahman"), want);
         assert_eq!(toks("Abdel Rahman"), want);
         assert_eq!(toks("Abdul-Rahman"), want);
@@ -298,6 +342,11 @@ mod tests {
     #[test]
     fn acronyms_join_and_compact_spans_tokens() {
         assert_eq!(toks("U.S.A. Trading"), ["usa", "trading"]);
+        assert_eq!(toks("BoPeng"), ["bo", "peng"]);
+        assert_eq!(toks("Acme Compnay"), ["acme"]);
+        let f = fold("Sovfracht Managing Company Limited Liability Company");
+        assert_eq!(f.tokens, ["sovfracht", "managing"]);
+        assert_eq!(f.legal, ["company", "llc"]);
         assert_eq!(fold("Bank Melli").compact, "bankmelli");
     }
 
