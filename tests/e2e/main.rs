@@ -8,5 +8,6 @@ mod auth;
 mod cli;
 mod health;
 mod inbox;
+mod screening;
 mod support;
 mod tracing_otlp;

@@ -36,6 +36,18 @@ impl ParseError {
     }
 }
 
+/// The 1-based line of byte offset `byte` of `data`. The csv crate's own
+/// line count drifts on CRLF files (the OFAC files are CRLF), so lines are
+/// counted from the record's byte position instead.
+pub fn line_at(data: &[u8], byte: u64) -> u64 {
+    let mut end = usize::try_from(byte).unwrap_or(usize::MAX).min(data.len());
+    // A record's reported start can sit on the line break before it.
+    while end < data.len() && matches!(data[end], b'\r' | b'\n') {
+        end += 1;
+    }
+    1 + data[..end].iter().filter(|b| **b == b'\n').count() as u64
+}
+
 /// One file of an import: its name and bytes.
 #[derive(Debug, Clone)]
 pub struct ListFile {

@@ -45,10 +45,10 @@ fn rows(f: &ListFile, want: usize) -> Result<Vec<(u64, Vec<String>)>, ParseError
     let mut out = Vec::new();
     for rec in rdr.byte_records() {
         let rec = rec.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
+            let line = e.position().map_or(0, |p| super::line_at(&f.data, p.byte()));
             ParseError::new(&f.name, format!("line {line}"), format!("malformed CSV: {e}"))
         })?;
-        let line = rec.position().map_or(0, |p| p.line());
+        let line = rec.position().map_or(0, |p| super::line_at(&f.data, p.byte()));
         if rec.len() == 1 && rec.get(0).is_some_and(|v| v.trim_ascii().iter().all(|b| *b == 0x1a)) {
             continue;
         }

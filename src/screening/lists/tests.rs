@@ -168,3 +168,11 @@ fn malformed_files_name_the_place() {
     assert!(parse("nope", &[]).is_err());
 }
 
+
+#[test]
+fn crlf_files_report_the_right_line() {
+    let row = "36,\"A B\",-0- ,\"CUBA\",-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,-0- \r\n";
+    let data = format!("{row}{}37,\"SHORT\"\r\n", row.replacen("36", "35", 1));
+    let e = parse("ofac_sdn", &[ListFile { name: "sdn.csv".into(), data: data.into_bytes() }]).unwrap_err();
+    assert_eq!(e.location, "line 3", "{e}");
+}
