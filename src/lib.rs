@@ -23,6 +23,6 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod proto;
+pub mod screening;
 pub mod store;
 pub mod telemetry;
-pub mod screening;

@@ -167,7 +167,11 @@ async fn lists_import(cfg: Config, source: String, files: Vec<PathBuf>, actor: S
 
     let total: u64 = files
         .iter()
-        .map(|f| std::fs::metadata(f).map(|m| m.len()).with_context(|| format!("reading {}", f.display())))
+        .map(|f| {
+            std::fs::metadata(f)
+                .map(|m| m.len())
+                .with_context(|| format!("reading {}", f.display()))
+        })
         .sum::<anyhow::Result<u64>>()?;
     let bar = ProgressBar::new(total).with_style(
         ProgressStyle::with_template("{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}")
@@ -181,14 +185,19 @@ async fn lists_import(cfg: Config, source: String, files: Vec<PathBuf>, actor: S
         let mut data = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+            let n = f
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
             if n == 0 {
                 break;
             }
             data.extend_from_slice(&buf[..n]);
             bar.inc(n as u64);
         }
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         list_files.push(proctor::screening::lists::ListFile { name, data });
     }
     bar.finish_with_message("read");

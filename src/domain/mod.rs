@@ -4,5 +4,5 @@
 pub mod audit;
 pub mod inbox;
 pub mod page;
-pub mod validate;
 pub mod screening;
+pub mod validate;

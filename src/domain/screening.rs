@@ -68,7 +68,9 @@ impl CaseStatus {
 
     /// Parses the stored form.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Open, Self::Cleared, Self::Confirmed].into_iter().find(|c| c.as_str() == s)
+        [Self::Open, Self::Cleared, Self::Confirmed]
+            .into_iter()
+            .find(|c| c.as_str() == s)
     }
 
     /// The status `resolution` moves an `Open` case to; a resolved case is
@@ -77,7 +79,10 @@ impl CaseStatus {
         match (self, to) {
             (Self::Open, Self::Cleared | Self::Confirmed) => Ok(to),
             (Self::Open, Self::Open) => Err(Error::invalid("resolution", "must be CLEARED or CONFIRMED")),
-            (from, _) => Err(Error::FailedPrecondition(format!("case is already {}", from.as_str()))),
+            (from, _) => Err(Error::FailedPrecondition(format!(
+                "case is already {}",
+                from.as_str()
+            ))),
         }
     }
 }
@@ -114,9 +119,18 @@ mod tests {
 
     #[test]
     fn cases_resolve_once() {
-        assert_eq!(CaseStatus::Open.resolve(CaseStatus::Cleared).unwrap(), CaseStatus::Cleared);
-        assert!(matches!(CaseStatus::Cleared.resolve(CaseStatus::Confirmed), Err(Error::FailedPrecondition(_))));
-        assert!(matches!(CaseStatus::Open.resolve(CaseStatus::Open), Err(Error::InvalidArgument(_))));
+        assert_eq!(
+            CaseStatus::Open.resolve(CaseStatus::Cleared).unwrap(),
+            CaseStatus::Cleared
+        );
+        assert!(matches!(
+            CaseStatus::Cleared.resolve(CaseStatus::Confirmed),
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            CaseStatus::Open.resolve(CaseStatus::Open),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]
@@ -125,7 +139,13 @@ mod tests {
         assert_eq!(party_tenant("tenants/t1"), Some("t1"));
         assert_eq!(party_tenant("tenants/"), None);
         assert_eq!(party_tenant("subprocessors/x"), None);
-        assert_eq!(clarification_recipient("partners/acme"), Recipient::System(COMPLIANCE_QUEUE.into()));
-        assert_eq!(clarification_recipient("tenants/t2/x"), Recipient::Tenant("t2".into()));
+        assert_eq!(
+            clarification_recipient("partners/acme"),
+            Recipient::System(COMPLIANCE_QUEUE.into())
+        );
+        assert_eq!(
+            clarification_recipient("tenants/t2/x"),
+            Recipient::Tenant("t2".into())
+        );
     }
 }

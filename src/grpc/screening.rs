@@ -74,17 +74,28 @@ impl LiveIndex {
     /// building its index off the async runtime, and swaps it in whole.
     pub async fn refresh(&self) -> Result<usize, Error> {
         let _one = self.refreshing.lock().await;
-        let latest = self.store.read("screening.latest_versions", |c, _| st::latest_versions(c)).await?;
+        let latest = self
+            .store
+            .read("screening.latest_versions", |c, _| st::latest_versions(c))
+            .await?;
         let stale: Vec<(String, i64)> = {
-            let loaded = self.loaded.lock().map_err(|_| Error::Internal("index lock poisoned".into()))?;
-            latest.into_iter().filter(|(s, seq)| loaded.get(s) != Some(seq)).collect()
+            let loaded = self
+                .loaded
+                .lock()
+                .map_err(|_| Error::Internal("index lock poisoned".into()))?;
+            latest
+                .into_iter()
+                .filter(|(s, seq)| loaded.get(s) != Some(seq))
+                .collect()
         };
         let n = stale.len();
         for (source, seq) in stale {
             let span = tracing::info_span!("screening.index_build", screening.source = %source, screening.version_seq = seq);
             let (info, entries) = self
                 .store
-                .read("screening.load_version", move |c, _| Ok((st::version(c, seq)?, st::entries(c, seq)?)))
+                .read("screening.load_version", move |c, _| {
+                    Ok((st::version(c, seq)?, st::entries(c, seq)?))
+                })
                 .await?;
             let src = source.clone();
             let idx = tokio::task::spawn_blocking(move || {
@@ -95,7 +106,10 @@ impl LiveIndex {
             .map_err(|e| Error::Internal(format!("index build failed: {e}")))?;
             tracing::info!(source = %source, version = idx.version(), entries = idx.entries(), names = idx.names(), "screening index loaded");
             {
-                let mut set = self.set.write().map_err(|_| Error::Internal("index lock poisoned".into()))?;
+                let mut set = self
+                    .set
+                    .write()
+                    .map_err(|_| Error::Internal("index lock poisoned".into()))?;
                 let mut next = (**set).clone();
                 next.by_source.insert(source.clone(), Arc::new(idx));
                 *set = Arc::new(next);
@@ -228,7 +242,10 @@ pub async fn import_files(
     threshold: f64,
 ) -> Result<VersionInfo, Error> {
     if !SOURCES.contains(&source.as_str()) {
-        return Err(Error::invalid("source", format!("must be one of {}", SOURCES.join(", "))));
+        return Err(Error::invalid(
+            "source",
+            format!("must be one of {}", SOURCES.join(", ")),
+        ));
     }
     let sha = import_digest(&files);
     let src = source.clone();
@@ -254,7 +271,11 @@ impl Screening {
         let mut v = Violations::new();
         let party = req.party.unwrap_or_default();
         v.required_text("party.name", &party.name, MAX_NAME_CHARS);
-        v.check(party.aliases.len() > MAX_ALIASES, "party.aliases", format!("at most {MAX_ALIASES}"));
+        v.check(
+            party.aliases.len() > MAX_ALIASES,
+            "party.aliases",
+            format!("at most {MAX_ALIASES}"),
+        );
         for (i, a) in party.aliases.iter().enumerate() {
             v.max_len(&format!("party.aliases[{i}]"), a, MAX_NAME_CHARS);
         }
@@ -266,7 +287,11 @@ impl Screening {
             "min_score",
             "must be between 0 and 1",
         );
-        v.check(req.limit > MAX_LIMIT, "limit", format!("must be at most {MAX_LIMIT}"));
+        v.check(
+            req.limit > MAX_LIMIT,
+            "limit",
+            format!("must be at most {MAX_LIMIT}"),
+        );
         v.check(
             pb::PartyType::try_from(party.r#type).is_err(),
             "party.type",
@@ -274,21 +299,42 @@ impl Screening {
         );
         v.finish()?;
         let kind = party_kind(party.r#type);
-        let q = Query::new(&party.name, &party.aliases, kind, &party.date_of_birth, &party.country);
+        let q = Query::new(
+            &party.name,
+            &party.aliases,
+            kind,
+            &party.date_of_birth,
+            &party.country,
+        );
         if q.names.is_empty() {
-            return Err(Error::invalid("party.name", "has nothing to match on after folding"));
+            return Err(Error::invalid(
+                "party.name",
+                "has nothing to match on after folding",
+            ));
         }
-        let min_score = if req.min_score == 0.0 { DEFAULT_MIN_SCORE } else { req.min_score };
+        let min_score = if req.min_score == 0.0 {
+            DEFAULT_MIN_SCORE
+        } else {
+            req.min_score
+        };
         let limit = if req.limit == 0 { DEFAULT_LIMIT } else { req.limit } as usize;
         let set = self.live.current();
         let hits = {
             let _s = tracing::info_span!("screening.match", screening.lists = set.by_source.len()).entered();
             set.search(&q, &self.params, min_score.min(self.threshold), limit.max(20))
         };
-        let shown: Vec<pb::Hit> = hits.iter().filter(|h| h.score >= min_score).take(limit).map(hit_pb).collect();
+        let shown: Vec<pb::Hit> = hits
+            .iter()
+            .filter(|h| h.score >= min_score)
+            .take(limit)
+            .map(hit_pb)
+            .collect();
         let best = hits.first().map(|h| h.score);
         let (out, case_id) = if req.party_ref.is_empty() {
-            (crate::domain::screening::outcome(best, self.threshold, false), String::new())
+            (
+                crate::domain::screening::outcome(best, self.threshold, false),
+                String::new(),
+            )
         } else {
             let row = PartyRow {
                 party_ref: req.party_ref.clone(),
@@ -305,11 +351,12 @@ impl Screening {
             let rec = self
                 .state
                 .store
-                .write("screening.record", move |c, clock| st::record_screening(c, clock.now(), actor, row, &hits, thr))
+                .write("screening.record", move |c, clock| {
+                    st::record_screening(c, clock.now(), actor, row, &hits, thr)
+                })
                 .await?;
             (rec.outcome, rec.case_id.unwrap_or_default())
         };
-        tracing::Span::current().record("screening.outcome", format!("{out:?}"));
         Ok(pb::ScreenResponse {
             outcome: match out {
                 Outcome::Clear => pb::Outcome::Clear,
@@ -334,7 +381,10 @@ impl Screening {
 impl ScreeningService for Screening {
     type BatchScreenStream = ScreenStream;
 
-    async fn import_list(&self, req: Request<Streaming<pb::ImportListChunk>>) -> Result<Response<pb::ListVersion>, Status> {
+    async fn import_list(
+        &self,
+        req: Request<Streaming<pb::ImportListChunk>>,
+    ) -> Result<Response<pb::ListVersion>, Status> {
         let who = caller(&req)?;
         let mut stream = req.into_inner();
         let mut source = String::new();
@@ -345,24 +395,47 @@ impl ScreeningService for Screening {
             if source.is_empty() {
                 source = chunk.source.clone();
             } else if !chunk.source.is_empty() && chunk.source != source {
-                return Err(Error::invalid("source", "every chunk of one import names the same source").into());
+                return Err(
+                    Error::invalid("source", "every chunk of one import names the same source").into(),
+                );
             }
             total += chunk.data.len();
             if total > MAX_IMPORT_BYTES {
-                return Err(Error::invalid("data", format!("an import is at most {MAX_IMPORT_BYTES} bytes")).into());
+                return Err(
+                    Error::invalid("data", format!("an import is at most {MAX_IMPORT_BYTES} bytes")).into(),
+                );
             }
-            let name = if chunk.file_name.is_empty() { "list".to_owned() } else { chunk.file_name };
+            let name = if chunk.file_name.is_empty() {
+                "list".to_owned()
+            } else {
+                chunk.file_name
+            };
             match files.iter_mut().find(|f| f.name == name) {
                 Some(f) => f.data.extend_from_slice(&chunk.data),
-                None => files.push(ListFile { name, data: chunk.data }),
+                None => files.push(ListFile {
+                    name,
+                    data: chunk.data,
+                }),
             }
         }
         let mut v = Violations::new();
         v.check(source.is_empty(), "source", "is required");
-        v.check(files.iter().all(|f| f.data.is_empty()), "data", "no file content was sent");
+        v.check(
+            files.iter().all(|f| f.data.is_empty()),
+            "data",
+            "no file content was sent",
+        );
         v.finish()?;
         let actor = audit_entry(&who, None, "screening.import", &source, "ok");
-        let info = import_files(&self.state.store, actor, source, files, self.params, self.threshold).await?;
+        let info = import_files(
+            &self.state.store,
+            actor,
+            source,
+            files,
+            self.params,
+            self.threshold,
+        )
+        .await?;
         self.live.refresh().await?;
         Ok(Response::new(version_pb(&info)))
     }
@@ -395,7 +468,10 @@ impl ScreeningService for Screening {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn list_cases(&self, req: Request<pb::ListCasesRequest>) -> Result<Response<pb::ListCasesResponse>, Status> {
+    async fn list_cases(
+        &self,
+        req: Request<pb::ListCasesRequest>,
+    ) -> Result<Response<pb::ListCasesResponse>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
         let page = Page::parse(r.page_size, &r.page_token)?;
@@ -414,7 +490,9 @@ impl ScreeningService for Screening {
         let cases = self
             .state
             .store
-            .read("screening.list_cases", move |c, _| st::list_cases(c, tenant.as_deref(), status, p.after, p.size))
+            .read("screening.list_cases", move |c, _| {
+                st::list_cases(c, tenant.as_deref(), status, p.after, p.size)
+            })
             .await?;
         let next = page.next_token(cases.len(), cases.last().map(|c| c.seq));
         Ok(Response::new(pb::ListCasesResponse {
@@ -436,7 +514,9 @@ impl ScreeningService for Screening {
         let case = self
             .state
             .store
-            .read("screening.get_case", move |c, _| st::get_case(c, &id, tenant.as_deref()))
+            .read("screening.get_case", move |c, _| {
+                st::get_case(c, &id, tenant.as_deref())
+            })
             .await?;
         Ok(Response::new(case_pb(&case)))
     }
@@ -468,12 +548,19 @@ impl ScreeningService for Screening {
         Ok(Response::new(case_pb(&case)))
     }
 
-    async fn score_names(&self, req: Request<pb::ScoreNamesRequest>) -> Result<Response<pb::ScoreNamesResponse>, Status> {
+    async fn score_names(
+        &self,
+        req: Request<pb::ScoreNamesRequest>,
+    ) -> Result<Response<pb::ScoreNamesResponse>, Status> {
         let r = req.into_inner();
         let mut v = Violations::new();
         v.required_text("left", &r.left, MAX_NAME_CHARS);
         v.required_text("right", &r.right, MAX_NAME_CHARS);
-        v.check(pb::PartyType::try_from(r.r#type).is_err(), "type", "is not a PartyType");
+        v.check(
+            pb::PartyType::try_from(r.r#type).is_err(),
+            "type",
+            "is not a PartyType",
+        );
         v.finish()?;
         let (a, b) = (PreparedName::new(&r.left), PreparedName::new(&r.right));
         // Weigh tokens by rarity on the largest loaded list, as screening
@@ -484,7 +571,10 @@ impl ScreeningService for Screening {
             Some(idx) => compare(&a, &b, idx.as_ref(), &self.params),
             None => compare(&a, &b, &Uniform, &self.params),
         };
-        let weights = biggest.map_or_else(|| "uniform token weights".to_owned(), |i| format!("token weights of {}", i.source()));
+        let weights = biggest.map_or_else(
+            || "uniform token weights".to_owned(),
+            |i| format!("token weights of {}", i.source()),
+        );
         Ok(Response::new(pb::ScoreNamesResponse {
             score: (c.score * 1000.0).round() / 1000.0,
             explanation: format!("{} ({weights})", c.explain()),

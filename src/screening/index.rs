@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::matcher::{Comparison, Params, PreparedName, TokenWeights, compare};
+use super::matcher::{Params, PreparedName, Scored, TokenWeights, score, weights_of};
 use super::model::{EntityKind, ListEntry};
 use super::normalize::fold_text;
 
@@ -50,6 +50,8 @@ struct IndexedName {
     weak: bool,
     display: String,
     prepared: PreparedName,
+    // Token weights, filled once the whole list is counted.
+    weights: Vec<f64>,
 }
 
 /// A party to screen, prepared once for every list.
@@ -188,6 +190,7 @@ impl Index {
                     weak,
                     display: name.to_owned(),
                     prepared,
+                    weights: Vec::new(),
                 });
             }
             idx.entries.push(IndexedEntry {
@@ -201,6 +204,10 @@ impl Index {
             });
         }
         idx.max_idf = (1.0 + idx.names.len() as f64).ln();
+        let weights: Vec<Vec<f64>> = idx.names.iter().map(|n| weights_of(&n.prepared, &idx)).collect();
+        for (n, w) in idx.names.iter_mut().zip(weights) {
+            n.weights = w;
+        }
         for p in idx.postings.values_mut() {
             p.shrink_to_fit();
         }
@@ -236,29 +243,48 @@ impl Index {
         feats.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
         feats.dedup_by(|a, b| a.0 == b.0);
         let total = self.names.len().max(1) as f64;
-        let mut acc: HashMap<u32, f64> = HashMap::with_capacity(512);
+        // A dense accumulator (one slot per name) with the list of touched
+        // slots: cheaper than hashing for the thousands of postings a query
+        // walks.
+        let mut acc = vec![0f32; self.names.len()];
+        let mut touched: Vec<u32> = Vec::with_capacity(1024);
         let mut skipped: Option<&Vec<u32>> = None;
         for (f, w) in &feats {
-            let Some(post) = self.postings.get(f) else { continue };
-            if post.len() > MAX_POSTING {
+            let Some(post) = self.postings.get(f) else {
+                continue;
+            };
+            // Affixes are weak evidence: too common ones are not worth walking.
+            let cap = if f.starts_with("t:") || f.starts_with("k:") {
+                MAX_POSTING
+            } else {
+                MAX_POSTING / 3
+            };
+            if post.len() > cap {
                 skipped = Some(post);
                 continue;
             }
-            let idf = (1.0 + total / post.len() as f64).ln() * w;
+            let idf = ((1.0 + total / post.len() as f64).ln() * w) as f32;
             for &nid in post {
-                *acc.entry(nid).or_default() += idf;
+                let slot = &mut acc[nid as usize];
+                if *slot == 0.0 {
+                    touched.push(nid);
+                }
+                *slot += idf;
             }
         }
-        if acc.is_empty()
+        if touched.is_empty()
             && let Some(post) = skipped
         {
             // Only very common features: score a bounded slice of them.
             return post.iter().copied().take(CANDIDATES).collect();
         }
-        let mut ranked: Vec<(u32, f64)> = acc.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        ranked.truncate(CANDIDATES);
-        ranked.into_iter().map(|(n, _)| n).collect()
+        let by_score = |a: &u32, b: &u32| acc[*b as usize].total_cmp(&acc[*a as usize]).then(a.cmp(b));
+        if touched.len() > CANDIDATES {
+            touched.select_nth_unstable_by(CANDIDATES, by_score);
+            touched.truncate(CANDIDATES);
+        }
+        touched.sort_by(by_score);
+        touched
     }
 
     /// Hits of `q` on this list scoring at least `min_score`, best first,
@@ -283,27 +309,30 @@ impl Index {
         limit: usize,
         names: impl Iterator<Item = u32>,
     ) -> Vec<Hit> {
-        let mut best: HashMap<u32, (f64, u32, Comparison, String)> = HashMap::new();
+        let qw: Vec<Vec<f64>> = q.names.iter().map(|n| weights_of(n, self)).collect();
+        let mut best: HashMap<u32, (f64, u32, usize, Scored)> = HashMap::new();
         for nid in names {
             let n = &self.names[nid as usize];
-            for qn in &q.names {
-                let c = compare(qn, &n.prepared, self, p);
+            for (qi, qn) in q.names.iter().enumerate() {
+                let c = score(qn, &qw[qi], &n.prepared, &n.weights, p);
                 if c.score <= 0.0 {
                     continue;
                 }
-                let (score, notes) = self.adjust(q, n, c.score);
-                let better = best.get(&n.entry).is_none_or(|b| score > b.0);
+                let adjusted = self.adjust(q, n, c.score, false).0;
+                let better = best.get(&n.entry).is_none_or(|b| adjusted > b.0);
                 if better {
-                    best.insert(n.entry, (score, nid, c, notes));
+                    best.insert(n.entry, (adjusted, nid, qi, c));
                 }
             }
         }
         let mut hits: Vec<Hit> = best
             .into_iter()
             .filter(|(_, b)| b.0 >= min_score)
-            .map(|(eid, (score, nid, c, notes))| {
+            .map(|(eid, (score, nid, qi, scored))| {
                 let e = &self.entries[eid as usize];
                 let n = &self.names[nid as usize];
+                let c = scored.explain(&q.names[qi], &n.prepared);
+                let notes = self.adjust(q, n, c.score, true).1;
                 let mut explanation = format!(
                     "{} name \"{}\": {} (name score {:.3})",
                     if n.weak {
@@ -330,14 +359,18 @@ impl Index {
                 }
             })
             .collect();
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.entry_id.cmp(&b.entry_id)));
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.entry_id.cmp(&b.entry_id))
+        });
         hits.truncate(limit);
         hits
     }
 
     /// Moves a name score by alias strength, type, date of birth and country
     /// agreement; returns the score and what moved it.
-    fn adjust(&self, q: &Query, n: &IndexedName, name_score: f64) -> (f64, String) {
+    fn adjust(&self, q: &Query, n: &IndexedName, name_score: f64, explain: bool) -> (f64, String) {
         let e = &self.entries[n.entry as usize];
         let mut s = name_score;
         let mut notes = String::new();
@@ -351,12 +384,27 @@ impl Index {
         };
         if clash {
             let person = |k| k == EntityKind::Individual;
-            let f = if person(q.kind) || person(e.kind) { 0.8 } else { 0.92 };
+            let f = if person(q.kind) || person(e.kind) {
+                0.8
+            } else {
+                0.92
+            };
             s *= f;
-            notes.push_str(&format!("; type {} vs listed {} x{f:.2}", q.kind.as_str(), e.kind.as_str()));
+            if explain {
+                notes.push_str(&format!(
+                    "; type {} vs listed {} x{f:.2}",
+                    q.kind.as_str(),
+                    e.kind.as_str()
+                ));
+            }
         }
         if let (Some(y), false) = (q.birth_year, e.birth_years.is_empty()) {
-            let d = e.birth_years.iter().map(|ey| (ey - y).abs()).min().unwrap_or(i32::MAX);
+            let d = e
+                .birth_years
+                .iter()
+                .map(|ey| (ey - y).abs())
+                .min()
+                .unwrap_or(i32::MAX);
             if d == 0 {
                 s += 0.05;
                 notes.push_str("; birth year agrees +0.05");
@@ -435,8 +483,18 @@ mod tests {
             "test",
             1,
             vec![
-                entry("1", EntityKind::Individual, "AL-ZAWAHIRI, Ayman", &[("Abu Fatima", true)]),
-                entry("2", EntityKind::Organization, "BANK MELLI IRAN", &[("Melli Bank PLC", false)]),
+                entry(
+                    "1",
+                    EntityKind::Individual,
+                    "AL-ZAWAHIRI, Ayman",
+                    &[("Abu Fatima", true)],
+                ),
+                entry(
+                    "2",
+                    EntityKind::Organization,
+                    "BANK MELLI IRAN",
+                    &[("Melli Bank PLC", false)],
+                ),
                 entry("3", EntityKind::Individual, "HUSSEIN, Saddam", &[]),
                 entry("4", EntityKind::Individual, "SMITH, John Robert", &[]),
             ],
@@ -466,7 +524,11 @@ mod tests {
         assert!((weak[0].score - 0.9).abs() < 1e-9, "{weak:?}");
         let as_org = i.search(&q("Ayman al Zawahiri", EntityKind::Organization), &p, 0.0, 5);
         assert!(as_org[0].score < 0.85);
-        assert!(as_org[0].explanation.contains("type organization vs listed individual"));
+        assert!(
+            as_org[0]
+                .explanation
+                .contains("type organization vs listed individual")
+        );
     }
 
     #[test]
@@ -474,8 +536,18 @@ mod tests {
         let i = idx();
         let p = Params::default();
         let base = i.search(&q("John Smith", EntityKind::Individual), &p, 0.0, 5)[0].score;
-        let agree = i.search(&Query::new("John Smith", &[], EntityKind::Individual, "1951-02-03", "Iraq"), &p, 0.0, 5);
-        let differ = i.search(&Query::new("John Smith", &[], EntityKind::Individual, "1990", "France"), &p, 0.0, 5);
+        let agree = i.search(
+            &Query::new("John Smith", &[], EntityKind::Individual, "1951-02-03", "Iraq"),
+            &p,
+            0.0,
+            5,
+        );
+        let differ = i.search(
+            &Query::new("John Smith", &[], EntityKind::Individual, "1990", "France"),
+            &p,
+            0.0,
+            5,
+        );
         assert!(agree[0].score > base);
         assert!(differ[0].score < base);
         assert!(agree[0].explanation.contains("birth year agrees"));

@@ -191,6 +191,35 @@ impl Comparison {
     }
 }
 
+/// Optimal-string-alignment distance over bytes (folded tokens are ASCII),
+/// on the stack for tokens up to 63 bytes: the scorer's innermost loop.
+fn osa_bytes(a: &[u8], b: &[u8]) -> usize {
+    const N: usize = 64;
+    if a.len() >= N || b.len() >= N {
+        return strsim::osa_distance(&String::from_utf8_lossy(a), &String::from_utf8_lossy(b));
+    }
+    if a.is_empty() || b.is_empty() {
+        return a.len().max(b.len());
+    }
+    let mut prev2 = [0usize; N];
+    let mut prev: [usize; N] = std::array::from_fn(|j| j);
+    let mut cur = [0usize; N];
+    for i in 1..=a.len() {
+        cur[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(prev2[j - 2] + 1);
+            }
+            cur[j] = v;
+        }
+        prev2 = prev;
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 /// Normalised edit similarity (optimal string alignment, so an adjacent
 /// transposition is one edit).
 pub fn edit_ratio(a: &str, b: &str) -> f64 {
@@ -198,7 +227,26 @@ pub fn edit_ratio(a: &str, b: &str) -> f64 {
     if max == 0 {
         return 1.0;
     }
-    1.0 - strsim::osa_distance(a, b) as f64 / max as f64
+    1.0 - osa_bytes(a.as_bytes(), b.as_bytes()) as f64 / max as f64
+}
+
+/// Edit similarity of `a` against `b1` + `b2` joined, without building the
+/// joined string when its length already rules a match out.
+fn joined_ratio(a: &str, b1: &str, b2: &str, min: f64) -> Option<f64> {
+    let lb = b1.len() + b2.len();
+    let max = a.len().max(lb);
+    if (a.len().abs_diff(lb)) as f64 / max as f64 > 1.0 - min || a.as_bytes().first() != b1.as_bytes().first()
+    {
+        return None;
+    }
+    let mut buf = [0u8; 64];
+    if lb >= buf.len() {
+        return None;
+    }
+    buf[..b1.len()].copy_from_slice(b1.as_bytes());
+    buf[b1.len()..lb].copy_from_slice(b2.as_bytes());
+    let r = 1.0 - osa_bytes(a.as_bytes(), &buf[..lb]) as f64 / max as f64;
+    (r >= min).then_some(r)
 }
 
 /// How alike two tokens are and why, or `None` below `p.min_token_similarity`.
@@ -211,133 +259,241 @@ pub fn token_similarity(a: &Tok, b: &Tok, p: &Params) -> Option<(f64, Agreement)
         let ok = a.text.as_bytes()[0] == b.text.as_bytes()[0];
         return ok.then_some((p.initial_similarity, Agreement::Initial));
     }
+    let phonetic = a.key == b.key && a.key.len() >= 2 && la.min(lb) >= 3;
     // Short tokens differ by one letter too easily (Ali / Ari): edits only
-    // count from four letters up.
-    let r = if la.min(lb) >= 4 { edit_ratio(&a.text, &b.text) } else { 0.0 };
-    if a.key == b.key && a.key.len() >= 2 && la.min(lb) >= 3 && r < p.phonetic_similarity {
+    // count from four letters up, and only when the lengths allow it.
+    let reachable =
+        la.abs_diff(lb) as f64 / la.max(lb) as f64 <= 1.0 - p.min_token_similarity.min(p.phonetic_similarity);
+    let r = if la.min(lb) >= 4 && reachable {
+        edit_ratio(&a.text, &b.text)
+    } else {
+        0.0
+    };
+    if phonetic && r < p.phonetic_similarity {
         return Some((p.phonetic_similarity, Agreement::Phonetic));
     }
     (r >= p.min_token_similarity).then_some((r, Agreement::Edit))
 }
 
-/// Compares a query name with a list name.
-pub fn compare(q: &PreparedName, n: &PreparedName, w: &dyn TokenWeights, p: &Params) -> Comparison {
-    let (nq, nn) = (q.tokens.len(), n.tokens.len());
+/// Similarity of joined/split tokens that counts as a match.
+const JOINED_MIN: f64 = 0.88;
+
+/// One aligned pair, by token index: `q2`/`n2` are the second token of a
+/// joined pair (`u8::MAX` when none).
+#[derive(Debug, Clone, Copy)]
+struct RawPair {
+    q: u8,
+    q2: u8,
+    n: u8,
+    n2: u8,
+    sim: f64,
+    how: Agreement,
+}
+
+/// The allocation-free result of aligning two names.
+#[derive(Debug, Clone, Copy)]
+pub struct Scored {
+    /// 0..=1.
+    pub score: f64,
+    pairs: [Option<RawPair>; super::normalize::MAX_TOKENS],
+    q_used: u32,
+    n_used: u32,
+    compact_ratio: Option<f64>,
+}
+
+/// Scores a query name (with its token weights) against a list name (with
+/// its token weights). No heap allocation: this runs for every candidate.
+pub fn score(q: &PreparedName, qw: &[f64], n: &PreparedName, nw: &[f64], p: &Params) -> Scored {
+    let mut out = Scored {
+        score: 0.0,
+        pairs: [None; super::normalize::MAX_TOKENS],
+        q_used: 0,
+        n_used: 0,
+        compact_ratio: None,
+    };
+    let (nq, nn) = (q.tokens.len().min(16), n.tokens.len().min(16));
     if nq == 0 || nn == 0 {
-        return Comparison::default();
+        return out;
     }
-    let mut cands: Vec<(f64, usize, usize, Agreement)> = Vec::with_capacity(nq * nn);
-    for (i, a) in q.tokens.iter().enumerate() {
-        for (j, b) in n.tokens.iter().enumerate() {
+    let mut cands = [(0.0f64, 0u8, 0u8, Agreement::Exact); 256];
+    let mut nc = 0;
+    for (i, a) in q.tokens.iter().take(nq).enumerate() {
+        for (j, b) in n.tokens.iter().take(nn).enumerate() {
             if let Some((s, how)) = token_similarity(a, b, p) {
-                cands.push((s, i, j, how));
+                cands[nc] = (s, i as u8, j as u8, how);
+                nc += 1;
             }
         }
     }
     // Best pairs first; ties keep the name order, so results are stable.
-    cands.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
-    let mut q_used = vec![false; nq];
-    let mut n_used = vec![false; nn];
-    let mut pairs = Vec::new();
-    let mut matched_w = 0.0;
-    let mut got = 0.0;
-    for (s, i, j, how) in cands {
-        if q_used[i] || n_used[j] {
+    cands[..nc].sort_unstable_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
+    let (mut qu, mut nu) = (0u32, 0u32);
+    let mut np = 0;
+    let (mut matched_w, mut got) = (0.0, 0.0);
+    let mut push = |pairs: &mut [Option<RawPair>; super::normalize::MAX_TOKENS], pr: RawPair| {
+        if np < pairs.len() {
+            pairs[np] = Some(pr);
+            np += 1;
+        }
+    };
+    for &(s, i, j, how) in &cands[..nc] {
+        if qu & (1 << i) != 0 || nu & (1 << j) != 0 {
             continue;
         }
-        q_used[i] = true;
-        n_used[j] = true;
-        let wt = w.weight(&n.tokens[j].text);
+        qu |= 1 << i;
+        nu |= 1 << j;
+        let wt = nw[j as usize];
         matched_w += wt;
         got += s * wt;
-        pairs.push(Pair {
-            query: q.tokens[i].text.clone(),
-            list: n.tokens[j].text.clone(),
-            similarity: s,
-            how,
-        });
+        push(
+            &mut out.pairs,
+            RawPair {
+                q: i,
+                q2: u8::MAX,
+                n: j,
+                n2: u8::MAX,
+                sim: s,
+                how,
+            },
+        );
     }
     // Joined or split tokens: one token against two adjacent ones.
     for i in 0..nq {
-        if q_used[i] {
+        if qu & (1 << i) != 0 {
             continue;
         }
         for j in 0..nn.saturating_sub(1) {
-            if n_used[j] || n_used[j + 1] {
+            if nu & (0b11 << j) != 0 {
                 continue;
             }
-            let joined = format!("{}{}", n.tokens[j].text, n.tokens[j + 1].text);
-            let r = edit_ratio(&q.tokens[i].text, &joined);
-            if r >= 0.88 {
-                q_used[i] = true;
-                n_used[j] = true;
-                n_used[j + 1] = true;
-                let wt = w.weight(&n.tokens[j].text) + w.weight(&n.tokens[j + 1].text);
+            if let Some(r) = joined_ratio(
+                &q.tokens[i].text,
+                &n.tokens[j].text,
+                &n.tokens[j + 1].text,
+                JOINED_MIN,
+            ) {
+                qu |= 1 << i;
+                nu |= 0b11 << j;
+                let wt = nw[j] + nw[j + 1];
                 matched_w += wt;
                 got += r * wt;
-                pairs.push(Pair {
-                    query: q.tokens[i].text.clone(),
-                    list: format!("{}+{}", n.tokens[j].text, n.tokens[j + 1].text),
-                    similarity: r,
-                    how: Agreement::Joined,
-                });
+                push(
+                    &mut out.pairs,
+                    RawPair {
+                        q: i as u8,
+                        q2: u8::MAX,
+                        n: j as u8,
+                        n2: j as u8 + 1,
+                        sim: r,
+                        how: Agreement::Joined,
+                    },
+                );
                 break;
             }
         }
     }
     for j in 0..nn {
-        if n_used[j] {
+        if nu & (1 << j) != 0 {
             continue;
         }
         for i in 0..nq.saturating_sub(1) {
-            if q_used[i] || q_used[i + 1] {
+            if qu & (0b11 << i) != 0 {
                 continue;
             }
-            let joined = format!("{}{}", q.tokens[i].text, q.tokens[i + 1].text);
-            let r = edit_ratio(&joined, &n.tokens[j].text);
-            if r >= 0.88 {
-                q_used[i] = true;
-                q_used[i + 1] = true;
-                n_used[j] = true;
-                let wt = w.weight(&n.tokens[j].text);
+            if let Some(r) = joined_ratio(
+                &n.tokens[j].text,
+                &q.tokens[i].text,
+                &q.tokens[i + 1].text,
+                JOINED_MIN,
+            ) {
+                qu |= 0b11 << i;
+                nu |= 1 << j;
+                let wt = nw[j];
                 matched_w += wt;
                 got += r * wt;
-                pairs.push(Pair {
-                    query: format!("{}+{}", q.tokens[i].text, q.tokens[i + 1].text),
-                    list: n.tokens[j].text.clone(),
-                    similarity: r,
-                    how: Agreement::Joined,
-                });
+                push(
+                    &mut out.pairs,
+                    RawPair {
+                        q: i as u8,
+                        q2: i as u8 + 1,
+                        n: j as u8,
+                        n2: u8::MAX,
+                        sim: r,
+                        how: Agreement::Joined,
+                    },
+                );
                 break;
             }
         }
     }
-    let unmatched_query: Vec<String> = (0..nq).filter(|i| !q_used[*i]).map(|i| q.tokens[i].text.clone()).collect();
-    let unmatched_list: Vec<String> = (0..nn).filter(|j| !n_used[*j]).map(|j| n.tokens[j].text.clone()).collect();
-    let uq: f64 = unmatched_query.iter().map(|t| w.weight(t)).sum();
-    let un: f64 = unmatched_list.iter().map(|t| w.weight(t)).sum();
+    let uq: f64 = (0..nq).filter(|i| qu & (1 << i) == 0).map(|i| qw[i]).sum();
+    let un: f64 = (0..nn).filter(|j| nu & (1 << j) == 0).map(|j| nw[j]).sum();
+    let any_unmatched_q = (0..nq).any(|i| qu & (1 << i) == 0);
+    let any_unmatched_n = (0..nn).any(|j| nu & (1 << j) == 0);
     let denom = matched_w + uq + p.unmatched_list_penalty * un;
-    let mut score = if denom > 0.0 { got / denom } else { 0.0 };
+    let mut sc = if denom > 0.0 { got / denom } else { 0.0 };
     // A lone matching token against a longer list name is a surname-only
     // hit: worth review only when the token is rare enough on its own.
-    if pairs.len() == 1 && nq == 1 && !unmatched_list.is_empty() {
-        score *= 0.9;
+    if np == 1 && nq == 1 && any_unmatched_n {
+        sc *= 0.9;
     }
-    let mut compact_ratio = None;
-    if nq != nn && (!unmatched_query.is_empty() || !unmatched_list.is_empty()) {
+    if nq != nn && (any_unmatched_q || any_unmatched_n) {
         let r = edit_ratio(&q.compact, &n.compact);
-        if r >= 0.9 && r > score {
-            score = r;
-            compact_ratio = Some(r);
+        if r >= 0.9 && r > sc {
+            sc = r;
+            out.compact_ratio = Some(r);
         }
     }
-    Comparison {
-        score: score.clamp(0.0, 1.0),
-        pairs,
-        unmatched_query,
-        unmatched_list,
-        compact_ratio,
+    out.score = sc.clamp(0.0, 1.0);
+    out.q_used = qu;
+    out.n_used = nu;
+    out
+}
+
+impl Scored {
+    /// The full comparison, with token texts, for explanations.
+    pub fn explain(&self, q: &PreparedName, n: &PreparedName) -> Comparison {
+        let text = |toks: &[Tok], a: u8, b: u8| {
+            if b == u8::MAX {
+                toks[a as usize].text.clone()
+            } else {
+                format!("{}+{}", toks[a as usize].text, toks[b as usize].text)
+            }
+        };
+        Comparison {
+            score: self.score,
+            pairs: self
+                .pairs
+                .iter()
+                .flatten()
+                .map(|p| Pair {
+                    query: text(&q.tokens, p.q, p.q2),
+                    list: text(&n.tokens, p.n, p.n2),
+                    similarity: p.sim,
+                    how: p.how,
+                })
+                .collect(),
+            unmatched_query: (0..q.tokens.len().min(16))
+                .filter(|i| self.q_used & (1 << i) == 0)
+                .map(|i| q.tokens[i].text.clone())
+                .collect(),
+            unmatched_list: (0..n.tokens.len().min(16))
+                .filter(|j| self.n_used & (1 << j) == 0)
+                .map(|j| n.tokens[j].text.clone())
+                .collect(),
+            compact_ratio: self.compact_ratio,
+        }
     }
+}
+
+/// The weights of a name's tokens.
+pub fn weights_of(name: &PreparedName, w: &dyn TokenWeights) -> Vec<f64> {
+    name.tokens.iter().map(|t| w.weight(&t.text)).collect()
+}
+
+/// Compares a query name with a list name, explained.
+pub fn compare(q: &PreparedName, n: &PreparedName, w: &dyn TokenWeights, p: &Params) -> Comparison {
+    score(q, &weights_of(q, w), n, &weights_of(n, w), p).explain(q, n)
 }
 
 #[cfg(test)]
@@ -345,7 +501,13 @@ mod tests {
     use super::*;
 
     fn s(a: &str, b: &str) -> f64 {
-        compare(&PreparedName::new(a), &PreparedName::new(b), &Uniform, &Params::default()).score
+        compare(
+            &PreparedName::new(a),
+            &PreparedName::new(b),
+            &Uniform,
+            &Params::default(),
+        )
+        .score
     }
 
     #[test]

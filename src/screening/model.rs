@@ -137,7 +137,8 @@ pub fn year_of(s: &str) -> Option<i32> {
     let b = s.as_bytes();
     (0..b.len().saturating_sub(3)).find_map(|i| {
         let w = &b[i..i + 4];
-        let edge_ok = (i == 0 || !b[i - 1].is_ascii_digit()) && (i + 4 == b.len() || !b[i + 4].is_ascii_digit());
+        let edge_ok =
+            (i == 0 || !b[i - 1].is_ascii_digit()) && (i + 4 == b.len() || !b[i + 4].is_ascii_digit());
         if edge_ok && w.iter().all(u8::is_ascii_digit) {
             let y: i32 = std::str::from_utf8(w).ok()?.parse().ok()?;
             (1800..=2100).contains(&y).then_some(y)

@@ -62,24 +62,131 @@ const LEGAL_PHRASES: &[(&[&str], &str)] = &[
 /// Single-word legal forms in English, Russian (transliterated), German,
 /// French, Spanish, Portuguese, Italian, Dutch, Nordic and Asian usage.
 const LEGAL_WORDS: &[&str] = &[
-    "llc", "ltd", "limited", "co", "company", "corp", "corporation", "inc", "incorporated", "plc", "llp",
-    "lp", "sa", "sas", "sarl", "srl", "spa", "gmbh", "ag", "kg", "bv", "nv", "ooo", "oao", "zao", "pao",
-    "ao", "jsc", "ojsc", "cjsc", "pjsc", "tov", "ltda", "limitada", "pte", "pty", "bhd", "kk", "oy", "ab",
-    "aps", "fze", "fzco", "fzc", "fzllc", "cv", "jv", "cia", "compania", "companhia", "societe",
-    "sociedad", "anonima", "sl", "slu", "ohg", "eood", "ood", "ead", "tic", "as", "asa", "sae", "coltd",
+    "llc",
+    "ltd",
+    "limited",
+    "co",
+    "company",
+    "corp",
+    "corporation",
+    "inc",
+    "incorporated",
+    "plc",
+    "llp",
+    "lp",
+    "sa",
+    "sas",
+    "sarl",
+    "srl",
+    "spa",
+    "gmbh",
+    "ag",
+    "kg",
+    "bv",
+    "nv",
+    "ooo",
+    "oao",
+    "zao",
+    "pao",
+    "ao",
+    "jsc",
+    "ojsc",
+    "cjsc",
+    "pjsc",
+    "tov",
+    "ltda",
+    "limitada",
+    "pte",
+    "pty",
+    "bhd",
+    "kk",
+    "oy",
+    "ab",
+    "aps",
+    "fze",
+    "fzco",
+    "fzc",
+    "fzllc",
+    "cv",
+    "jv",
+    "cia",
+    "compania",
+    "companhia",
+    "societe",
+    "sociedad",
+    "anonima",
+    "sl",
+    "slu",
+    "ohg",
+    "eood",
+    "ood",
+    "ead",
+    "tic",
+    "as",
+    "asa",
+    "sae",
+    "coltd",
     "aktiengesellschaft",
 ];
 
 /// Long legal words also recognised with one typo ("Compnay", "Limtied"):
 /// long enough that one edit cannot make them another word.
-const LEGAL_LONG: &[&str] = &["company", "limited", "corporation", "incorporated", "limitada", "compania", "sociedad"];
+const LEGAL_LONG: &[&str] = &[
+    "company",
+    "limited",
+    "corporation",
+    "incorporated",
+    "limitada",
+    "compania",
+    "sociedad",
+];
 
 /// Honorifics and titles that are not part of anyone's name.
 const HONORIFICS: &[&str] = &[
-    "mr", "mrs", "ms", "miss", "dr", "prof", "sir", "madam", "haji", "hajji", "alhaji", "mullah", "mulla",
-    "maulana", "maulavi", "maulvi", "mawlawi", "mawlavi", "qari", "general", "gen", "col", "colonel",
-    "capt", "captain", "lt", "major", "brigadier", "admiral", "herr", "frau", "senor", "senora", "sr",
-    "sra", "monsieur", "mme", "mlle", "sheikh", "shaikh", "shaykh", "sayyid", "hon", "rev",
+    "mr",
+    "mrs",
+    "ms",
+    "miss",
+    "dr",
+    "prof",
+    "sir",
+    "madam",
+    "haji",
+    "hajji",
+    "alhaji",
+    "mullah",
+    "mulla",
+    "maulana",
+    "maulavi",
+    "maulvi",
+    "mawlawi",
+    "mawlavi",
+    "qari",
+    "general",
+    "gen",
+    "col",
+    "colonel",
+    "capt",
+    "captain",
+    "lt",
+    "major",
+    "brigadier",
+    "admiral",
+    "herr",
+    "frau",
+    "senor",
+    "senora",
+    "sr",
+    "sra",
+    "monsieur",
+    "mme",
+    "mlle",
+    "sheikh",
+    "shaikh",
+    "shaykh",
+    "sayyid",
+    "hon",
+    "rev",
 ];
 
 /// Words that carry no identity in any name.
@@ -218,11 +325,17 @@ pub fn fold(name: &str) -> Folded {
             kept.push(t.clone());
         }
     }
-    let raw: Vec<String> = raw.into_iter().map(|t| t.trim_start_matches('\u{0}').to_owned()).collect();
+    let raw: Vec<String> = raw
+        .into_iter()
+        .map(|t| t.trim_start_matches('\u{0}').to_owned())
+        .collect();
     if kept.is_empty() {
         // A name made only of set-aside words keeps them: better a weak
         // signal than none.
-        kept = raw.into_iter().filter(|t| !FILLERS.contains(&t.as_str())).collect();
+        kept = raw
+            .into_iter()
+            .filter(|t| !FILLERS.contains(&t.as_str()))
+            .collect();
         legal.clear();
     }
     kept.truncate(MAX_TOKENS);

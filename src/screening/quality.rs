@@ -32,7 +32,10 @@ pub fn eval_index() -> IndexSet {
     let mut set = IndexSet::default();
     for (src, files) in [("ofac_sdn", &sdn[..]), ("un_sc", &un[..])] {
         let entries = parse(src, files).expect("fixture parses");
-        set.by_source.insert(src.into(), std::sync::Arc::new(super::index::Index::build(src, 1, entries)));
+        set.by_source.insert(
+            src.into(),
+            std::sync::Arc::new(super::index::Index::build(src, 1, entries)),
+        );
     }
     set
 }
@@ -51,11 +54,20 @@ fn quality_on_dev_set() {
     let set = eval_index();
     let p = Params::default();
     let thr = DEFAULT_REVIEW_THRESHOLD;
-    let raw = std::fs::read_to_string(format!("{}/tests/fixtures/eval/screening_dev.jsonl", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let raw = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/eval/screening_dev.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
     let mut by_kind: BTreeMap<String, Tally> = BTreeMap::new();
     let mut by_type: BTreeMap<String, Tally> = BTreeMap::new();
-    let (mut tp, mut fp, mut pos, mut neg, mut ent, mut r1, mut r5) = (0usize, 0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
+    let (mut tp, mut fp, mut pos, mut neg, mut ent, mut r1, mut r5) =
+        (0usize, 0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
     let mut lat = Vec::new();
+    let mut sweep: Vec<(bool, f64)> = Vec::new();
+    // Two folds by group (a listed party's variants stay on one side), to
+    // show the parameters hold on either half rather than fit one.
+    let mut folds = [[0usize; 4]; 2]; // tp, fp, pos, neg
     let mut misses = Vec::new();
     for line in raw.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -71,18 +83,46 @@ fn quality_on_dev_set() {
         let hits = set.search(&q, &p, 0.0, 10);
         lat.push(t.elapsed());
         let alert = hits.first().is_some_and(|h| h.score >= thr);
+        sweep.push((v["label"] == "positive", hits.first().map_or(0.0, |h| h.score)));
         let positive = v["label"] == "positive";
         let want: Vec<(String, String)> = v["expected"]
             .as_array()
             .into_iter()
             .flatten()
             .chain(v["also_acceptable"].as_array().into_iter().flatten())
-            .map(|e| (e["source"].as_str().unwrap_or("").to_owned(), e["entry_id"].as_str().unwrap_or("").to_owned()))
+            .map(|e| {
+                (
+                    e["source"].as_str().unwrap_or("").to_owned(),
+                    e["entry_id"].as_str().unwrap_or("").to_owned(),
+                )
+            })
             .collect();
-        let is_wanted = |h: &super::index::Hit| want.iter().any(|(s, id)| *s == h.source && *id == h.entry_id);
+        let is_wanted =
+            |h: &super::index::Hit| want.iter().any(|(s, id)| *s == h.source && *id == h.entry_id);
         let k = v["kind"].as_str().unwrap_or("").to_owned();
+        let fold = usize::from(
+            v["group"]
+                .as_str()
+                .unwrap_or("0")
+                .as_bytes()
+                .first()
+                .is_some_and(|c| *c >= b'8'),
+        );
+        let f = &mut folds[fold];
+        if positive {
+            f[0] += usize::from(alert);
+            f[2] += 1;
+        } else {
+            f[1] += usize::from(alert);
+            f[3] += 1;
+        }
         let ty = v["party_type"].as_str().unwrap_or("").to_owned();
-        for tally in [by_kind.entry(k.clone()).or_default(), by_type.entry(format!("{ty}/{}", v["label"].as_str().unwrap_or(""))).or_default()] {
+        for tally in [
+            by_kind.entry(k.clone()).or_default(),
+            by_type
+                .entry(format!("{ty}/{}", v["label"].as_str().unwrap_or("")))
+                .or_default(),
+        ] {
             tally.n += 1;
             tally.alerts += usize::from(alert);
         }
@@ -93,7 +133,12 @@ fn quality_on_dev_set() {
             // Ties with other entries count against the query.
             let rank_ok = |k: usize| {
                 hits.iter().take(k).any(|h| is_wanted(h))
-                    && hits.get(k).is_none_or(|next| !hits.iter().take(k).any(|h| is_wanted(h) && h.score == next.score && !is_wanted(next)))
+                    && hits.get(k).is_none_or(|next| {
+                        !hits
+                            .iter()
+                            .take(k)
+                            .any(|h| is_wanted(h) && h.score == next.score && !is_wanted(next))
+                    })
             };
             let (a1, a5) = (rank_ok(1), rank_ok(5));
             ent += usize::from(ent_hit);
@@ -104,13 +149,20 @@ fn quality_on_dev_set() {
             t.at1 += usize::from(a1);
             t.at5 += usize::from(a5);
             if !alert {
-                misses.push(format!("MISS {k}: {:?} best {:?}", v["query"], hits.first().map(|h| (&h.matched_name, h.score, &h.explanation))));
+                misses.push(format!(
+                    "MISS {k}: {:?} best {:?}",
+                    v["query"],
+                    hits.first().map(|h| (&h.matched_name, h.score, &h.explanation))
+                ));
             }
         } else {
             neg += 1;
             fp += usize::from(alert);
             if alert {
-                misses.push(format!("FP {k}: {:?} -> {:?} {} {}", v["query"], hits[0].matched_name, hits[0].score, hits[0].explanation));
+                misses.push(format!(
+                    "FP {k}: {:?} -> {:?} {} {}",
+                    v["query"], hits[0].matched_name, hits[0].score, hits[0].explanation
+                ));
             }
         }
     }
@@ -125,21 +177,63 @@ fn quality_on_dev_set() {
             println!("{m}");
         }
     }
-    println!("threshold {thr}: precision {precision:.4} recall {recall:.4} F1 {f1:.4} negatives alerting {:.2}% ({fp}/{neg})", alert_rate * 100.0);
+    println!(
+        "threshold {thr}: precision {precision:.4} recall {recall:.4} F1 {f1:.4} negatives alerting {:.2}% ({fp}/{neg})",
+        alert_rate * 100.0
+    );
     println!(
         "entity recall {:.4} recall@1 {:.4} recall@5 {:.4}",
         ent as f64 / pos as f64,
         r1 as f64 / pos as f64,
         r5 as f64 / pos as f64
     );
-    println!("latency per Screen (in-process, both lists): p50 {:?} p99 {:?}", pct(0.5), pct(0.99));
+    println!(
+        "latency per Screen (in-process, both lists): p50 {:?} p99 {:?}",
+        pct(0.5),
+        pct(0.99)
+    );
+    for (i, f) in folds.iter().enumerate() {
+        let p = f[0] as f64 / (f[0] + f[1]).max(1) as f64;
+        let r = f[0] as f64 / f[2].max(1) as f64;
+        println!(
+            "fold {i} (groups {}): precision {p:.4} recall {r:.4} F1 {:.4} negatives alerting {:.2}%",
+            if i == 0 { "0-7" } else { "8-f" },
+            2.0 * p * r / (p + r).max(f64::EPSILON),
+            100.0 * f[1] as f64 / f[3].max(1) as f64
+        );
+    }
+    println!("| threshold | precision | recall | F1 | negatives alerting |");
+    for t in [0.70, 0.75, 0.78, 0.80, 0.82, 0.85, 0.90] {
+        let tp = sweep.iter().filter(|(p, s)| *p && *s >= t).count() as f64;
+        let fp = sweep.iter().filter(|(p, s)| !*p && *s >= t).count() as f64;
+        let (pos, neg) = (pos as f64, neg as f64);
+        let (pr, rc) = (tp / (tp + fp).max(1.0), tp / pos);
+        println!(
+            "| {t:.2} | {pr:.4} | {rc:.4} | {:.4} | {:.2}% |",
+            2.0 * pr * rc / (pr + rc),
+            100.0 * fp / neg
+        );
+    }
     println!("| kind | n | alerting | entity recall | recall@1 | recall@5 |");
     for (k, t) in &by_kind {
-        println!("| {k} | {} | {} ({:.1}%) | {} | {} | {} |", t.n, t.alerts, 100.0 * t.alerts as f64 / t.n as f64, t.entity, t.at1, t.at5);
+        println!(
+            "| {k} | {} | {} ({:.1}%) | {} | {} | {} |",
+            t.n,
+            t.alerts,
+            100.0 * t.alerts as f64 / t.n as f64,
+            t.entity,
+            t.at1,
+            t.at5
+        );
     }
     println!("| party type / label | n | alerting |");
     for (k, t) in &by_type {
-        println!("| {k} | {} | {} ({:.1}%) |", t.n, t.alerts, 100.0 * t.alerts as f64 / t.n as f64);
+        println!(
+            "| {k} | {} | {} ({:.1}%) |",
+            t.n,
+            t.alerts,
+            100.0 * t.alerts as f64 / t.n as f64
+        );
     }
     // Floors well under the measured figures, so a regression fails loudly.
     assert!(f1 >= 0.90, "F1 {f1}");

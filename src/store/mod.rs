@@ -11,8 +11,8 @@
 
 pub mod audit;
 pub mod inbox;
-pub mod screening;
 pub mod schema;
+pub mod screening;
 
 use std::path::PathBuf;
 use std::sync::Arc;

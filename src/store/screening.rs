@@ -179,8 +179,10 @@ impl TryFrom<CaseRow> for Case {
     fn try_from(r: CaseRow) -> Result<Self> {
         Ok(Case {
             seq: r.seq,
-            status: CaseStatus::parse(&r.status).ok_or_else(|| Error::Internal(format!("bad case status {}", r.status)))?,
-            hits: serde_json::from_str(&r.hits).map_err(|e| Error::Internal(format!("bad case hits: {e}")))?,
+            status: CaseStatus::parse(&r.status)
+                .ok_or_else(|| Error::Internal(format!("bad case status {}", r.status)))?,
+            hits: serde_json::from_str(&r.hits)
+                .map_err(|e| Error::Internal(format!("bad case hits: {e}")))?,
             id: r.id,
             party_ref: r.party_ref,
             tenant_id: r.tenant_id,
@@ -203,7 +205,10 @@ pub fn latest_versions(conn: &mut DbConnection) -> Result<Vec<(String, i64)>> {
 
 /// The version row `seq`.
 pub fn version(conn: &mut DbConnection, seq: i64) -> Result<VersionInfo> {
-    Ok(lv::screening_list_versions.find(seq).first::<VersionRow>(conn)?.into())
+    Ok(lv::screening_list_versions
+        .find(seq)
+        .first::<VersionRow>(conn)?
+        .into())
 }
 
 /// Every entry of version `seq`.
@@ -252,7 +257,11 @@ pub fn diff(prev: &HashMap<String, String>, new: &[(String, String)]) -> Diff {
             Some(_) => {}
         }
     }
-    d.removed = prev.keys().filter(|k| !ids.contains(k.as_str())).cloned().collect();
+    d.removed = prev
+        .keys()
+        .filter(|k| !ids.contains(k.as_str()))
+        .cloned()
+        .collect();
     d.removed.sort();
     d
 }
@@ -291,7 +300,9 @@ pub fn import(
     };
     let digests: Vec<(String, String)> = list.iter().map(|e| (e.id.clone(), e.digest())).collect();
     let d = diff(&prev, &digests);
-    let max_seq: Option<i64> = lv::screening_list_versions.select(diesel::dsl::max(lv::seq)).first(conn)?;
+    let max_seq: Option<i64> = lv::screening_list_versions
+        .select(diesel::dsl::max(lv::seq))
+        .first(conn)?;
     let seq = max_seq.unwrap_or(0) + 1;
     let row = VersionRow {
         seq,
@@ -305,7 +316,9 @@ pub fn import(
         imported_at_us: to_us(now),
         imported_by: actor.actor.clone(),
     };
-    diesel::insert_into(lv::screening_list_versions).values(&row).execute(conn)?;
+    diesel::insert_into(lv::screening_list_versions)
+        .values(&row)
+        .execute(conn)?;
     let added: HashSet<&str> = d.added.iter().map(String::as_str).collect();
     let changed: HashSet<&str> = d.changed.iter().map(String::as_str).collect();
     let mut batch = Vec::with_capacity(INSERT_BATCH);
@@ -354,7 +367,9 @@ pub fn import(
         let idx = Index::build(source, info.version, list);
         for party in parties {
             info.rescreened += 1;
-            if has_case(conn, &party.party_ref, CaseStatus::Confirmed)? || has_case(conn, &party.party_ref, CaseStatus::Open)? {
+            if has_case(conn, &party.party_ref, CaseStatus::Confirmed)?
+                || has_case(conn, &party.party_ref, CaseStatus::Open)?
+            {
                 continue;
             }
             let hits: Vec<Hit> = idx
@@ -448,7 +463,9 @@ fn open_case(
         resolved_by: None,
         note: String::new(),
     };
-    diesel::insert_into(c::screening_cases).values(&row).execute(conn)?;
+    diesel::insert_into(c::screening_cases)
+        .values(&row)
+        .execute(conn)?;
     inbox::enqueue(
         conn,
         now,
@@ -510,7 +527,9 @@ pub fn record_screening(
             ))
             .execute(conn)?;
     } else {
-        diesel::insert_into(pa::screening_parties).values(&party).execute(conn)?;
+        diesel::insert_into(pa::screening_parties)
+            .values(&party)
+            .execute(conn)?;
         let mut e = actor.clone();
         e.tenant_id = party.tenant_id.clone();
         e.action = "screening.party.register".into();
@@ -537,7 +556,10 @@ pub fn record_screening(
     )?;
     let out = outcome(alerting.first().map(|h| h.score), threshold, false);
     if out == Outcome::Clear {
-        return Ok(Recorded { outcome: out, case_id: None });
+        return Ok(Recorded {
+            outcome: out,
+            case_id: None,
+        });
     }
     let open: Option<String> = c::screening_cases
         .filter(c::party_ref.eq(&party.party_ref))
@@ -584,7 +606,10 @@ pub fn list_cases(
     if let Some(s) = status {
         q = q.filter(c::status.eq(s.as_str()));
     }
-    q.load::<CaseRow>(conn)?.into_iter().map(TryInto::try_into).collect()
+    q.load::<CaseRow>(conn)?
+        .into_iter()
+        .map(TryInto::try_into)
+        .collect()
 }
 
 /// Resolves an open case: cleared (each hit's entry is remembered in its
@@ -635,7 +660,8 @@ pub fn resolve_case(
     entry.target = format!("case/{id}");
     // The note is the resolver's reason; it is the analyst's text about a
     // list match, kept with the case. The audit records that there was one.
-    entry.detail = serde_json::json!({ "party_ref": case.party_ref, "note_chars": note.chars().count() }).to_string();
+    entry.detail =
+        serde_json::json!({ "party_ref": case.party_ref, "note_chars": note.chars().count() }).to_string();
     audit::append(conn, now, entry)?;
     get_case(conn, id, None)
 }
@@ -650,7 +676,11 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        let new = vec![("1".into(), "a".into()), ("2".into(), "B".into()), ("4".into(), "d".into())];
+        let new = vec![
+            ("1".into(), "a".into()),
+            ("2".into(), "B".into()),
+            ("4".into(), "d".into()),
+        ];
         let d = diff(&prev, &new);
         assert_eq!(d.added, ["4"]);
         assert_eq!(d.changed, ["2"]);

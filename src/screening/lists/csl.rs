@@ -54,12 +54,27 @@ pub fn parse_csl(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
     let h = headers(f, &mut rdr)?;
     let col = |n: &str| h.iter().position(|x| x == n);
     let Some(name_c) = col("name") else {
-        return Err(ParseError::new(&f.name, "line 1", "no `name` column: not a CSL file"));
+        return Err(ParseError::new(
+            &f.name,
+            "line 1",
+            "no `name` column: not a CSL file",
+        ));
     };
-    let (id_c, eid_c, src_c, type_c, prog_c, alt_c) =
-        (col("_id"), col("entity_number"), col("source"), col("type"), col("programs"), col("alt_names"));
-    let (cit_c, nat_c, dob_c, addr_c, rem_c) =
-        (col("citizenships"), col("nationalities"), col("dates_of_birth"), col("addresses"), col("remarks"));
+    let (id_c, eid_c, src_c, type_c, prog_c, alt_c) = (
+        col("_id"),
+        col("entity_number"),
+        col("source"),
+        col("type"),
+        col("programs"),
+        col("alt_names"),
+    );
+    let (cit_c, nat_c, dob_c, addr_c, rem_c) = (
+        col("citizenships"),
+        col("nationalities"),
+        col("dates_of_birth"),
+        col("addresses"),
+        col("remarks"),
+    );
     let mut out = BTreeMap::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| {
@@ -116,9 +131,18 @@ pub fn parse_dpl(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
     let h = headers(f, &mut rdr)?;
     let col = |n: &str| h.iter().position(|x| x == n);
     let Some(name_c) = col("name") else {
-        return Err(ParseError::new(&f.name, "line 1", "no `Name` column: not a DPL file"));
+        return Err(ParseError::new(
+            &f.name,
+            "line 1",
+            "no `Name` column: not a DPL file",
+        ));
     };
-    let (street_c, country_c, eff_c, fr_c) = (col("street_address"), col("country"), col("effective_date"), col("fr_citation"));
+    let (street_c, country_c, eff_c, fr_c) = (
+        col("street_address"),
+        col("country"),
+        col("effective_date"),
+        col("fr_citation"),
+    );
     let mut out = BTreeMap::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| {

@@ -25,7 +25,11 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
             } => {
                 let id = attr(attrs, "logicalId").unwrap_or("").trim().to_owned();
                 if id.is_empty() {
-                    return Err(ParseError::new(&f.name, format!("<sanctionEntity> at line {line}"), "no logicalId"));
+                    return Err(ParseError::new(
+                        &f.name,
+                        format!("<sanctionEntity> at line {line}"),
+                        "no logicalId",
+                    ));
                 }
                 cur = Some((
                     ListEntry {
@@ -52,12 +56,16 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                     "nameAlias" => {
                         let whole = attr(attrs, "wholeName").unwrap_or("").trim().to_owned();
                         let whole = if whole.is_empty() {
-                            [attr(attrs, "firstName"), attr(attrs, "middleName"), attr(attrs, "lastName")]
-                                .into_iter()
-                                .flatten()
-                                .filter(|s| !s.trim().is_empty())
-                                .collect::<Vec<_>>()
-                                .join(" ")
+                            [
+                                attr(attrs, "firstName"),
+                                attr(attrs, "middleName"),
+                                attr(attrs, "lastName"),
+                            ]
+                            .into_iter()
+                            .flatten()
+                            .filter(|s| !s.trim().is_empty())
+                            .collect::<Vec<_>>()
+                            .join(" ")
                         } else {
                             whole
                         };
@@ -73,12 +81,16 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                         ListEntry::push_unique(&mut e.dates_of_birth, d);
                     }
                     "citizenship" | "address" => {
-                        let c = attr(attrs, "countryDescription").or(attr(attrs, "countryIso2Code")).unwrap_or("");
+                        let c = attr(attrs, "countryDescription")
+                            .or(attr(attrs, "countryIso2Code"))
+                            .unwrap_or("");
                         if c != "UNKNOWN" && c != "00" {
                             ListEntry::push_unique(&mut e.countries, c);
                         }
                     }
-                    "regulation" => ListEntry::push_unique(&mut e.programs, attr(attrs, "programme").unwrap_or("")),
+                    "regulation" => {
+                        ListEntry::push_unique(&mut e.programs, attr(attrs, "programme").unwrap_or(""))
+                    }
                     "identification" => {
                         let v = attr(attrs, "number").unwrap_or("").trim();
                         if !v.is_empty() {
@@ -106,7 +118,9 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                     e.remarks.push_str(t);
                 }
             }
-            Ev::End { name: "sanctionEntity" } => {
+            Ev::End {
+                name: "sanctionEntity",
+            } => {
                 if let Some((mut e, l)) = cur.take() {
                     if e.primary_name.is_empty()
                         && let Some(first) = (!e.aliases.is_empty()).then(|| e.aliases.remove(0))
@@ -118,7 +132,11 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                     }
                     let id = e.id.clone();
                     if out.insert(id.clone(), e).is_some() {
-                        return Err(ParseError::new(&f.name, format!("line {l}"), format!("duplicate logicalId {id}")));
+                        return Err(ParseError::new(
+                            &f.name,
+                            format!("line {l}"),
+                            format!("duplicate logicalId {id}"),
+                        ));
                     }
                 }
             }
@@ -127,7 +145,11 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
         Ok(())
     })?;
     if !saw_export {
-        return Err(ParseError::new(&f.name, "document", "root is not an EU FSF <export>"));
+        return Err(ParseError::new(
+            &f.name,
+            "document",
+            "root is not an EU FSF <export>",
+        ));
     }
     Ok(out.into_values().collect())
 }

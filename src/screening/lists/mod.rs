@@ -58,7 +58,16 @@ pub struct ListFile {
 }
 
 /// Every source the service knows, as `ImportList.source` names them.
-pub const SOURCES: &[&str] = &["ofac_sdn", "ofac_cons", "un_sc", "eu_fsf", "uk_fcdo", "ch_seco", "us_csl", "us_dpl"];
+pub const SOURCES: &[&str] = &[
+    "ofac_sdn",
+    "ofac_cons",
+    "un_sc",
+    "eu_fsf",
+    "uk_fcdo",
+    "ch_seco",
+    "us_csl",
+    "us_dpl",
+];
 
 /// Parses the files of one import of `source` into entries, sorted by id.
 pub fn parse(source: &str, files: &[ListFile]) -> Result<Vec<ListEntry>, ParseError> {

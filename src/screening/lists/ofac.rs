@@ -19,7 +19,11 @@ enum Part {
 }
 
 fn part_of(name: &str) -> Part {
-    let n = name.rsplit(['/', '\\']).next().unwrap_or(name).to_ascii_lowercase();
+    let n = name
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or(name)
+        .to_ascii_lowercase();
     if n.contains("alt") {
         Part::Alt
     } else if n.contains("add") {
@@ -49,7 +53,11 @@ fn rows(f: &ListFile, want: usize) -> Result<Vec<(u64, Vec<String>)>, ParseError
             ParseError::new(&f.name, format!("line {line}"), format!("malformed CSV: {e}"))
         })?;
         let line = rec.position().map_or(0, |p| super::line_at(&f.data, p.byte()));
-        if rec.len() == 1 && rec.get(0).is_some_and(|v| v.trim_ascii().iter().all(|b| *b == 0x1a)) {
+        if rec.len() == 1
+            && rec
+                .get(0)
+                .is_some_and(|v| v.trim_ascii().iter().all(|b| *b == 0x1a))
+        {
             continue;
         }
         if rec.len() != want {
@@ -73,9 +81,13 @@ fn rows(f: &ListFile, want: usize) -> Result<Vec<(u64, Vec<String>)>, ParseError
 }
 
 fn ent_num(f: &ListFile, line: u64, v: &str) -> Result<u64, ParseError> {
-    v.trim()
-        .parse()
-        .map_err(|_| ParseError::new(&f.name, format!("line {line}"), format!("ent_num {v:?} is not a number")))
+    v.trim().parse().map_err(|_| {
+        ParseError::new(
+            &f.name,
+            format!("line {line}"),
+            format!("ent_num {v:?} is not a number"),
+        )
+    })
 }
 
 /// Lifts DOB, nationality, passport, IMO and weak a.k.a.s out of remarks.
@@ -90,10 +102,21 @@ fn lift_remarks(e: &mut ListEntry, remarks: &str) {
             .or_else(|| lower.strip_prefix("citizen "))
         {
             ListEntry::push_unique(&mut e.countries, &p[p.len() - rest.len()..]);
-        } else if lower.starts_with("passport ") || lower.starts_with("national id no. ") || lower.starts_with("imo ") {
+        } else if lower.starts_with("passport ")
+            || lower.starts_with("national id no. ")
+            || lower.starts_with("imo ")
+        {
             let (kind, value) = p.split_once(' ').unwrap_or((p, ""));
-            let kind = if lower.starts_with("national id") { "National ID" } else { kind };
-            let value = if lower.starts_with("national id") { p.get(16..).unwrap_or("") } else { value };
+            let kind = if lower.starts_with("national id") {
+                "National ID"
+            } else {
+                kind
+            };
+            let value = if lower.starts_with("national id") {
+                p.get(16..).unwrap_or("")
+            } else {
+                value
+            };
             let value = value.split_whitespace().next().unwrap_or("").trim_matches(',');
             if !value.is_empty() {
                 e.identifiers.push(Identifier {
@@ -121,12 +144,18 @@ fn lift_remarks(e: &mut ListEntry, remarks: &str) {
 /// optional; their rows about entries missing from the primary file are
 /// ignored.
 pub fn parse(files: &[ListFile]) -> Result<Vec<ListEntry>, ParseError> {
-    let primary: Vec<&ListFile> = files.iter().filter(|f| part_of(&f.name) == Part::Primary).collect();
+    let primary: Vec<&ListFile> = files
+        .iter()
+        .filter(|f| part_of(&f.name) == Part::Primary)
+        .collect();
     if primary.len() != 1 {
         return Err(ParseError::new(
             "",
             "files",
-            format!("an OFAC set needs exactly one primary file (sdn.csv or cons_prim.csv), got {}", primary.len()),
+            format!(
+                "an OFAC set needs exactly one primary file (sdn.csv or cons_prim.csv), got {}",
+                primary.len()
+            ),
         ));
     }
     let pf = primary[0];
@@ -136,7 +165,11 @@ pub fn parse(files: &[ListFile]) -> Result<Vec<ListEntry>, ParseError> {
         let id = ent_num(pf, line, &r[0])?;
         let name = field(&r[1]);
         if name.is_empty() {
-            return Err(ParseError::new(&pf.name, format!("line {line}"), "SDN_Name is empty"));
+            return Err(ParseError::new(
+                &pf.name,
+                format!("line {line}"),
+                "SDN_Name is empty",
+            ));
         }
         let kind = match field(&r[2]).to_ascii_lowercase().as_str() {
             "individual" => EntityKind::Individual,
@@ -144,7 +177,11 @@ pub fn parse(files: &[ListFile]) -> Result<Vec<ListEntry>, ParseError> {
             "aircraft" => EntityKind::Aircraft,
             "" => EntityKind::Organization,
             other => {
-                return Err(ParseError::new(&pf.name, format!("line {line}"), format!("unknown SDN_Type {other:?}")));
+                return Err(ParseError::new(
+                    &pf.name,
+                    format!("line {line}"),
+                    format!("unknown SDN_Type {other:?}"),
+                ));
             }
         };
         let mut e = ListEntry {
@@ -159,10 +196,17 @@ pub fn parse(files: &[ListFile]) -> Result<Vec<ListEntry>, ParseError> {
         ListEntry::push_unique(&mut e.countries, field(&r[9]));
         remarks.insert(id, field(&r[11]).to_owned());
         if entries.insert(id, e).is_some() {
-            return Err(ParseError::new(&pf.name, format!("line {line}"), format!("duplicate ent_num {id}")));
+            return Err(ParseError::new(
+                &pf.name,
+                format!("line {line}"),
+                format!("duplicate ent_num {id}"),
+            ));
         }
     }
-    let mut parts: Vec<&ListFile> = files.iter().filter(|f| part_of(&f.name) != Part::Primary).collect();
+    let mut parts: Vec<&ListFile> = files
+        .iter()
+        .filter(|f| part_of(&f.name) != Part::Primary)
+        .collect();
     parts.sort_by_key(|f| part_of(&f.name) as u8);
     for f in parts {
         let part = part_of(&f.name);

@@ -39,10 +39,17 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
             // Modifications embed earlier states of the target (`added`,
             // `removed`), themselves `target` elements: only direct children
             // of the root are records.
-            Ev::Start { name: "target", attrs } if path.len() == 2 => {
+            Ev::Start {
+                name: "target",
+                attrs,
+            } if path.len() == 2 => {
                 let id = attr(attrs, "ssid").unwrap_or("").trim().to_owned();
                 if id.is_empty() {
-                    return Err(ParseError::new(&f.name, format!("<target> at line {line}"), "no ssid"));
+                    return Err(ParseError::new(
+                        &f.name,
+                        format!("<target> at line {line}"),
+                        "no ssid",
+                    ));
                 }
                 cur = Some(Cur {
                     e: ListEntry {
@@ -58,7 +65,8 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                 match name {
                     "modification" => {
                         if c.first_modification.is_none() {
-                            c.first_modification = Some(attr(attrs, "modification-type").unwrap_or("").to_owned());
+                            c.first_modification =
+                                Some(attr(attrs, "modification-type").unwrap_or("").to_owned());
                         }
                     }
                     _ if in_mod => {}
@@ -76,9 +84,15 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                         c.name_weak = attr(attrs, "quality") == Some("low");
                         c.name_primary = attr(attrs, "name-type") == Some("primary-name");
                     }
-                    "name-part" => c.part_order = attr(attrs, "order").and_then(|o| o.parse().ok()).unwrap_or(0),
+                    "name-part" => {
+                        c.part_order = attr(attrs, "order").and_then(|o| o.parse().ok()).unwrap_or(0)
+                    }
                     "spelling-variant" => {
-                        c.variant_key = format!("{}/{}", attr(attrs, "lang").unwrap_or(""), attr(attrs, "script").unwrap_or(""))
+                        c.variant_key = format!(
+                            "{}/{}",
+                            attr(attrs, "lang").unwrap_or(""),
+                            attr(attrs, "script").unwrap_or("")
+                        )
                     }
                     "day-month-year" => {
                         let y = attr(attrs, "year").unwrap_or("");
@@ -110,7 +124,9 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                             last.2.push((c.variant_key.clone(), t.to_owned()));
                         }
                     }
-                    ("target", "sanctions-set-id") => ListEntry::push_unique(&mut c.e.programs, &format!("sanctions set {t}")),
+                    ("target", "sanctions-set-id") => {
+                        ListEntry::push_unique(&mut c.e.programs, &format!("sanctions set {t}"))
+                    }
                     (_, "country") => ListEntry::push_unique(&mut c.e.countries, t),
                     ("identification-document", "number") => c.e.identifiers.push(Identifier {
                         kind: "document".into(),
@@ -129,7 +145,11 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                 let Some(c) = cur.as_mut() else { return Ok(()) };
                 c.parts.sort_by_key(|p| p.0);
                 let main = c.parts.iter().map(|p| p.1.as_str()).collect::<Vec<_>>().join(" ");
-                let mut keys: Vec<String> = c.parts.iter().flat_map(|p| p.2.iter().map(|v| v.0.clone())).collect();
+                let mut keys: Vec<String> = c
+                    .parts
+                    .iter()
+                    .flat_map(|p| p.2.iter().map(|v| v.0.clone()))
+                    .collect();
                 keys.sort();
                 keys.dedup();
                 let variants: Vec<String> = keys
@@ -137,7 +157,11 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                     .map(|k| {
                         c.parts
                             .iter()
-                            .map(|p| p.2.iter().find(|v| &v.0 == k).map_or(p.1.as_str(), |v| v.1.as_str()))
+                            .map(|p| {
+                                p.2.iter()
+                                    .find(|v| &v.0 == k)
+                                    .map_or(p.1.as_str(), |v| v.1.as_str())
+                            })
                             .collect::<Vec<_>>()
                             .join(" ")
                     })
@@ -161,13 +185,21 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                 }
                 if c.e.primary_name.is_empty() {
                     if c.e.aliases.is_empty() {
-                        return Err(ParseError::new(&f.name, format!("<target> at line {}", c.line), format!("target {} has no name", c.e.id)));
+                        return Err(ParseError::new(
+                            &f.name,
+                            format!("<target> at line {}", c.line),
+                            format!("target {} has no name", c.e.id),
+                        ));
                     }
                     c.e.primary_name = c.e.aliases.remove(0).name;
                 }
                 let id = c.e.id.clone();
                 if out.insert(id.clone(), c.e).is_some() {
-                    return Err(ParseError::new(&f.name, format!("line {}", c.line), format!("duplicate target {id}")));
+                    return Err(ParseError::new(
+                        &f.name,
+                        format!("line {}", c.line),
+                        format!("duplicate target {id}"),
+                    ));
                 }
             }
             _ => {}
@@ -175,7 +207,11 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
         Ok(())
     })?;
     if !saw_root {
-        return Err(ParseError::new(&f.name, "document", "root is not a <swiss-sanctions-list>"));
+        return Err(ParseError::new(
+            &f.name,
+            "document",
+            "root is not a <swiss-sanctions-list>",
+        ));
     }
     Ok(out.into_values().collect())
 }

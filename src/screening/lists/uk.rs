@@ -27,8 +27,12 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
     let mut saw_root = false;
     walk(&f.name, &f.data, |path, ev, line| {
         match ev {
-            Ev::Start { name: "Designations", .. } => saw_root = true,
-            Ev::Start { name: "Designation", .. } => {
+            Ev::Start {
+                name: "Designations", ..
+            } => saw_root = true,
+            Ev::Start {
+                name: "Designation", ..
+            } => {
                 cur = Some(Cur {
                     line,
                     ..Default::default()
@@ -78,7 +82,13 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
             }
             Ev::End { name: "Name" } => {
                 let Some(c) = cur.as_mut() else { return Ok(()) };
-                let full = c.parts.iter().filter(|p| !p.trim().is_empty()).map(|p| p.trim()).collect::<Vec<_>>().join(" ");
+                let full = c
+                    .parts
+                    .iter()
+                    .filter(|p| !p.trim().is_empty())
+                    .map(|p| p.trim())
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 c.parts = Default::default();
                 let primary = c.name_type.contains("primary");
                 let weak = c.strength.contains("low");
@@ -107,7 +117,11 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                 }
                 let id = c.e.id.clone();
                 if out.insert(id.clone(), c.e).is_some() {
-                    return Err(ParseError::new(&f.name, format!("line {}", c.line), format!("duplicate UniqueID {id}")));
+                    return Err(ParseError::new(
+                        &f.name,
+                        format!("line {}", c.line),
+                        format!("duplicate UniqueID {id}"),
+                    ));
                 }
             }
             _ => {}
@@ -115,7 +129,11 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
         Ok(())
     })?;
     if !saw_root {
-        return Err(ParseError::new(&f.name, "document", "root is not a UK <Designations>"));
+        return Err(ParseError::new(
+            &f.name,
+            "document",
+            "root is not a UK <Designations>",
+        ));
     }
     Ok(out.into_values().collect())
 }

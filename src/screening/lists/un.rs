@@ -60,7 +60,9 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                     ("INDIVIDUAL_ALIAS" | "ENTITY_ALIAS", "QUALITY") => c.alias_quality = t.to_owned(),
                     ("INDIVIDUAL_ALIAS" | "ENTITY_ALIAS", "ALIAS_NAME") => c.alias_name = t.to_owned(),
                     ("NATIONALITY", "VALUE") => ListEntry::push_unique(&mut c.e.countries, t),
-                    ("INDIVIDUAL_ADDRESS" | "ENTITY_ADDRESS", "COUNTRY") => ListEntry::push_unique(&mut c.e.countries, t),
+                    ("INDIVIDUAL_ADDRESS" | "ENTITY_ADDRESS", "COUNTRY") => {
+                        ListEntry::push_unique(&mut c.e.countries, t)
+                    }
                     ("INDIVIDUAL_DATE_OF_BIRTH", "DATE" | "YEAR") => c.dob = t.to_owned(),
                     ("INDIVIDUAL_DATE_OF_BIRTH", "FROM_YEAR") if c.dob.is_empty() => c.dob = t.to_owned(),
                     ("INDIVIDUAL_DOCUMENT", "TYPE_OF_DOCUMENT") => c.doc_type = t.to_owned(),
@@ -90,9 +92,19 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                     }
                     "INDIVIDUAL" | "ENTITY" => {
                         let Some(mut c) = cur.take() else { return Ok(()) };
-                        let full = c.parts.iter().filter(|p| !p.is_empty()).cloned().collect::<Vec<_>>().join(" ");
+                        let full = c
+                            .parts
+                            .iter()
+                            .filter(|p| !p.is_empty())
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(" ");
                         if full.is_empty() {
-                            return Err(ParseError::new(&f.name, format!("<{name}> at line {}", c.line), "record has no FIRST_NAME"));
+                            return Err(ParseError::new(
+                                &f.name,
+                                format!("<{name}> at line {}", c.line),
+                                "record has no FIRST_NAME",
+                            ));
                         }
                         if c.e.id.is_empty() {
                             if c.dataid.is_empty() {
@@ -109,7 +121,11 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                         c.e.aliases.retain(|a| !a.name.eq_ignore_ascii_case(&primary));
                         let id = c.e.id.clone();
                         if out.insert(id.clone(), c.e).is_some() {
-                            return Err(ParseError::new(&f.name, format!("line {}", c.line), format!("duplicate REFERENCE_NUMBER {id}")));
+                            return Err(ParseError::new(
+                                &f.name,
+                                format!("line {}", c.line),
+                                format!("duplicate REFERENCE_NUMBER {id}"),
+                            ));
                         }
                     }
                     _ => {}
@@ -120,7 +136,11 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
         Ok(())
     })?;
     if out.is_empty() {
-        return Err(ParseError::new(&f.name, "document", "no INDIVIDUAL or ENTITY records: not a UN consolidated list"));
+        return Err(ParseError::new(
+            &f.name,
+            "document",
+            "no INDIVIDUAL or ENTITY records: not a UN consolidated list",
+        ));
     }
     Ok(out.into_values().collect())
 }

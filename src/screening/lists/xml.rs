@@ -38,10 +38,15 @@ fn local(name: &[u8]) -> String {
 fn attrs_of(file: &str, line: usize, e: &BytesStart<'_>) -> Result<Vec<(String, String)>, ParseError> {
     let mut out = Vec::new();
     for a in e.attributes() {
-        let a = a.map_err(|err| ParseError::new(file, format!("line {line}"), format!("bad attribute: {err}")))?;
-        let v = a
-            .unescape_value()
-            .map_err(|err| ParseError::new(file, format!("line {line}"), format!("bad attribute value: {err}")))?;
+        let a =
+            a.map_err(|err| ParseError::new(file, format!("line {line}"), format!("bad attribute: {err}")))?;
+        let v = a.unescape_value().map_err(|err| {
+            ParseError::new(
+                file,
+                format!("line {line}"),
+                format!("bad attribute value: {err}"),
+            )
+        })?;
         out.push((local(a.key.as_ref()), v.into_owned()));
     }
     Ok(out)
@@ -66,7 +71,10 @@ pub fn walk(
     loop {
         let pos = reader.buffer_position() as usize;
         if pos > counted {
-            line += data[counted..pos.min(data.len())].iter().filter(|b| **b == b'\n').count();
+            line += data[counted..pos.min(data.len())]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count();
             counted = pos.min(data.len());
         }
         let ev = reader.read_event_into(&mut buf).map_err(|e| {
@@ -81,7 +89,14 @@ pub fn walk(
                 let name = local(e.local_name().as_ref());
                 let attrs = attrs_of(file, line, &e)?;
                 stack.push(name.clone());
-                f(&stack, Ev::Start { name: &name, attrs: &attrs }, line)?;
+                f(
+                    &stack,
+                    Ev::Start {
+                        name: &name,
+                        attrs: &attrs,
+                    },
+                    line,
+                )?;
             }
             Event::Empty(e) => {
                 flush(&stack, &mut text, line, &mut f)?;
@@ -89,7 +104,14 @@ pub fn walk(
                 let name = local(e.local_name().as_ref());
                 let attrs = attrs_of(file, line, &e)?;
                 stack.push(name.clone());
-                f(&stack, Ev::Start { name: &name, attrs: &attrs }, line)?;
+                f(
+                    &stack,
+                    Ev::Start {
+                        name: &name,
+                        attrs: &attrs,
+                    },
+                    line,
+                )?;
                 f(&stack, Ev::End { name: &name }, line)?;
                 stack.pop();
             }
@@ -108,9 +130,9 @@ pub fn walk(
                 text.push_str(&s);
             }
             Event::GeneralRef(r) => {
-                let name = r
-                    .decode()
-                    .map_err(|e| ParseError::new(file, format!("line {line}"), format!("bad reference: {e}")))?;
+                let name = r.decode().map_err(|e| {
+                    ParseError::new(file, format!("line {line}"), format!("bad reference: {e}"))
+                })?;
                 let raw = format!("&{name};");
                 let s = quick_xml::escape::unescape(&raw)
                     .map_err(|e| ParseError::new(file, format!("line {line}"), format!("bad entity: {e}")))?;
@@ -126,7 +148,10 @@ pub fn walk(
         return Err(ParseError::new(
             file,
             format!("line {line}"),
-            format!("unexpected end of file inside <{}>", stack.last().cloned().unwrap_or_default()),
+            format!(
+                "unexpected end of file inside <{}>",
+                stack.last().cloned().unwrap_or_default()
+            ),
         ));
     }
     if !saw_root {
