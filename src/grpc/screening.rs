@@ -259,7 +259,15 @@ pub async fn import_files(
     .map_err(|e| Error::invalid("data", e.to_string()))?;
     store
         .write("screening.import", move |c, clock| {
-            st::import(c, clock.now(), actor, &source, &sha, entries, &params, threshold)
+            st::import(
+                c,
+                clock.now(),
+                actor,
+                &source,
+                &sha,
+                entries,
+                st::Review { params, threshold },
+            )
         })
         .await
 }

@@ -392,7 +392,7 @@ pub fn score(q: &PreparedName, qw: &[f64], n: &PreparedName, nw: &[f64], p: &Par
             }
         }
     }
-    for j in 0..nn {
+    for (j, wj) in nw.iter().enumerate().take(nn) {
         if nu & (1 << j) != 0 {
             continue;
         }
@@ -408,7 +408,7 @@ pub fn score(q: &PreparedName, qw: &[f64], n: &PreparedName, nw: &[f64], p: &Par
             ) {
                 qu |= 0b11 << i;
                 nu |= 1 << j;
-                let wt = nw[j];
+                let wt = *wj;
                 matched_w += wt;
                 got += r * wt;
                 push(

@@ -132,7 +132,7 @@ fn quality_on_dev_set() {
             let ent_hit = hits.iter().any(|h| h.score >= thr && is_wanted(h));
             // Ties with other entries count against the query.
             let rank_ok = |k: usize| {
-                hits.iter().take(k).any(|h| is_wanted(h))
+                hits.iter().take(k).any(&is_wanted)
                     && hits.get(k).is_none_or(|next| {
                         !hits
                             .iter()

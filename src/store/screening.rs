@@ -26,6 +26,16 @@ use crate::screening::model::{EntityKind, ListEntry};
 /// Rows inserted per statement when storing a list version.
 const INSERT_BATCH: usize = 500;
 
+/// How re-screening judges hits: the scorer's parameters and the review
+/// threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Review {
+    /// Scorer parameters.
+    pub params: Params,
+    /// Score from which a hit is a possible match.
+    pub threshold: f64,
+}
+
 /// A stored list version, with what the import changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionInfo {
@@ -277,9 +287,9 @@ pub fn import(
     source: &str,
     sha256: &str,
     list: Vec<ListEntry>,
-    params: &Params,
-    threshold: f64,
+    review: Review,
 ) -> Result<VersionInfo> {
+    let Review { params, threshold } = review;
     chain_lock(conn)?;
     let latest: Option<VersionRow> = lv::screening_list_versions
         .filter(lv::source.eq(source))
@@ -373,7 +383,7 @@ pub fn import(
                 continue;
             }
             let hits: Vec<Hit> = idx
-                .search(&party.query(), params, threshold, 20)
+                .search(&party.query(), &params, threshold, 20)
                 .into_iter()
                 .filter(|h| delta.contains(&h.entry_id))
                 .collect();

@@ -11,13 +11,17 @@ use super::xml::{Ev, attr, walk};
 use super::{ListFile, ParseError};
 use crate::screening::model::{EntityKind, Identifier, ListEntry};
 
+/// One name part: its order, its value, and its spelling variants keyed by
+/// language/script.
+type NamePart = (u32, String, Vec<(String, String)>);
+
 #[derive(Default)]
 struct Cur {
     e: ListEntry,
     line: usize,
     first_modification: Option<String>,
     // Current name: (order, value, variants keyed by lang/script).
-    parts: Vec<(u32, String, Vec<(String, String)>)>,
+    parts: Vec<NamePart>,
     name_weak: bool,
     name_primary: bool,
     part_order: u32,
@@ -63,11 +67,9 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
             Ev::Start { name, attrs } => {
                 let Some(c) = cur.as_mut() else { return Ok(()) };
                 match name {
-                    "modification" => {
-                        if c.first_modification.is_none() {
-                            c.first_modification =
-                                Some(attr(attrs, "modification-type").unwrap_or("").to_owned());
-                        }
+                    "modification" if c.first_modification.is_none() => {
+                        c.first_modification =
+                            Some(attr(attrs, "modification-type").unwrap_or("").to_owned());
                     }
                     _ if in_mod => {}
                     "individual" => c.e.kind = EntityKind::Individual,
