@@ -29,6 +29,7 @@ use crate::proto::v1::inbox_service_server::InboxServiceServer;
 use crate::proto::v1::instruction_service_server::InstructionServiceServer;
 use crate::proto::v1::subject_request_service_server::SubjectRequestServiceServer;
 use crate::secrets::SubjectSecrets;
+use crate::proto::v1::screening_service_server::ScreeningServiceServer;
 use crate::store::{Store, StoreOptions};
 use crate::telemetry::layer::GrpcTraceLayer;
 
@@ -47,6 +48,7 @@ const SERVED: &[&str] = &[
     "proctor.v1.InstructionService",
     "proctor.v1.BreachService",
     "proctor.v1.SubjectRequestService",
+    "proctor.v1.ScreeningService",
 ];
 
 /// The server could not start or stopped on an error.
@@ -222,6 +224,12 @@ impl Application {
             Box::pin(async move { grpc::record_denial(&store, entry).await })
         });
 
+        let live = grpc::screening::LiveIndex::new(store.clone());
+        if let Err(e) = live.refresh().await {
+            tracing::warn!(error = %e, "screening indexes not loaded at start; the poller retries");
+        }
+        live.spawn_poller(stop_rx.clone());
+
         let max = config.max_message_bytes;
         let router = Server::builder()
             .timeout(Duration::from_secs(config.request_timeout_seconds))
@@ -255,6 +263,15 @@ impl Application {
                     state.clone(),
                     subject_secrets,
                     export_retention,
+                ))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            )
+            .add_service(
+                ScreeningServiceServer::new(grpc::screening::Screening::new(
+                    state.clone(),
+                    live,
+                    config.screening_review_threshold,
                 ))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),

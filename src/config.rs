@@ -63,6 +63,8 @@ pub struct Config {
     pub receipt_signing_key_file: Option<PathBuf>,
     /// Hours an export bundle is kept after its first download.
     pub export_retention_hours: u64,
+    /// Screening score at or above which a hit is a possible match (0..1).
+    pub screening_review_threshold: f64,
 }
 
 impl Default for Config {
@@ -87,6 +89,7 @@ impl Default for Config {
             identifier_hash_key_file: None,
             receipt_signing_key_file: None,
             export_retention_hours: 168,
+            screening_review_threshold: crate::domain::screening::DEFAULT_REVIEW_THRESHOLD,
         }
     }
 }
@@ -172,6 +175,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_EXPORT_RETENTION_HOURS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub export_retention_hours: Option<u64>,
+    /// Screening review threshold, 0..1 [default: 0.8; see docs/screening.md].
+    #[arg(long, env = "PROCTOR_SCREENING_REVIEW_THRESHOLD")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screening_review_threshold: Option<f64>,
 }
 
 /// The configuration is unusable.
@@ -208,6 +215,9 @@ impl Config {
         }
         if self.request_timeout_seconds == 0 {
             return Err(ConfigError("request_timeout_seconds must be positive".into()));
+        }
+        if !(self.screening_review_threshold > 0.0 && self.screening_review_threshold <= 1.0) {
+            return Err(ConfigError("screening_review_threshold must be in (0, 1]".into()));
         }
         if self.jwt_leeway_seconds > crate::auth::jwt::MAX_LEEWAY_SECONDS {
             return Err(ConfigError("jwt_leeway_seconds must be at most 30".into()));

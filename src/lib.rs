@@ -28,5 +28,6 @@ pub mod grpc;
 pub mod jobs;
 pub mod proto;
 pub mod secrets;
+pub mod screening;
 pub mod store;
 pub mod telemetry;

@@ -36,8 +36,9 @@ pub const RULES: &[(&str, &[Role])] = &[
     ("/proctor.v1.ScreeningService/ImportList", &[C]),
     ("/proctor.v1.ScreeningService/Screen", &[P, C]),
     ("/proctor.v1.ScreeningService/BatchScreen", &[P, C]),
-    ("/proctor.v1.ScreeningService/ListCases", &[C]),
-    ("/proctor.v1.ScreeningService/GetCase", &[C]),
+    // Tenants see the cases of their own parties (filtered by tenant).
+    ("/proctor.v1.ScreeningService/ListCases", &[C, T]),
+    ("/proctor.v1.ScreeningService/GetCase", &[C, T]),
     ("/proctor.v1.ScreeningService/ResolveCase", &[C]),
     ("/proctor.v1.ScreeningService/ScoreNames", &[C]),
     // Subject requests.

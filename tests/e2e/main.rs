@@ -12,5 +12,6 @@ mod healthcheck;
 mod inbox;
 mod instructions;
 mod subject_requests;
+mod screening;
 mod support;
 mod tracing_otlp;

@@ -1,0 +1,591 @@
+//! `ScreeningService`: list imports (client stream of file chunks), single
+//! and streamed screenings against the in-memory indexes, review cases, and
+//! the pairwise scorer for analysts.
+//!
+//! Each replica keeps one index per source ([`LiveIndex`]) and polls the
+//! database for newer list versions every second, so an import through any
+//! replica or the CLI reaches every replica within seconds; the replica that
+//! imports swaps its index before answering.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::ts;
+use super::{AppState, audit_entry, caller};
+use crate::auth::{Caller, Role};
+use crate::domain::page::Page;
+use crate::domain::screening::{CaseStatus, DEFAULT_LIMIT, MAX_LIMIT, Outcome};
+use crate::domain::validate::Violations;
+use crate::error::Error;
+use crate::proto::v1 as pb;
+use crate::proto::v1::screening_service_server::ScreeningService;
+use crate::screening::index::{Hit, Index, IndexSet, Query};
+use crate::screening::lists::{ListFile, SOURCES, parse};
+use crate::screening::matcher::{Params, PreparedName, Uniform, compare};
+use crate::screening::model::EntityKind;
+use crate::store::Store;
+use crate::store::screening::{self as st, PartyRow, VersionInfo};
+
+/// How often a replica looks for list versions imported elsewhere.
+pub const INDEX_POLL: Duration = Duration::from_secs(1);
+/// Hits below this are not returned when the request leaves `min_score` 0.
+pub const DEFAULT_MIN_SCORE: f64 = 0.5;
+/// Largest list import, all files together.
+pub const MAX_IMPORT_BYTES: usize = 512 * 1024 * 1024;
+/// Longest name or alias accepted.
+const MAX_NAME_CHARS: usize = 500;
+/// Most aliases per party.
+const MAX_ALIASES: usize = 50;
+
+/// The indexes this replica screens against, refreshed from the database.
+#[derive(Debug)]
+pub struct LiveIndex {
+    store: Store,
+    set: RwLock<Arc<IndexSet>>,
+    loaded: Mutex<HashMap<String, i64>>,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl LiveIndex {
+    /// An empty index over `store`; call [`LiveIndex::refresh`] to load.
+    pub fn new(store: Store) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            set: RwLock::new(Arc::new(IndexSet::default())),
+            loaded: Mutex::new(HashMap::new()),
+            refreshing: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The indexes as of now (cheap; a screening holds them to the end).
+    pub fn current(&self) -> Arc<IndexSet> {
+        self.set.read().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Loads every source whose latest version is newer than the one held,
+    /// building its index off the async runtime, and swaps it in whole.
+    pub async fn refresh(&self) -> Result<usize, Error> {
+        let _one = self.refreshing.lock().await;
+        let latest = self
+            .store
+            .read("screening.latest_versions", |c, _| st::latest_versions(c))
+            .await?;
+        let stale: Vec<(String, i64)> = {
+            let loaded = self
+                .loaded
+                .lock()
+                .map_err(|_| Error::Internal("index lock poisoned".into()))?;
+            latest
+                .into_iter()
+                .filter(|(s, seq)| loaded.get(s) != Some(seq))
+                .collect()
+        };
+        let n = stale.len();
+        for (source, seq) in stale {
+            let span = tracing::info_span!("screening.index_build", screening.source = %source, screening.version_seq = seq);
+            let (info, entries) = self
+                .store
+                .read("screening.load_version", move |c, _| {
+                    Ok((st::version(c, seq)?, st::entries(c, seq)?))
+                })
+                .await?;
+            let src = source.clone();
+            let idx = tokio::task::spawn_blocking(move || {
+                let _e = span.enter();
+                Index::build(&src, info.version, entries)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("index build failed: {e}")))?;
+            tracing::info!(source = %source, version = idx.version(), entries = idx.entries(), names = idx.names(), "screening index loaded");
+            {
+                let mut set = self
+                    .set
+                    .write()
+                    .map_err(|_| Error::Internal("index lock poisoned".into()))?;
+                let mut next = (**set).clone();
+                next.by_source.insert(source.clone(), Arc::new(idx));
+                *set = Arc::new(next);
+            }
+            self.loaded
+                .lock()
+                .map_err(|_| Error::Internal("index lock poisoned".into()))?
+                .insert(source, seq);
+        }
+        Ok(n)
+    }
+
+    /// Polls for new versions until the server stops.
+    pub fn spawn_poller(self: &Arc<Self>, mut stopping: watch::Receiver<bool>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = me.refresh().await {
+                    tracing::warn!(error = %e, "screening index refresh failed; retrying");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(INDEX_POLL) => {}
+                    _ = stopping.wait_for(|s| *s) => return,
+                }
+            }
+        });
+    }
+}
+
+/// The screening service.
+#[derive(Debug, Clone)]
+pub struct Screening {
+    state: AppState,
+    live: Arc<LiveIndex>,
+    params: Params,
+    threshold: f64,
+}
+
+impl Screening {
+    /// A service over `state` screening with `live` at `threshold`.
+    pub fn new(state: AppState, live: Arc<LiveIndex>, threshold: f64) -> Self {
+        Self {
+            state,
+            live,
+            params: Params::default(),
+            threshold,
+        }
+    }
+}
+
+fn party_kind(t: i32) -> EntityKind {
+    match pb::PartyType::try_from(t).unwrap_or(pb::PartyType::Unspecified) {
+        pb::PartyType::Individual => EntityKind::Individual,
+        pb::PartyType::Organization => EntityKind::Organization,
+        pb::PartyType::Vessel => EntityKind::Vessel,
+        pb::PartyType::Aircraft => EntityKind::Aircraft,
+        pb::PartyType::Unspecified => EntityKind::Unknown,
+    }
+}
+
+fn hit_pb(h: &Hit) -> pb::Hit {
+    pb::Hit {
+        source: h.source.clone(),
+        entry_id: h.entry_id.clone(),
+        primary_name: h.primary_name.clone(),
+        matched_name: h.matched_name.clone(),
+        score: h.score,
+        explanation: h.explanation.clone(),
+        programs: h.programs.clone(),
+    }
+}
+
+fn version_pb(v: &VersionInfo) -> pb::ListVersion {
+    pb::ListVersion {
+        source: v.source.clone(),
+        version: v.version,
+        sha256: v.sha256.clone(),
+        entries: v.entries,
+        added: v.added,
+        removed: v.removed,
+        changed: v.changed,
+        imported_at: Some(ts(v.imported_at)),
+        rescreened_parties: v.rescreened,
+        cases_opened: v.cases_opened,
+    }
+}
+
+fn case_pb(c: &st::Case) -> pb::Case {
+    pb::Case {
+        id: c.id.clone(),
+        party_ref: c.party_ref.clone(),
+        status: match c.status {
+            CaseStatus::Open => pb::CaseStatus::Open,
+            CaseStatus::Cleared => pb::CaseStatus::Cleared,
+            CaseStatus::Confirmed => pb::CaseStatus::Confirmed,
+        } as i32,
+        hits: c.hits.iter().map(hit_pb).collect(),
+        opened_at: Some(ts(c.opened_at)),
+        resolved_at: c.resolved_at.map(ts),
+        note: c.note.clone(),
+        tenant_id: c.tenant_id.clone().unwrap_or_default(),
+        resolved_by: c.resolved_by.clone().unwrap_or_default(),
+    }
+}
+
+/// The sha256 of an import: over every file's name and bytes, in name order,
+/// so the same files sent in another order are the same import.
+pub fn import_digest(files: &[ListFile]) -> String {
+    let mut sorted: Vec<&ListFile> = files.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut h = Sha256::new();
+    for f in sorted {
+        h.update((f.name.len() as u64).to_be_bytes());
+        h.update(f.name.as_bytes());
+        h.update((f.data.len() as u64).to_be_bytes());
+        h.update(&f.data);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Parses and stores an import as one transaction; shared by `ImportList`
+/// and the CLI. A parse error is INVALID_ARGUMENT naming file and line, and
+/// nothing is stored.
+pub async fn import_files(
+    store: &Store,
+    actor: crate::domain::audit::AuditEntry,
+    source: String,
+    files: Vec<ListFile>,
+    params: Params,
+    threshold: f64,
+) -> Result<VersionInfo, Error> {
+    if !SOURCES.contains(&source.as_str()) {
+        return Err(Error::invalid(
+            "source",
+            format!("must be one of {}", SOURCES.join(", ")),
+        ));
+    }
+    let sha = import_digest(&files);
+    let src = source.clone();
+    let span = tracing::info_span!("screening.parse", screening.source = %source);
+    let entries = tokio::task::spawn_blocking(move || {
+        let _e = span.enter();
+        parse(&src, &files)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("parser failed: {e}")))?
+    .map_err(|e| Error::invalid("data", e.to_string()))?;
+    store
+        .write("screening.import", move |c, clock| {
+            st::import(
+                c,
+                clock.now(),
+                actor,
+                &source,
+                &sha,
+                entries,
+                st::Review { params, threshold },
+            )
+        })
+        .await
+}
+
+type ScreenStream = Pin<Box<dyn Stream<Item = Result<pb::ScreenResponse, Status>> + Send>>;
+
+impl Screening {
+    async fn screen_one(&self, who: &Caller, req: pb::ScreenRequest) -> Result<pb::ScreenResponse, Error> {
+        let mut v = Violations::new();
+        let party = req.party.unwrap_or_default();
+        v.required_text("party.name", &party.name, MAX_NAME_CHARS);
+        v.check(
+            party.aliases.len() > MAX_ALIASES,
+            "party.aliases",
+            format!("at most {MAX_ALIASES}"),
+        );
+        for (i, a) in party.aliases.iter().enumerate() {
+            v.max_len(&format!("party.aliases[{i}]"), a, MAX_NAME_CHARS);
+        }
+        v.max_len("party.date_of_birth", &party.date_of_birth, 32);
+        v.max_len("party.country", &party.country, 100);
+        v.max_len("party_ref", &req.party_ref, 200);
+        v.check(
+            !(0.0..=1.0).contains(&req.min_score) || req.min_score.is_nan(),
+            "min_score",
+            "must be between 0 and 1",
+        );
+        v.check(
+            req.limit > MAX_LIMIT,
+            "limit",
+            format!("must be at most {MAX_LIMIT}"),
+        );
+        v.check(
+            pb::PartyType::try_from(party.r#type).is_err(),
+            "party.type",
+            "is not a PartyType",
+        );
+        v.finish()?;
+        let kind = party_kind(party.r#type);
+        let q = Query::new(
+            &party.name,
+            &party.aliases,
+            kind,
+            &party.date_of_birth,
+            &party.country,
+        );
+        if q.names.is_empty() {
+            return Err(Error::invalid(
+                "party.name",
+                "has nothing to match on after folding",
+            ));
+        }
+        let min_score = if req.min_score == 0.0 {
+            DEFAULT_MIN_SCORE
+        } else {
+            req.min_score
+        };
+        let limit = if req.limit == 0 { DEFAULT_LIMIT } else { req.limit } as usize;
+        let set = self.live.current();
+        let hits = {
+            let _s = tracing::info_span!("screening.match", screening.lists = set.by_source.len()).entered();
+            set.search(&q, &self.params, min_score.min(self.threshold), limit.max(20))
+        };
+        let shown: Vec<pb::Hit> = hits
+            .iter()
+            .filter(|h| h.score >= min_score)
+            .take(limit)
+            .map(hit_pb)
+            .collect();
+        let best = hits.first().map(|h| h.score);
+        let (out, case_id) = if req.party_ref.is_empty() {
+            (
+                crate::domain::screening::outcome(best, self.threshold, false),
+                String::new(),
+            )
+        } else {
+            let row = PartyRow {
+                party_ref: req.party_ref.clone(),
+                tenant_id: None,
+                name: party.name.clone(),
+                party_type: kind.as_str().to_owned(),
+                date_of_birth: party.date_of_birth.clone(),
+                country: party.country.clone(),
+                aliases: serde_json::to_string(&party.aliases).unwrap_or_else(|_| "[]".into()),
+                updated_at_us: 0,
+            };
+            let actor = audit_entry(who, None, "screening.screen", &req.party_ref, "ok");
+            let thr = self.threshold;
+            let rec = self
+                .state
+                .store
+                .write("screening.record", move |c, clock| {
+                    st::record_screening(c, clock.now(), actor, row, &hits, thr)
+                })
+                .await?;
+            (rec.outcome, rec.case_id.unwrap_or_default())
+        };
+        Ok(pb::ScreenResponse {
+            outcome: match out {
+                Outcome::Clear => pb::Outcome::Clear,
+                Outcome::PossibleMatch => pb::Outcome::PossibleMatch,
+                Outcome::ConfirmedMatch => pb::Outcome::ConfirmedMatch,
+            } as i32,
+            hits: shown,
+            case_id,
+            party_ref: req.party_ref,
+        })
+    }
+
+    fn tenant_scope(who: &Caller) -> Option<&str> {
+        match who.role {
+            Role::Tenant => who.tenant_id.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ScreeningService for Screening {
+    type BatchScreenStream = ScreenStream;
+
+    async fn import_list(
+        &self,
+        req: Request<Streaming<pb::ImportListChunk>>,
+    ) -> Result<Response<pb::ListVersion>, Status> {
+        let who = caller(&req)?;
+        let mut stream = req.into_inner();
+        let mut source = String::new();
+        let mut files: Vec<ListFile> = Vec::new();
+        let mut total = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if source.is_empty() {
+                source = chunk.source.clone();
+            } else if !chunk.source.is_empty() && chunk.source != source {
+                return Err(
+                    Error::invalid("source", "every chunk of one import names the same source").into(),
+                );
+            }
+            total += chunk.data.len();
+            if total > MAX_IMPORT_BYTES {
+                return Err(
+                    Error::invalid("data", format!("an import is at most {MAX_IMPORT_BYTES} bytes")).into(),
+                );
+            }
+            let name = if chunk.file_name.is_empty() {
+                "list".to_owned()
+            } else {
+                chunk.file_name
+            };
+            match files.iter_mut().find(|f| f.name == name) {
+                Some(f) => f.data.extend_from_slice(&chunk.data),
+                None => files.push(ListFile {
+                    name,
+                    data: chunk.data,
+                }),
+            }
+        }
+        let mut v = Violations::new();
+        v.check(source.is_empty(), "source", "is required");
+        v.check(
+            files.iter().all(|f| f.data.is_empty()),
+            "data",
+            "no file content was sent",
+        );
+        v.finish()?;
+        let actor = audit_entry(&who, None, "screening.import", &source, "ok");
+        let info = import_files(
+            &self.state.store,
+            actor,
+            source,
+            files,
+            self.params,
+            self.threshold,
+        )
+        .await?;
+        self.live.refresh().await?;
+        Ok(Response::new(version_pb(&info)))
+    }
+
+    async fn screen(&self, req: Request<pb::ScreenRequest>) -> Result<Response<pb::ScreenResponse>, Status> {
+        let who = caller(&req)?;
+        Ok(Response::new(self.screen_one(&who, req.into_inner()).await?))
+    }
+
+    async fn batch_screen(
+        &self,
+        req: Request<Streaming<pb::ScreenRequest>>,
+    ) -> Result<Response<Self::BatchScreenStream>, Status> {
+        let who = caller(&req)?;
+        let mut input = req.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Some(item) = input.next().await {
+                let res = match item {
+                    Ok(r) => me.screen_one(&who, r).await.map_err(Status::from),
+                    Err(e) => Err(e),
+                };
+                let stop = res.is_err();
+                if tx.send(res).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_cases(
+        &self,
+        req: Request<pb::ListCasesRequest>,
+    ) -> Result<Response<pb::ListCasesResponse>, Status> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let page = Page::parse(r.page_size, &r.page_token)?;
+        let status = match pb::CaseStatus::try_from(r.status) {
+            Ok(pb::CaseStatus::Unspecified) => None,
+            Ok(pb::CaseStatus::Open) => Some(CaseStatus::Open),
+            Ok(pb::CaseStatus::Cleared) => Some(CaseStatus::Cleared),
+            Ok(pb::CaseStatus::Confirmed) => Some(CaseStatus::Confirmed),
+            Err(_) => return Err(Error::invalid("status", "is not a CaseStatus").into()),
+        };
+        let tenant = Self::tenant_scope(&who).map(str::to_owned);
+        if who.role == Role::Tenant && tenant.is_none() {
+            return Err(Status::permission_denied("tenant token without tenant"));
+        }
+        let p = page.clone();
+        let cases = self
+            .state
+            .store
+            .read("screening.list_cases", move |c, _| {
+                st::list_cases(c, tenant.as_deref(), status, p.after, p.size)
+            })
+            .await?;
+        let next = page.next_token(cases.len(), cases.last().map(|c| c.seq));
+        Ok(Response::new(pb::ListCasesResponse {
+            cases: cases.iter().map(case_pb).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn get_case(&self, req: Request<pb::GetCaseRequest>) -> Result<Response<pb::Case>, Status> {
+        let who = caller(&req)?;
+        let id = req.into_inner().case_id;
+        let mut v = Violations::new();
+        v.required_text("case_id", &id, 64);
+        v.finish()?;
+        let tenant = Self::tenant_scope(&who).map(str::to_owned);
+        if who.role == Role::Tenant && tenant.is_none() {
+            return Err(Status::permission_denied("tenant token without tenant"));
+        }
+        let case = self
+            .state
+            .store
+            .read("screening.get_case", move |c, _| {
+                st::get_case(c, &id, tenant.as_deref())
+            })
+            .await?;
+        Ok(Response::new(case_pb(&case)))
+    }
+
+    async fn resolve_case(&self, req: Request<pb::ResolveCaseRequest>) -> Result<Response<pb::Case>, Status> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        v.required_text("case_id", &r.case_id, 64);
+        v.required_text("note", &r.note, 2000);
+        let to = match pb::Resolution::try_from(r.resolution) {
+            Ok(pb::Resolution::Cleared) => Some(CaseStatus::Cleared),
+            Ok(pb::Resolution::Confirmed) => Some(CaseStatus::Confirmed),
+            _ => {
+                v.add("resolution", "must be RESOLUTION_CLEARED or RESOLUTION_CONFIRMED");
+                None
+            }
+        };
+        v.finish()?;
+        let to = to.ok_or_else(|| Error::invalid("resolution", "is required"))?;
+        let actor = audit_entry(&who, None, "screening.case.resolve", &r.case_id, "ok");
+        let case = self
+            .state
+            .store
+            .write("screening.resolve_case", move |c, clock| {
+                st::resolve_case(c, clock.now(), actor, &r.case_id, to, &r.note)
+            })
+            .await?;
+        Ok(Response::new(case_pb(&case)))
+    }
+
+    async fn score_names(
+        &self,
+        req: Request<pb::ScoreNamesRequest>,
+    ) -> Result<Response<pb::ScoreNamesResponse>, Status> {
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        v.required_text("left", &r.left, MAX_NAME_CHARS);
+        v.required_text("right", &r.right, MAX_NAME_CHARS);
+        v.check(
+            pb::PartyType::try_from(r.r#type).is_err(),
+            "type",
+            "is not a PartyType",
+        );
+        v.finish()?;
+        let (a, b) = (PreparedName::new(&r.left), PreparedName::new(&r.right));
+        // Weigh tokens by rarity on the largest loaded list, as screening
+        // does; with no list loaded every token weighs the same.
+        let set = self.live.current();
+        let biggest = set.by_source.values().max_by_key(|i| i.names()).cloned();
+        let c = match &biggest {
+            Some(idx) => compare(&a, &b, idx.as_ref(), &self.params),
+            None => compare(&a, &b, &Uniform, &self.params),
+        };
+        let weights = biggest.map_or_else(
+            || "uniform token weights".to_owned(),
+            |i| format!("token weights of {}", i.source()),
+        );
+        Ok(Response::new(pb::ScoreNamesResponse {
+            score: (c.score * 1000.0).round() / 1000.0,
+            explanation: format!("{} ({weights})", c.explain()),
+        }))
+    }
+}

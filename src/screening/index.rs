@@ -1,0 +1,573 @@
+//! The candidate index of one list version: every name of every entry,
+//! folded once, with postings from retrieval features (exact tokens,
+//! phonetic keys, three-letter prefixes and suffixes of longer tokens) to
+//! names. A query looks up its own features, ranks the names they reach by
+//! the rarity of what they share, and fully scores only the best few
+//! ([`CANDIDATES`]): never a scan of every name. Token rarity (inverse
+//! document frequency over the list's names) is also what the scorer weighs
+//! tokens by.
+//!
+//! Indexes are immutable; a new list version builds a new one, swapped in
+//! whole, so a screening never sees half a list.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::matcher::{Params, PreparedName, Scored, TokenWeights, score, weights_of};
+use super::model::{EntityKind, ListEntry};
+use super::normalize::fold_text;
+
+/// Names fully scored per query and list; the rest are ranked out by the
+/// features they share with the query.
+pub const CANDIDATES: usize = 96;
+/// A feature shared by more names than this is too common to retrieve by
+/// (e.g. the `mhmd` phonetic key); rarer features of the query do the work.
+const MAX_POSTING: usize = 3000;
+
+/// What the index keeps of an entry: only what hits and score adjustments
+/// need, to stay small.
+#[derive(Debug, Clone)]
+pub struct IndexedEntry {
+    /// The list's own id.
+    pub id: String,
+    /// Person, organisation, vessel, aircraft.
+    pub kind: EntityKind,
+    /// The name the list leads with.
+    pub primary_name: String,
+    /// Programmes.
+    pub programs: Vec<String>,
+    /// Birth years.
+    pub birth_years: Vec<i32>,
+    /// Countries, folded.
+    pub countries: Vec<String>,
+    /// Content digest (what cleared cases remember).
+    pub digest: String,
+}
+
+#[derive(Debug, Clone)]
+struct IndexedName {
+    entry: u32,
+    weak: bool,
+    display: String,
+    prepared: PreparedName,
+    // Token weights, filled once the whole list is counted.
+    weights: Vec<f64>,
+}
+
+/// A party to screen, prepared once for every list.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// The party's names (its name first, then aliases).
+    pub names: Vec<PreparedName>,
+    /// The party's type, `Unknown` when not given.
+    pub kind: EntityKind,
+    /// Birth year, when given.
+    pub birth_year: Option<i32>,
+    /// Country, folded, when given.
+    pub country: Option<String>,
+}
+
+impl Query {
+    /// Prepares a query from the party's fields.
+    pub fn new(name: &str, aliases: &[String], kind: EntityKind, dob: &str, country: &str) -> Self {
+        let names = std::iter::once(name)
+            .chain(aliases.iter().map(String::as_str))
+            .map(PreparedName::new)
+            .filter(|n| !n.is_empty())
+            .collect();
+        let country = fold_text(country.trim());
+        Self {
+            names,
+            kind,
+            birth_year: super::model::year_of(dob),
+            country: (!country.is_empty()).then_some(country),
+        }
+    }
+}
+
+/// One list entry a query reached.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Hit {
+    /// The list it is on.
+    pub source: String,
+    /// The list's id for it.
+    pub entry_id: String,
+    /// Its primary name.
+    pub primary_name: String,
+    /// The list name that matched best.
+    pub matched_name: String,
+    /// 0..=1.
+    pub score: f64,
+    /// Which tokens agreed, and how DOB, country, type and alias strength
+    /// moved the score.
+    pub explanation: String,
+    /// Programmes.
+    pub programs: Vec<String>,
+    /// Content digest of the entry.
+    pub digest: String,
+}
+
+/// The index of one source's list version.
+#[derive(Debug)]
+pub struct Index {
+    source: String,
+    version: u64,
+    entries: Vec<IndexedEntry>,
+    names: Vec<IndexedName>,
+    postings: HashMap<String, Vec<u32>>,
+    df: HashMap<String, u32>,
+    max_idf: f64,
+}
+
+fn features(p: &PreparedName, out: &mut Vec<(String, f64)>) {
+    for t in &p.tokens {
+        out.push((format!("t:{}", t.text), 1.0));
+        if t.key.len() >= 2 {
+            out.push((format!("k:{}", t.key), 0.8));
+        }
+        if t.text.len() >= 5 {
+            out.push((format!("p:{}", &t.text[..3]), 0.3));
+            out.push((format!("s:{}", &t.text[t.text.len() - 3..]), 0.3));
+        }
+        if t.text.len() >= 7 {
+            out.push((format!("p4:{}", &t.text[..4]), 0.3));
+            out.push((format!("s4:{}", &t.text[t.text.len() - 4..]), 0.3));
+        }
+    }
+    if p.tokens.len() > 1 && p.compact.len() >= 5 {
+        out.push((format!("p:{}", &p.compact[..3]), 0.2));
+    }
+}
+
+impl TokenWeights for Index {
+    fn weight(&self, token: &str) -> f64 {
+        match self.df.get(token) {
+            Some(df) => (1.0 + self.names.len() as f64 / f64::from(*df)).ln(),
+            None => self.max_idf,
+        }
+    }
+}
+
+impl Index {
+    /// Builds the index of `source` version `version`.
+    pub fn build(source: &str, version: u64, entries: impl IntoIterator<Item = ListEntry>) -> Self {
+        let mut idx = Index {
+            source: source.to_owned(),
+            version,
+            entries: Vec::new(),
+            names: Vec::new(),
+            postings: HashMap::new(),
+            df: HashMap::new(),
+            max_idf: 1.0,
+        };
+        let mut feats = Vec::new();
+        for e in entries {
+            let eid = idx.entries.len() as u32;
+            let digest = e.digest();
+            let mut seen: Vec<String> = Vec::new();
+            for (name, weak) in e.names() {
+                let prepared = PreparedName::new(name);
+                if prepared.is_empty() || seen.contains(&prepared.compact) {
+                    continue;
+                }
+                seen.push(prepared.compact.clone());
+                let nid = idx.names.len() as u32;
+                feats.clear();
+                features(&prepared, &mut feats);
+                feats.sort_by(|a, b| a.0.cmp(&b.0));
+                feats.dedup_by(|a, b| a.0 == b.0);
+                for (f, _) in &feats {
+                    idx.postings.entry(f.clone()).or_default().push(nid);
+                }
+                let mut toks: Vec<&str> = prepared.tokens.iter().map(|t| t.text.as_str()).collect();
+                toks.sort_unstable();
+                toks.dedup();
+                for t in toks {
+                    *idx.df.entry(t.to_owned()).or_default() += 1;
+                }
+                idx.names.push(IndexedName {
+                    entry: eid,
+                    weak,
+                    display: name.to_owned(),
+                    prepared,
+                    weights: Vec::new(),
+                });
+            }
+            idx.entries.push(IndexedEntry {
+                birth_years: e.birth_years(),
+                countries: e.countries.iter().map(|c| fold_text(c)).collect(),
+                id: e.id,
+                kind: e.kind,
+                primary_name: e.primary_name,
+                programs: e.programs,
+                digest,
+            });
+        }
+        idx.max_idf = (1.0 + idx.names.len() as f64).ln();
+        let weights: Vec<Vec<f64>> = idx.names.iter().map(|n| weights_of(&n.prepared, &idx)).collect();
+        for (n, w) in idx.names.iter_mut().zip(weights) {
+            n.weights = w;
+        }
+        for p in idx.postings.values_mut() {
+            p.shrink_to_fit();
+        }
+        idx
+    }
+
+    /// The source this index is of.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The list version it was built from.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Entries indexed.
+    pub fn entries(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Names indexed (primary names and aliases).
+    pub fn names(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Ids of the names worth scoring for `q`, best first.
+    fn candidates(&self, q: &Query) -> Vec<u32> {
+        let mut feats = Vec::new();
+        for n in &q.names {
+            features(n, &mut feats);
+        }
+        feats.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        feats.dedup_by(|a, b| a.0 == b.0);
+        let total = self.names.len().max(1) as f64;
+        // A dense accumulator (one slot per name) with the list of touched
+        // slots: cheaper than hashing for the thousands of postings a query
+        // walks.
+        let mut acc = vec![0f32; self.names.len()];
+        let mut touched: Vec<u32> = Vec::with_capacity(1024);
+        let mut skipped: Option<&Vec<u32>> = None;
+        for (f, w) in &feats {
+            let Some(post) = self.postings.get(f) else {
+                continue;
+            };
+            // Affixes are weak evidence: too common ones are not worth walking.
+            let cap = if f.starts_with("t:") || f.starts_with("k:") {
+                MAX_POSTING
+            } else {
+                MAX_POSTING / 3
+            };
+            if post.len() > cap {
+                skipped = Some(post);
+                continue;
+            }
+            let idf = ((1.0 + total / post.len() as f64).ln() * w) as f32;
+            for &nid in post {
+                let slot = &mut acc[nid as usize];
+                if *slot == 0.0 {
+                    touched.push(nid);
+                }
+                *slot += idf;
+            }
+        }
+        if touched.is_empty()
+            && let Some(post) = skipped
+        {
+            // Only very common features: score a bounded slice of them.
+            return post.iter().copied().take(CANDIDATES).collect();
+        }
+        let by_score = |a: &u32, b: &u32| acc[*b as usize].total_cmp(&acc[*a as usize]).then(a.cmp(b));
+        if touched.len() > CANDIDATES {
+            touched.select_nth_unstable_by(CANDIDATES, by_score);
+            touched.truncate(CANDIDATES);
+        }
+        touched.sort_by(by_score);
+        touched
+    }
+
+    /// Hits of `q` on this list scoring at least `min_score`, best first,
+    /// one per entry, at most `limit`.
+    pub fn search(&self, q: &Query, p: &Params, min_score: f64, limit: usize) -> Vec<Hit> {
+        let cands = self.candidates(q);
+        self.score_names(q, p, min_score, limit, cands.into_iter())
+    }
+
+    /// The same answer as [`Index::search`] by scoring every name: the
+    /// baseline the benchmark measures the index against, and what tests
+    /// compare retrieval with. Never used to serve.
+    pub fn search_exhaustive(&self, q: &Query, p: &Params, min_score: f64, limit: usize) -> Vec<Hit> {
+        self.score_names(q, p, min_score, limit, 0..self.names.len() as u32)
+    }
+
+    fn score_names(
+        &self,
+        q: &Query,
+        p: &Params,
+        min_score: f64,
+        limit: usize,
+        names: impl Iterator<Item = u32>,
+    ) -> Vec<Hit> {
+        let qw: Vec<Vec<f64>> = q.names.iter().map(|n| weights_of(n, self)).collect();
+        let mut best: HashMap<u32, (f64, u32, usize, Scored)> = HashMap::new();
+        for nid in names {
+            let n = &self.names[nid as usize];
+            for (qi, qn) in q.names.iter().enumerate() {
+                let c = score(qn, &qw[qi], &n.prepared, &n.weights, p);
+                if c.score <= 0.0 {
+                    continue;
+                }
+                let adjusted = self.adjust(q, n, c.score, false).0;
+                let better = best.get(&n.entry).is_none_or(|b| adjusted > b.0);
+                if better {
+                    best.insert(n.entry, (adjusted, nid, qi, c));
+                }
+            }
+        }
+        let mut hits: Vec<Hit> = best
+            .into_iter()
+            .filter(|(_, b)| b.0 >= min_score)
+            .map(|(eid, (score, nid, qi, scored))| {
+                let e = &self.entries[eid as usize];
+                let n = &self.names[nid as usize];
+                let c = scored.explain(&q.names[qi], &n.prepared);
+                let notes = self.adjust(q, n, c.score, true).1;
+                let mut explanation = format!(
+                    "{} name \"{}\": {} (name score {:.3})",
+                    if n.weak {
+                        "weak alias"
+                    } else if n.display == e.primary_name {
+                        "primary"
+                    } else {
+                        "alias"
+                    },
+                    n.display,
+                    c.explain(),
+                    c.score
+                );
+                explanation.push_str(&notes);
+                Hit {
+                    source: self.source.clone(),
+                    entry_id: e.id.clone(),
+                    primary_name: e.primary_name.clone(),
+                    matched_name: n.display.clone(),
+                    score: (score * 1000.0).round() / 1000.0,
+                    explanation,
+                    programs: e.programs.clone(),
+                    digest: e.digest.clone(),
+                }
+            })
+            .collect();
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.entry_id.cmp(&b.entry_id))
+        });
+        hits.truncate(limit);
+        hits
+    }
+
+    /// Moves a name score by alias strength, type, date of birth and country
+    /// agreement; returns the score and what moved it.
+    fn adjust(&self, q: &Query, n: &IndexedName, name_score: f64, explain: bool) -> (f64, String) {
+        let e = &self.entries[n.entry as usize];
+        let mut s = name_score;
+        let mut notes = String::new();
+        if n.weak {
+            s *= 0.9;
+            notes.push_str("; weak alias x0.90");
+        }
+        let clash = match (q.kind, e.kind) {
+            (EntityKind::Unknown, _) | (_, EntityKind::Unknown) => false,
+            (a, b) => a != b,
+        };
+        if clash {
+            let person = |k| k == EntityKind::Individual;
+            let f = if person(q.kind) || person(e.kind) {
+                0.8
+            } else {
+                0.92
+            };
+            s *= f;
+            if explain {
+                notes.push_str(&format!(
+                    "; type {} vs listed {} x{f:.2}",
+                    q.kind.as_str(),
+                    e.kind.as_str()
+                ));
+            }
+        }
+        if let (Some(y), false) = (q.birth_year, e.birth_years.is_empty()) {
+            let d = e
+                .birth_years
+                .iter()
+                .map(|ey| (ey - y).abs())
+                .min()
+                .unwrap_or(i32::MAX);
+            if d == 0 {
+                s += 0.05;
+                notes.push_str("; birth year agrees +0.05");
+            } else if d == 1 {
+                s += 0.02;
+                notes.push_str("; birth year within one +0.02");
+            } else {
+                s -= 0.15;
+                notes.push_str("; birth year differs -0.15");
+            }
+        }
+        if let (Some(c), false) = (&q.country, e.countries.is_empty()) {
+            if e.countries.iter().any(|ec| ec == c || ec.contains(c.as_str())) {
+                s += 0.03;
+                notes.push_str("; country agrees +0.03");
+            } else {
+                s -= 0.05;
+                notes.push_str("; country differs -0.05");
+            }
+        }
+        (s.clamp(0.0, 1.0), notes)
+    }
+}
+
+/// Every source's current index; what `Screen` consults. Cloned cheaply.
+#[derive(Debug, Clone, Default)]
+pub struct IndexSet {
+    /// By source.
+    pub by_source: HashMap<String, Arc<Index>>,
+}
+
+impl IndexSet {
+    /// Hits across every list, best first, at most `limit`.
+    pub fn search(&self, q: &Query, p: &Params, min_score: f64, limit: usize) -> Vec<Hit> {
+        let mut hits: Vec<Hit> = self
+            .by_source
+            .values()
+            .flat_map(|i| i.search(q, p, min_score, limit))
+            .collect();
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.source.cmp(&b.source))
+                .then_with(|| a.entry_id.cmp(&b.entry_id))
+        });
+        hits.truncate(limit);
+        hits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::screening::model::Alias;
+
+    fn entry(id: &str, kind: EntityKind, name: &str, aliases: &[(&str, bool)]) -> ListEntry {
+        ListEntry {
+            id: id.into(),
+            kind,
+            primary_name: name.into(),
+            aliases: aliases
+                .iter()
+                .map(|(n, w)| Alias {
+                    name: (*n).into(),
+                    weak: *w,
+                })
+                .collect(),
+            dates_of_birth: vec!["1951".into()],
+            countries: vec!["Iraq".into()],
+            ..Default::default()
+        }
+    }
+
+    fn idx() -> Index {
+        Index::build(
+            "test",
+            1,
+            vec![
+                entry(
+                    "1",
+                    EntityKind::Individual,
+                    "AL-ZAWAHIRI, Ayman",
+                    &[("Abu Fatima", true)],
+                ),
+                entry(
+                    "2",
+                    EntityKind::Organization,
+                    "BANK MELLI IRAN",
+                    &[("Melli Bank PLC", false)],
+                ),
+                entry("3", EntityKind::Individual, "HUSSEIN, Saddam", &[]),
+                entry("4", EntityKind::Individual, "SMITH, John Robert", &[]),
+            ],
+        )
+    }
+
+    fn q(name: &str, kind: EntityKind) -> Query {
+        Query::new(name, &[], kind, "", "")
+    }
+
+    #[test]
+    fn finds_reordered_and_transliterated_names() {
+        let i = idx();
+        let p = Params::default();
+        let h = i.search(&q("Aiman Zawahiri", EntityKind::Individual), &p, 0.5, 5);
+        assert_eq!(h[0].entry_id, "1", "{h:?}");
+        let h = i.search(&q("Saddam Husayn", EntityKind::Individual), &p, 0.5, 5);
+        assert_eq!(h[0].entry_id, "3");
+        assert!(h[0].explanation.contains("phonetic"), "{}", h[0].explanation);
+    }
+
+    #[test]
+    fn weak_aliases_and_type_clashes_count_less() {
+        let i = idx();
+        let p = Params::default();
+        let weak = i.search(&q("Abu Fatima", EntityKind::Individual), &p, 0.0, 5);
+        assert!((weak[0].score - 0.9).abs() < 1e-9, "{weak:?}");
+        let as_org = i.search(&q("Ayman al Zawahiri", EntityKind::Organization), &p, 0.0, 5);
+        assert!(as_org[0].score < 0.85);
+        assert!(
+            as_org[0]
+                .explanation
+                .contains("type organization vs listed individual")
+        );
+    }
+
+    #[test]
+    fn birth_year_and_country_move_the_score() {
+        let i = idx();
+        let p = Params::default();
+        let base = i.search(&q("John Smith", EntityKind::Individual), &p, 0.0, 5)[0].score;
+        let agree = i.search(
+            &Query::new("John Smith", &[], EntityKind::Individual, "1951-02-03", "Iraq"),
+            &p,
+            0.0,
+            5,
+        );
+        let differ = i.search(
+            &Query::new("John Smith", &[], EntityKind::Individual, "1990", "France"),
+            &p,
+            0.0,
+            5,
+        );
+        assert!(agree[0].score > base);
+        assert!(differ[0].score < base);
+        assert!(agree[0].explanation.contains("birth year agrees"));
+    }
+
+    #[test]
+    fn index_agrees_with_exhaustive_scan() {
+        let i = idx();
+        let p = Params::default();
+        for name in ["Bank Melli", "Melli Bank", "Zawahiri", "Jon Smith", "Nobody Here"] {
+            let a = i.search(&q(name, EntityKind::Unknown), &p, 0.3, 5);
+            let b = i.search_exhaustive(&q(name, EntityKind::Unknown), &p, 0.3, 5);
+            assert_eq!(a, b, "{name}");
+        }
+    }
+
+    #[test]
+    fn token_weights_follow_rarity() {
+        let i = idx();
+        assert!(i.weight("zawahiri") > 0.0);
+        assert!(i.weight("never-seen") >= i.weight("zawahiri"));
+    }
+}

@@ -1,0 +1,246 @@
+//! Every parser on the real list files in `tests/fixtures/sanctions`.
+
+use super::*;
+use crate::screening::model::EntityKind;
+
+fn fixture(rel: &str) -> ListFile {
+    let path = format!("{}/tests/fixtures/sanctions/{rel}", env!("CARGO_MANIFEST_DIR"));
+    ListFile {
+        name: rel.rsplit('/').next().unwrap_or(rel).to_owned(),
+        data: std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}")),
+    }
+}
+
+fn find<'a>(v: &'a [ListEntry], id: &str) -> &'a ListEntry {
+    v.iter()
+        .find(|e| e.id == id)
+        .unwrap_or_else(|| panic!("no entry {id}"))
+}
+
+#[test]
+fn ofac_sdn_full_set() {
+    let dir = "ofac/sdn_2021-07";
+    let files: Vec<ListFile> = ["sdn.csv", "alt.csv", "add.csv", "sdn_comments.csv"]
+        .iter()
+        .map(|f| fixture(&format!("{dir}/{f}")))
+        .collect();
+    let v = parse("ofac_sdn", &files).unwrap();
+    assert_eq!(v.len(), 8976);
+    let bnc = find(&v, "306");
+    assert_eq!(bnc.primary_name, "BANCO NACIONAL DE CUBA");
+    assert_eq!(bnc.kind, EntityKind::Organization);
+    assert!(
+        bnc.aliases.iter().any(|a| a.name == "BNC" && a.weak),
+        "{:?}",
+        bnc.aliases
+    );
+    assert!(bnc.programs.contains(&"CUBA".to_owned()));
+    assert!(v.iter().any(|e| e.kind == EntityKind::Vessel));
+    assert!(
+        v.iter()
+            .any(|e| e.kind == EntityKind::Individual && !e.dates_of_birth.is_empty())
+    );
+    assert!(v.iter().map(|e| e.aliases.len()).sum::<usize>() > 11_000);
+}
+
+#[test]
+fn ofac_small_fixture_lifts_remarks() {
+    let files: Vec<ListFile> = ["sdn.csv", "alt.csv", "add.csv", "sdn_comments.csv"]
+        .iter()
+        .map(|f| fixture(&format!("ofac/fixture_small/{f}")))
+        .collect();
+    let v = parse("ofac_sdn", &files).unwrap();
+    assert_eq!(v.len(), 17);
+    assert_eq!(find(&v, "47371").kind, EntityKind::Vessel);
+    assert_eq!(find(&v, "48727").kind, EntityKind::Aircraft);
+    assert!(
+        v.iter()
+            .any(|e| e.identifiers.iter().any(|i| i.kind == "Passport"))
+    );
+}
+
+#[test]
+fn ofac_consolidated() {
+    let files: Vec<ListFile> = [
+        "cons_prim.csv",
+        "cons_alt.csv",
+        "cons_add.csv",
+        "cons_comments.csv",
+    ]
+    .iter()
+    .map(|f| fixture(&format!("ofac_non_sdn_consolidated/{f}")))
+    .collect();
+    let v = parse("ofac_cons", &files).unwrap();
+    assert_eq!(v.len(), 442);
+    assert_eq!(find(&v, "9639").primary_name, "HANIYA, Ismail Abdul Salah");
+}
+
+#[test]
+fn un_consolidated() {
+    let v = parse("un_sc", &[fixture("un/UN_consolidated.xml")]).unwrap();
+    assert_eq!(v.len(), 730 + 273);
+    let e = find(&v, "CDi.002");
+    assert_eq!(e.primary_name, "FRANK KAKOLELE BWAMBALE");
+    assert!(e.aliases.iter().any(|a| a.name == "AIGLE BLANC"));
+    assert!(v.iter().any(|e| e.aliases.iter().any(|a| a.weak)));
+    assert!(
+        v.iter().any(|e| e.aliases.iter().any(|a| !a.name.is_ascii())),
+        "original script"
+    );
+    assert_eq!(find(&v, "CDi.001").dates_of_birth, ["1971"]);
+    assert_eq!(find(&v, "CDe.001").kind, EntityKind::Organization);
+}
+
+#[test]
+fn eu_fsf() {
+    let v = parse("eu_fsf", &[fixture("eu/fsf_1_1_excerpt_2026-08-05.xml")]).unwrap();
+    let ids: Vec<&str> = v.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["13", "191", "330", "980"],
+        "the synthetic nameless record is dropped"
+    );
+    let ksm = find(&v, "191");
+    assert_eq!(ksm.kind, EntityKind::Individual);
+    assert!(ksm.dates_of_birth.len() >= 2);
+    assert!(ksm.identifiers.iter().any(|i| !i.value.is_empty()));
+    assert!(
+        find(&v, "330").aliases.iter().any(|a| !a.name.is_ascii()),
+        "Bulgarian Cyrillic alias"
+    );
+}
+
+#[test]
+fn uk_fcdo() {
+    let v = parse(
+        "uk_fcdo",
+        &[fixture("uk/uk_sanctions_list_fcdo_excerpt_2026-08-14.xml")],
+    )
+    .unwrap();
+    let ids: Vec<&str> = v.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["AFG0011", "AQD0128", "AQD0377", "DPR0075"]);
+    let a = find(&v, "AFG0011");
+    assert_eq!(a.primary_name, "ABDUL LATIF MANSUR");
+    assert!(a.aliases.iter().any(|x| x.name == "عبد اللطيف منصور"));
+    assert_eq!(
+        a.dates_of_birth
+            .iter()
+            .filter(|d| d.as_str() == "12/11/1967")
+            .count(),
+        1
+    );
+    assert!(a.identifiers.iter().any(|i| i.value == "D0009720"));
+    assert!(
+        !find(&v, "AQD0128").primary_name.is_empty(),
+        "lower-case NameType"
+    );
+    assert_eq!(find(&v, "DPR0075").kind, EntityKind::Vessel);
+    assert!(find(&v, "DPR0075").identifiers.iter().any(|i| i.kind == "IMO"));
+}
+
+#[test]
+fn ch_seco_drops_delisted() {
+    let v = parse(
+        "ch_seco",
+        &[fixture("ch/seco_swiss_sanctions_list_excerpt_2026-08-15.xml")],
+    )
+    .unwrap();
+    let ids: Vec<&str> = v.iter().map(|e| e.id.as_str()).collect();
+    assert!(
+        !ids.contains(&"5142") && !ids.contains(&"5374") && !ids.contains(&"5816"),
+        "{ids:?}"
+    );
+    for id in ["44348", "85396", "34461", "52941"] {
+        assert!(ids.contains(&id), "{id} in {ids:?}");
+    }
+    assert!(
+        find(&v, "44348").aliases.iter().any(|a| !a.name.is_ascii()),
+        "Cyrillic spelling variants become aliases"
+    );
+}
+
+#[test]
+fn us_csl_both_layouts() {
+    let v = parse("us_csl", &[fixture("us_csl/csl.csv")]).unwrap();
+    assert_eq!(v.len(), 115);
+    let v2 = parse("us_csl", &[fixture("us_csl/consolidated.csv")]).unwrap();
+    assert_eq!(v2.len(), 13);
+    assert!(v2.iter().any(|e| e.primary_name.starts_with("Sinobright")));
+}
+
+#[test]
+fn bis_dpl() {
+    let v = parse("us_dpl", &[fixture("us_bis_dpl/dpl.txt")]).unwrap();
+    assert_eq!(v.len(), 581);
+    // Ids are stable digests: parsing again gives the same ids.
+    let again = parse("us_dpl", &[fixture("us_bis_dpl/dpl.txt")]).unwrap();
+    assert_eq!(v, again);
+}
+
+#[test]
+fn malformed_files_name_the_place() {
+    let bad_csv = ListFile {
+        name: "sdn.csv".into(),
+        data: b"36,\"AEROCARIBBEAN\",-0- ,\"CUBA\",-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,-0- \n37,\"SHORT\"\n"
+            .to_vec(),
+    };
+    let e = parse("ofac_sdn", &[bad_csv]).unwrap_err();
+    assert_eq!(e.file, "sdn.csv");
+    assert_eq!(e.location, "line 2");
+    let bad_id = ListFile {
+        name: "sdn.csv".into(),
+        data: b"x1,\"A\",-0- ,\"CUBA\",-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,-0- \n".to_vec(),
+    };
+    assert!(
+        parse("ofac_sdn", &[bad_id])
+            .unwrap_err()
+            .message
+            .contains("ent_num")
+    );
+    let mut xml = fixture("un/UN_consolidated.xml");
+    let cut = xml.data.len() / 2;
+    xml.data.truncate(cut);
+    xml.data.extend_from_slice(b"</WRONG>");
+    let e = parse("un_sc", &[xml]).unwrap_err();
+    assert!(e.location.starts_with("line "), "{e}");
+    assert!(
+        e.message.contains("malformed XML") || e.message.contains("end of file"),
+        "{e}"
+    );
+    let orphan_alt = vec![
+        ListFile {
+            name: "sdn.csv".into(),
+            data: b"36,\"A B\",-0- ,\"CUBA\",-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,-0- \n".to_vec(),
+        },
+        ListFile {
+            name: "alt.csv".into(),
+            data: b"99,1,\"aka\",\"X\",-0- \n".to_vec(),
+        },
+    ];
+    assert_eq!(parse("ofac_sdn", &orphan_alt).unwrap()[0].aliases.len(), 0);
+    let short_alt = vec![
+        orphan_alt[0].clone(),
+        ListFile {
+            name: "alt.csv".into(),
+            data: b"36,1,\"aka\"\n".to_vec(),
+        },
+    ];
+    let e = parse("ofac_sdn", &short_alt).unwrap_err();
+    assert_eq!((e.file.as_str(), e.location.as_str()), ("alt.csv", "line 1"));
+    assert!(parse("nope", &[]).is_err());
+}
+
+#[test]
+fn crlf_files_report_the_right_line() {
+    let row = "36,\"A B\",-0- ,\"CUBA\",-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,-0- \r\n";
+    let data = format!("{row}{}37,\"SHORT\"\r\n", row.replacen("36", "35", 1));
+    let e = parse(
+        "ofac_sdn",
+        &[ListFile {
+            name: "sdn.csv".into(),
+            data: data.into_bytes(),
+        }],
+    )
+    .unwrap_err();
+    assert_eq!(e.location, "line 3", "{e}");
+}

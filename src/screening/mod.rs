@@ -1,0 +1,14 @@
+//! Sanctioned-party screening, the pure part: list entries ([`model`]),
+//! parsers for the official list formats ([`lists`]), the name folder
+//! ([`normalize`]), the pairwise scorer ([`matcher`]) and the candidate
+//! index ([`index`]). No I/O besides reading the bytes handed in, no tonic,
+//! no diesel: the store persists what the parsers produce and the gRPC layer
+//! asks the index.
+
+pub mod index;
+pub mod lists;
+pub mod matcher;
+pub mod model;
+pub mod normalize;
+#[cfg(test)]
+mod quality;
