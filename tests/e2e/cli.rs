@@ -177,7 +177,11 @@ async fn health_waits_for_migrations_when_serve_does_not_migrate() {
         "NOT_SERVING before migrations"
     );
     let out = run(cwd.path(), &["migrate", "--database-url", &url]);
-    assert!(out.contains("applied 1 migration"), "{out}");
+    // Every capability adds its migration; any number but zero will do.
+    assert!(
+        out.contains("applied ") && !out.contains("applied 0 migration"),
+        "{out}"
+    );
     assert!(
         server.wait_health(1, Duration::from_secs(10)).await,
         "SERVING after migrate"
