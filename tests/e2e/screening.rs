@@ -20,7 +20,7 @@ use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
 use crate::on_both_backends;
-use crate::support::{Backend, TestApp, authed, spawn_app};
+use crate::support::{Backend, TestApp, TestDb, TestKeys, authed, spawn_app, spawn_with, test_config};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -99,7 +99,13 @@ async fn screen(
 }
 
 async fn versions_diff_and_rescreening(b: Backend) {
-    let app = spawn_app(b).await;
+    // Two real OFAC versions in a debug build on a busy machine can outlast
+    // the default 30 s call timeout; the import itself is what is tested.
+    let db = TestDb::new(b);
+    let keys = TestKeys::new();
+    let mut cfg = test_config(&db, &keys);
+    cfg.request_timeout_seconds = 600;
+    let app = spawn_with(db, keys, cfg).await;
     let comp = app.keys.compliance();
     let crm = app.keys.platform("crm");
 
