@@ -27,9 +27,9 @@ use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::breach_service_server::BreachServiceServer;
 use crate::proto::v1::inbox_service_server::InboxServiceServer;
 use crate::proto::v1::instruction_service_server::InstructionServiceServer;
+use crate::proto::v1::screening_service_server::ScreeningServiceServer;
 use crate::proto::v1::subject_request_service_server::SubjectRequestServiceServer;
 use crate::secrets::SubjectSecrets;
-use crate::proto::v1::screening_service_server::ScreeningServiceServer;
 use crate::store::{Store, StoreOptions};
 use crate::telemetry::layer::GrpcTraceLayer;
 

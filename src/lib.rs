@@ -27,7 +27,7 @@ pub mod error;
 pub mod grpc;
 pub mod jobs;
 pub mod proto;
-pub mod secrets;
 pub mod screening;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;

@@ -6,6 +6,6 @@ pub mod breaches;
 pub mod inbox;
 pub mod instructions;
 pub mod page;
-pub mod subject_requests;
 pub mod screening;
+pub mod subject_requests;
 pub mod validate;

@@ -14,8 +14,8 @@ pub mod breaches;
 pub mod inbox;
 pub mod instructions;
 pub mod schema;
-pub mod subject_requests;
 pub mod screening;
+pub mod subject_requests;
 
 use std::path::PathBuf;
 use std::sync::Arc;

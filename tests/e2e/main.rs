@@ -11,7 +11,7 @@ mod health;
 mod healthcheck;
 mod inbox;
 mod instructions;
-mod subject_requests;
 mod screening;
+mod subject_requests;
 mod support;
 mod tracing_otlp;
