@@ -28,6 +28,7 @@ use crate::proto::v1::breach_service_server::BreachServiceServer;
 use crate::proto::v1::inbox_service_server::InboxServiceServer;
 use crate::proto::v1::instruction_service_server::InstructionServiceServer;
 use crate::proto::v1::subject_request_service_server::SubjectRequestServiceServer;
+use crate::proto::v1::sub_processor_service_server::SubProcessorServiceServer;
 use crate::secrets::SubjectSecrets;
 use crate::store::{Store, StoreOptions};
 use crate::telemetry::layer::GrpcTraceLayer;
@@ -47,6 +48,7 @@ const SERVED: &[&str] = &[
     "proctor.v1.InstructionService",
     "proctor.v1.BreachService",
     "proctor.v1.SubjectRequestService",
+    "proctor.v1.SubProcessorService",
 ];
 
 /// How often expired export bundles are deleted.
@@ -235,7 +237,7 @@ impl Application {
             .add_service(
                 InstructionServiceServer::new(grpc::instructions::Instructions::new(
                     state.clone(),
-                    decisions,
+                    decisions.clone(),
                 ))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
@@ -255,6 +257,14 @@ impl Application {
                     state.clone(),
                     subject_secrets,
                     export_retention,
+                ))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            )
+            .add_service(
+                SubProcessorServiceServer::new(grpc::subprocessors::SubProcessors::new(
+                    state.clone(),
+                    decisions,
                 ))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),

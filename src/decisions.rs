@@ -60,7 +60,8 @@ fn load_policy(conn: &mut DbConnection, tenant: &str) -> Result<TenantPolicy> {
         current.as_ref().map(|v| &v.set),
         state.and_then(|s| s.terminated_at),
         seq,
-    ))
+    )
+    .with_sub_processors(crate::store::subprocessors::grants(conn, tenant)?))
 }
 
 fn load_everything(conn: &mut DbConnection) -> Result<(Taxonomy, PolicyMap, i64)> {

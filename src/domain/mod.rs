@@ -7,4 +7,5 @@ pub mod inbox;
 pub mod instructions;
 pub mod page;
 pub mod subject_requests;
+pub mod subprocessors;
 pub mod validate;

@@ -11,6 +11,7 @@ pub mod instructions;
 pub mod limits;
 pub mod status;
 pub mod subject_requests;
+pub mod subprocessors;
 
 use tokio::sync::watch;
 use tonic::{Request, Status};

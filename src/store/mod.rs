@@ -15,6 +15,7 @@ pub mod inbox;
 pub mod instructions;
 pub mod schema;
 pub mod subject_requests;
+pub mod subprocessors;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -12,5 +12,6 @@ mod healthcheck;
 mod inbox;
 mod instructions;
 mod subject_requests;
+mod subprocessors;
 mod support;
 mod tracing_otlp;

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::{ANONYMIZED_ANALYTICS, InstructionSet};
+use crate::domain::subprocessors::SubProcessorGrants;
 
 /// Why processing is denied. Values match the wire enum `DenyReason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -118,6 +119,9 @@ pub struct TenantPolicy {
     /// Position in the change log this snapshot reflects; a snapshot never
     /// replaces one that reflects a later change.
     pub change_seq: i64,
+    /// Which sub-processors the tenant has authorised, and from when (set
+    /// with [`TenantPolicy::with_sub_processors`]).
+    pub sub_processors: SubProcessorGrants,
 }
 
 impl TenantPolicy {
@@ -156,7 +160,14 @@ impl TenantPolicy {
             rules,
             terminated_from,
             change_seq,
+            sub_processors: SubProcessorGrants::default(),
         }
+    }
+
+    /// Adds the tenant's compiled sub-processor authorisations.
+    pub fn with_sub_processors(mut self, grants: SubProcessorGrants) -> Self {
+        self.sub_processors = grants;
+        self
     }
 }
 
@@ -181,6 +192,9 @@ pub fn decide(policy: Option<&TenantPolicy>, check: &Check<'_>, now: DateTime<Ut
     let mut reasons = Reasons::default();
     let Some(p) = policy else {
         reasons.add(DenyReason::NoInstructions);
+        if !check.sub_processor_id.is_empty() {
+            reasons.add(DenyReason::SubProcessorNotAuthorized);
+        }
         return Decision {
             reasons,
             instruction_version: 0,
@@ -211,6 +225,14 @@ pub fn decide(policy: Option<&TenantPolicy>, check: &Check<'_>, now: DateTime<Ut
                 }
             }
         }
+    }
+    // Empty: no sub-processor involved; an unknown id is not authorised.
+    if !check.sub_processor_id.is_empty()
+        && !p
+            .sub_processors
+            .permits(check.sub_processor_id, check.category, check.purpose, now)
+    {
+        reasons.add(DenyReason::SubProcessorNotAuthorized);
     }
     Decision {
         reasons,
