@@ -179,19 +179,28 @@ async fn set_mode(app: &TestApp, tenant: &str, mode: AuthorizationMode) {
         .unwrap();
 }
 
+/// Pulls and acknowledges everything in `tenant`'s inbox, so a later pull
+/// shows only what arrived since (delivery is at-least-once until acked).
 async fn inbox(app: &TestApp, tenant: &str) -> Vec<serde_json::Value> {
-    InboxServiceClient::new(app.channel.clone())
+    let mut ib = InboxServiceClient::new(app.channel.clone());
+    let tok = app.keys.tenant(tenant);
+    let envelopes = ib
         .pull(authed(
             PullRequest {
                 max: 100,
-                lease_seconds: 3600,
+                lease_seconds: 60,
             },
-            &app.keys.tenant(tenant),
+            &tok,
         ))
         .await
         .unwrap()
         .into_inner()
-        .envelopes
+        .envelopes;
+    let ids: Vec<String> = envelopes.iter().map(|e| e.id.clone()).collect();
+    if !ids.is_empty() {
+        ib.ack(authed(AckRequest { ids }, &tok)).await.unwrap();
+    }
+    envelopes
         .into_iter()
         .map(|e| {
             assert_eq!(e.kind, "sub_processor.change_notice");
