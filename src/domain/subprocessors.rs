@@ -37,8 +37,8 @@ pub const MAX_SCOPE: usize = 100;
 /// European Economic Area members (EU 27 plus Iceland, Liechtenstein,
 /// Norway): data processed there is not a transfer.
 pub const EEA: [&str; 30] = [
-    "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV",
-    "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO",
+    "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV", "LT",
+    "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO",
 ];
 
 /// Whether `country` (ISO 3166-1 alpha-2) lies in the EEA.
@@ -368,11 +368,7 @@ impl Registry {
 
     /// Notices of `id` in the order they take effect.
     pub fn notices_of(&self, id: &str) -> Vec<&Notice> {
-        let mut v: Vec<&Notice> = self
-            .notices
-            .iter()
-            .filter(|n| n.sub_processor_id == id)
-            .collect();
+        let mut v: Vec<&Notice> = self.notices.iter().filter(|n| n.sub_processor_id == id).collect();
         v.sort_by_key(|n| (n.effective_at, n.seq));
         v
     }
@@ -459,8 +455,7 @@ impl Registry {
             // Bound once the deadline passes without objection (GENERAL,
             // judged by the mode in force at the deadline) or by approval.
             let accepted = !objected
-                && (a.approved_at.is_some()
-                    || t.mode_at(n.objection_deadline) == AuthorizationMode::General);
+                && (a.approved_at.is_some() || t.mode_at(n.objection_deadline) == AuthorizationMode::General);
             state = match n.kind {
                 ChangeKind::Add => accepted.then(|| n.scope.clone()),
                 ChangeKind::Remove => None,
@@ -499,7 +494,9 @@ impl Registry {
             .map(|sp| {
                 let chain = self.chain(&sp.id);
                 let authorized = own.get(sp.id.as_str()).copied().unwrap_or(false)
-                    && chain.iter().all(|p| own.get(p.as_str()).copied().unwrap_or(false));
+                    && chain
+                        .iter()
+                        .all(|p| own.get(p.as_str()).copied().unwrap_or(false));
                 let notices = self.notices_of(&sp.id);
                 let answer = |n: &Notice| t.answers.get(&n.id).cloned().unwrap_or_default();
                 let notified = notices.iter().any(|n| t.answers.contains_key(&n.id));
@@ -552,10 +549,7 @@ impl Registry {
             .sub_processors
             .iter()
             .map(|sp| GrantEntry {
-                parent: sp
-                    .parent_id
-                    .as_deref()
-                    .and_then(|p| index.get(p).copied()),
+                parent: sp.parent_id.as_deref().and_then(|p| index.get(p).copied()),
                 steps: self
                     .timeline(&sp.id, t)
                     .into_iter()
@@ -690,7 +684,9 @@ impl Registration {
             v.check(t.is_some_and(|t| t > now), f, "lies in the future");
         }
         v.check(
-            self.parent_id.as_ref().is_some_and(|p| p.is_empty() || p.len() > 64),
+            self.parent_id
+                .as_ref()
+                .is_some_and(|p| p.is_empty() || p.len() > 64),
             "parent_id",
             "at most 64 characters",
         );
@@ -834,7 +830,10 @@ mod tests {
             legal_name: format!("{id} Ltd"),
             country: "DE".into(),
             services: "hosting".into(),
-            scope: scope(&["recording", "transcript"], &["service_delivery", "transcription"]),
+            scope: scope(
+                &["recording", "transcript"],
+                &["service_delivery", "transcription"],
+            ),
             transfer_mechanism: TransferMechanism::Eea,
             parent_id: parent.map(Into::into),
             dpa_signed_at: None,
@@ -859,7 +858,10 @@ mod tests {
     }
 
     fn full() -> Scope {
-        scope(&["recording", "transcript"], &["service_delivery", "transcription"])
+        scope(
+            &["recording", "transcript"],
+            &["service_delivery", "transcription"],
+        )
     }
 
     fn reg(sps: Vec<SubProcessor>, notices: Vec<Notice>) -> Registry {
@@ -916,7 +918,10 @@ mod tests {
             ..Default::default()
         };
         let s = answers(AuthorizationMode::Specific, &[("n1", approved)]);
-        assert!(!permits(&r, &s, "a", "recording", t(15)), "approval does not pre-date");
+        assert!(
+            !permits(&r, &s, "a", "recording", t(15)),
+            "approval does not pre-date"
+        );
         assert!(permits(&r, &s, "a", "recording", t(25)));
     }
 
@@ -943,7 +948,14 @@ mod tests {
             vec![sp("a", None, Screening::Clear)],
             vec![
                 notice(1, "a", ChangeKind::Add, full(), 2, 3),
-                notice(2, "a", ChangeKind::ScopeChange, scope(&["transcript"], &["transcription"]), 8, 10),
+                notice(
+                    2,
+                    "a",
+                    ChangeKind::ScopeChange,
+                    scope(&["transcript"], &["transcription"]),
+                    8,
+                    10,
+                ),
                 notice(3, "a", ChangeKind::Remove, Scope::default(), 18, 20),
             ],
         );
@@ -982,7 +994,14 @@ mod tests {
                 notice(1, "root", ChangeKind::Add, full(), 2, 3),
                 notice(2, "mid", ChangeKind::Add, full(), 2, 3),
                 notice(3, "leaf", ChangeKind::Add, full(), 2, 3),
-                notice(4, "root", ChangeKind::ScopeChange, scope(&["transcript"], &["transcription"]), 8, 10),
+                notice(
+                    4,
+                    "root",
+                    ChangeKind::ScopeChange,
+                    scope(&["transcript"], &["transcription"]),
+                    8,
+                    10,
+                ),
             ],
         );
         let g = answers(AuthorizationMode::General, &[]);
@@ -997,7 +1016,10 @@ mod tests {
             notified: true,
             ..Default::default()
         };
-        let o = answers(AuthorizationMode::General, &[("n2", objected_mid), ("n3", notified)]);
+        let o = answers(
+            AuthorizationMode::General,
+            &[("n2", objected_mid), ("n3", notified)],
+        );
         assert!(permits(&r, &o, "root", "recording", t(5)));
         assert!(!permits(&r, &o, "leaf", "recording", t(5)), "mid withdrawn");
         assert_eq!(r.chain("leaf"), ["root", "mid"]);
@@ -1030,10 +1052,16 @@ mod tests {
         let (e, d) = notice_dates(now, Some(now + Duration::days(40)), None).unwrap();
         assert_eq!(d, now + Duration::days(30));
         assert_eq!(e, now + Duration::days(40));
-        assert!(notice_dates(now, Some(t(20)), Some(t(21))).is_err(), "after effective");
+        assert!(
+            notice_dates(now, Some(t(20)), Some(t(21))).is_err(),
+            "after effective"
+        );
         assert!(notice_dates(now, Some(t(20)), Some(now)).is_err(), "not future");
         assert!(notice_dates(now, Some(now), Some(now)).is_err(), "retroactive");
-        assert!(notice_dates(now, Some(t(20)), Some(t(20))).is_ok(), "equal is fine");
+        assert!(
+            notice_dates(now, Some(t(20)), Some(t(20))).is_ok(),
+            "equal is fine"
+        );
     }
 
     #[test]
@@ -1045,7 +1073,10 @@ mod tests {
         assert!(check_sequence(ChangeKind::Remove, &[], t(3), c).is_err());
         assert!(check_sequence(ChangeKind::Add, &[&add], t(4), c).is_err());
         assert!(check_sequence(ChangeKind::ScopeChange, &[&add], t(4), c).is_ok());
-        assert!(check_sequence(ChangeKind::ScopeChange, &[&add], t(2), c).is_err(), "out of order");
+        assert!(
+            check_sequence(ChangeKind::ScopeChange, &[&add], t(2), c).is_err(),
+            "out of order"
+        );
         assert!(check_sequence(ChangeKind::Add, &[&add, &rm], t(7), c).is_ok());
         assert!(check_sequence(ChangeKind::Add, &[], t(3), Screening::Confirmed).is_err());
         assert!(check_objection(&add, t(1)).is_ok());

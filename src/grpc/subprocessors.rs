@@ -18,8 +18,8 @@ use crate::decisions::Decisions;
 use crate::domain::inbox::Recipient;
 use crate::domain::page::Page;
 use crate::domain::subprocessors::{
-    self as dom, AuthorizationMode, ChangeKind, MAX_REASON, Notice, Registration, Registry, Scope,
-    Screening, Status as SpStatus, SubProcessor, TenantAnswers, TenantEntry, TransferMechanism,
+    self as dom, AuthorizationMode, ChangeKind, MAX_REASON, Notice, Registration, Registry, Scope, Screening,
+    Status as SpStatus, SubProcessor, TenantAnswers, TenantEntry, TransferMechanism,
 };
 use crate::domain::validate::Violations;
 use crate::error::Error;
@@ -294,7 +294,13 @@ impl SubProcessorService for SubProcessors {
                 audit::append(
                     c,
                     now,
-                    audit_entry(&who, None, "sub_processor.register", &format!("sub_processor/{}", s.id), "ok"),
+                    audit_entry(
+                        &who,
+                        None,
+                        "sub_processor.register",
+                        &format!("sub_processor/{}", s.id),
+                        "ok",
+                    ),
                 )?;
                 let registry = Registry {
                     sub_processors: vec![s.clone()],
@@ -415,7 +421,11 @@ impl SubProcessorService for SubProcessors {
                     });
                     inbox::enqueue(c, now, &Recipient::Tenant(t.clone()), NOTICE_KIND, &payload)?;
                     st::mark_notified(c, &n.id, t)?;
-                    audit::append(c, now, audit_entry(&who, Some(t), "sub_processor.notice", &target, "ok"))?;
+                    audit::append(
+                        c,
+                        now,
+                        audit_entry(&who, Some(t), "sub_processor.notice", &target, "ok"),
+                    )?;
                 }
                 let mut e = audit_entry(&who, None, "sub_processor.propose", &target, "ok");
                 e.detail = serde_json::json!({
@@ -442,14 +452,21 @@ impl SubProcessorService for SubProcessors {
         let tenant = self
             .tenant(&who, &r.tenant_id, "SubProcessorService/SetAuthorizationMode")
             .await?;
-        let mode = AuthorizationMode::from_i32(r.mode).ok_or_else(|| Error::invalid("mode", "is required"))?;
+        let mode =
+            AuthorizationMode::from_i32(r.mode).ok_or_else(|| Error::invalid("mode", "is required"))?;
         let t = tenant.clone();
         self.state
             .store
             .write("sub_processor.set_mode", move |c, clock| {
                 let now = clock.now();
                 st::set_mode(c, now, &t, mode)?;
-                let mut e = audit_entry(&who, Some(&t), "sub_processor.set_mode", &format!("tenant/{t}"), "ok");
+                let mut e = audit_entry(
+                    &who,
+                    Some(&t),
+                    "sub_processor.set_mode",
+                    &format!("tenant/{t}"),
+                    "ok",
+                );
                 e.detail = serde_json::json!({ "mode": mode.as_str() }).to_string();
                 audit::append(c, now, e)?;
                 instructions::record_change(c, now, &t)
@@ -466,8 +483,11 @@ impl SubProcessorService for SubProcessors {
         &self,
         req: Request<pb::ApproveChangeRequest>,
     ) -> Result<Response<pb::ChangeNoticeAnswer>, Status> {
-        self.reply(req.map(|r| (r.notice_id, r.tenant_id, String::new())), Reply::Approve)
-            .await
+        self.reply(
+            req.map(|r| (r.notice_id, r.tenant_id, String::new())),
+            Reply::Approve,
+        )
+        .await
     }
 
     async fn object_to_change(
@@ -579,7 +599,11 @@ impl SubProcessorService for SubProcessors {
         let csv = match pb::ExportFormat::try_from(r.format) {
             Ok(pb::ExportFormat::Json) => false,
             Ok(pb::ExportFormat::Csv) => true,
-            _ => return Err(Error::invalid("format", "must be EXPORT_FORMAT_JSON or EXPORT_FORMAT_CSV").into()),
+            _ => {
+                return Err(
+                    Error::invalid("format", "must be EXPORT_FORMAT_JSON or EXPORT_FORMAT_CSV").into(),
+                );
+            }
         };
         let t = tenant.clone();
         let (rows, now) = self
@@ -700,9 +724,15 @@ mod tests {
 
     #[test]
     fn wire_enums_match() {
-        assert_eq!(status_to_pb(SpStatus::Blocked), pb::SubProcessorStatus::Blocked as i32);
+        assert_eq!(
+            status_to_pb(SpStatus::Blocked),
+            pb::SubProcessorStatus::Blocked as i32
+        );
         assert_eq!(ChangeKind::ScopeChange as i32, pb::ChangeKind::ScopeChange as i32);
         assert_eq!(TransferMechanism::Bcr as i32, pb::TransferMechanism::Bcr as i32);
-        assert_eq!(AuthorizationMode::Specific as i32, pb::AuthorizationMode::Specific as i32);
+        assert_eq!(
+            AuthorizationMode::Specific as i32,
+            pb::AuthorizationMode::Specific as i32
+        );
     }
 }

@@ -124,7 +124,10 @@ pub fn registry(conn: &mut DbConnection) -> Result<Registry> {
     let notices: Vec<NoticeRow> = sn::table.order(sn::seq.asc()).load(conn)?;
     Ok(Registry {
         sub_processors: sps.into_iter().map(TryInto::try_into).collect::<Result<_>>()?,
-        notices: notices.into_iter().map(TryInto::try_into).collect::<Result<_>>()?,
+        notices: notices
+            .into_iter()
+            .map(TryInto::try_into)
+            .collect::<Result<_>>()?,
     })
 }
 
@@ -137,7 +140,12 @@ pub fn tenant_answers(conn: &mut DbConnection, tenant: &str) -> Result<TenantAns
         .load(conn)?;
     let rows: Vec<(String, bool, Option<i64>, Option<i64>)> = nt::table
         .filter(nt::tenant_id.eq(tenant))
-        .select((nt::notice_id, nt::notified, nt::approved_at_us, nt::objected_at_us))
+        .select((
+            nt::notice_id,
+            nt::notified,
+            nt::approved_at_us,
+            nt::objected_at_us,
+        ))
         .load(conn)?;
     Ok(TenantAnswers {
         modes: modes
@@ -171,10 +179,7 @@ pub fn grants(conn: &mut DbConnection, tenant: &str) -> Result<SubProcessorGrant
 pub fn insert(conn: &mut DbConnection, s: &SubProcessor) -> Result<()> {
     chain_lock(conn)?;
     let key = name_key(&s.legal_name, &s.country);
-    let taken: i64 = sp::table
-        .filter(sp::name_key.eq(&key))
-        .count()
-        .get_result(conn)?;
+    let taken: i64 = sp::table.filter(sp::name_key.eq(&key)).count().get_result(conn)?;
     if taken > 0 {
         return Err(Error::AlreadyExists(
             "a sub-processor with this legal name and country".into(),
@@ -291,7 +296,9 @@ pub fn answer(
             .set((nt::approved_at_us.eq(approved), nt::objected_at_us.eq(objected)))
             .execute(conn)?;
         if reason.is_some() {
-            diesel::update(q).set(nt::objection_reason.eq(&reason)).execute(conn)?;
+            diesel::update(q)
+                .set(nt::objection_reason.eq(&reason))
+                .execute(conn)?;
         }
     } else {
         diesel::insert_into(nt::table)
@@ -313,7 +320,12 @@ pub fn answer(
 }
 
 /// Appends a mode change for `tenant` from `now`.
-pub fn set_mode(conn: &mut DbConnection, now: DateTime<Utc>, tenant: &str, mode: AuthorizationMode) -> Result<()> {
+pub fn set_mode(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    tenant: &str,
+    mode: AuthorizationMode,
+) -> Result<()> {
     chain_lock(conn)?;
     let last: Option<i64> = md::table.select(diesel::dsl::max(md::seq)).first(conn)?;
     diesel::insert_into(md::table)
@@ -343,7 +355,11 @@ pub fn all_tenants(conn: &mut DbConnection) -> Result<Vec<String>> {
 
 /// Active tenants (current instructions, contract not ended at `now`) whose
 /// instructions cover one of `categories`: who a notice must reach.
-pub fn affected_tenants(conn: &mut DbConnection, now: DateTime<Utc>, categories: &[String]) -> Result<Vec<String>> {
+pub fn affected_tenants(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    categories: &[String],
+) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for t in instructions::known_tenants(conn)? {
         if instructions::tenant_state(conn, &t)?
@@ -424,7 +440,12 @@ pub fn notices_page(
 /// sanctions match (BLOCKED, withdrawn for every tenant), `Pending` while a
 /// possible match awaits its case. Every tenant's decisions are recompiled.
 /// The caller writes the audit event.
-pub fn record_screening(conn: &mut DbConnection, now: DateTime<Utc>, id: &str, outcome: Screening) -> Result<()> {
+pub fn record_screening(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    id: &str,
+    outcome: Screening,
+) -> Result<()> {
     let n = diesel::update(sp::table.filter(sp::id.eq(id)))
         .set((
             sp::screening.eq(outcome.as_str()),
@@ -463,7 +484,10 @@ mod tests {
 
     #[test]
     fn name_key_folds_case_and_spaces() {
-        assert_eq!(name_key("  Acme   Cloud Inc ", "US"), name_key("acme cloud INC", "US"));
+        assert_eq!(
+            name_key("  Acme   Cloud Inc ", "US"),
+            name_key("acme cloud INC", "US")
+        );
         assert_ne!(name_key("Acme", "US"), name_key("Acme", "DE"));
     }
 }

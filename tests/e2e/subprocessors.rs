@@ -65,7 +65,13 @@ fn contacts_only() -> InstructionSet {
     }
 }
 
-fn registration(name: &str, country: &str, mech: TransferMechanism, cats: &[&str], purposes: &[&str]) -> RegisterSubProcessorRequest {
+fn registration(
+    name: &str,
+    country: &str,
+    mech: TransferMechanism,
+    cats: &[&str],
+    purposes: &[&str],
+) -> RegisterSubProcessorRequest {
     RegisterSubProcessorRequest {
         legal_name: name.into(),
         country: country.into(),
@@ -121,7 +127,13 @@ async fn propose(
         .map(|r| r.into_inner())
 }
 
-async fn sp_check(app: &TestApp, tenant: &str, cat: &str, purpose: &str, sp: &str) -> (bool, Vec<DenyReason>) {
+async fn sp_check(
+    app: &TestApp,
+    tenant: &str,
+    cat: &str,
+    purpose: &str,
+    sp: &str,
+) -> (bool, Vec<DenyReason>) {
     let (ok, reasons, _) = check(
         app,
         CheckProcessingRequest {
@@ -140,7 +152,12 @@ async fn authorized(app: &TestApp, tenant: &str, sp: &str) -> bool {
     sp_check(app, tenant, "transcript", "transcription", sp).await.0
 }
 
-async fn answer(app: &TestApp, tenant: &str, notice: &str, object: bool) -> Result<ChangeNoticeAnswer, tonic::Status> {
+async fn answer(
+    app: &TestApp,
+    tenant: &str,
+    notice: &str,
+    object: bool,
+) -> Result<ChangeNoticeAnswer, tonic::Status> {
     let tok = app.keys.tenant(tenant);
     let mut c = client(app);
     let r = if object {
@@ -226,7 +243,10 @@ async fn list(app: &TestApp, tenant: &str) -> Vec<SubProcessorEntry> {
 
 async fn status(app: &TestApp, id: &str) -> SubProcessorStatus {
     let s = client(app)
-        .get_sub_processor(authed(GetSubProcessorRequest { id: id.into() }, &app.keys.platform("crm")))
+        .get_sub_processor(authed(
+            GetSubProcessorRequest { id: id.into() },
+            &app.keys.platform("crm"),
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -242,7 +262,13 @@ async fn general_and_specific(b: Backend) {
     set_mode(&app, "globex", AuthorizationMode::Specific).await;
 
     // Only compliance registers.
-    let r = registration("Speechly GmbH", "DE", TransferMechanism::Eea, &["recording", "transcript"], &["transcription"]);
+    let r = registration(
+        "Speechly GmbH",
+        "DE",
+        TransferMechanism::Eea,
+        &["recording", "transcript"],
+        &["transcription"],
+    );
     let e = client(&app)
         .register_sub_processor(authed(r.clone(), &app.keys.tenant("acme")))
         .await
@@ -266,7 +292,9 @@ async fn general_and_specific(b: Backend) {
         (Duration::days(10), None),
         (Duration::days(40), Some(Duration::seconds(-5))),
     ] {
-        let e = propose(&app, &sp.id, ChangeKind::Add, eff, dl, None).await.unwrap_err();
+        let e = propose(&app, &sp.id, ChangeKind::Add, eff, dl, None)
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{eff} {dl:?}");
         assert!(e.get_details_bad_request().is_some());
     }
@@ -279,8 +307,15 @@ async fn general_and_specific(b: Backend) {
     let n = propose(&app, &sp.id, ChangeKind::Add, Duration::days(40), None, None)
         .await
         .unwrap();
-    assert_eq!(n.objection_deadline.unwrap().seconds, (t0 + Duration::days(30)).timestamp());
-    assert_eq!(n.tenant_ids, ["acme", "globex"], "initech covers no category of it");
+    assert_eq!(
+        n.objection_deadline.unwrap().seconds,
+        (t0 + Duration::days(30)).timestamp()
+    );
+    assert_eq!(
+        n.tenant_ids,
+        ["acme", "globex"],
+        "initech covers no category of it"
+    );
     // Each affected tenant's inbox holds exactly this notice, once.
     for t in ["acme", "globex"] {
         let got = inbox(&app, t).await;
@@ -292,14 +327,19 @@ async fn general_and_specific(b: Backend) {
     // Nobody is authorised before effective_at.
     assert!(!authorized(&app, "acme", &sp.id).await);
     assert_eq!(
-        sp_check(&app, "acme", "transcript", "transcription", &sp.id).await.1,
+        sp_check(&app, "acme", "transcript", "transcription", &sp.id)
+            .await
+            .1,
         [DenyReason::SubProcessorNotAuthorized]
     );
     // Past the deadline an objection is refused.
     app.clock.advance(Duration::days(30));
     let e = answer(&app, "acme", &n.id, true).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    assert!(!authorized(&app, "acme", &sp.id).await, "deadline passed, not yet effective");
+    assert!(
+        !authorized(&app, "acme", &sp.id).await,
+        "deadline passed, not yet effective"
+    );
     assert_eq!(status(&app, &sp.id).await, SubProcessorStatus::Proposed);
 
     // At effective_at: GENERAL is bound, SPECIFIC is not until it approves.
@@ -318,16 +358,26 @@ async fn general_and_specific(b: Backend) {
     // Scope: another category or purpose is denied for the sub-processor
     // alone; an empty id involves none; an unknown id is not authorised.
     assert_eq!(
-        sp_check(&app, "acme", "contact", "service_delivery", &sp.id).await.1,
+        sp_check(&app, "acme", "contact", "service_delivery", &sp.id)
+            .await
+            .1,
         [DenyReason::SubProcessorNotAuthorized]
     );
     assert_eq!(
-        sp_check(&app, "acme", "recording", "service_delivery", &sp.id).await.1,
+        sp_check(&app, "acme", "recording", "service_delivery", &sp.id)
+            .await
+            .1,
         [DenyReason::SubProcessorNotAuthorized]
     );
-    assert!(sp_check(&app, "acme", "recording", "service_delivery", "").await.0);
+    assert!(
+        sp_check(&app, "acme", "recording", "service_delivery", "")
+            .await
+            .0
+    );
     assert_eq!(
-        sp_check(&app, "acme", "transcript", "transcription", "no-such-id").await.1,
+        sp_check(&app, "acme", "transcript", "transcription", "no-such-id")
+            .await
+            .1,
         [DenyReason::SubProcessorNotAuthorized]
     );
     // initech's instructions cover none of its categories: not notified,
@@ -346,7 +396,11 @@ async fn general_and_specific(b: Backend) {
         assert_eq!(got[0]["kind"], "remove");
     }
     let e = answer(&app, "acme", &rm.id, true).await.unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "a removal cannot be objected to");
+    assert_eq!(
+        e.code(),
+        Code::FailedPrecondition,
+        "a removal cannot be objected to"
+    );
     app.clock.advance(Duration::days(31));
     assert!(!authorized(&app, "acme", &sp.id).await);
     assert!(!authorized(&app, "globex", &sp.id).await);
@@ -355,7 +409,10 @@ async fn general_and_specific(b: Backend) {
     // The notices as each tenant sees them: its own answers, no other
     // tenant named.
     let mine = client(&app)
-        .list_change_notices(authed(ListChangeNoticesRequest::default(), &app.keys.tenant("globex")))
+        .list_change_notices(authed(
+            ListChangeNoticesRequest::default(),
+            &app.keys.tenant("globex"),
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -363,7 +420,10 @@ async fn general_and_specific(b: Backend) {
     assert_eq!(mine.len(), 2);
     assert!(mine[0].approved && mine[0].tenant_ids == ["globex"]);
     let all = client(&app)
-        .list_change_notices(authed(ListChangeNoticesRequest::default(), &app.keys.compliance()))
+        .list_change_notices(authed(
+            ListChangeNoticesRequest::default(),
+            &app.keys.compliance(),
+        ))
         .await
         .unwrap()
         .into_inner()
@@ -380,13 +440,26 @@ async fn objections(b: Backend) {
     }
     let sp = register(
         &app,
-        registration("Transcribe Inc.", "US", TransferMechanism::Dpf, &["transcript"], &["transcription"]),
+        registration(
+            "Transcribe Inc.",
+            "US",
+            TransferMechanism::Dpf,
+            &["transcript"],
+            &["transcription"],
+        ),
     )
     .await;
     screen(&app, &sp.id, Screening::Clear).await;
-    let n = propose(&app, &sp.id, ChangeKind::Add, Duration::days(20), Some(Duration::days(14)), None)
-        .await
-        .unwrap();
+    let n = propose(
+        &app,
+        &sp.id,
+        ChangeKind::Add,
+        Duration::days(20),
+        Some(Duration::days(14)),
+        None,
+    )
+    .await
+    .unwrap();
 
     // A tenant answers for itself only.
     let e = client(&app)
@@ -417,7 +490,9 @@ async fn objections(b: Backend) {
     assert!(entry.objected && !entry.authorized && !entry.pending_notice);
     // The denial is the sub-processor's alone.
     assert_eq!(
-        sp_check(&app, "acme", "transcript", "transcription", &sp.id).await.1,
+        sp_check(&app, "acme", "transcript", "transcription", &sp.id)
+            .await
+            .1,
         [DenyReason::SubProcessorNotAuthorized]
     );
     app.stop().await;
@@ -432,7 +507,13 @@ async fn chains(b: Backend) {
     // Outside the EEA a transfer mechanism is required.
     let e = client(&app)
         .register_sub_processor(authed(
-            registration("Cloudy LLC", "US", TransferMechanism::Eea, &["recording"], &["transcription"]),
+            registration(
+                "Cloudy LLC",
+                "US",
+                TransferMechanism::Eea,
+                &["recording"],
+                &["transcription"],
+            ),
             &c,
         ))
         .await
@@ -459,20 +540,53 @@ async fn chains(b: Backend) {
     )
     .await;
     // A child may not be wider than its parent; an unknown parent is NOT_FOUND.
-    let mut wide = registration("Speech AB", "SE", TransferMechanism::Eea, &["recording", "contact"], &["transcription"]);
+    let mut wide = registration(
+        "Speech AB",
+        "SE",
+        TransferMechanism::Eea,
+        &["recording", "contact"],
+        &["transcription"],
+    );
     wide.parent_id = parent.id.clone();
-    let e = client(&app).register_sub_processor(authed(wide, &c)).await.unwrap_err();
+    let e = client(&app)
+        .register_sub_processor(authed(wide, &c))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert_eq!(e.get_details_bad_request().unwrap().field_violations[0].field, "categories[1]");
-    let mut orphan = registration("Speech AB", "SE", TransferMechanism::Eea, &["recording"], &["transcription"]);
+    assert_eq!(
+        e.get_details_bad_request().unwrap().field_violations[0].field,
+        "categories[1]"
+    );
+    let mut orphan = registration(
+        "Speech AB",
+        "SE",
+        TransferMechanism::Eea,
+        &["recording"],
+        &["transcription"],
+    );
     orphan.parent_id = "no-such-parent".into();
-    let e = client(&app).register_sub_processor(authed(orphan, &c)).await.unwrap_err();
+    let e = client(&app)
+        .register_sub_processor(authed(orphan, &c))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 
-    let mut mid = registration("Speech AB", "SE", TransferMechanism::Eea, &["recording", "transcript"], &["transcription"]);
+    let mut mid = registration(
+        "Speech AB",
+        "SE",
+        TransferMechanism::Eea,
+        &["recording", "transcript"],
+        &["transcription"],
+    );
     mid.parent_id = parent.id.clone();
     let mid = register(&app, mid).await;
-    let mut leaf = registration("GPU Rentals Oy", "FI", TransferMechanism::Eea, &["recording", "transcript"], &["transcription"]);
+    let mut leaf = registration(
+        "GPU Rentals Oy",
+        "FI",
+        TransferMechanism::Eea,
+        &["recording", "transcript"],
+        &["transcription"],
+    );
     leaf.parent_id = mid.id.clone();
     let leaf = register(&app, leaf).await;
     for s in [&parent, &mid, &leaf] {
@@ -494,7 +608,11 @@ async fn chains(b: Backend) {
         .unwrap();
     app.clock.advance(Duration::days(31));
     assert!(authorized(&app, "acme", &leaf.id).await);
-    assert!(sp_check(&app, "acme", "recording", "transcription", &leaf.id).await.0);
+    assert!(
+        sp_check(&app, "acme", "recording", "transcription", &leaf.id)
+            .await
+            .0
+    );
     let entries = list(&app, "acme").await;
     assert_eq!(entries.len(), 3);
     let l = entries
@@ -528,10 +646,22 @@ async fn chains(b: Backend) {
     .unwrap();
     assert_eq!(narrowed.categories, ["transcript"]);
     app.clock.advance(Duration::days(30));
-    assert!(sp_check(&app, "acme", "recording", "transcription", &leaf.id).await.0, "not yet effective");
+    assert!(
+        sp_check(&app, "acme", "recording", "transcription", &leaf.id)
+            .await
+            .0,
+        "not yet effective"
+    );
     app.clock.advance(Duration::days(1));
-    assert!(!sp_check(&app, "acme", "recording", "transcription", &leaf.id).await.0);
-    assert!(authorized(&app, "acme", &leaf.id).await, "transcripts still in scope");
+    assert!(
+        !sp_check(&app, "acme", "recording", "transcription", &leaf.id)
+            .await
+            .0
+    );
+    assert!(
+        authorized(&app, "acme", &leaf.id).await,
+        "transcripts still in scope"
+    );
 
     // A confirmed sanctions match blocks the middle link: the leaf follows.
     screen(&app, &mid.id, Screening::Confirmed).await;
@@ -560,12 +690,24 @@ async fn exports(b: Backend) {
     let tricky = "Acme \"Cloud\", Inc.";
     let sp = register(
         &app,
-        registration(tricky, "US", TransferMechanism::Scc, &["recording", "transcript"], &["transcription"]),
+        registration(
+            tricky,
+            "US",
+            TransferMechanism::Scc,
+            &["recording", "transcript"],
+            &["transcription"],
+        ),
     )
     .await;
     let other = register(
         &app,
-        registration("Speech AB", "SE", TransferMechanism::Eea, &["transcript"], &["transcription"]),
+        registration(
+            "Speech AB",
+            "SE",
+            TransferMechanism::Eea,
+            &["transcript"],
+            &["transcription"],
+        ),
     )
     .await;
     for s in [&sp, &other] {
@@ -593,32 +735,52 @@ async fn exports(b: Backend) {
             .await
         }
     };
-    let e = export(ExportFormat::Unspecified, app.keys.tenant("acme")).await.unwrap_err();
+    let e = export(ExportFormat::Unspecified, app.keys.tenant("acme"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let e = export(ExportFormat::Json, app.keys.tenant("globex")).await.unwrap_err();
+    let e = export(ExportFormat::Json, app.keys.tenant("globex"))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "another tenant's list");
 
-    let csv_out = export(ExportFormat::Csv, app.keys.tenant("acme")).await.unwrap().into_inner();
+    let csv_out = export(ExportFormat::Csv, app.keys.tenant("acme"))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(csv_out.content_type.starts_with("text/csv"));
     let mut rd = csv::Reader::from_reader(csv_out.data.as_slice());
     let header: Vec<String> = rd.headers().unwrap().iter().map(str::to_owned).collect();
-    for col in ["id", "legal_name", "country", "transfer_mechanism", "chain", "categories", "authorized", "objected", "pending_notice"] {
+    for col in [
+        "id",
+        "legal_name",
+        "country",
+        "transfer_mechanism",
+        "chain",
+        "categories",
+        "authorized",
+        "objected",
+        "pending_notice",
+    ] {
         assert!(header.contains(&col.to_string()), "{col} in {header:?}");
     }
     let col = |name: &str| header.iter().position(|h| h == name).unwrap();
     let rows: Vec<csv::StringRecord> = rd.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 2);
-    let row = rows.iter().find(|r| &r[col("id")] == sp.id).unwrap();
+    let row = rows.iter().find(|r| r[col("id")] == sp.id).unwrap();
     assert_eq!(&row[col("legal_name")], tricky, "RFC 4180 quoting round-trips");
     assert_eq!(&row[col("country")], "US");
     assert_eq!(&row[col("transfer_mechanism")], "SCC");
     assert_eq!(&row[col("categories")], "recording;transcript");
     assert_eq!(&row[col("authorized")], "false");
     assert_eq!(&row[col("objected")], "true");
-    let row = rows.iter().find(|r| &r[col("id")] == other.id).unwrap();
+    let row = rows.iter().find(|r| r[col("id")] == other.id).unwrap();
     assert_eq!(&row[col("authorized")], "true");
 
-    let json = export(ExportFormat::Json, app.keys.platform("crm")).await.unwrap().into_inner();
+    let json = export(ExportFormat::Json, app.keys.platform("crm"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(json.content_type, "application/json");
     let doc: serde_json::Value = serde_json::from_slice(&json.data).unwrap();
     assert_eq!(doc["tenant_id"], "acme");
