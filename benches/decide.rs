@@ -11,6 +11,10 @@ use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use proctor::domain::instructions::decide::{Check, TenantPolicy, decide};
 use proctor::domain::instructions::{CategoryRule, InstructionSet};
+use proctor::domain::subprocessors::{
+    AuthorizationMode, ChangeKind, Notice, Registry, Scope, Screening, SubProcessor, TenantAnswers,
+    TransferMechanism,
+};
 
 fn policy() -> TenantPolicy {
     let cats = [
@@ -48,8 +52,63 @@ fn policy() -> TenantPolicy {
     )
 }
 
+/// A registry of 50 sub-processors, the last three a chain (root > mid >
+/// leaf), each with an ADD and a SCOPE_CHANGE in effect: the check walks
+/// three links and two steps each.
+fn with_sub_processors(p: TenantPolicy) -> TenantPolicy {
+    let t0 = Utc::now() - chrono::Duration::days(400);
+    let scope = Scope {
+        categories: vec!["recording".into(), "transcript".into(), "contact".into()],
+        purposes: vec!["transcription".into(), "quality_assurance".into()],
+    };
+    let mut reg = Registry::default();
+    for i in 0..50 {
+        let id = format!("sp-{i}");
+        reg.sub_processors.push(SubProcessor {
+            id: id.clone(),
+            legal_name: format!("Vendor {i}"),
+            country: "DE".into(),
+            services: "x".into(),
+            scope: scope.clone(),
+            transfer_mechanism: TransferMechanism::Eea,
+            parent_id: (i >= 48).then(|| format!("sp-{}", i - 1)),
+            dpa_signed_at: None,
+            nda_signed_at: None,
+            created_at: t0,
+            screening: Screening::Clear,
+            screened_at: Some(t0),
+        });
+        for (k, kind) in [ChangeKind::Add, ChangeKind::ScopeChange].into_iter().enumerate() {
+            let at = t0 + chrono::Duration::days(40 * (k as i64 + 1));
+            reg.notices.push(Notice {
+                id: format!("{id}-{k}"),
+                seq: (i * 2 + k) as i64,
+                sub_processor_id: id.clone(),
+                kind,
+                scope: scope.clone(),
+                effective_at: at,
+                objection_deadline: at - chrono::Duration::days(10),
+                created_at: t0,
+            });
+        }
+    }
+    let answers = TenantAnswers {
+        modes: vec![(t0, AuthorizationMode::General)],
+        answers: Default::default(),
+    };
+    p.with_sub_processors(reg.grants(&answers))
+}
+
 fn bench(c: &mut Criterion) {
     let p = policy();
+    let sp = with_sub_processors(policy());
+    let via_chain = Check {
+        category: "transcript",
+        purpose: "quality_assurance",
+        region: "IE",
+        sub_processor_id: "sp-49",
+        subject_ref: "",
+    };
     let now = Utc::now();
     let allow = Check {
         category: "transcript",
@@ -70,6 +129,10 @@ fn bench(c: &mut Criterion) {
         .enumerate()
         .map(|(i, c)| ((*c).into(), i as u64))
         .collect();
+    assert!(
+        decide(Some(&sp), &via_chain, now).allowed(),
+        "the chain case must measure an ALLOW"
+    );
     let mut g = c.benchmark_group("decision");
     g.bench_function("baseline_category_lookup", |b| {
         b.iter(|| black_box(baseline.get(black_box("transcript"))))
@@ -79,6 +142,9 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("decide_deny_two_reasons", |b| {
         b.iter(|| decide(Some(black_box(&p)), black_box(&deny), now))
+    });
+    g.bench_function("decide_allow_sub_processor_chain_of_3", |b| {
+        b.iter(|| decide(Some(black_box(&sp)), black_box(&via_chain), now))
     });
     g.finish();
 }

@@ -28,6 +28,7 @@ use crate::proto::v1::breach_service_server::BreachServiceServer;
 use crate::proto::v1::inbox_service_server::InboxServiceServer;
 use crate::proto::v1::instruction_service_server::InstructionServiceServer;
 use crate::proto::v1::screening_service_server::ScreeningServiceServer;
+use crate::proto::v1::sub_processor_service_server::SubProcessorServiceServer;
 use crate::proto::v1::subject_request_service_server::SubjectRequestServiceServer;
 use crate::secrets::SubjectSecrets;
 use crate::store::{Store, StoreOptions};
@@ -49,6 +50,7 @@ const SERVED: &[&str] = &[
     "proctor.v1.BreachService",
     "proctor.v1.SubjectRequestService",
     "proctor.v1.ScreeningService",
+    "proctor.v1.SubProcessorService",
 ];
 
 /// The server could not start or stopped on an error.
@@ -272,6 +274,14 @@ impl Application {
                     state.clone(),
                     live,
                     config.screening_review_threshold,
+                ))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            )
+            .add_service(
+                SubProcessorServiceServer::new(grpc::subprocessors::SubProcessors::new(
+                    state.clone(),
+                    decisions.clone(),
                 ))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),

@@ -69,7 +69,8 @@ fn load_policy(conn: &mut DbConnection, tenant: &str) -> Result<TenantPolicy> {
             f.flags.objected || f.flags.consent_withdrawn,
             f.flags.erased,
         )
-    })))
+    }))
+    .with_sub_processors(crate::store::subprocessors::grants(conn, tenant)?))
 }
 
 fn load_everything(conn: &mut DbConnection) -> Result<(Taxonomy, PolicyMap, i64)> {

@@ -22,16 +22,17 @@ pub const RULES: &[(&str, &[Role])] = &[
     ("/proctor.v1.InstructionService/TerminateTenant", &[C]),
     ("/proctor.v1.InstructionService/AddTaxonomyKey", &[C]),
     ("/proctor.v1.InstructionService/ListTaxonomy", &[P, T, C]),
-    // Sub-processor registry.
+    // Sub-processor registry: compliance registers and proposes; tenants
+    // set their mode, answer and read their own list; platform reads.
     ("/proctor.v1.SubProcessorService/RegisterSubProcessor", &[C]),
     ("/proctor.v1.SubProcessorService/GetSubProcessor", &[C, T, P]),
     ("/proctor.v1.SubProcessorService/ProposeChange", &[C]),
     ("/proctor.v1.SubProcessorService/SetAuthorizationMode", &[T, C]),
     ("/proctor.v1.SubProcessorService/ApproveChange", &[T]),
     ("/proctor.v1.SubProcessorService/ObjectToChange", &[T]),
-    ("/proctor.v1.SubProcessorService/ListChangeNotices", &[T, C]),
-    ("/proctor.v1.SubProcessorService/ListSubProcessors", &[T, C]),
-    ("/proctor.v1.SubProcessorService/ExportSubProcessors", &[T, C]),
+    ("/proctor.v1.SubProcessorService/ListChangeNotices", &[T, C, P]),
+    ("/proctor.v1.SubProcessorService/ListSubProcessors", &[T, C, P]),
+    ("/proctor.v1.SubProcessorService/ExportSubProcessors", &[T, C, P]),
     // Screening.
     ("/proctor.v1.ScreeningService/ImportList", &[C]),
     ("/proctor.v1.ScreeningService/Screen", &[P, C]),

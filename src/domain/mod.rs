@@ -8,4 +8,5 @@ pub mod instructions;
 pub mod page;
 pub mod screening;
 pub mod subject_requests;
+pub mod subprocessors;
 pub mod validate;

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod screening;
 pub mod status;
 pub mod subject_requests;
+pub mod subprocessors;
 
 use tokio::sync::watch;
 use tonic::{Request, Status};

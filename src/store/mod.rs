@@ -16,6 +16,7 @@ pub mod instructions;
 pub mod schema;
 pub mod screening;
 pub mod subject_requests;
+pub mod subprocessors;
 
 use std::path::PathBuf;
 use std::sync::Arc;

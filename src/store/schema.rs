@@ -275,3 +275,60 @@ diesel::table! {
 diesel::joinable!(screening_entries -> screening_list_versions (version_seq));
 
 diesel::allow_tables_to_appear_in_same_query!(screening_entries, screening_list_versions);
+
+diesel::table! {
+    sub_processors (seq) {
+        seq -> BigInt,
+        id -> Text,
+        name_key -> Text,
+        legal_name -> Text,
+        country -> Text,
+        services -> Text,
+        categories -> Text,
+        purposes -> Text,
+        transfer_mechanism -> Text,
+        parent_id -> Nullable<Text>,
+        dpa_signed_at_us -> Nullable<BigInt>,
+        nda_signed_at_us -> Nullable<BigInt>,
+        created_at_us -> BigInt,
+        screening -> Text,
+        screened_at_us -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    sub_processor_notices (seq) {
+        seq -> BigInt,
+        id -> Text,
+        sub_processor_id -> Text,
+        kind -> Text,
+        categories -> Text,
+        purposes -> Text,
+        effective_at_us -> BigInt,
+        objection_deadline_us -> BigInt,
+        created_at_us -> BigInt,
+        author -> Text,
+    }
+}
+
+diesel::table! {
+    sub_processor_notice_tenants (notice_id, tenant_id) {
+        notice_id -> Text,
+        tenant_id -> Text,
+        notified -> Bool,
+        approved_at_us -> Nullable<BigInt>,
+        objected_at_us -> Nullable<BigInt>,
+        objection_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    sub_processor_modes (seq) {
+        seq -> BigInt,
+        tenant_id -> Text,
+        mode -> Text,
+        since_us -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(sub_processor_notices, sub_processor_notice_tenants);

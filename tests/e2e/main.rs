@@ -13,5 +13,6 @@ mod inbox;
 mod instructions;
 mod screening;
 mod subject_requests;
+mod subprocessors;
 mod support;
 mod tracing_otlp;

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::{ANONYMIZED_ANALYTICS, InstructionSet};
+use crate::domain::subprocessors::SubProcessorGrants;
 
 /// Why processing is denied. Values match the wire enum `DenyReason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -121,6 +122,9 @@ pub struct TenantPolicy {
     /// Data subjects with a live restriction, objection, consent withdrawal
     /// or erasure, by `subject_ref`; subjects without any are absent.
     subjects: HashMap<Box<str>, Reasons>,
+    /// Which sub-processors the tenant has authorised, and from when (set
+    /// with [`TenantPolicy::with_sub_processors`]).
+    pub sub_processors: SubProcessorGrants,
 }
 
 impl TenantPolicy {
@@ -160,6 +164,7 @@ impl TenantPolicy {
             terminated_from,
             change_seq,
             subjects: HashMap::new(),
+            sub_processors: SubProcessorGrants::default(),
         }
     }
 
@@ -181,6 +186,12 @@ impl TenantPolicy {
                 self.subjects.insert(sref.into(), r);
             }
         }
+        self
+    }
+
+    /// Adds the tenant's compiled sub-processor authorisations.
+    pub fn with_sub_processors(mut self, grants: SubProcessorGrants) -> Self {
+        self.sub_processors = grants;
         self
     }
 }
@@ -206,6 +217,9 @@ pub fn decide(policy: Option<&TenantPolicy>, check: &Check<'_>, now: DateTime<Ut
     let mut reasons = Reasons::default();
     let Some(p) = policy else {
         reasons.add(DenyReason::NoInstructions);
+        if !check.sub_processor_id.is_empty() {
+            reasons.add(DenyReason::SubProcessorNotAuthorized);
+        }
         return Decision {
             reasons,
             instruction_version: 0,
@@ -241,6 +255,14 @@ pub fn decide(policy: Option<&TenantPolicy>, check: &Check<'_>, now: DateTime<Ut
                 }
             }
         }
+    }
+    // Empty: no sub-processor involved; an unknown id is not authorised.
+    if !check.sub_processor_id.is_empty()
+        && !p
+            .sub_processors
+            .permits(check.sub_processor_id, check.category, check.purpose, now)
+    {
+        reasons.add(DenyReason::SubProcessorNotAuthorized);
     }
     Decision {
         reasons,
