@@ -5,6 +5,7 @@
 
 mod audit;
 mod auth;
+mod authz_matrix;
 mod breaches;
 mod cli;
 mod health;
