@@ -14,4 +14,5 @@ mod inbox;
 mod instructions;
 mod subject_requests;
 mod support;
+mod token_attacks;
 mod tracing_otlp;
