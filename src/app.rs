@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -76,6 +76,23 @@ pub struct Application {
     store: Store,
     verifier: Arc<Verifier>,
     subject_secrets: Arc<SubjectSecrets>,
+    tls: Option<ServerTlsConfig>,
+}
+
+/// Reads the TLS files named in the configuration: `None` when TLS is off;
+/// with a client CA, every client must present a certificate it signed.
+pub fn load_tls(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| StartError::Config(format!("cannot read {}: {e}", p.display())))
+    };
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
 }
 
 /// Builds the token verifier from the configuration; with no key configured,
@@ -146,6 +163,7 @@ impl Application {
         }
         let verifier = Arc::new(load_verifier(&config)?);
         let subject_secrets = Arc::new(SubjectSecrets::load(&config).map_err(StartError::Config)?);
+        let tls = load_tls(&config)?;
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {
             listener,
@@ -153,6 +171,7 @@ impl Application {
             store,
             verifier,
             subject_secrets,
+            tls,
         })
     }
 
@@ -178,6 +197,7 @@ impl Application {
             store,
             verifier,
             subject_secrets,
+            tls,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let state = AppState {
@@ -220,7 +240,12 @@ impl Application {
         });
 
         let max = config.max_message_bytes;
-        let router = Server::builder()
+        let tls_on = tls.is_some();
+        let mut server = Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls)?;
+        }
+        let router = server
             .timeout(Duration::from_secs(config.request_timeout_seconds))
             .layer(GrpcTraceLayer)
             .layer(grpc::limits::MessageLimitLayer)
@@ -267,7 +292,7 @@ impl Application {
             let _ = stop_tx.send(true);
         };
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
-        tracing::info!(listen = %listener.local_addr()?, backend = store.backend(), "proctor serving");
+        tracing::info!(listen = %listener.local_addr()?, backend = store.backend(), tls = tls_on, "proctor serving");
         // Accepted sockets get TCP_NODELAY: tonic only sets it on listeners it
         // binds itself, and without it a response split over two writes waits
         // for the peer's delayed ACK (40 ms on Linux).

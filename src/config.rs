@@ -63,6 +63,14 @@ pub struct Config {
     pub receipt_signing_key_file: Option<PathBuf>,
     /// Hours an export bundle is kept after its first download.
     pub export_retention_hours: u64,
+    /// PEM certificate chain served over TLS; with `tls_key`, gRPC is served
+    /// over TLS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: when set, every client must present a certificate it
+    /// signed (mTLS for platform services).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -87,6 +95,9 @@ impl Default for Config {
             identifier_hash_key_file: None,
             receipt_signing_key_file: None,
             export_retention_hours: 168,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 }
@@ -172,6 +183,18 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_EXPORT_RETENTION_HOURS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub export_retention_hours: Option<u64>,
+    /// PEM certificate chain; with --tls-key, serve gRPC over TLS only.
+    #[arg(long, env = "PROCTOR_TLS_CERT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "PROCTOR_TLS_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
+    #[arg(long, env = "PROCTOR_TLS_CLIENT_CA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// The configuration is unusable.
@@ -208,6 +231,12 @@ impl Config {
         }
         if self.request_timeout_seconds == 0 {
             return Err(ConfigError("request_timeout_seconds must be positive".into()));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError("tls_cert and tls_key must be given together".into()));
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(ConfigError("tls_client_ca needs tls_cert and tls_key".into()));
         }
         if self.jwt_leeway_seconds > crate::auth::jwt::MAX_LEEWAY_SECONDS {
             return Err(ConfigError("jwt_leeway_seconds must be at most 30".into()));
@@ -246,6 +275,27 @@ mod tests {
         std::fs::write(&file, "databse_url = \"x\"\n").unwrap();
         assert!(Config::load(Some(&file), &ConfigArgs::default()).is_err());
         assert!(Config::load(Some(&dir.path().join("none.toml")), &ConfigArgs::default()).is_err());
+    }
+
+    #[test]
+    fn tls_files_come_together() {
+        let only_cert = ConfigArgs {
+            tls_cert: Some("c.pem".into()),
+            ..Default::default()
+        };
+        assert!(Config::from_args(&only_cert).is_err());
+        let ca_alone = ConfigArgs {
+            tls_client_ca: Some("ca.pem".into()),
+            ..Default::default()
+        };
+        assert!(Config::from_args(&ca_alone).is_err());
+        let full = ConfigArgs {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            tls_client_ca: Some("ca.pem".into()),
+            ..Default::default()
+        };
+        assert!(Config::from_args(&full).is_ok());
     }
 
     #[test]

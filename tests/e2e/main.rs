@@ -14,5 +14,6 @@ mod inbox;
 mod instructions;
 mod subject_requests;
 mod support;
+mod tls;
 mod token_attacks;
 mod tracing_otlp;
