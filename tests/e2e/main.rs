@@ -8,6 +8,7 @@ mod auth;
 mod authz_matrix;
 mod breaches;
 mod cli;
+mod faults;
 mod health;
 mod healthcheck;
 mod inbox;
