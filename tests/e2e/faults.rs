@@ -266,3 +266,230 @@ on_both_backends!(
     sigkill_during_writes_loses_nothing_acknowledged,
     sigkill_during_writes
 );
+
+/// A TCP proxy to PostgreSQL that the test can cut (every connection
+/// dropped, new ones closed at once) and restore.
+struct Proxy {
+    addr: SocketAddr,
+    up: watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, _) = watch::channel(true);
+        let state = up.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut up = state.subscribe();
+                if !*up.borrow() {
+                    continue; // dropped: the peer sees the connection close
+                }
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = up.wait_for(|u| !*u) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, up }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+async fn health(app: &TestApp) -> i32 {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    HealthClient::new(app.channel.clone())
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
+}
+
+/// Polls until health reports `want` (1 SERVING, 2 NOT_SERVING).
+async fn wait_health(app: &TestApp, want: i32, within: Duration) -> bool {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if health(app).await == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_fails_fast_and_recovers_by_itself() {
+    if !crate::support::postgres_available() {
+        return;
+    }
+    let base = pg_base_url();
+    let upstream: SocketAddr = {
+        let host_port = base
+            .split('@')
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap()
+            .to_owned();
+        tokio::net::lookup_host(host_port).await.unwrap().next().unwrap()
+    };
+    let proxy = Proxy::start(upstream).await;
+    let mut db = TestDb::new(Backend::Postgres);
+    db.url = db.url.replacen(&upstream.to_string(), &proxy.addr.to_string(), 1);
+    assert!(db.url.contains(&proxy.addr.to_string()), "{}", db.url);
+    let keys = TestKeys::new();
+    let mut cfg = test_config(&db, &keys);
+    cfg.db_timeout_seconds = 1;
+    let app = spawn_with(db, keys, cfg).await;
+    let t1 = app.keys.tenant("t1");
+    let mut sr = SubjectRequestServiceClient::new(app.channel.clone());
+    let list = |sr: &mut SubjectRequestServiceClient<Channel>| {
+        let mut sr = sr.clone();
+        let t1 = t1.clone();
+        async move {
+            sr.list_subject_requests(authed(pb::ListSubjectRequestsRequest::default(), &t1))
+                .await
+        }
+    };
+    sr.submit_subject_request(authed(submission("before"), &t1))
+        .await
+        .unwrap();
+
+    // Load while the database is cut: every call fails fast with UNAVAILABLE.
+    proxy.set(false);
+    let mut calls = Vec::new();
+    for i in 0..16 {
+        let mut sr = sr.clone();
+        let t1 = t1.clone();
+        calls.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let res = if i % 2 == 0 {
+                sr.submit_subject_request(authed(submission(&format!("during-{i}")), &t1))
+                    .await
+                    .map(|_| ())
+            } else {
+                sr.list_subject_requests(authed(pb::ListSubjectRequestsRequest::default(), &t1))
+                    .await
+                    .map(|_| ())
+            };
+            (res, started.elapsed())
+        }));
+    }
+    for c in calls {
+        let (res, took) = c.await.unwrap();
+        let e = res.expect_err("no call can succeed without the database");
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        assert!(took < Duration::from_secs(5), "UNAVAILABLE took {took:?}");
+    }
+    assert!(
+        wait_health(&app, 2, Duration::from_secs(10)).await,
+        "health must turn NOT_SERVING while the database is away"
+    );
+
+    // The database returns: health and calls recover without a restart.
+    proxy.set(true);
+    assert!(
+        wait_health(&app, 1, Duration::from_secs(15)).await,
+        "health must recover by itself"
+    );
+    let listed = list(&mut sr)
+        .await
+        .expect("calls work again")
+        .into_inner()
+        .requests;
+    assert_eq!(listed.len(), 1, "only the write before the outage exists");
+    sr.submit_subject_request(authed(submission("after"), &t1))
+        .await
+        .unwrap();
+    app.stop().await;
+}
+
+/// Two replicas on one PostgreSQL pull fulfilment tasks concurrently: each
+/// task is leased to exactly one puller at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_lease_each_task_once() {
+    if !crate::support::postgres_available() {
+        return;
+    }
+    let a = crate::support::spawn_app(Backend::Postgres).await;
+    let keys = TestKeys::new();
+    let db = TestDb::shared_with(&a.db);
+    let mut cfg = test_config(&db, &keys);
+    // Replicas share the identifier and receipt keys (here: the development
+    // keys in the first one's data folder), as a deployment's secrets do.
+    cfg.data_dir = a.keys.dir.path().join("data");
+    let b = spawn_with(db, keys, cfg).await;
+
+    let mut sr = SubjectRequestServiceClient::new(a.channel.clone());
+    sr.register_system(authed(
+        pb::RegisterSystemRequest {
+            name: "crm".into(),
+            categories: vec!["contacts".into()],
+        },
+        &a.keys.platform("crm"),
+    ))
+    .await
+    .unwrap();
+    let t1 = a.keys.tenant("t1");
+    const N: usize = 40;
+    for i in 0..N {
+        sr.submit_subject_request(authed(submission(&format!("lease-{i}")), &t1))
+            .await
+            .unwrap();
+    }
+
+    let mut pullers = Vec::new();
+    for (i, app) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let mut c = SubjectRequestServiceClient::new(app.channel.clone());
+        let token = app.keys.platform("crm");
+        pullers.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let tasks = c
+                    .pull_tasks(authed(
+                        pb::PullTasksRequest {
+                            system: String::new(),
+                            max: 3,
+                            lease_seconds: 300,
+                        },
+                        &token,
+                    ))
+                    .await
+                    .unwrap_or_else(|e| panic!("puller {i}: {e:?}"))
+                    .into_inner()
+                    .tasks;
+                if tasks.is_empty() {
+                    return got;
+                }
+                got.extend(tasks.into_iter().map(|t| t.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    let mut per_replica = Vec::new();
+    for p in pullers {
+        let got = p.await.unwrap();
+        per_replica.push(got.len());
+        all.extend(got);
+    }
+    let distinct: HashSet<_> = all.iter().collect();
+    assert_eq!(
+        all.len(),
+        N,
+        "tasks leased {} times for {N} tasks ({per_replica:?})",
+        all.len()
+    );
+    assert_eq!(distinct.len(), N, "a task was leased twice");
+    b.stop().await;
+    a.stop().await;
+}
