@@ -22,6 +22,7 @@ use crate::auth::layer::{AuditHook, AuthLayer};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::decisions::Decisions;
+use crate::domain::rate_limit::RateLimit;
 use crate::grpc::{self, AppState};
 use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::breach_service_server::BreachServiceServer;
@@ -250,6 +251,10 @@ impl Application {
             .layer(GrpcTraceLayer)
             .layer(grpc::limits::MessageLimitLayer)
             .layer(AuthLayer::new(verifier, hook))
+            .layer(grpc::rate_limit::RateLimitLayer::new(
+                RateLimit::new(config.rate_limit_per_second, config.rate_limit_burst),
+                store.clock().clone(),
+            ))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(

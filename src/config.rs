@@ -71,6 +71,11 @@ pub struct Config {
     /// PEM CA bundle: when set, every client must present a certificate it
     /// signed (mTLS for platform services).
     pub tls_client_ca: Option<PathBuf>,
+    /// Calls per second each caller (a tenant, or a token subject) may make
+    /// on average; 0 turns the limit off.
+    pub rate_limit_per_second: f64,
+    /// Calls a rested caller may make at once above the rate.
+    pub rate_limit_burst: f64,
 }
 
 impl Default for Config {
@@ -98,6 +103,8 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            rate_limit_per_second: 0.0,
+            rate_limit_burst: 100.0,
         }
     }
 }
@@ -195,6 +202,14 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_TLS_CLIENT_CA")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Calls per second per tenant (or per token subject), 0 = unlimited [default: 0].
+    #[arg(long, env = "PROCTOR_RATE_LIMIT_PER_SECOND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_second: Option<f64>,
+    /// Calls a rested caller may burst above the rate [default: 100].
+    #[arg(long, env = "PROCTOR_RATE_LIMIT_BURST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_burst: Option<f64>,
 }
 
 /// The configuration is unusable.
@@ -231,6 +246,14 @@ impl Config {
         }
         if self.request_timeout_seconds == 0 {
             return Err(ConfigError("request_timeout_seconds must be positive".into()));
+        }
+        if !(self.rate_limit_per_second >= 0.0 && self.rate_limit_per_second.is_finite()) {
+            return Err(ConfigError(
+                "rate_limit_per_second must be 0 (off) or positive".into(),
+            ));
+        }
+        if !(self.rate_limit_burst >= 1.0 && self.rate_limit_burst.is_finite()) {
+            return Err(ConfigError("rate_limit_burst must be at least 1".into()));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError("tls_cert and tls_key must be given together".into()));

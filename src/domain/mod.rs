@@ -6,5 +6,8 @@ pub mod breaches;
 pub mod inbox;
 pub mod instructions;
 pub mod page;
+#[cfg(test)]
+mod proptests;
+pub mod rate_limit;
 pub mod subject_requests;
 pub mod validate;

@@ -9,6 +9,7 @@ pub mod convert;
 pub mod inbox;
 pub mod instructions;
 pub mod limits;
+pub mod rate_limit;
 pub mod status;
 pub mod subject_requests;
 

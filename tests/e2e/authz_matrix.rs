@@ -35,10 +35,10 @@ use crate::support::{Backend, TestApp, authed, spawn_app};
 
 /// Passes already-encoded protobuf bytes through unchanged.
 #[derive(Clone, Copy, Default)]
-struct RawCodec;
+pub struct RawCodec;
 
-struct RawEnc;
-struct RawDec;
+pub struct RawEnc;
+pub struct RawDec;
 
 impl Encoder for RawEnc {
     type Item = Vec<u8>;
@@ -86,7 +86,7 @@ pub fn rpcs() -> (Vec<Rpc>, Vec<(String, DescriptorProto)>) {
     for file in &set.file {
         let pkg = file.package();
         for m in &file.message_type {
-            messages.push((format!("{pkg}.{}", m.name()), m.clone()));
+            push_message(&mut messages, pkg, m);
         }
         for svc in &file.service {
             for m in &svc.method {
@@ -100,7 +100,16 @@ pub fn rpcs() -> (Vec<Rpc>, Vec<(String, DescriptorProto)>) {
     (rpcs, messages)
 }
 
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+/// Adds `m` and its nested types (map entries included) by full name.
+fn push_message(out: &mut Vec<(String, DescriptorProto)>, scope: &str, m: &DescriptorProto) {
+    let name = format!("{scope}.{}", m.name());
+    for n in &m.nested_type {
+        push_message(out, &name, n);
+    }
+    out.push((name, m.clone()));
+}
+
+pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
         v >>= 7;
@@ -108,7 +117,7 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
-fn put_len(buf: &mut Vec<u8>, field: i32, bytes: &[u8]) {
+pub fn put_len(buf: &mut Vec<u8>, field: i32, bytes: &[u8]) {
     put_varint(buf, ((field as u64) << 3) | 2);
     put_varint(buf, bytes.len() as u64);
     buf.extend_from_slice(bytes);
@@ -145,6 +154,21 @@ fn with_tenant(
 /// Calls `path` with `body` and returns the status the caller sees: the
 /// error, or OK once a first message (or an open stream) came back.
 async fn call(app: &TestApp, path: &str, body: Vec<u8>, token: Option<&str>) -> Code {
+    match call_status(app, path, body, token, Duration::from_secs(2)).await {
+        Ok(()) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+/// Like [`call`], with the whole status; a stream that sends nothing within
+/// `wait` counts as OK.
+pub async fn call_status(
+    app: &TestApp,
+    path: &str,
+    body: Vec<u8>,
+    token: Option<&str>,
+    wait: Duration,
+) -> Result<(), Status> {
     let mut grpc = tonic::client::Grpc::new(app.channel.clone());
     grpc.ready().await.unwrap();
     let stream = tokio_stream::once(body);
@@ -153,18 +177,15 @@ async fn call(app: &TestApp, path: &str, body: Vec<u8>, token: Option<&str>) -> 
         None => tonic::Request::new(stream),
     };
     let res = grpc.streaming(req, path.parse().unwrap(), RawCodec).await;
-    let mut stream = match res {
-        Ok(r) => r.into_inner(),
-        Err(s) => return s.code(),
-    };
+    let mut stream = res?.into_inner();
     // A subscription may stay open without a message: that is an answer too.
-    match tokio::time::timeout(Duration::from_secs(2), stream.message()).await {
-        Ok(Ok(_)) | Err(_) => Code::Ok,
-        Ok(Err(s)) => s.code(),
+    match tokio::time::timeout(wait, stream.message()).await {
+        Ok(Ok(_)) | Err(_) => Ok(()),
+        Ok(Err(s)) => Err(s),
     }
 }
 
-fn token_for(app: &TestApp, role: Role) -> String {
+pub fn token_for(app: &TestApp, role: Role) -> String {
     match role {
         Role::Tenant => app.keys.tenant("t1"),
         Role::Platform => app.keys.platform("crm"),
