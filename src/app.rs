@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -22,6 +22,7 @@ use crate::auth::layer::{AuditHook, AuthLayer};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::decisions::Decisions;
+use crate::domain::rate_limit::RateLimit;
 use crate::grpc::{self, AppState};
 use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::breach_service_server::BreachServiceServer;
@@ -77,6 +78,23 @@ pub struct Application {
     store: Store,
     verifier: Arc<Verifier>,
     subject_secrets: Arc<SubjectSecrets>,
+    tls: Option<ServerTlsConfig>,
+}
+
+/// Reads the TLS files named in the configuration: `None` when TLS is off;
+/// with a client CA, every client must present a certificate it signed.
+pub fn load_tls(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| StartError::Config(format!("cannot read {}: {e}", p.display())))
+    };
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(tls))
 }
 
 /// Builds the token verifier from the configuration; with no key configured,
@@ -147,6 +165,7 @@ impl Application {
         }
         let verifier = Arc::new(load_verifier(&config)?);
         let subject_secrets = Arc::new(SubjectSecrets::load(&config).map_err(StartError::Config)?);
+        let tls = load_tls(&config)?;
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {
             listener,
@@ -154,6 +173,7 @@ impl Application {
             store,
             verifier,
             subject_secrets,
+            tls,
         })
     }
 
@@ -179,6 +199,7 @@ impl Application {
             store,
             verifier,
             subject_secrets,
+            tls,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let decisions = Decisions::start(store.clone()).await;
@@ -233,11 +254,20 @@ impl Application {
         live.spawn_poller(stop_rx.clone());
 
         let max = config.max_message_bytes;
-        let router = Server::builder()
+        let tls_on = tls.is_some();
+        let mut server = Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls)?;
+        }
+        let router = server
             .timeout(Duration::from_secs(config.request_timeout_seconds))
             .layer(GrpcTraceLayer)
             .layer(grpc::limits::MessageLimitLayer)
             .layer(AuthLayer::new(verifier, hook))
+            .layer(grpc::rate_limit::RateLimitLayer::new(
+                RateLimit::new(config.rate_limit_per_second, config.rate_limit_burst),
+                store.clock().clone(),
+            ))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(
@@ -294,7 +324,7 @@ impl Application {
             let _ = stop_tx.send(true);
         };
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
-        tracing::info!(listen = %listener.local_addr()?, backend = store.backend(), "proctor serving");
+        tracing::info!(listen = %listener.local_addr()?, backend = store.backend(), tls = tls_on, "proctor serving");
         // Accepted sockets get TCP_NODELAY: tonic only sets it on listeners it
         // binds itself, and without it a response split over two writes waits
         // for the peer's delayed ACK (40 ms on Linux).

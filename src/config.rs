@@ -65,6 +65,19 @@ pub struct Config {
     pub export_retention_hours: u64,
     /// Screening score at or above which a hit is a possible match (0..1).
     pub screening_review_threshold: f64,
+    /// PEM certificate chain served over TLS; with `tls_key`, gRPC is served
+    /// over TLS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: when set, every client must present a certificate it
+    /// signed (mTLS for platform services).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Calls per second each caller (a tenant, or a token subject) may make
+    /// on average; 0 turns the limit off.
+    pub rate_limit_per_second: f64,
+    /// Calls a rested caller may make at once above the rate.
+    pub rate_limit_burst: f64,
 }
 
 impl Default for Config {
@@ -90,6 +103,11 @@ impl Default for Config {
             receipt_signing_key_file: None,
             export_retention_hours: 168,
             screening_review_threshold: crate::domain::screening::DEFAULT_REVIEW_THRESHOLD,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            rate_limit_per_second: 0.0,
+            rate_limit_burst: 100.0,
         }
     }
 }
@@ -179,6 +197,26 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_SCREENING_REVIEW_THRESHOLD")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub screening_review_threshold: Option<f64>,
+    /// PEM certificate chain; with --tls-key, serve gRPC over TLS only.
+    #[arg(long, env = "PROCTOR_TLS_CERT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "PROCTOR_TLS_KEY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
+    #[arg(long, env = "PROCTOR_TLS_CLIENT_CA")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Calls per second per tenant (or per token subject), 0 = unlimited [default: 0].
+    #[arg(long, env = "PROCTOR_RATE_LIMIT_PER_SECOND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_second: Option<f64>,
+    /// Calls a rested caller may burst above the rate [default: 100].
+    #[arg(long, env = "PROCTOR_RATE_LIMIT_BURST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_burst: Option<f64>,
 }
 
 /// The configuration is unusable.
@@ -219,6 +257,20 @@ impl Config {
         if !(self.screening_review_threshold > 0.0 && self.screening_review_threshold <= 1.0) {
             return Err(ConfigError("screening_review_threshold must be in (0, 1]".into()));
         }
+        if !(self.rate_limit_per_second >= 0.0 && self.rate_limit_per_second.is_finite()) {
+            return Err(ConfigError(
+                "rate_limit_per_second must be 0 (off) or positive".into(),
+            ));
+        }
+        if !(self.rate_limit_burst >= 1.0 && self.rate_limit_burst.is_finite()) {
+            return Err(ConfigError("rate_limit_burst must be at least 1".into()));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError("tls_cert and tls_key must be given together".into()));
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(ConfigError("tls_client_ca needs tls_cert and tls_key".into()));
+        }
         if self.jwt_leeway_seconds > crate::auth::jwt::MAX_LEEWAY_SECONDS {
             return Err(ConfigError("jwt_leeway_seconds must be at most 30".into()));
         }
@@ -256,6 +308,27 @@ mod tests {
         std::fs::write(&file, "databse_url = \"x\"\n").unwrap();
         assert!(Config::load(Some(&file), &ConfigArgs::default()).is_err());
         assert!(Config::load(Some(&dir.path().join("none.toml")), &ConfigArgs::default()).is_err());
+    }
+
+    #[test]
+    fn tls_files_come_together() {
+        let only_cert = ConfigArgs {
+            tls_cert: Some("c.pem".into()),
+            ..Default::default()
+        };
+        assert!(Config::from_args(&only_cert).is_err());
+        let ca_alone = ConfigArgs {
+            tls_client_ca: Some("ca.pem".into()),
+            ..Default::default()
+        };
+        assert!(Config::from_args(&ca_alone).is_err());
+        let full = ConfigArgs {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            tls_client_ca: Some("ca.pem".into()),
+            ..Default::default()
+        };
+        assert!(Config::from_args(&full).is_ok());
     }
 
     #[test]

@@ -7,6 +7,9 @@ pub mod inbox;
 pub mod instructions;
 pub mod page;
 pub mod screening;
+#[cfg(test)]
+mod proptests;
+pub mod rate_limit;
 pub mod subject_requests;
 pub mod subprocessors;
 pub mod validate;

@@ -1,8 +1,9 @@
-//! Message-size refusals as the gRPC spec names them. tonic reports a request
+//! Message refusals as the gRPC spec names them. tonic reports a request
 //! over `max_decoding_message_size` as OUT_OF_RANGE; clients (and the gRPC
-//! status-code guide) expect RESOURCE_EXHAUSTED, so this layer rewrites that
-//! one status, wherever it travels: in the headers of a trailers-only
-//! response, or in the trailers.
+//! status-code guide) expect RESOURCE_EXHAUSTED. tonic reports a request it
+//! cannot decode as INTERNAL; it is the caller's malformed input, so
+//! INVALID_ARGUMENT. This layer rewrites those two statuses, wherever they
+//! travel: in the headers of a trailers-only response, or in the trailers.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +15,8 @@ use tower::{Layer, Service};
 
 /// The text tonic puts in `grpc-message` for an oversized message.
 const TOO_LARGE: &str = "message length too large";
+/// How tonic's `grpc-message` for an undecodable request begins.
+const UNDECODABLE: &str = "failed to decode Protobuf message";
 
 /// Rewrites tonic's oversized-message OUT_OF_RANGE to RESOURCE_EXHAUSTED.
 #[derive(Debug, Clone, Copy, Default)]
@@ -112,13 +115,19 @@ impl<B: Body> Body for LimitBody<B> {
 }
 
 fn rewrite(h: &mut http::HeaderMap) {
-    let out_of_range = h.get("grpc-status").is_some_and(|v| v == "11");
-    let too_large = h
+    let Some(status) = h.get("grpc-status").cloned() else {
+        return;
+    };
+    // grpc-message is percent-encoded
+    let message = h
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|m| m.replace("%20", " ").contains(TOO_LARGE)); // grpc-message is percent-encoded
-    if out_of_range && too_large {
+        .map(|m| m.replace("%20", " "))
+        .unwrap_or_default();
+    if status == "11" && message.contains(TOO_LARGE) {
         h.insert("grpc-status", HeaderValue::from_static("8"));
+    } else if status == "13" && message.starts_with(UNDECODABLE) {
+        h.insert("grpc-status", HeaderValue::from_static("3"));
     }
 }
 
@@ -142,5 +151,20 @@ mod tests {
         other.insert("grpc-message", HeaderValue::from_static("page out of range"));
         rewrite(&mut other);
         assert_eq!(other["grpc-status"], "11");
+
+        let mut undecodable = http::HeaderMap::new();
+        undecodable.insert("grpc-status", HeaderValue::from_static("13"));
+        undecodable.insert(
+            "grpc-message",
+            HeaderValue::from_static("failed%20to%20decode%20Protobuf%20message:%20buffer%20underflow"),
+        );
+        rewrite(&mut undecodable);
+        assert_eq!(undecodable["grpc-status"], "3");
+
+        let mut internal = http::HeaderMap::new();
+        internal.insert("grpc-status", HeaderValue::from_static("13"));
+        internal.insert("grpc-message", HeaderValue::from_static("internal%20error"));
+        rewrite(&mut internal);
+        assert_eq!(internal["grpc-status"], "13");
     }
 }

@@ -10,6 +10,7 @@ pub mod inbox;
 pub mod instructions;
 pub mod limits;
 pub mod screening;
+pub mod rate_limit;
 pub mod status;
 pub mod subject_requests;
 pub mod subprocessors;

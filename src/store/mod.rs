@@ -350,6 +350,11 @@ impl From<diesel::result::Error> for Error {
             D::DatabaseError(K::ClosedConnection, _) => {
                 Error::Unavailable("database connection closed".into())
             }
+            // PostgreSQL refuses NUL in text (SQLite stores it): the caller
+            // sent it, so it is their error on both backends, not ours.
+            D::DatabaseError(_, info) if info.message().contains("0x00") => {
+                Error::invalid("request", "text fields must not contain NUL characters")
+            }
             D::DatabaseError(_, info) if info.message().contains("database is locked") => {
                 Error::Aborted("database busy; retry".into())
             }

@@ -5,14 +5,20 @@
 
 mod audit;
 mod auth;
+mod authz_matrix;
 mod breaches;
 mod cli;
+mod faults;
+mod fuzz;
 mod health;
 mod healthcheck;
 mod inbox;
 mod instructions;
 mod screening;
+mod rate_limit;
 mod subject_requests;
 mod subprocessors;
 mod support;
+mod tls;
+mod token_attacks;
 mod tracing_otlp;
