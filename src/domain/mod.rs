@@ -6,10 +6,10 @@ pub mod breaches;
 pub mod inbox;
 pub mod instructions;
 pub mod page;
-pub mod screening;
 #[cfg(test)]
 mod proptests;
 pub mod rate_limit;
+pub mod screening;
 pub mod subject_requests;
 pub mod subprocessors;
 pub mod validate;
