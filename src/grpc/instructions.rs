@@ -8,7 +8,6 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{from_ts, ts};
 use super::{AppState, audit_entry, caller};
-use crate::auth::Caller;
 use crate::decisions::Decisions;
 use crate::domain::instructions::decide::{self, Check, DenyReason};
 use crate::domain::instructions::retention;
@@ -39,13 +38,6 @@ impl Instructions {
     pub fn new(state: AppState) -> Self {
         let decisions = state.decisions.clone();
         Self { state, decisions }
-    }
-
-    async fn tenant(&self, who: &Caller, requested: &str, rpc: &str) -> Result<String, Status> {
-        self.state
-            .scope_tenant(who, requested, rpc)
-            .await?
-            .ok_or_else(|| Error::invalid("tenant_id", "is required").into())
     }
 }
 
@@ -164,7 +156,8 @@ impl InstructionService for Instructions {
         let who = caller(&req)?;
         let r = req.into_inner();
         let tenant = self
-            .tenant(&who, &r.tenant_id, "InstructionService/PutInstructions")
+            .state
+            .require_tenant(&who, &r.tenant_id, "InstructionService/PutInstructions")
             .await?;
         let set = r.instructions.map(set_from_pb);
         let (expected, reason) = (r.expected_version, r.reason);
@@ -204,7 +197,8 @@ impl InstructionService for Instructions {
         let who = caller(&req)?;
         let r = req.into_inner();
         let tenant = self
-            .tenant(&who, &r.tenant_id, "InstructionService/GetInstructions")
+            .state
+            .require_tenant(&who, &r.tenant_id, "InstructionService/GetInstructions")
             .await?;
         let v = self
             .state
@@ -225,7 +219,8 @@ impl InstructionService for Instructions {
         let who = caller(&req)?;
         let r = req.into_inner();
         let tenant = self
-            .tenant(&who, &r.tenant_id, "InstructionService/ListInstructionVersions")
+            .state
+            .require_tenant(&who, &r.tenant_id, "InstructionService/ListInstructionVersions")
             .await?;
         let page = Page::parse(r.page_size, &r.page_token)?;
         let (after, size) = (page.after, page.size);
@@ -285,7 +280,8 @@ impl InstructionService for Instructions {
         let who = caller(&req)?;
         let r = req.into_inner();
         let tenant = self
-            .tenant(&who, &r.tenant_id, "InstructionService/GetRetentionCutoffs")
+            .state
+            .require_tenant(&who, &r.tenant_id, "InstructionService/GetRetentionCutoffs")
             .await?;
         let as_of = from_ts(r.as_of.as_ref(), "as_of")?;
         let (current, now) = self

@@ -94,6 +94,19 @@ impl AppState {
         }
     }
 
+    /// Like [`AppState::scope_tenant`], for RPCs that always act on one
+    /// tenant: naming none is INVALID_ARGUMENT.
+    pub async fn require_tenant(
+        &self,
+        caller: &Caller,
+        requested: &str,
+        rpc: &str,
+    ) -> Result<String, Status> {
+        self.scope_tenant(caller, requested, rpc)
+            .await?
+            .ok_or_else(|| crate::error::Error::invalid("tenant_id", "is required").into())
+    }
+
     /// Writes a refusal to the audit log (see [`record_denial`]).
     pub async fn record_denial(&self, entry: AuditEntry) {
         record_denial(&self.store, entry).await;

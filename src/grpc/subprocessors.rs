@@ -13,7 +13,6 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{from_ts, ts};
 use super::{AppState, audit_entry, caller};
-use crate::auth::Caller;
 use crate::decisions::Decisions;
 use crate::domain::inbox::Recipient;
 use crate::domain::page::Page;
@@ -44,14 +43,6 @@ impl SubProcessors {
     /// A service over `state` that refreshes `decisions` after each write.
     pub fn new(state: AppState, decisions: Arc<Decisions>) -> Self {
         Self { state, decisions }
-    }
-
-    /// The tenant a request acts on; required.
-    async fn tenant(&self, who: &Caller, requested: &str, rpc: &str) -> Result<String, Status> {
-        self.state
-            .scope_tenant(who, requested, rpc)
-            .await?
-            .ok_or_else(|| Error::invalid("tenant_id", "is required").into())
     }
 
     /// Applies logged decision changes before the RPC returns, so the next
@@ -450,7 +441,8 @@ impl SubProcessorService for SubProcessors {
         let who = caller(&req)?;
         let r = req.into_inner();
         let tenant = self
-            .tenant(&who, &r.tenant_id, "SubProcessorService/SetAuthorizationMode")
+            .state
+            .require_tenant(&who, &r.tenant_id, "SubProcessorService/SetAuthorizationMode")
             .await?;
         let mode =
             AuthorizationMode::from_i32(r.mode).ok_or_else(|| Error::invalid("mode", "is required"))?;
@@ -546,7 +538,8 @@ impl SubProcessorService for SubProcessors {
         let who = caller(&req)?;
         let r = req.into_inner();
         let tenant = self
-            .tenant(&who, &r.tenant_id, "SubProcessorService/ListSubProcessors")
+            .state
+            .require_tenant(&who, &r.tenant_id, "SubProcessorService/ListSubProcessors")
             .await?;
         let page = Page::parse(r.page_size, &r.page_token)?;
         let (after, size) = (page.after, page.size);
@@ -594,7 +587,8 @@ impl SubProcessorService for SubProcessors {
         let who = caller(&req)?;
         let r = req.into_inner();
         let tenant = self
-            .tenant(&who, &r.tenant_id, "SubProcessorService/ExportSubProcessors")
+            .state
+            .require_tenant(&who, &r.tenant_id, "SubProcessorService/ExportSubProcessors")
             .await?;
         let csv = match pb::ExportFormat::try_from(r.format) {
             Ok(pb::ExportFormat::Json) => false,
@@ -649,7 +643,7 @@ impl SubProcessors {
             Reply::Approve => "SubProcessorService/ApproveChange",
             Reply::Object => "SubProcessorService/ObjectToChange",
         };
-        let tenant = self.tenant(&who, &tenant_id, rpc).await?;
+        let tenant = self.state.require_tenant(&who, &tenant_id, rpc).await?;
         let mut v = Violations::new();
         required_id(&mut v, "notice_id", &notice_id);
         v.max_len("reason", &reason, MAX_REASON);
