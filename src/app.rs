@@ -302,7 +302,7 @@ impl Application {
             .add_service(
                 ScreeningServiceServer::new(grpc::screening::Screening::new(
                     state.clone(),
-                    live,
+                    live.clone(),
                     config.screening_review_threshold,
                 ))
                 .max_decoding_message_size(max)
@@ -311,7 +311,7 @@ impl Application {
             .add_service(
                 SubProcessorServiceServer::new(grpc::subprocessors::SubProcessors::new(
                     state.clone(),
-                    decisions.clone(),
+                    grpc::screening::NameScreener::new(live, config.screening_review_threshold),
                 ))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),

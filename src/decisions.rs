@@ -70,14 +70,21 @@ fn load_policy(conn: &mut DbConnection, tenant: &str) -> Result<TenantPolicy> {
             f.flags.erased,
         )
     }))
-    .with_sub_processors(crate::store::subprocessors::grants(conn, tenant)?))
+    .with_sub_processors(crate::store::subprocessors::grants(conn, tenant)?)
+    .with_sanctioned(crate::store::screening::tenant_blocked(conn, tenant)?))
 }
 
 fn load_everything(conn: &mut DbConnection) -> Result<(Taxonomy, PolicyMap, i64)> {
     let (_, newest) = st::change_bounds(conn)?;
     let taxonomy = st::taxonomy(conn)?;
     let mut map = PolicyMap::new();
-    for t in st::known_tenants(conn)? {
+    let mut tenants = st::known_tenants(conn)?;
+    // A sanctioned tenant that never wrote instructions still needs a
+    // snapshot, so its denials name the sanction.
+    tenants.extend(crate::store::screening::blocked_tenants(conn)?);
+    tenants.sort();
+    tenants.dedup();
+    for t in tenants {
         let p = load_policy(conn, &t)?;
         map.insert(t, Arc::new(p));
     }

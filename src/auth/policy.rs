@@ -70,6 +70,7 @@ pub const RULES: &[(&str, &[Role])] = &[
     ("/proctor.v1.InboxService/Subscribe", &[T, P]),
     ("/proctor.v1.InboxService/Pull", &[T, P]),
     ("/proctor.v1.InboxService/Ack", &[T, P]),
+    ("/proctor.v1.InboxService/Reply", &[T, P]),
     // Breach register.
     ("/proctor.v1.BreachService/ReportBreach", &[C]),
     ("/proctor.v1.BreachService/UpdateBreach", &[C]),

@@ -44,6 +44,32 @@ impl fmt::Display for Recipient {
     }
 }
 
+/// Longest answer `Reply` takes, in characters.
+pub const MAX_REPLY_CHARS: usize = 10_000;
+
+/// What a reply to an envelope answers: only envelopes that ask a question
+/// take one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyTarget {
+    /// A screening case's clarification request.
+    ScreeningCase(String),
+}
+
+/// What a reply to an envelope of `kind` with `payload` answers; an
+/// envelope that asks nothing is FAILED_PRECONDITION.
+pub fn reply_target(kind: &str, payload: &str) -> Result<ReplyTarget, Error> {
+    if kind != crate::domain::screening::CLARIFICATION_KIND {
+        return Err(Error::FailedPrecondition(format!(
+            "a {kind} envelope takes no reply"
+        )));
+    }
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("case_id")?.as_str().map(str::to_owned))
+        .map(ReplyTarget::ScreeningCase)
+        .ok_or_else(|| Error::Internal("clarification envelope without case_id".into()))
+}
+
 /// A validated `Pull`: how many envelopes, for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PullSpec {
@@ -82,6 +108,22 @@ impl PullSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_questions_take_replies() {
+        assert_eq!(
+            reply_target("screening.clarification", r#"{"id":"c1","case_id":"c1"}"#).unwrap(),
+            ReplyTarget::ScreeningCase("c1".into())
+        );
+        assert!(matches!(
+            reply_target("breach.notice", r#"{"id":"b"}"#),
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert!(matches!(
+            reply_target("screening.clarification", "{}"),
+            Err(Error::Internal(_))
+        ));
+    }
 
     #[test]
     fn recipient_round_trip() {

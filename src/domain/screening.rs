@@ -16,6 +16,10 @@ pub const DEFAULT_REVIEW_THRESHOLD: f64 = 0.8;
 /// parties that belong to no tenant (the compliance team's queue).
 pub const COMPLIANCE_QUEUE: &str = "compliance-queue";
 
+/// Inbox envelope kind of a clarification request; the recipient answers
+/// it with `InboxService.Reply`.
+pub const CLARIFICATION_KIND: &str = "screening.clarification";
+
 /// Most hits one screening returns.
 pub const MAX_LIMIT: u32 = 100;
 /// Hits returned when the request leaves `limit` at 0.
@@ -49,6 +53,9 @@ pub fn outcome(best: Option<f64>, threshold: f64, confirmed: bool) -> Outcome {
 pub enum CaseStatus {
     /// Opened; the clarification request is out.
     Open,
+    /// The party's side answered the clarification request; the compliance
+    /// team decides next.
+    Answered,
     /// A false positive: the party and these entries do not alert again
     /// until an entry changes.
     Cleared,
@@ -61,6 +68,7 @@ impl CaseStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Open => "open",
+            Self::Answered => "answered",
             Self::Cleared => "cleared",
             Self::Confirmed => "confirmed",
         }
@@ -68,21 +76,43 @@ impl CaseStatus {
 
     /// Parses the stored form.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Open, Self::Cleared, Self::Confirmed]
+        [Self::Open, Self::Answered, Self::Cleared, Self::Confirmed]
             .into_iter()
             .find(|c| c.as_str() == s)
     }
 
-    /// The status `resolution` moves an `Open` case to; a resolved case is
-    /// final (FAILED_PRECONDITION), since its history is evidence.
+    /// True until the case is cleared or confirmed.
+    pub fn is_pending(self) -> bool {
+        matches!(self, Self::Open | Self::Answered)
+    }
+
+    /// The status `resolution` moves a pending case to (an answer is not
+    /// required: compliance may decide on the list data alone); a resolved
+    /// case is final (FAILED_PRECONDITION), since its history is evidence.
     pub fn resolve(self, to: CaseStatus) -> Result<CaseStatus, Error> {
         match (self, to) {
-            (Self::Open, Self::Cleared | Self::Confirmed) => Ok(to),
-            (Self::Open, Self::Open) => Err(Error::invalid("resolution", "must be CLEARED or CONFIRMED")),
+            (Self::Open | Self::Answered, Self::Cleared | Self::Confirmed) => Ok(to),
+            (_, Self::Open | Self::Answered) => {
+                Err(Error::invalid("resolution", "must be CLEARED or CONFIRMED"))
+            }
             (from, _) => Err(Error::FailedPrecondition(format!(
                 "case is already {}",
                 from.as_str()
             ))),
+        }
+    }
+
+    /// The status an answer to the clarification request moves the case
+    /// to; further answers (more documents) are welcome until it is
+    /// resolved, never after.
+    pub fn answer(self) -> Result<CaseStatus, Error> {
+        if self.is_pending() {
+            Ok(Self::Answered)
+        } else {
+            Err(Error::FailedPrecondition(format!(
+                "case is already {}; it takes no more answers",
+                self.as_str()
+            )))
         }
     }
 }
@@ -95,6 +125,43 @@ pub fn party_tenant(party_ref: &str) -> Option<&str> {
     let rest = party_ref.strip_prefix("tenants/")?;
     let t = rest.split('/').next()?;
     (!t.is_empty()).then_some(t)
+}
+
+/// What a `party_ref` names, for what a confirmed match blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartyOf<'a> {
+    /// `tenants/{id}`: the tenant itself; a confirmed match makes
+    /// `CheckProcessing` deny for it.
+    Tenant(&'a str),
+    /// `tenants/{id}/...`: one of the tenant's own parties.
+    TenantParty(&'a str),
+    /// `subprocessors/{id}`: a sub-processor's legal name; a confirmed
+    /// match makes it BLOCKED, a clear screening lets it become ACTIVE.
+    SubProcessor(&'a str),
+    /// Any other reference: a platform party.
+    Platform,
+}
+
+/// Classifies `party_ref`.
+pub fn party_of(party_ref: &str) -> PartyOf<'_> {
+    if let Some(id) = party_ref
+        .strip_prefix(SUB_PROCESSOR_PREFIX)
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+    {
+        return PartyOf::SubProcessor(id);
+    }
+    match party_tenant(party_ref) {
+        Some(t) if party_ref.len() == "tenants/".len() + t.len() => PartyOf::Tenant(t),
+        Some(t) => PartyOf::TenantParty(t),
+        None => PartyOf::Platform,
+    }
+}
+
+const SUB_PROCESSOR_PREFIX: &str = "subprocessors/";
+
+/// The `party_ref` a sub-processor's legal name is screened under.
+pub fn sub_processor_ref(id: &str) -> String {
+    format!("{SUB_PROCESSOR_PREFIX}{id}")
 }
 
 /// Whose inbox a clarification request about `party_ref` goes to.
@@ -131,6 +198,37 @@ mod tests {
             CaseStatus::Open.resolve(CaseStatus::Open),
             Err(Error::InvalidArgument(_))
         ));
+    }
+
+    #[test]
+    fn answers_are_taken_until_resolution() {
+        assert_eq!(CaseStatus::Open.answer().unwrap(), CaseStatus::Answered);
+        assert_eq!(CaseStatus::Answered.answer().unwrap(), CaseStatus::Answered);
+        assert!(matches!(
+            CaseStatus::Cleared.answer(),
+            Err(Error::FailedPrecondition(_))
+        ));
+        assert_eq!(
+            CaseStatus::Answered.resolve(CaseStatus::Confirmed).unwrap(),
+            CaseStatus::Confirmed
+        );
+        assert!(matches!(
+            CaseStatus::Answered.resolve(CaseStatus::Answered),
+            Err(Error::InvalidArgument(_))
+        ));
+        for s in ["open", "answered", "cleared", "confirmed"] {
+            assert_eq!(CaseStatus::parse(s).unwrap().as_str(), s);
+        }
+    }
+
+    #[test]
+    fn party_refs_say_what_a_match_blocks() {
+        assert_eq!(party_of("tenants/t1"), PartyOf::Tenant("t1"));
+        assert_eq!(party_of("tenants/t1/customers/9"), PartyOf::TenantParty("t1"));
+        assert_eq!(party_of(&sub_processor_ref("abc")), PartyOf::SubProcessor("abc"));
+        assert_eq!(party_of("subprocessors/"), PartyOf::Platform);
+        assert_eq!(party_of("subprocessors/a/b"), PartyOf::Platform);
+        assert_eq!(party_of("partners/acme"), PartyOf::Platform);
     }
 
     #[test]

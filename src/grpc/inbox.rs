@@ -12,10 +12,11 @@ use tonic::{Request, Response, Status};
 use super::convert::ts;
 use super::{AppState, audit_entry, caller};
 use crate::auth::{Caller, Role};
-use crate::domain::inbox::{PullSpec, Recipient};
+use crate::domain::inbox::{MAX_REPLY_CHARS, PullSpec, Recipient, ReplyTarget, reply_target};
 use crate::domain::validate::Violations;
 use crate::proto::v1 as pb;
 use crate::proto::v1::inbox_service_server::InboxService;
+use crate::store::case_answers;
 use crate::store::inbox::{self, Envelope};
 
 /// Most ids one `Ack` takes.
@@ -175,5 +176,33 @@ impl InboxService for Inbox {
         Ok(Response::new(pb::AckResponse {
             acknowledged: u32::try_from(n).unwrap_or(u32::MAX),
         }))
+    }
+
+    async fn reply(&self, req: Request<pb::ReplyRequest>) -> Result<Response<pb::ReplyResponse>, Status> {
+        let who = caller(&req)?;
+        let to = recipient(&who)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        v.required_text("id", &r.id, 64);
+        v.required_text("text", &r.text, MAX_REPLY_CHARS);
+        v.finish()?;
+        let entry = audit_entry(&who, tenant_of(&to), "inbox.reply", &r.id, "ok");
+        let target = self
+            .state
+            .store
+            .write("inbox.reply", move |c, clock| {
+                let now = clock.now();
+                let envelope = inbox::get(c, &to, &r.id)?;
+                let target = match reply_target(&envelope.kind, &envelope.payload)? {
+                    ReplyTarget::ScreeningCase(case) => {
+                        case_answers::answer(c, now, entry, &case, tenant_of(&to), r.text.trim())?;
+                        format!("case/{case}")
+                    }
+                };
+                inbox::ack(c, now, &to, std::slice::from_ref(&r.id))?;
+                Ok(target)
+            })
+            .await?;
+        Ok(Response::new(pb::ReplyResponse { target }))
     }
 }

@@ -35,6 +35,25 @@ pub struct AppState {
     pub decisions: std::sync::Arc<crate::decisions::Decisions>,
 }
 
+impl AppState {
+    /// Applies logged decision changes before an RPC returns, so the next
+    /// check on this replica already sees its write (other replicas follow
+    /// the log on their own). The write has committed by then, so a failure
+    /// only delays freshness: it is logged, never returned.
+    pub async fn follow_decisions(&self) {
+        for _ in 0..100 {
+            match self.decisions.catch_up().await {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "refreshing decision snapshots failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// The authenticated caller the auth layer attached to the request.
 pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     req.extensions()

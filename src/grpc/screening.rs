@@ -139,6 +139,43 @@ impl LiveIndex {
     }
 }
 
+/// Screening as other capabilities use it: the sub-processor registry
+/// screens a legal name at registration with the same indexes, scorer and
+/// review threshold as `Screen`.
+#[derive(Debug, Clone)]
+pub struct NameScreener {
+    live: Arc<LiveIndex>,
+    params: Params,
+    threshold: f64,
+}
+
+impl NameScreener {
+    /// A screener over `live` alerting at `threshold`.
+    pub fn new(live: Arc<LiveIndex>, threshold: f64) -> Self {
+        Self {
+            live,
+            params: Params::default(),
+            threshold,
+        }
+    }
+
+    /// The review threshold.
+    pub fn threshold(&self) -> f64 {
+        self.threshold
+    }
+
+    /// The hits of `q` at or above the threshold, or None while this
+    /// replica has no list loaded (nothing can be called clear then).
+    pub fn hits(&self, q: &Query) -> Option<Vec<Hit>> {
+        let set = self.live.current();
+        if set.by_source.is_empty() {
+            return None;
+        }
+        let _s = tracing::info_span!("screening.match", screening.lists = set.by_source.len()).entered();
+        Some(set.search(q, &self.params, self.threshold, 20))
+    }
+}
+
 /// The screening service.
 #[derive(Debug, Clone)]
 pub struct Screening {
@@ -203,6 +240,7 @@ fn case_pb(c: &st::Case) -> pb::Case {
         party_ref: c.party_ref.clone(),
         status: match c.status {
             CaseStatus::Open => pb::CaseStatus::Open,
+            CaseStatus::Answered => pb::CaseStatus::Answered,
             CaseStatus::Cleared => pb::CaseStatus::Cleared,
             CaseStatus::Confirmed => pb::CaseStatus::Confirmed,
         } as i32,
@@ -212,6 +250,15 @@ fn case_pb(c: &st::Case) -> pb::Case {
         note: c.note.clone(),
         tenant_id: c.tenant_id.clone().unwrap_or_default(),
         resolved_by: c.resolved_by.clone().unwrap_or_default(),
+        answers: c
+            .answers
+            .iter()
+            .map(|a| pb::CaseAnswer {
+                answered_by: a.answered_by.clone(),
+                answered_at: Some(ts(a.answered_at)),
+                text: a.text.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -445,6 +492,8 @@ impl ScreeningService for Screening {
         )
         .await?;
         self.live.refresh().await?;
+        // Sub-processors screened clear by this version may now be active.
+        self.state.follow_decisions().await;
         Ok(Response::new(version_pb(&info)))
     }
 
@@ -486,6 +535,7 @@ impl ScreeningService for Screening {
         let status = match pb::CaseStatus::try_from(r.status) {
             Ok(pb::CaseStatus::Unspecified) => None,
             Ok(pb::CaseStatus::Open) => Some(CaseStatus::Open),
+            Ok(pb::CaseStatus::Answered) => Some(CaseStatus::Answered),
             Ok(pb::CaseStatus::Cleared) => Some(CaseStatus::Cleared),
             Ok(pb::CaseStatus::Confirmed) => Some(CaseStatus::Confirmed),
             Err(_) => return Err(Error::invalid("status", "is not a CaseStatus").into()),
@@ -553,6 +603,8 @@ impl ScreeningService for Screening {
                 st::resolve_case(c, clock.now(), actor, &r.case_id, to, &r.note)
             })
             .await?;
+        // A confirmed tenant or a sub-processor's gate changes decisions.
+        self.state.follow_decisions().await;
         Ok(Response::new(case_pb(&case)))
     }
 

@@ -317,7 +317,7 @@ impl SubjectRequests {
                 Ok((rec, tasks))
             })
             .await?;
-        self.state.decisions.catch_up().await?;
+        self.state.follow_decisions().await;
         self.request_pb(rec, tasks, who.role == Role::Tenant)
     }
 }
@@ -560,7 +560,7 @@ impl SubjectRequestService for SubjectRequests {
                 Ok((rec, tasks))
             })
             .await?;
-        self.state.decisions.catch_up().await?;
+        self.state.follow_decisions().await;
         Ok(Response::new(self.request_pb(rec, tasks, true)?))
     }
 
@@ -857,7 +857,7 @@ impl SubjectRequestService for SubjectRequests {
                 store::complete_task(c, clock.now(), &system, &r.task_id, done, entry)
             })
             .await?;
-        self.state.decisions.catch_up().await?;
+        self.state.follow_decisions().await;
         Ok(Response::new(self.task_pb(
             task,
             req.subject_ref.as_deref(),

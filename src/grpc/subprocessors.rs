@@ -5,25 +5,24 @@
 //! write that can move a tenant's authorisation logs a decision change, so
 //! `CheckProcessing` follows on every replica.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use super::convert::{from_ts, ts};
+use super::screening::NameScreener;
 use super::{AppState, audit_entry, caller};
-use crate::decisions::Decisions;
 use crate::domain::inbox::Recipient;
 use crate::domain::page::Page;
 use crate::domain::subprocessors::{
-    self as dom, AuthorizationMode, ChangeKind, MAX_REASON, Notice, Registration, Registry, Scope, Screening,
+    self as dom, AuthorizationMode, ChangeKind, MAX_REASON, Notice, Registration, Registry, Scope,
     Status as SpStatus, SubProcessor, TenantAnswers, TenantEntry, TransferMechanism,
 };
 use crate::domain::validate::Violations;
 use crate::error::Error;
 use crate::proto::v1 as pb;
 use crate::proto::v1::sub_processor_service_server::SubProcessorService;
+use crate::store::screening_effects::{self, SubProcessorParty};
 use crate::store::subprocessors::{self as st, Reply};
 use crate::store::{audit, inbox, instructions};
 
@@ -36,29 +35,14 @@ const MAX_ID: usize = 64;
 #[derive(Debug, Clone)]
 pub struct SubProcessors {
     state: AppState,
-    decisions: Arc<Decisions>,
+    screener: NameScreener,
 }
 
 impl SubProcessors {
-    /// A service over `state` that refreshes `decisions` after each write.
-    pub fn new(state: AppState, decisions: Arc<Decisions>) -> Self {
-        Self { state, decisions }
-    }
-
-    /// Applies logged decision changes before the RPC returns, so the next
-    /// check on this replica already sees the write (other replicas follow
-    /// the log). A failure only delays freshness, so it is logged.
-    async fn follow_changes(&self) {
-        for _ in 0..100 {
-            match self.decisions.catch_up().await {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "refreshing decision snapshots failed");
-                    return;
-                }
-            }
-        }
+    /// A service over `state` (whose decisions it refreshes after each
+    /// write) that screens legal names with `screener` at registration.
+    pub fn new(state: AppState, screener: NameScreener) -> Self {
+        Self { state, screener }
     }
 }
 
@@ -248,6 +232,15 @@ impl SubProcessorService for SubProcessors {
             dpa_signed_at: dpa,
             nda_signed_at: nda,
         };
+        // The legal name is screened before the transaction (in memory) and
+        // the outcome recorded in it: the gate, any case, and the party.
+        let party = SubProcessorParty {
+            id: uuid::Uuid::new_v4().to_string(),
+            legal_name: reg.legal_name.clone(),
+            country: reg.country.clone(),
+        };
+        let hits = self.screener.hits(&party.query());
+        let threshold = self.screener.threshold();
         let out = self
             .state
             .store
@@ -267,8 +260,23 @@ impl SubProcessorService for SubProcessors {
                         .ok_or_else(|| Error::NotFound(format!("parent sub-processor {p}")))?;
                     reg.check_parent(&parent)?;
                 }
+                let actor = audit_entry(
+                    &who,
+                    None,
+                    "sub_processor.register",
+                    &format!("sub_processor/{}", party.id),
+                    "ok",
+                );
+                let gate = screening_effects::settle_sub_processor(
+                    c,
+                    now,
+                    &actor,
+                    &party,
+                    hits.as_deref(),
+                    threshold,
+                )?;
                 let s = SubProcessor {
-                    id: uuid::Uuid::new_v4().to_string(),
+                    id: party.id.clone(),
                     legal_name: reg.legal_name,
                     country: reg.country,
                     services: reg.services,
@@ -278,21 +286,13 @@ impl SubProcessorService for SubProcessors {
                     dpa_signed_at: reg.dpa_signed_at,
                     nda_signed_at: reg.nda_signed_at,
                     created_at: now,
-                    screening: Screening::Pending,
-                    screened_at: None,
+                    screening: gate.screening,
+                    screened_at: hits.is_some().then_some(now),
                 };
                 st::insert(c, &s)?;
-                audit::append(
-                    c,
-                    now,
-                    audit_entry(
-                        &who,
-                        None,
-                        "sub_processor.register",
-                        &format!("sub_processor/{}", s.id),
-                        "ok",
-                    ),
-                )?;
+                let mut entry = actor;
+                entry.detail = serde_json::json!({ "screening": gate.screening.as_str() }).to_string();
+                audit::append(c, now, entry)?;
                 let registry = Registry {
                     sub_processors: vec![s.clone()],
                     notices: Vec::new(),
@@ -430,7 +430,7 @@ impl SubProcessorService for SubProcessors {
                 Ok(notice_to_pb(n, tenants))
             })
             .await?;
-        self.follow_changes().await;
+        self.state.follow_decisions().await;
         Ok(Response::new(out))
     }
 
@@ -464,7 +464,7 @@ impl SubProcessorService for SubProcessors {
                 instructions::record_change(c, now, &t)
             })
             .await?;
-        self.decisions.refresh(&tenant).await?;
+        self.state.decisions.refresh(&tenant).await?;
         Ok(Response::new(pb::SetAuthorizationModeResponse {
             tenant_id: tenant,
             mode: mode as i32,
@@ -673,7 +673,7 @@ impl SubProcessors {
                 Ok(((n.id, a), now))
             })
             .await?;
-        self.decisions.refresh(&tenant).await?;
+        self.state.decisions.refresh(&tenant).await?;
         let (notice_id, a) = answer;
         Ok(Response::new(pb::ChangeNoticeAnswer {
             notice_id,

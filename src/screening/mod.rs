@@ -11,4 +11,6 @@ pub mod matcher;
 pub mod model;
 pub mod normalize;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod quality;

@@ -120,6 +120,18 @@ pub fn pull(
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
+/// One envelope of `to`'s inbox, acknowledged or not; another
+/// recipient's envelope is NOT_FOUND, as if it did not exist.
+pub fn get(conn: &mut DbConnection, to: &Recipient, id: &str) -> Result<Envelope> {
+    let row: Option<Row> = e::envelopes
+        .filter(e::recipient.eq(to.to_string()))
+        .filter(e::id.eq(id))
+        .first(conn)
+        .optional()?;
+    row.map(Into::into)
+        .ok_or_else(|| Error::NotFound(format!("envelope {id}")))
+}
+
 /// Unacknowledged envelopes after `cursor`, for a subscription stream.
 pub fn after(conn: &mut DbConnection, to: &Recipient, cursor: i64, limit: i64) -> Result<Vec<Envelope>> {
     let rows: Vec<Row> = e::envelopes

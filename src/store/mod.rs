@@ -11,10 +11,12 @@
 
 pub mod audit;
 pub mod breaches;
+pub mod case_answers;
 pub mod inbox;
 pub mod instructions;
 pub mod schema;
 pub mod screening;
+pub mod screening_effects;
 pub mod subject_requests;
 pub mod subprocessors;
 

@@ -272,6 +272,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    screening_case_answers (case_id, seq) {
+        case_id -> Text,
+        seq -> BigInt,
+        answered_at_us -> BigInt,
+        answered_by -> Text,
+        text -> Text,
+    }
+}
+
 diesel::joinable!(screening_entries -> screening_list_versions (version_seq));
 
 diesel::allow_tables_to_appear_in_same_query!(screening_entries, screening_list_versions);

@@ -15,9 +15,12 @@ use super::schema::screening_clearances::dsl as cl;
 use super::schema::screening_entries::dsl as en;
 use super::schema::screening_list_versions::dsl as lv;
 use super::schema::screening_parties::dsl as pa;
-use super::{DbConnection, audit, chain_lock, from_us, inbox, to_us};
+use super::{DbConnection, audit, case_answers, chain_lock, from_us, inbox, screening_effects, to_us};
 use crate::domain::audit::AuditEntry;
-use crate::domain::screening::{CaseStatus, Outcome, clarification_recipient, outcome, party_tenant};
+use crate::domain::screening::{
+    CLARIFICATION_KIND, CaseStatus, Outcome, PartyOf, clarification_recipient, outcome, party_of,
+    party_tenant,
+};
 use crate::error::{Error, Result};
 use crate::screening::index::{Hit, Index, Query};
 use crate::screening::matcher::Params;
@@ -166,6 +169,8 @@ pub struct Case {
     pub resolved_by: Option<String>,
     /// The resolver's reason.
     pub note: String,
+    /// Answers to the clarification request, oldest first.
+    pub answers: Vec<case_answers::CaseAnswer>,
 }
 
 #[derive(Queryable, Insertable)]
@@ -200,6 +205,7 @@ impl TryFrom<CaseRow> for Case {
             resolved_at: r.resolved_at_us.map(from_us),
             resolved_by: r.resolved_by,
             note: r.note,
+            answers: Vec::new(),
         })
     }
 }
@@ -373,27 +379,37 @@ pub fn import(
     } else {
         pa::screening_parties.order(pa::party_ref.asc()).load(conn)?
     };
-    if !parties.is_empty() && !delta.is_empty() {
-        let idx = Index::build(source, info.version, list);
-        for party in parties {
-            info.rescreened += 1;
-            if has_case(conn, &party.party_ref, CaseStatus::Confirmed)?
-                || has_case(conn, &party.party_ref, CaseStatus::Open)?
-            {
-                continue;
-            }
-            let hits: Vec<Hit> = idx
-                .search(&party.query(), &params, threshold, 20)
-                .into_iter()
-                .filter(|h| delta.contains(&h.entry_id))
-                .collect();
-            let alerting = not_cleared(conn, &party.party_ref, hits)?;
-            if !alerting.is_empty() {
-                let mut who = actor.clone();
-                who.tenant_id = party.tenant_id.clone();
-                open_case(conn, now, who, &party, alerting, "rescreen")?;
-                info.cases_opened += 1;
-            }
+    let pending = screening_effects::pending_sub_processors(conn)?;
+    if parties.is_empty() && pending.is_empty() {
+        return Ok(info);
+    }
+    let idx = Index::build(source, info.version, list);
+    for party in parties {
+        info.rescreened += 1;
+        if has_open_or_confirmed(conn, &party.party_ref)? {
+            continue;
+        }
+        let hits: Vec<Hit> = idx
+            .search(&party.query(), &params, threshold, 20)
+            .into_iter()
+            .filter(|h| delta.contains(&h.entry_id))
+            .collect();
+        let alerting = not_cleared(conn, &party.party_ref, hits)?;
+        if !alerting.is_empty() {
+            let mut who = actor.clone();
+            who.tenant_id = party.tenant_id.clone();
+            open_case(conn, now, who, &party, alerting, "rescreen")?;
+            info.cases_opened += 1;
+        }
+    }
+    // Sub-processors still waiting for their first screening are screened
+    // against the whole new list, not only its delta.
+    for sp in pending {
+        let hits = idx.search(&sp.query(), &params, threshold, 20);
+        if screening_effects::settle_sub_processor(conn, now, &actor, &sp, Some(&hits), threshold)?
+            .opened_case
+        {
+            info.cases_opened += 1;
         }
     }
     Ok(info)
@@ -417,6 +433,41 @@ fn has_case(conn: &mut DbConnection, party_ref: &str, status: CaseStatus) -> Res
         .count()
         .get_result(conn)?;
     Ok(n > 0)
+}
+
+/// The case of `party_ref` still awaiting its resolution (open or
+/// answered), if any: a party has at most one.
+pub fn pending_case(conn: &mut DbConnection, party_ref: &str) -> Result<Option<String>> {
+    Ok(c::screening_cases
+        .filter(c::party_ref.eq(party_ref))
+        .filter(c::status.eq_any([CaseStatus::Open.as_str(), CaseStatus::Answered.as_str()]))
+        .select(c::id)
+        .first(conn)
+        .optional()?)
+}
+
+/// True when `party_ref` has a confirmed case or one awaiting resolution:
+/// re-screening leaves such a party alone.
+pub fn has_open_or_confirmed(conn: &mut DbConnection, party_ref: &str) -> Result<bool> {
+    Ok(is_blocked(conn, party_ref)? || pending_case(conn, party_ref)?.is_some())
+}
+
+/// Ids of the tenants that themselves (`tenants/{id}`) have a confirmed
+/// match; decisions deny for them.
+pub fn blocked_tenants(conn: &mut DbConnection) -> Result<Vec<String>> {
+    let refs: Vec<String> = c::screening_cases
+        .filter(c::status.eq(CaseStatus::Confirmed.as_str()))
+        .filter(c::party_ref.like("tenants/%"))
+        .select(c::party_ref)
+        .distinct()
+        .load(conn)?;
+    Ok(refs
+        .iter()
+        .filter_map(|r| match party_of(r) {
+            PartyOf::Tenant(t) => Some(t.to_owned()),
+            _ => None,
+        })
+        .collect())
 }
 
 /// True when `party_ref` has a confirmed match: a blocked party (a
@@ -480,7 +531,7 @@ fn open_case(
         conn,
         now,
         &clarification_recipient(&party.party_ref),
-        "screening.clarification",
+        CLARIFICATION_KIND,
         &serde_json::json!({ "id": id, "case_id": id, "party_ref": party.party_ref, "hits": hits.len() }),
     )?;
     let mut entry = actor;
@@ -571,13 +622,7 @@ pub fn record_screening(
             case_id: None,
         });
     }
-    let open: Option<String> = c::screening_cases
-        .filter(c::party_ref.eq(&party.party_ref))
-        .filter(c::status.eq(CaseStatus::Open.as_str()))
-        .select(c::id)
-        .first(conn)
-        .optional()?;
-    let id = match open {
+    let id = match pending_case(conn, &party.party_ref)? {
         Some(id) => id,
         None => open_case(conn, now, actor, &party, alerting, "screen")?,
     };
@@ -591,7 +636,13 @@ pub fn record_screening(
 pub fn get_case(conn: &mut DbConnection, id: &str, tenant: Option<&str>) -> Result<Case> {
     let row: Option<CaseRow> = c::screening_cases.filter(c::id.eq(id)).first(conn).optional()?;
     match row {
-        Some(r) if tenant.is_none() || r.tenant_id.as_deref() == tenant => r.try_into(),
+        Some(r) if tenant.is_none() || r.tenant_id.as_deref() == tenant => {
+            let mut case: Case = r.try_into()?;
+            case.answers = case_answers::of_cases(conn, &[case.id.clone()])?
+                .remove(&case.id)
+                .unwrap_or_default();
+            Ok(case)
+        }
         _ => Err(Error::NotFound(format!("case {id}"))),
     }
 }
@@ -616,14 +667,22 @@ pub fn list_cases(
     if let Some(s) = status {
         q = q.filter(c::status.eq(s.as_str()));
     }
-    q.load::<CaseRow>(conn)?
+    let mut cases: Vec<Case> = q
+        .load::<CaseRow>(conn)?
         .into_iter()
         .map(TryInto::try_into)
-        .collect()
+        .collect::<Result<_>>()?;
+    let ids: Vec<String> = cases.iter().map(|c| c.id.clone()).collect();
+    let mut answers = case_answers::of_cases(conn, &ids)?;
+    for case in &mut cases {
+        case.answers = answers.remove(&case.id).unwrap_or_default();
+    }
+    Ok(cases)
 }
 
-/// Resolves an open case: cleared (each hit's entry is remembered in its
-/// present form for this party) or confirmed (the party is blocked).
+/// Resolves a pending case: cleared (each hit's entry is remembered in its
+/// present form for this party) or confirmed (the party is blocked), and
+/// applies what that means to a sub-processor or tenant party.
 pub fn resolve_case(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
@@ -664,6 +723,7 @@ pub fn resolve_case(
                 .execute(conn)?;
         }
     }
+    screening_effects::apply_resolution(conn, now, &actor, &case.party_ref, new)?;
     let mut entry = actor;
     entry.tenant_id = case.tenant_id.clone();
     entry.action = format!("screening.case.{}", new.as_str());

@@ -433,8 +433,9 @@ pub fn notices_page(
         .collect()
 }
 
-/// The screening hook. The screening capability calls this, inside the
-/// transaction that settles a screening of a sub-processor's legal name:
+/// The screening gate's write. The screening capability
+/// (`store::screening_effects`) calls this inside the transaction that
+/// settles a screening of a sub-processor's legal name:
 /// `Clear` when the name screened clear or its case was cleared (the
 /// sub-processor may then become ACTIVE), `Confirmed` on a confirmed
 /// sanctions match (BLOCKED, withdrawn for every tenant), `Pending` while a
@@ -457,16 +458,6 @@ pub fn record_screening(
     }
     record_change_all(conn, now)?;
     Ok(())
-}
-
-/// The parties the screening capability should screen: `(id, legal name,
-/// country)` of every sub-processor not screened clear yet.
-pub fn screening_parties(conn: &mut DbConnection) -> Result<Vec<(String, String, String)>> {
-    Ok(sp::table
-        .filter(sp::screening.ne(Screening::Clear.as_str()))
-        .order(sp::seq.asc())
-        .select((sp::id, sp::legal_name, sp::country))
-        .load(conn)?)
 }
 
 /// `seq` of each sub-processor, for paging.

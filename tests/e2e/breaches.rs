@@ -183,19 +183,7 @@ async fn lifecycle(b: Backend) {
     assert_eq!(e.code(), Code::FailedPrecondition);
 
     // Every change is in the audit log with who and what.
-    use proctor::proto::v1::audit_service_client::AuditServiceClient;
-    let events = AuditServiceClient::new(app.channel.clone())
-        .list_audit_events(authed(
-            ListAuditEventsRequest {
-                page_size: 100,
-                ..Default::default()
-            },
-            &c,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = crate::support::audit_events(&app).await;
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
     assert!(actions.contains(&"breach.report"));
     assert!(actions.contains(&"breach.authority_notified_late"));

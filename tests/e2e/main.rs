@@ -15,6 +15,7 @@ mod healthcheck;
 mod inbox;
 mod instructions;
 mod rate_limit;
+mod sanctions_effects;
 mod screening;
 mod subject_requests;
 mod subprocessors;

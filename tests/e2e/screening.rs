@@ -10,9 +10,8 @@ use proctor::domain::inbox::Recipient;
 use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::screening_service_client::ScreeningServiceClient;
 use proctor::proto::v1::{
-    CaseStatus, GetCaseRequest, ImportListChunk, ListAuditEventsRequest, ListCasesRequest, ListVersion,
-    Outcome, Party, PartyType, PullRequest, Resolution, ResolveCaseRequest, ScoreNamesRequest, ScreenRequest,
-    ScreenResponse,
+    CaseStatus, GetCaseRequest, ImportListChunk, ListCasesRequest, ListVersion, Outcome, Party, PartyType,
+    PullRequest, Resolution, ResolveCaseRequest, ScoreNamesRequest, ScreenRequest, ScreenResponse,
 };
 use proctor::store::{inbox, screening as st};
 use tonic::transport::Channel;
@@ -30,7 +29,7 @@ fn fixture(rel: &str) -> (String, Vec<u8>) {
     (rel.rsplit('/').next().unwrap().to_owned(), data)
 }
 
-fn ofac_set(dir: &str, with_comments: bool) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn ofac_set(dir: &str, with_comments: bool) -> Vec<(String, Vec<u8>)> {
     let mut names = vec!["sdn.csv", "alt.csv", "add.csv"];
     if with_comments {
         names.push("sdn_comments.csv");
@@ -41,12 +40,12 @@ fn ofac_set(dir: &str, with_comments: bool) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn client(app: &TestApp) -> ScreeningServiceClient<Channel> {
+pub(crate) fn client(app: &TestApp) -> ScreeningServiceClient<Channel> {
     ScreeningServiceClient::new(app.channel.clone()).max_decoding_message_size(64 << 20)
 }
 
 /// Streams `files` as `ImportList` chunks.
-async fn import(
+pub(crate) async fn import(
     app: &TestApp,
     source: &str,
     files: Vec<(String, Vec<u8>)>,
@@ -77,7 +76,7 @@ fn party(name: &str, t: PartyType) -> Party {
     }
 }
 
-async fn screen(
+pub(crate) async fn screen(
     app: &TestApp,
     name: &str,
     t: PartyType,
@@ -381,18 +380,7 @@ async fn cases_clarification_and_blocking(b: Backend) {
     assert_eq!(queue[0].kind, "screening.clarification");
 
     // Every step is in the audit log, with who; no names in the details.
-    let events = proctor::proto::v1::audit_service_client::AuditServiceClient::new(app.channel.clone())
-        .list_audit_events(authed(
-            ListAuditEventsRequest {
-                page_size: 1000,
-                ..Default::default()
-            },
-            &comp,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let events = crate::support::audit_events(&app).await;
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
     for a in [
         "screening.import",

@@ -18,7 +18,7 @@ use crate::instructions::{check, put};
 use crate::on_both_backends;
 use crate::support::{Backend, TestApp, authed, spawn_app};
 
-fn client(app: &TestApp) -> SubProcessorServiceClient<Channel> {
+pub(crate) fn client(app: &TestApp) -> SubProcessorServiceClient<Channel> {
     SubProcessorServiceClient::new(app.channel.clone())
 }
 
@@ -46,7 +46,7 @@ fn rule(cat: &str, purposes: &[&str]) -> CategoryRule {
 
 /// Instructions covering recordings and transcripts (affected by a
 /// speech-to-text sub-processor).
-fn media() -> InstructionSet {
+pub(crate) fn media() -> InstructionSet {
     InstructionSet {
         rules: vec![
             rule("recording", &["service_delivery", "transcription"]),
@@ -65,7 +65,7 @@ fn contacts_only() -> InstructionSet {
     }
 }
 
-fn registration(
+pub(crate) fn registration(
     name: &str,
     country: &str,
     mech: TransferMechanism,
@@ -83,7 +83,7 @@ fn registration(
     }
 }
 
-async fn register(app: &TestApp, r: RegisterSubProcessorRequest) -> SubProcessor {
+pub(crate) async fn register(app: &TestApp, r: RegisterSubProcessorRequest) -> SubProcessor {
     client(app)
         .register_sub_processor(authed(r, &app.keys.compliance()))
         .await
@@ -102,7 +102,7 @@ async fn screen(app: &TestApp, id: &str, outcome: Screening) {
         .unwrap();
 }
 
-async fn propose(
+pub(crate) async fn propose(
     app: &TestApp,
     id: &str,
     kind: ChangeKind,
@@ -127,7 +127,7 @@ async fn propose(
         .map(|r| r.into_inner())
 }
 
-async fn sp_check(
+pub(crate) async fn sp_check(
     app: &TestApp,
     tenant: &str,
     cat: &str,
@@ -241,7 +241,7 @@ async fn list(app: &TestApp, tenant: &str) -> Vec<SubProcessorEntry> {
         .entries
 }
 
-async fn status(app: &TestApp, id: &str) -> SubProcessorStatus {
+pub(crate) async fn status(app: &TestApp, id: &str) -> SubProcessorStatus {
     let s = client(app)
         .get_sub_processor(authed(
             GetSubProcessorRequest { id: id.into() },

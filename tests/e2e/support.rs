@@ -308,6 +308,24 @@ impl TestApp {
     }
 }
 
+/// The audit log as compliance reads it (the first 1,000 events): what
+/// tests check for who did what, and for personal data that must not be
+/// there.
+pub async fn audit_events(app: &TestApp) -> Vec<proctor::proto::v1::AuditEvent> {
+    proctor::proto::v1::audit_service_client::AuditServiceClient::new(app.channel.clone())
+        .list_audit_events(authed(
+            proctor::proto::v1::ListAuditEventsRequest {
+                page_size: 1000,
+                ..Default::default()
+            },
+            &app.keys.compliance(),
+        ))
+        .await
+        .expect("compliance reads the audit log")
+        .into_inner()
+        .events
+}
+
 /// Wraps `msg` with a bearer token.
 pub fn authed<T>(msg: T, token: &str) -> Request<T> {
     let mut r = Request::new(msg);

@@ -38,11 +38,13 @@ pub enum DenyReason {
     SubjectErased = 9,
     /// The tenant's contract has ended.
     TenantTerminated = 10,
+    /// The tenant itself has a confirmed sanctions match.
+    SanctionedParty = 11,
 }
 
 impl DenyReason {
     /// Every reason, in wire order.
-    pub const ALL: [DenyReason; 10] = [
+    pub const ALL: [DenyReason; 11] = [
         Self::NoInstructions,
         Self::CategoryNotCovered,
         Self::PurposeNotPermitted,
@@ -53,6 +55,7 @@ impl DenyReason {
         Self::SubjectObjected,
         Self::SubjectErased,
         Self::TenantTerminated,
+        Self::SanctionedParty,
     ];
 }
 
@@ -125,6 +128,9 @@ pub struct TenantPolicy {
     /// Which sub-processors the tenant has authorised, and from when (set
     /// with [`TenantPolicy::with_sub_processors`]).
     pub sub_processors: SubProcessorGrants,
+    /// The tenant has a confirmed sanctions match: nothing is processed
+    /// for it until the case history says otherwise.
+    pub sanctioned: bool,
 }
 
 impl TenantPolicy {
@@ -165,6 +171,7 @@ impl TenantPolicy {
             change_seq,
             subjects: HashMap::new(),
             sub_processors: SubProcessorGrants::default(),
+            sanctioned: false,
         }
     }
 
@@ -186,6 +193,12 @@ impl TenantPolicy {
                 self.subjects.insert(sref.into(), r);
             }
         }
+        self
+    }
+
+    /// Marks the tenant as a confirmed sanctioned party.
+    pub fn with_sanctioned(mut self, sanctioned: bool) -> Self {
+        self.sanctioned = sanctioned;
         self
     }
 
@@ -227,6 +240,9 @@ pub fn decide(policy: Option<&TenantPolicy>, check: &Check<'_>, now: DateTime<Ut
     };
     if p.terminated_from.is_some_and(|t| t <= now) {
         reasons.add(DenyReason::TenantTerminated);
+    }
+    if p.sanctioned {
+        reasons.add(DenyReason::SanctionedParty);
     }
     if !check.subject_ref.is_empty()
         && let Some(s) = p.subjects.get(check.subject_ref)
@@ -377,6 +393,19 @@ mod tests {
             reasons(decide(Some(&p), &check("agent", "billing", "US"), now())),
             [CategoryNotCovered, TenantTerminated]
         );
+    }
+
+    #[test]
+    fn a_sanctioned_tenant_is_denied_whatever_its_rules_say() {
+        let p = policy(vec![rule("contact")], None).with_sanctioned(true);
+        let c = check("contact", "support", "DE");
+        assert_eq!(reasons(decide(Some(&p), &c, now())), [SanctionedParty]);
+        let bare = TenantPolicy::compile(0, None, None, 0).with_sanctioned(true);
+        assert_eq!(
+            reasons(decide(Some(&bare), &c, now())),
+            [NoInstructions, SanctionedParty]
+        );
+        assert!(decide(Some(&policy(vec![rule("contact")], None)), &c, now()).allowed());
     }
 
     #[test]

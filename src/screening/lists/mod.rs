@@ -6,6 +6,7 @@
 pub mod csl;
 pub mod eu;
 pub mod ofac;
+pub mod ofac_xml;
 pub mod seco;
 pub mod uk;
 pub mod un;
@@ -69,6 +70,15 @@ pub const SOURCES: &[&str] = &[
     "us_dpl",
 ];
 
+/// True when an import is a single XML file (by name, or by content when
+/// the name says nothing).
+fn is_xml(files: &[ListFile]) -> bool {
+    match files {
+        [f] => f.name.to_ascii_lowercase().ends_with(".xml") || f.data.trim_ascii_start().starts_with(b"<"),
+        _ => false,
+    }
+}
+
 /// Parses the files of one import of `source` into entries, sorted by id.
 pub fn parse(source: &str, files: &[ListFile]) -> Result<Vec<ListEntry>, ParseError> {
     let single = || -> Result<&ListFile, ParseError> {
@@ -82,6 +92,8 @@ pub fn parse(source: &str, files: &[ListFile]) -> Result<Vec<ListEntry>, ParseEr
         }
     };
     let mut entries = match source {
+        // OFAC publishes both lists as a CSV set and as one XML file.
+        "ofac_sdn" | "ofac_cons" if is_xml(files) => ofac_xml::parse(single()?)?,
         "ofac_sdn" | "ofac_cons" => ofac::parse(files)?,
         "un_sc" => un::parse(single()?)?,
         "eu_fsf" => eu::parse(single()?)?,

@@ -244,3 +244,90 @@ fn crlf_files_report_the_right_line() {
     .unwrap_err();
     assert_eq!(e.location, "line 3", "{e}");
 }
+
+fn fixture_small_csv() -> Vec<ListEntry> {
+    let files: Vec<ListFile> = ["sdn.csv", "alt.csv", "add.csv", "sdn_comments.csv"]
+        .iter()
+        .map(|f| fixture(&format!("ofac/fixture_small/{f}")))
+        .collect();
+    parse("ofac_sdn", &files).unwrap()
+}
+
+#[test]
+fn ofac_sdn_xml_reads_like_the_csv_set() {
+    let xml = parse("ofac_sdn", &[fixture("ofac/fixture_small_xml/sdn.xml")]).unwrap();
+    let csv = fixture_small_csv();
+    assert_eq!(xml.len(), 17);
+    let ids = |v: &[ListEntry]| v.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&xml), ids(&csv));
+    for (x, c) in xml.iter().zip(&csv) {
+        assert_eq!(x.kind, c.kind, "{}", x.id);
+        assert_eq!(x.primary_name, c.primary_name, "{}", x.id);
+        assert_eq!(x.programs, c.programs, "{}", x.id);
+        assert_eq!(x.birth_years(), c.birth_years(), "{}", x.id);
+        let names = |e: &ListEntry| {
+            let mut v: Vec<(String, bool)> = e
+                .aliases
+                .iter()
+                .map(|a| (a.name.to_uppercase(), a.weak))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(x), names(c), "{}", x.id);
+    }
+    let morey = find(&xml, "10278");
+    assert_eq!(morey.primary_name, "LOGAN MOREY, Elvis Angus");
+    assert_eq!(morey.kind, EntityKind::Individual);
+    assert!(morey.aliases.iter().any(|a| a.name == "BURTON BURGESS" && a.weak));
+    assert!(
+        morey
+            .identifiers
+            .iter()
+            .any(|i| i.kind == "Passport" && i.value == "P0017003")
+    );
+    let tanker = find(&xml, "47371");
+    assert_eq!(tanker.kind, EntityKind::Vessel);
+    assert!(tanker.countries.contains(&"Gabon".to_owned()));
+    // The same entries from either format have the same content digest
+    // where both carry the same fields, so the names and ids diff alike.
+    assert_eq!(
+        find(&xml, "11195").programs,
+        ["NPWMD", "IFSR", "IRAN-CON-ARMS-EO"]
+    );
+}
+
+#[test]
+fn ofac_sdn_xml_refusals_name_the_element() {
+    let bad = |body: &str| {
+        parse(
+            "ofac_sdn",
+            &[ListFile {
+                name: "sdn.xml".into(),
+                data: body.as_bytes().to_vec(),
+            }],
+        )
+        .unwrap_err()
+    };
+    let e = bad("<sdnList><sdnEntry><uid>x1</uid><lastName>A</lastName></sdnEntry></sdnList>");
+    assert!(
+        e.location.contains("sdnEntry") && e.message.contains("uid"),
+        "{e}"
+    );
+    let e = bad("<sdnList><sdnEntry><uid>1</uid><sdnType>Entity</sdnType></sdnEntry></sdnList>");
+    assert!(e.message.contains("lastName"), "{e}");
+    let e = bad(
+        "<sdnList><sdnEntry><uid>1</uid><lastName>A</lastName><sdnType>Planet</sdnType></sdnEntry></sdnList>",
+    );
+    assert!(e.message.contains("planet"), "{e}");
+    let e = bad(
+        "<sdnList><sdnEntry><uid>1</uid><lastName>A</lastName></sdnEntry>\n<sdnEntry><uid>1</uid><lastName>B</lastName></sdnEntry></sdnList>",
+    );
+    assert!(e.message.contains("duplicate uid 1"), "{e}");
+    let e = bad("<sdnList><sdnEntry><uid>1</uid>\n<lastName>A</lastName>");
+    assert!(e.location.starts_with("line"), "{e}");
+    let e = bad("<CONSOLIDATED_LIST/>");
+    assert!(e.message.contains("sdnList"), "{e}");
+    let e = bad("<sdnList></sdnList>");
+    assert!(e.message.contains("no <sdnEntry>"), "{e}");
+}

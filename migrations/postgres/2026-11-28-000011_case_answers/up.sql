@@ -1,0 +1,10 @@
+-- Answers to a screening case's clarification request, in order. The case
+-- keeps its hits and resolution; answers are the party side's explanation.
+CREATE TABLE screening_case_answers (
+    case_id        TEXT NOT NULL,
+    seq            BIGINT NOT NULL,
+    answered_at_us BIGINT NOT NULL,
+    answered_by    TEXT NOT NULL,
+    text           TEXT NOT NULL,
+    PRIMARY KEY (case_id, seq)
+);

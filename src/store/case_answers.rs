@@ -1,0 +1,114 @@
+//! Answers to screening cases' clarification requests. A tenant (or the
+//! compliance queue, for platform parties) answers through its inbox; each
+//! answer is kept in order with who gave it and when, so the analyst who
+//! resolves the case sees the whole exchange, and the audit log records
+//! that an answer arrived without its text (which may name people).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use super::schema::screening_case_answers::dsl as ca;
+use super::schema::screening_cases::dsl as c;
+use super::{DbConnection, audit, chain_lock, from_us, inbox, to_us};
+use crate::domain::audit::AuditEntry;
+use crate::domain::inbox::Recipient;
+use crate::domain::screening::{COMPLIANCE_QUEUE, CaseStatus};
+use crate::error::{Error, Result};
+
+/// One answer, as shown on the case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseAnswer {
+    /// The answering caller's token subject.
+    pub answered_by: String,
+    /// When it was recorded.
+    pub answered_at: DateTime<Utc>,
+    /// The answer as given.
+    pub text: String,
+}
+
+/// The answers of each of `ids`, oldest first (cases without any are
+/// absent).
+pub fn of_cases(conn: &mut DbConnection, ids: &[String]) -> Result<HashMap<String, Vec<CaseAnswer>>> {
+    let mut out: HashMap<String, Vec<CaseAnswer>> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let rows: Vec<(String, i64, String, String)> = ca::screening_case_answers
+        .filter(ca::case_id.eq_any(ids))
+        .order((ca::case_id.asc(), ca::seq.asc()))
+        .select((ca::case_id, ca::answered_at_us, ca::answered_by, ca::text))
+        .load(conn)?;
+    for (case, at, by, text) in rows {
+        out.entry(case).or_default().push(CaseAnswer {
+            answered_by: by,
+            answered_at: from_us(at),
+            text,
+        });
+    }
+    Ok(out)
+}
+
+/// Records `text` as an answer to case `case_id` from `actor` in the
+/// caller's transaction: the case moves to ANSWERED (a resolved case takes
+/// no answer: FAILED_PRECONDITION), the compliance queue is told, and the
+/// audit log records the answer's length only. `tenant` limits the cases
+/// the caller may answer (None: platform parties' cases only).
+pub fn answer(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    actor: AuditEntry,
+    case_id: &str,
+    tenant: Option<&str>,
+    text: &str,
+) -> Result<()> {
+    chain_lock(conn)?;
+    let row: Option<(String, Option<String>, String)> = c::screening_cases
+        .filter(c::id.eq(case_id))
+        .select((c::status, c::tenant_id, c::party_ref))
+        .first(conn)
+        .optional()?;
+    let Some((status, case_tenant, party_ref)) = row.filter(|(_, t, _)| t.as_deref() == tenant) else {
+        return Err(Error::NotFound(format!("case {case_id}")));
+    };
+    let status =
+        CaseStatus::parse(&status).ok_or_else(|| Error::Internal(format!("bad case status {status}")))?;
+    let next = status.answer()?;
+    diesel::update(c::screening_cases.filter(c::id.eq(case_id)))
+        .set(c::status.eq(next.as_str()))
+        .execute(conn)?;
+    let last: Option<i64> = ca::screening_case_answers
+        .filter(ca::case_id.eq(case_id))
+        .select(diesel::dsl::max(ca::seq))
+        .first(conn)?;
+    let seq = last.unwrap_or(0) + 1;
+    diesel::insert_into(ca::screening_case_answers)
+        .values((
+            ca::case_id.eq(case_id),
+            ca::seq.eq(seq),
+            ca::answered_at_us.eq(to_us(now)),
+            ca::answered_by.eq(&actor.actor),
+            ca::text.eq(text),
+        ))
+        .execute(conn)?;
+    inbox::enqueue(
+        conn,
+        now,
+        &Recipient::System(COMPLIANCE_QUEUE.to_owned()),
+        "screening.clarification.answered",
+        &serde_json::json!({ "id": case_id, "case_id": case_id, "answer": seq }),
+    )?;
+    let mut entry = actor;
+    entry.tenant_id = case_tenant;
+    entry.action = "screening.case.answer".into();
+    entry.target = format!("case/{case_id}");
+    entry.detail = serde_json::json!({
+        "party_ref": party_ref,
+        "answer": seq,
+        "chars": text.chars().count(),
+    })
+    .to_string();
+    audit::append(conn, now, entry)?;
+    Ok(())
+}
