@@ -7,7 +7,7 @@
 //! follows the store's decision change log every [`FOLLOW_INTERVAL`], so a
 //! write on another replica is seen within a second.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
@@ -51,43 +51,55 @@ impl std::fmt::Debug for Decisions {
     }
 }
 
-fn load_policy(conn: &mut DbConnection, tenant: &str) -> Result<TenantPolicy> {
-    let seq = st::tenant_change_seq(conn, tenant)?;
-    let current = st::current(conn, tenant)?;
-    let state = st::tenant_state(conn, tenant)?;
-    let flags = crate::store::subject_requests::tenant_flags(conn, tenant)?;
-    Ok(TenantPolicy::compile(
-        current.as_ref().map_or(0, |v| v.version),
-        current.as_ref().map(|v| &v.set),
-        state.and_then(|s| s.terminated_at),
-        seq,
-    )
-    .with_subjects(flags.iter().map(|f| {
-        (
-            f.subject_ref.as_str(),
-            f.flags.restricted,
-            f.flags.objected || f.flags.consent_withdrawn,
-            f.flags.erased,
+/// Loads the snapshots of `tenants` in one read: the sub-processor registry
+/// and the sanctioned tenants are read once for all of them.
+fn load_policies(conn: &mut DbConnection, tenants: &[String]) -> Result<Vec<(String, TenantPolicy)>> {
+    let registry = crate::store::subprocessors::registry(conn)?;
+    let sanctioned: HashSet<String> = crate::store::screening::blocked_tenants(conn)?
+        .into_iter()
+        .collect();
+    let mut out = Vec::with_capacity(tenants.len());
+    for tenant in tenants {
+        let seq = st::tenant_change_seq(conn, tenant)?;
+        let current = st::current(conn, tenant)?;
+        let state = st::tenant_state(conn, tenant)?;
+        let flags = crate::store::subject_requests::tenant_flags(conn, tenant)?;
+        let policy = TenantPolicy::compile(
+            current.as_ref().map_or(0, |v| v.version),
+            current.as_ref().map(|v| &v.set),
+            state.and_then(|s| s.terminated_at),
+            seq,
         )
-    }))
-    .with_sub_processors(crate::store::subprocessors::grants(conn, tenant)?)
-    .with_sanctioned(crate::store::screening::tenant_blocked(conn, tenant)?))
+        .with_subjects(flags.iter().map(|f| {
+            (
+                f.subject_ref.as_str(),
+                f.flags.restricted,
+                f.flags.objected || f.flags.consent_withdrawn,
+                f.flags.erased,
+            )
+        }))
+        .with_sub_processors(crate::store::subprocessors::tenant_grants(
+            conn, &registry, tenant,
+        )?)
+        .with_sanctioned(sanctioned.contains(tenant));
+        out.push((tenant.clone(), policy));
+    }
+    Ok(out)
 }
 
 fn load_everything(conn: &mut DbConnection) -> Result<(Taxonomy, PolicyMap, i64)> {
     let (_, newest) = st::change_bounds(conn)?;
     let taxonomy = st::taxonomy(conn)?;
-    let mut map = PolicyMap::new();
     let mut tenants = st::known_tenants(conn)?;
     // A sanctioned tenant that never wrote instructions still needs a
     // snapshot, so its denials name the sanction.
     tenants.extend(crate::store::screening::blocked_tenants(conn)?);
     tenants.sort();
     tenants.dedup();
-    for t in tenants {
-        let p = load_policy(conn, &t)?;
-        map.insert(t, Arc::new(p));
-    }
+    let map = load_policies(conn, &tenants)?
+        .into_iter()
+        .map(|(t, p)| (t, Arc::new(p)))
+        .collect();
     Ok((taxonomy, map, newest.unwrap_or(0)))
 }
 
@@ -142,20 +154,30 @@ impl Decisions {
     /// Reloads one tenant (or the taxonomy, for [`st::TAXONOMY_CHANGE`]);
     /// called after a local write commits, before its RPC returns.
     pub async fn refresh(&self, tenant: &str) -> Result<()> {
-        if tenant == st::TAXONOMY_CHANGE {
+        self.refresh_many(vec![tenant.to_owned()]).await
+    }
+
+    /// Reloads the snapshots of `tenants` (in one read; the taxonomy marker
+    /// among them reloads the taxonomy).
+    async fn refresh_many(&self, mut tenants: Vec<String>) -> Result<()> {
+        if let Some(i) = tenants.iter().position(|t| t == st::TAXONOMY_CHANGE) {
+            tenants.swap_remove(i);
             let t = self
                 .store
                 .read("decisions.taxonomy", |c, _| st::taxonomy(c))
                 .await?;
             self.taxonomy.store(Arc::new(t));
+        }
+        if tenants.is_empty() {
             return Ok(());
         }
-        let name = tenant.to_owned();
-        let p = self
+        let loaded = self
             .store
-            .read("decisions.refresh", move |c, _| load_policy(c, &name))
+            .read("decisions.refresh", move |c, _| load_policies(c, &tenants))
             .await?;
-        self.install(tenant, p);
+        for (tenant, p) in loaded {
+            self.install(&tenant, p);
+        }
         Ok(())
     }
 
@@ -198,11 +220,10 @@ impl Decisions {
         let mut tenants: Vec<String> = changes.into_iter().map(|(_, t)| t).collect();
         tenants.sort();
         tenants.dedup();
-        for t in &tenants {
-            self.refresh(t).await?;
-        }
+        let n = tenants.len();
+        self.refresh_many(tenants).await?;
         self.seen.fetch_max(last, Ordering::AcqRel);
-        Ok(tenants.len())
+        Ok(n)
     }
 
     /// Follows the change log until shutdown.

@@ -171,7 +171,17 @@ pub fn tenant_answers(conn: &mut DbConnection, tenant: &str) -> Result<TenantAns
 /// What the decision snapshot of `tenant` needs about sub-processors.
 pub fn grants(conn: &mut DbConnection, tenant: &str) -> Result<SubProcessorGrants> {
     let r = registry(conn)?;
-    Ok(r.grants(&tenant_answers(conn, tenant)?))
+    tenant_grants(conn, &r, tenant)
+}
+
+/// `tenant`'s grants from a registry already read, so loading many tenants'
+/// snapshots reads the registry once, not once per tenant.
+pub fn tenant_grants(
+    conn: &mut DbConnection,
+    registry: &Registry,
+    tenant: &str,
+) -> Result<SubProcessorGrants> {
+    Ok(registry.grants(&tenant_answers(conn, tenant)?))
 }
 
 /// Registers a sub-processor; the same legal name and country twice is
