@@ -35,21 +35,12 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libpq5 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /out/ /out/
-# Each library lands in its real folder (/usr/lib/<arch>), under its soname:
-# the loader searches there whether or not /lib is a symlink in the base.
+# Each library lands in its real folder (/usr/lib/<arch>), under its soname;
 # glibc and libgcc come from the base image itself, never from here, so the
-# loader and libc always match.
-RUN set -eu; \
-    bin=/out/usr/local/bin/proctor; \
-    ldd "$bin" | awk '/=> \// { print $3 }' | while read -r lib; do \
-      pkg=$( (dpkg -S "$lib" || dpkg -S "$(readlink -f "$lib")") 2>/dev/null | head -n1 | cut -d: -f1 || true); \
-      case "$pkg" in libc6|libgcc-s1) continue ;; esac; \
-      dir=$(readlink -f "$(dirname "$lib")"); \
-      mkdir -p "/out$dir"; \
-      cp -L "$lib" "/out$dir/"; \
-    done; \
-    if ldd "$bin" | grep -q 'not found'; then ldd "$bin"; exit 1; fi; \
-    mkdir -p /data
+# loader and libc always match. The same script feeds docker/check-rootfs.sh,
+# which CI runs without a container engine.
+COPY docker/collect-libs.sh /usr/local/bin/collect-libs
+RUN collect-libs /out/usr/local/bin/proctor /out && mkdir -p /data
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=runtime-libs /out/ /

@@ -15,8 +15,9 @@ use crate::telemetry::LogFormat;
 /// Default listen address: loopback only, so a development server is not
 /// reachable from the network by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
-/// Default database: SQLite in the data folder.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://./proctor-data/proctor.db";
+/// File name of the embedded database in the data folder, used when no
+/// database URL is configured.
+pub const DEFAULT_DATABASE_FILE: &str = "proctor.db";
 /// Default data folder (SQLite file, development keys).
 pub const DEFAULT_DATA_DIR: &str = "./proctor-data";
 
@@ -26,7 +27,8 @@ pub const DEFAULT_DATA_DIR: &str = "./proctor-data";
 pub struct Config {
     /// gRPC listen address.
     pub listen: SocketAddr,
-    /// `sqlite://PATH` or `postgres://...`.
+    /// `sqlite://PATH` or `postgres://...`; empty until loaded means SQLite
+    /// in the data folder, so moving the data folder moves the database too.
     pub database_url: String,
     /// Folder for the embedded database and development keys.
     pub data_dir: PathBuf,
@@ -84,7 +86,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
-            database_url: DEFAULT_DATABASE_URL.into(),
+            database_url: String::new(),
             data_dir: DEFAULT_DATA_DIR.into(),
             jwt_jwks: None,
             jwt_issuer: None,
@@ -124,7 +126,7 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
-    /// Database URL [default: sqlite://./proctor-data/proctor.db].
+    /// Database URL [default: sqlite://DATA_DIR/proctor.db].
     #[arg(long, env = "PROCTOR_DATABASE_URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
@@ -234,10 +236,16 @@ impl Config {
             }
             fig = fig.merge(Toml::file_exact(f));
         }
-        let cfg: Config = fig
+        let mut cfg: Config = fig
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(|e| ConfigError(e.to_string()))?;
+        if cfg.database_url.trim().is_empty() {
+            cfg.database_url = format!(
+                "sqlite://{}",
+                cfg.data_dir.join(DEFAULT_DATABASE_FILE).display()
+            );
+        }
         cfg.check()?;
         Ok(cfg)
     }
@@ -281,6 +289,32 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_embedded_database_follows_the_data_folder() {
+        let none = ConfigArgs::default();
+        assert_eq!(
+            Config::load(None, &none).unwrap().database_url,
+            "sqlite://./proctor-data/proctor.db"
+        );
+        let moved = ConfigArgs {
+            data_dir: Some("/var/lib/proctor".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::load(None, &moved).unwrap().database_url,
+            "sqlite:///var/lib/proctor/proctor.db"
+        );
+        let both = ConfigArgs {
+            data_dir: Some("/var/lib/proctor".into()),
+            database_url: Some("postgres://db/proctor".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::load(None, &both).unwrap().database_url,
+            "postgres://db/proctor"
+        );
+    }
 
     #[test]
     fn layers_merge_in_order() {
