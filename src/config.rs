@@ -241,10 +241,7 @@ impl Config {
             .extract()
             .map_err(|e| ConfigError(e.to_string()))?;
         if cfg.database_url.trim().is_empty() {
-            cfg.database_url = format!(
-                "sqlite://{}",
-                cfg.data_dir.join(DEFAULT_DATABASE_FILE).display()
-            );
+            cfg.database_url = format!("sqlite://{}", cfg.data_dir.join(DEFAULT_DATABASE_FILE).display());
         }
         cfg.check()?;
         Ok(cfg)

@@ -617,6 +617,7 @@ impl SubjectRequestService for SubjectRequests {
         };
         let (tx, rx) = mpsc::channel(8);
         let store = self.state.store.clone();
+        let secrets = self.secrets.clone();
         tokio::spawn(async move {
             let send = |data: Vec<u8>, system: &str| {
                 let tx = tx.clone();
@@ -663,9 +664,10 @@ impl SubjectRequestService for SubjectRequests {
                 let mut first = true;
                 loop {
                     let tid = task.id.clone();
+                    let secrets = secrets.clone();
                     let batch = store
                         .read("subject_request.export_chunks", move |c, _| {
-                            store::export_chunks(c, &tid, after, EXPORT_BATCH)
+                            store::export_chunks(c, &secrets.ring, &tid, after, EXPORT_BATCH)
                         })
                         .await;
                     let batch = match batch {
@@ -850,11 +852,12 @@ impl SubjectRequestService for SubjectRequests {
             export_data: r.export_data,
             more: r.more,
         };
+        let secrets = self.secrets.clone();
         let (task, req) = self
             .state
             .store
             .write("subject_request.complete_task", move |c, clock| {
-                store::complete_task(c, clock.now(), &system, &r.task_id, done, entry)
+                store::complete_task(c, clock.now(), &secrets.ring, &system, &r.task_id, done, entry)
             })
             .await?;
         self.state.follow_decisions().await;

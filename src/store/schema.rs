@@ -182,6 +182,7 @@ diesel::table! {
         system -> Text,
         data -> Binary,
         created_at_us -> BigInt,
+        key_id -> Nullable<Text>,
     }
 }
 

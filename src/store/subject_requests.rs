@@ -34,7 +34,7 @@ use crate::domain::subject_requests::{
     self as dom, Origin, Regime, RequestType, Status, SubjectFlags, TaskStatus,
 };
 use crate::error::{Error, Result};
-use crate::secrets::ReceiptSigner;
+use crate::secrets::{KeyRing, ReceiptSigner};
 
 /// How far in the future a `received_at` may lie (clock skew of callers).
 const RECEIVED_AT_SKEW_SECONDS: i64 = 300;
@@ -1008,6 +1008,7 @@ pub struct Completion {
 pub fn complete_task(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
+    ring: &KeyRing,
     system: &str,
     task_id: &str,
     done: Completion,
@@ -1024,6 +1025,8 @@ pub fn complete_task(
             ));
         }
         dom::export_chunk_inner(&done.export_data)?;
+        // A subject's records at rest are sealed like its identifiers.
+        let (key_id, sealed) = ring.seal(&done.export_data, task.id.as_bytes())?;
         let last: Option<i64> = x::subject_export_chunks
             .select(diesel::dsl::max(x::seq))
             .first(conn)?;
@@ -1033,7 +1036,8 @@ pub fn complete_task(
                 x::request_id.eq(&task.request_id),
                 x::task_id.eq(&task.id),
                 x::system.eq(system),
-                x::data.eq(&done.export_data),
+                x::data.eq(sealed.as_bytes()),
+                x::key_id.eq(Some(key_id)),
                 x::created_at_us.eq(to_us(now)),
             ))
             .execute(conn)?;
@@ -1177,20 +1181,32 @@ fn delete_export(conn: &mut DbConnection, now: DateTime<Utc>, id: &str) -> Resul
     Ok(())
 }
 
-/// Up to `limit` chunks of one task after chunk `after`, in order.
+/// Up to `limit` chunks of one task after chunk `after`, in order,
+/// unsealed with `ring`.
 pub fn export_chunks(
     conn: &mut DbConnection,
+    ring: &KeyRing,
     task_id: &str,
     after: i64,
     limit: i64,
 ) -> Result<Vec<(i64, Vec<u8>)>> {
-    Ok(x::subject_export_chunks
-        .select((x::seq, x::data))
+    let rows: Vec<(i64, Vec<u8>, Option<String>)> = x::subject_export_chunks
+        .select((x::seq, x::data, x::key_id))
         .filter(x::task_id.eq(task_id))
         .filter(x::seq.gt(after))
         .order(x::seq.asc())
         .limit(limit)
-        .load(conn)?)
+        .load(conn)?;
+    rows.into_iter()
+        .map(|(seq, data, key)| match key {
+            None => Ok((seq, data)),
+            Some(k) => {
+                let sealed = String::from_utf8(data)
+                    .map_err(|_| Error::Internal(format!("export chunk {seq} is corrupt")))?;
+                Ok((seq, ring.open(&k, &sealed, task_id.as_bytes())?))
+            }
+        })
+        .collect()
 }
 
 /// Deletes every export bundle whose retention after first download has

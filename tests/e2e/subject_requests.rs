@@ -352,6 +352,23 @@ async fn access_export(b: Backend) {
     complete(&app, "dialer", &dialer[0].id, br#"[{"recording":"r-9"}]"#, false)
         .await
         .unwrap();
+    // At rest the records are sealed with the identifier key ring: no stored
+    // chunk holds them in the clear, each names its key.
+    let raw: Vec<(Vec<u8>, Option<String>)> = app
+        .store
+        .read("test.raw_chunks", |c, _| {
+            use diesel::prelude::*;
+            use proctor::store::schema::subject_export_chunks::dsl as x;
+            Ok(x::subject_export_chunks.select((x::data, x::key_id)).load(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(raw.len(), 3);
+    for (data, key) in &raw {
+        assert!(key.is_some());
+        let text = String::from_utf8_lossy(data);
+        assert!(!text.contains("contact") && !text.contains("r-9"), "{text}");
+    }
 
     let mut stream = c
         .get_export(authed(pb::GetExportRequest { id: r.id.clone() }, &t1))

@@ -1,0 +1,1 @@
+ALTER TABLE subject_export_chunks DROP COLUMN key_id;
