@@ -49,6 +49,7 @@ pub const RULES: &[(&str, &[Role])] = &[
     ("/proctor.v1.SubjectRequestService/ListSubjectRequests", &[T, C]),
     ("/proctor.v1.SubjectRequestService/WatchSubjectRequest", &[T, C]),
     ("/proctor.v1.SubjectRequestService/CancelSubjectRequest", &[T]),
+    ("/proctor.v1.SubjectRequestService/RejectSubjectRequest", &[T]),
     ("/proctor.v1.SubjectRequestService/ExtendDeadline", &[T]),
     ("/proctor.v1.SubjectRequestService/GetExport", &[T]),
     ("/proctor.v1.SubjectRequestService/ComputeSubjectRef", &[P, T]),

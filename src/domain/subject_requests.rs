@@ -83,6 +83,23 @@ str_enum!(
     }
 );
 
+str_enum!(
+    /// The legal ground on which a controller refuses a request. A
+    /// rejection must name one, so the record shows it was not arbitrary.
+    RejectionGround {
+        /// Manifestly unfounded (GDPR Art. 12(5)(b); CCPA and LGPD alike).
+        ManifestlyUnfounded = "manifestly_unfounded",
+        /// Excessive, in particular repetitive (GDPR Art. 12(5)(b)).
+        Excessive = "excessive",
+        /// The requester's identity could not be verified (GDPR Art. 11(2),
+        /// 12(6); CCPA "verifiable consumer request").
+        IdentityNotVerified = "identity_not_verified",
+        /// A statutory exemption applies (GDPR Art. 17(3), 23; CCPA
+        /// exceptions such as legal obligations).
+        LegalExemption = "legal_exemption",
+    }
+);
+
 /// The one status transition table: `(from, to allowed)`. Anything not
 /// listed (including staying put) is FAILED_PRECONDITION.
 ///
@@ -690,6 +707,14 @@ mod tests {
         }
         let ccpa = extend(Regime::Ccpa, Status::Received, false, r, due, r, tz).unwrap();
         assert_eq!(day_of(ccpa, tz), (2026, 5, 1));
+    }
+
+    #[test]
+    fn rejection_grounds_round_trip() {
+        for g in RejectionGround::ALL {
+            assert_eq!(RejectionGround::parse(g.as_str()), Some(*g));
+        }
+        assert_eq!(RejectionGround::parse("because"), None);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::auth::{Caller, Role};
 use crate::domain::inbox::PullSpec;
 use crate::domain::page::Page;
 use crate::domain::subject_requests::{
-    self as dom, CanonicalBody, IdKind, Origin, Regime, RequestType, Subject, TaskStatus,
+    self as dom, CanonicalBody, IdKind, Origin, Regime, RejectionGround, RequestType, Subject, TaskStatus,
 };
 use crate::domain::validate::Violations;
 use crate::error::Error;
@@ -31,7 +31,8 @@ use crate::proto::v1 as pb;
 use crate::proto::v1::subject_request_service_server::SubjectRequestService;
 use crate::secrets::SubjectSecrets;
 use crate::store::subject_requests::{
-    self as store, Completion, ExportStart, ListFilter, NewRequest, RequestRecord, Sealed, TaskRecord,
+    self as store, Closing, Completion, ExportStart, ListFilter, NewRequest, RequestRecord, Sealed,
+    TaskRecord,
 };
 
 /// How often a watch looks for changes made by other replicas.
@@ -236,6 +237,8 @@ impl SubjectRequests {
             closed_at: r.closed_at.map(ts),
             extension_reason: r.extension_reason.unwrap_or_default(),
             message: body.map(|b| b.message).unwrap_or_default(),
+            close_reason: r.close_reason.unwrap_or_default(),
+            rejection_ground: r.rejection_ground.map_or(0, ground_to_pb),
         })
     }
 
@@ -319,6 +322,48 @@ impl SubjectRequests {
             .await?;
         self.state.follow_decisions().await;
         self.request_pb(rec, tasks, who.role == Role::Tenant)
+    }
+
+    /// Cancels or rejects (per `closing`) one of the caller's requests.
+    async fn close(
+        &self,
+        who: &Caller,
+        id: String,
+        closing: Closing,
+        action: &'static str,
+    ) -> Result<Response<pb::SubjectRequest>, Status> {
+        let tenant = visible_tenant(who)?.unwrap_or_default();
+        let entry = audit_entry(who, Some(&tenant), action, &id, "ok");
+        let (rec, tasks) = self
+            .state
+            .store
+            .write(action, move |c, clock| {
+                let rec = store::cancel(c, clock.now(), &tenant, &id, closing, entry)?;
+                let tasks = store::tasks_of(c, std::slice::from_ref(&rec.id))?;
+                Ok((rec, tasks))
+            })
+            .await?;
+        self.state.follow_decisions().await;
+        Ok(Response::new(self.request_pb(rec, tasks, true)?))
+    }
+}
+
+fn ground_to_pb(g: RejectionGround) -> i32 {
+    (match g {
+        RejectionGround::ManifestlyUnfounded => pb::RejectionGround::ManifestlyUnfounded,
+        RejectionGround::Excessive => pb::RejectionGround::Excessive,
+        RejectionGround::IdentityNotVerified => pb::RejectionGround::IdentityNotVerified,
+        RejectionGround::LegalExemption => pb::RejectionGround::LegalExemption,
+    }) as i32
+}
+
+fn ground_from_pb(v: i32) -> Option<RejectionGround> {
+    match pb::RejectionGround::try_from(v).ok()? {
+        pb::RejectionGround::Unspecified => None,
+        pb::RejectionGround::ManifestlyUnfounded => Some(RejectionGround::ManifestlyUnfounded),
+        pb::RejectionGround::Excessive => Some(RejectionGround::Excessive),
+        pb::RejectionGround::IdentityNotVerified => Some(RejectionGround::IdentityNotVerified),
+        pb::RejectionGround::LegalExemption => Some(RejectionGround::LegalExemption),
     }
 }
 
@@ -549,19 +594,34 @@ impl SubjectRequestService for SubjectRequests {
         v.required_text("id", &r.id, 64);
         v.max_len("reason", &r.reason, 1000);
         v.finish()?;
-        let tenant = visible_tenant(&who)?.unwrap_or_default();
-        let entry = audit_entry(&who, Some(&tenant), "subject_request.cancel", &r.id, "ok");
-        let (rec, tasks) = self
-            .state
-            .store
-            .write("subject_request.cancel", move |c, clock| {
-                let rec = store::cancel(c, clock.now(), &tenant, &r.id, entry)?;
-                let tasks = store::tasks_of(c, std::slice::from_ref(&rec.id))?;
-                Ok((rec, tasks))
-            })
-            .await?;
-        self.state.follow_decisions().await;
-        Ok(Response::new(self.request_pb(rec, tasks, true)?))
+        let closing = Closing {
+            reason: Some(r.reason.trim().to_owned()),
+            ground: None,
+        };
+        self.close(&who, r.id, closing, "subject_request.cancel").await
+    }
+
+    async fn reject_subject_request(
+        &self,
+        req: Request<pb::RejectSubjectRequestRequest>,
+    ) -> Result<Response<pb::SubjectRequest>, Status> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        v.required_text("id", &r.id, 64);
+        v.required_text("reason", &r.reason, 1000);
+        let ground = ground_from_pb(r.ground);
+        v.check(
+            ground.is_none(),
+            "ground",
+            "must name a RejectionGround (manifestly unfounded, excessive, identity not verified, legal exemption)",
+        );
+        v.finish()?;
+        let closing = Closing {
+            reason: Some(r.reason.trim().to_owned()),
+            ground,
+        };
+        self.close(&who, r.id, closing, "subject_request.reject").await
     }
 
     async fn extend_deadline(

@@ -135,6 +135,8 @@ diesel::table! {
         version -> BigInt,
         export_downloaded_at_us -> Nullable<BigInt>,
         export_deleted_at_us -> Nullable<BigInt>,
+        close_reason -> Nullable<Text>,
+        rejection_ground -> Nullable<Text>,
     }
 }
 

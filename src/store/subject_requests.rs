@@ -31,7 +31,7 @@ use super::{DbConnection, chain_lock, from_us, to_us};
 use crate::domain::audit::AuditEntry;
 use crate::domain::inbox::{PullSpec, Recipient};
 use crate::domain::subject_requests::{
-    self as dom, Origin, Regime, RequestType, Status, SubjectFlags, TaskStatus,
+    self as dom, Origin, Regime, RejectionGround, RequestType, Status, SubjectFlags, TaskStatus,
 };
 use crate::error::{Error, Result};
 use crate::secrets::{KeyRing, ReceiptSigner};
@@ -116,6 +116,10 @@ pub struct RequestRecord {
     pub export_downloaded_at: Option<DateTime<Utc>>,
     /// When the export bundle was deleted.
     pub export_deleted_at: Option<DateTime<Utc>>,
+    /// The controller's reason for cancelling or rejecting it.
+    pub close_reason: Option<String>,
+    /// The legal ground of a rejection.
+    pub rejection_ground: Option<RejectionGround>,
 }
 
 #[derive(Queryable, Insertable)]
@@ -149,6 +153,8 @@ struct Row {
     version: i64,
     export_downloaded_at_us: Option<i64>,
     export_deleted_at_us: Option<i64>,
+    close_reason: Option<String>,
+    rejection_ground: Option<String>,
 }
 
 fn corrupt(what: &str) -> Error {
@@ -201,6 +207,11 @@ impl TryFrom<Row> for RequestRecord {
             version: w.version,
             export_downloaded_at: w.export_downloaded_at_us.map(from_us),
             export_deleted_at: w.export_deleted_at_us.map(from_us),
+            close_reason: w.close_reason,
+            rejection_ground: match w.rejection_ground {
+                Some(g) => Some(RejectionGround::parse(&g).ok_or_else(|| corrupt("rejection ground"))?),
+                None => None,
+            },
         })
     }
 }
@@ -479,6 +490,8 @@ pub fn submit(
         version: 1,
         export_downloaded_at_us: None,
         export_deleted_at_us: None,
+        close_reason: None,
+        rejection_ground: None,
     };
     diesel::insert_into(r::subject_requests)
         .values(&row)
@@ -785,19 +798,33 @@ pub fn counts(conn: &mut DbConnection, now: DateTime<Utc>, tenant: Option<&str>)
     Ok((o as u64, d as u64, k as u64))
 }
 
-/// Cancels an open request of `tenant`: its unfinished tasks are cancelled
-/// (later completions are FAILED_PRECONDITION), its identifiers dropped, its
-/// export chunks deleted, its flags recomputed.
+/// Closes an open request of `tenant` without completing it: cancelled, or
+/// rejected when `closing` names a legal ground. Its unfinished tasks are
+/// cancelled (later completions are FAILED_PRECONDITION), its identifiers
+/// dropped, its export chunks deleted, its flags recomputed, the reason and
+/// ground kept with it.
 pub fn cancel(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
     tenant: &str,
     id: &str,
+    closing: Closing,
     mut entry: AuditEntry,
 ) -> Result<RequestRecord> {
     chain_lock(conn)?;
     let req = get(conn, Some(tenant), id)?;
-    set_status(conn, now, id, req.status, Status::Cancelled)?;
+    let to = if closing.ground.is_some() {
+        Status::Rejected
+    } else {
+        Status::Cancelled
+    };
+    set_status(conn, now, id, req.status, to)?;
+    diesel::update(r::subject_requests.filter(r::id.eq(id)))
+        .set((
+            r::close_reason.eq(closing.reason.as_deref().filter(|r| !r.is_empty())),
+            r::rejection_ground.eq(closing.ground.map(RejectionGround::as_str)),
+        ))
+        .execute(conn)?;
     diesel::update(
         t::subject_tasks
             .filter(t::request_id.eq(id))
@@ -813,9 +840,23 @@ pub fn cancel(
     let (_, refs) = refs_of(conn, id)?;
     recompute_flags(conn, now, tenant, &refs)?;
     entry.target = id.to_owned();
-    entry.detail = serde_json::json!({"from": req.status.as_str()}).to_string();
+    entry.detail = serde_json::json!({
+        "from": req.status.as_str(),
+        "to": to.as_str(),
+        "ground": closing.ground.map(RejectionGround::as_str),
+    })
+    .to_string();
     crate::store::audit::append(conn, now, entry)?;
     get(conn, None, id)
+}
+
+/// How a controller closes a request without completing it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Closing {
+    /// Its reason, kept with the request.
+    pub reason: Option<String>,
+    /// Some: a rejection on this ground; None: a cancellation.
+    pub ground: Option<RejectionGround>,
 }
 
 /// Uses the one extension (see [`dom::extend`]); `reason` is kept with it.

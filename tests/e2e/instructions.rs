@@ -7,7 +7,6 @@ use proctor::proto::v1::instruction_service_client::InstructionServiceClient;
 use proctor::proto::v1::*;
 use tonic::Code;
 use tonic::transport::Channel;
-use tonic_types::StatusExt;
 
 use crate::on_both_backends;
 use crate::support::{Backend, TestApp, authed, spawn_app, spawn_with, test_config};
@@ -196,13 +195,7 @@ async fn versions_and_validation(b: Backend) {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let fields: Vec<String> = e
-        .get_details_bad_request()
-        .unwrap()
-        .field_violations
-        .into_iter()
-        .map(|f| f.field)
-        .collect();
+    let fields = crate::support::violated_fields(&e);
     assert_eq!(
         fields,
         [
@@ -334,13 +327,7 @@ async fn decisions(b: Backend) {
         ))
         .await
         .unwrap_err();
-    let fields: Vec<String> = e
-        .get_details_bad_request()
-        .unwrap()
-        .field_violations
-        .into_iter()
-        .map(|f| f.field)
-        .collect();
+    let fields = crate::support::violated_fields(&e);
     assert_eq!(fields, ["checks[1].category", "checks[1].region"]);
     // Only platform services ask.
     let e = client(&app)
@@ -576,13 +563,7 @@ async fn taxonomy(b: Backend) {
         ))
         .await
         .unwrap_err();
-    let fields: Vec<String> = e
-        .get_details_bad_request()
-        .unwrap()
-        .field_violations
-        .into_iter()
-        .map(|f| f.field)
-        .collect();
+    let fields = crate::support::violated_fields(&e);
     assert_eq!(fields, ["kind", "key", "description"]);
     app.stop().await;
 }

@@ -509,13 +509,7 @@ async fn refusals(b: Backend) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    let fields: Vec<String> = err
-        .get_details_bad_request()
-        .unwrap()
-        .field_violations
-        .into_iter()
-        .map(|f| f.field)
-        .collect();
+    let fields = crate::support::violated_fields(&err);
     assert_eq!(fields, ["party.name", "min_score", "limit"]);
     let err = client(&app)
         .get_case(authed(

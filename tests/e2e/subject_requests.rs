@@ -530,6 +530,86 @@ async fn leases_failures_and_cancel(b: Backend) {
 }
 on_both_backends!(leases_failures_and_cancel, leases_failures_and_cancel);
 
+async fn rejection_on_a_legal_ground(b: Backend) {
+    let app = spawn_app(b).await;
+    register(&app, "crm", &["contacts"]).await;
+    let mut c = client(&app);
+    let t1 = app.keys.tenant("t1");
+    let r = c
+        .submit_subject_request(authed(submit(pb::RequestType::Erasure, "rej", &[]), &t1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, pb::Status::InProgress as i32);
+    let reject = |ground: pb::RejectionGround, reason: &str| pb::RejectSubjectRequestRequest {
+        id: r.id.clone(),
+        ground: ground as i32,
+        reason: reason.into(),
+    };
+
+    // A ground and the reasons given are required.
+    let e = c
+        .reject_subject_request(authed(reject(pb::RejectionGround::Unspecified, ""), &t1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let fields = crate::support::violated_fields(&e);
+    assert_eq!(fields, ["reason", "ground"]);
+    // Another tenant's request is not there for it; the platform may not.
+    let why = "third identical request this month";
+    let e = c
+        .reject_subject_request(authed(
+            reject(pb::RejectionGround::Excessive, why),
+            &app.keys.tenant("t2"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = c
+        .reject_subject_request(authed(
+            reject(pb::RejectionGround::Excessive, why),
+            &app.keys.platform("crm"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    let rejected = c
+        .reject_subject_request(authed(reject(pb::RejectionGround::Excessive, why), &t1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rejected.status, pb::Status::Rejected as i32);
+    assert_eq!(rejected.rejection_ground, pb::RejectionGround::Excessive as i32);
+    assert_eq!(rejected.close_reason, why);
+    assert!(rejected.closed_at.is_some());
+    assert!(rejected.subject.is_none(), "identifiers dropped on close");
+    assert_eq!(rejected.tasks[0].status, pb::TaskStatus::Cancelled as i32);
+    assert!(pull(&app, "crm", 30).await.is_empty());
+    // Final: neither a second rejection nor a cancellation.
+    let e = c
+        .reject_subject_request(authed(reject(pb::RejectionGround::Excessive, why), &t1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let got = c
+        .get_subject_request(authed(pb::GetSubjectRequestRequest { id: r.id.clone() }, &t1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.rejection_ground, pb::RejectionGround::Excessive as i32);
+    assert_eq!(got.close_reason, why);
+    // The audit log names the ground, not the reasons' text.
+    let events = crate::support::audit_events(&app).await;
+    let ev = events
+        .iter()
+        .find(|e| e.action == "subject_request.reject")
+        .expect("audited");
+    assert!(ev.detail.contains("excessive") && !ev.detail.contains(why));
+    app.stop().await;
+}
+on_both_backends!(rejection_on_a_legal_ground, rejection_on_a_legal_ground);
+
 async fn idempotent_submission(b: Backend) {
     let app = spawn_app(b).await;
     register(&app, "crm", &["contacts"]).await;

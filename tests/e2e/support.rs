@@ -326,6 +326,19 @@ pub async fn audit_events(app: &TestApp) -> Vec<proctor::proto::v1::AuditEvent> 
         .events
 }
 
+/// The fields an INVALID_ARGUMENT names in its `BadRequest` details, in
+/// order: what clients show next to each input.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .expect("INVALID_ARGUMENT carries BadRequest details")
+        .field_violations
+        .into_iter()
+        .map(|f| f.field)
+        .collect()
+}
+
 /// Wraps `msg` with a bearer token.
 pub fn authed<T>(msg: T, token: &str) -> Request<T> {
     let mut r = Request::new(msg);

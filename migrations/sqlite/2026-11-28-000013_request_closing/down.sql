@@ -1,0 +1,2 @@
+ALTER TABLE subject_requests DROP COLUMN rejection_ground;
+ALTER TABLE subject_requests DROP COLUMN close_reason;
