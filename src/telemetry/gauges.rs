@@ -2,13 +2,15 @@
 //! from the pool itself at each export, and the backlog and deadline counts
 //! (inbox, subject requests, breaches, screening cases), read from the
 //! database by a background sampler once per export interval, never per
-//! RPC. When a sample fails (the database is down) the sampled gauges are
-//! withheld rather than repeated, so a dashboard shows a gap instead of
-//! stale numbers, `proctor.gauges.sample_failures` counts the failure, and
-//! the service carries on. No gauge has a tenant or personal label.
+//! RPC. When a sample fails (the database is down) the service carries on,
+//! `proctor.gauges.sample_failures` counts the failure, and the gauges keep
+//! their last reading while `proctor.gauges.sample.age` shows how old it is
+//! (the SDK repeats an observable gauge's last value under cumulative
+//! temporality, so withholding it would not reach the backend). No gauge
+//! has a tenant or personal label.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use opentelemetry::KeyValue;
@@ -129,8 +131,9 @@ const SAMPLED: &[Sampled] = &[
     },
 ];
 
-/// The latest sample, shared between the sampler and the export callbacks.
-type Latest = Arc<ArcSwapOption<Sample>>;
+/// The latest successful sample and when it was taken, shared between the
+/// sampler and the export callbacks.
+type Latest = Arc<ArcSwapOption<(Sample, Instant)>>;
 
 fn register_sampled(meter: &Meter, latest: &Latest) -> Vec<ObservableGauge<f64>> {
     let mut names: Vec<&str> = SAMPLED.iter().map(|g| g.name).collect();
@@ -150,7 +153,7 @@ fn register_sampled(meter: &Meter, latest: &Latest) -> Vec<ObservableGauge<f64>>
                 .with_unit(unit)
                 .with_description(description)
                 .with_callback(move |o| {
-                    if let Some(s) = latest.load().as_deref() {
+                    if let Some((s, _)) = latest.load().as_deref() {
                         for (g, attrs) in &series {
                             o.observe((g.read)(s), attrs);
                         }
@@ -158,6 +161,21 @@ fn register_sampled(meter: &Meter, latest: &Latest) -> Vec<ObservableGauge<f64>>
                 })
                 .build()
         })
+        .chain(std::iter::once({
+            let latest = latest.clone();
+            meter
+                .f64_observable_gauge("proctor.gauges.sample.age")
+                .with_unit("s")
+                .with_description(
+                    "Age of the reading the proctor.* gauges report; grows while the database cannot be read",
+                )
+                .with_callback(move |o| {
+                    if let Some((_, taken)) = latest.load().as_deref() {
+                        o.observe(taken.elapsed().as_secs_f64(), &[]);
+                    }
+                })
+                .build()
+        }))
         .collect()
 }
 
@@ -195,15 +213,14 @@ pub fn spawn_sampler(meter: &Meter, store: Store, interval: Duration, mut stoppi
                         tracing::info!("metric gauges read the database again");
                     }
                     failing = false;
-                    latest.store(Some(Arc::new(s)));
+                    latest.store(Some(Arc::new((s, Instant::now()))));
                 }
                 Err(e) => {
                     if !failing {
-                        tracing::warn!(error = %e, "metric gauges cannot read the database; withheld until they can");
+                        tracing::warn!(error = %e, "metric gauges cannot read the database; they keep their last reading");
                     }
                     failing = true;
                     failures.add(1, &[]);
-                    latest.store(None);
                 }
             }
         }

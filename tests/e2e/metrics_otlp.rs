@@ -26,7 +26,11 @@ use proctor::proto::v1::screening_service_client::ScreeningServiceClient;
 use proctor::proto::v1::subject_request_service_client::SubjectRequestServiceClient;
 use tonic::{Request, Response, Status};
 
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
 use crate::cli::BIN;
+use crate::faults::postgres_behind_proxy;
 use crate::load::mixed::import_small_ofac;
 use crate::load::server::ServerProcess;
 use crate::load::{authed, token};
@@ -168,13 +172,13 @@ async fn invented_rpc(ch: tonic::transport::Channel) -> Status {
     .unwrap_err()
 }
 
-async fn metrics_reach_the_collector(b: Backend) {
+/// A metrics receiver, and a server on `db` exporting to it every 200 ms.
+async fn start(db: &TestDb) -> (Receiver, ServerProcess) {
     let receiver = Receiver::default();
     let addr = otlp::serve(
         tonic::transport::Server::builder().add_service(MetricsServiceServer::new(receiver.clone())),
     )
     .await;
-    let db = TestDb::new(b);
     let server = ServerProcess::start(
         Path::new(BIN),
         Some(&db.url),
@@ -184,8 +188,15 @@ async fn metrics_reach_the_collector(b: Backend) {
             ("OTEL_METRIC_EXPORT_INTERVAL", "200".into()),
             ("OTEL_SERVICE_NAME", "proctor-metrics-test".into()),
             ("PROCTOR_DB_POOL_SIZE", "5".into()),
+            ("PROCTOR_DB_TIMEOUT_SECONDS", "1".into()),
         ],
     );
+    (receiver, server)
+}
+
+async fn metrics_reach_the_collector(b: Backend) {
+    let db = TestDb::new(b);
+    let (receiver, server) = start(&db).await;
     let ch = server.channels(1).await.remove(0);
     let platform = token(&["platform"], None);
     let tenant = token(&["tenant"], Some(TENANT));
@@ -376,3 +387,47 @@ async fn metrics_reach_the_collector(b: Backend) {
     }
 }
 on_both_backends!(metrics_reach_the_collector, metrics_reach_the_collector);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gauges_show_their_age_while_the_database_is_away() {
+    if !crate::support::postgres_available() {
+        return;
+    }
+    let (proxy, db) = postgres_behind_proxy().await;
+    let (receiver, server) = start(&db).await;
+    let ch = server.channels(1).await.remove(0);
+    let age = |r: &Receiver| r.value("proctor.gauges.sample.age", &[]);
+    receiver
+        .wait_for("a fresh sample", |r| {
+            r.value("proctor.screening.cases.open", &[]) == Some(0.0) && age(r).is_some_and(|a| a < 1.0)
+        })
+        .await;
+    assert_eq!(receiver.value("proctor.gauges.sample_failures", &[]), None);
+
+    // Cut: samples fail (counted), the reading ages, the process lives on.
+    proxy.set(false);
+    receiver
+        .wait_for("failed samples and an ageing reading", |r| {
+            r.value("proctor.gauges.sample_failures", &[])
+                .is_some_and(|n| n >= 1.0)
+                && age(r).is_some_and(|a| a >= 2.0)
+        })
+        .await;
+    let live = HealthClient::new(ch.clone())
+        .check(HealthCheckRequest {
+            service: "liveness".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(live.status, 1, "SERVING");
+    assert_eq!(receiver.value("db.client.connection.max", &[]), Some(5.0));
+
+    // Restored: fresh readings again, without a restart.
+    proxy.set(true);
+    receiver
+        .wait_for("a fresh sample after the outage", |r| {
+            age(r).is_some_and(|a| a < 1.0)
+        })
+        .await;
+}
