@@ -88,10 +88,8 @@ pub struct Outcome {
     pub kinds: Vec<Report>,
     /// Memory once set up, before the mixed calls.
     pub start: Memory,
-    /// Checks done and memory after the first tenth of the calls.
-    pub tenth: (usize, Memory),
-    /// Checks done and memory after all calls.
-    pub end: (usize, Memory),
+    /// Checks done and memory after each tenth of the calls.
+    pub tenths: Vec<(usize, Memory)>,
     /// A few of the errors, for the report.
     pub first_errors: Vec<String>,
 }
@@ -102,9 +100,19 @@ impl Outcome {
         self.kinds.iter().map(|r| r.errors).sum()
     }
 
+    /// Checks done and memory after the first tenth of the calls.
+    pub fn tenth(&self) -> (usize, Memory) {
+        self.tenths[0]
+    }
+
+    /// Checks done and memory after all calls.
+    pub fn end(&self) -> (usize, Memory) {
+        self.tenths[self.tenths.len() - 1]
+    }
+
     /// Resident memory after all calls over resident memory after a tenth.
     pub fn growth(&self) -> f64 {
-        self.end.1.rss_kib as f64 / self.tenth.1.rss_kib as f64
+        self.end().1.rss_kib as f64 / self.tenth().1.rss_kib as f64
     }
 
     /// Prints the tables docs/BENCHMARKS.md records.
@@ -119,13 +127,15 @@ impl Outcome {
         let mib = |k: u64| k as f64 / 1024.0;
         println!("| server memory | checks done | VmRSS MiB | VmHWM MiB |");
         println!("|---|---|---|---|");
-        for (label, checks, m) in [
-            ("set up", 0, self.start),
-            ("after a tenth", self.tenth.0, self.tenth.1),
-            ("after all", self.end.0, self.end.1),
-        ] {
+        println!(
+            "| set up | 0 | {:.1} | {:.1} |",
+            mib(self.start.rss_kib),
+            mib(self.start.peak_kib)
+        );
+        for (i, (checks, m)) in self.tenths.iter().enumerate() {
             println!(
-                "| {label} | {checks} | {:.1} | {:.1} |",
+                "| after {}/10 of the calls | {checks} | {:.1} | {:.1} |",
+                i + 1,
                 mib(m.rss_kib),
                 mib(m.peak_kib)
             );
@@ -323,13 +333,17 @@ pub async fn run(server: &ServerProcess, o: &Options) -> Outcome {
     });
     let errors = Arc::new(Mutex::new(Vec::new()));
     let start = server.memory();
-    let tenth = o.requests / 10;
-    let (mut timed, first) = mixed(&channels, 0..tenth, o, &tok, &errors).await;
-    let at_tenth = (checks_in(tenth), server.memory());
-    let (rest, second) = mixed(&channels, tenth..o.requests, o, &tok, &errors).await;
-    let at_end = (checks_in(o.requests), server.memory());
-    timed.extend(rest);
-    let elapsed = first + second;
+    let mut timed = Vec::with_capacity(o.requests);
+    let mut elapsed = Duration::ZERO;
+    let mut tenths = Vec::new();
+    for part in 1..=10 {
+        let range = o.requests * (part - 1) / 10..o.requests * part / 10;
+        let end = range.end;
+        let (t, e) = mixed(&channels, range, o, &tok, &errors).await;
+        timed.extend(t);
+        elapsed += e;
+        tenths.push((checks_in(end), server.memory()));
+    }
     let kinds = KINDS
         .iter()
         .enumerate()
@@ -342,8 +356,7 @@ pub async fn run(server: &ServerProcess, o: &Options) -> Outcome {
         all,
         kinds,
         start,
-        tenth: at_tenth,
-        end: at_end,
+        tenths,
         first_errors,
     }
 }

@@ -36,7 +36,9 @@ async fn short_mixed_load_has_no_errors_and_no_memory_growth() {
         assert!(r.calls > 0, "{} never ran", r.name);
     }
     assert_eq!(outcome.kinds.iter().map(|r| r.calls).sum::<usize>(), o.requests);
-    assert!(outcome.end.1.peak_kib >= outcome.end.1.rss_kib);
+    assert_eq!(outcome.tenths.len(), 10);
+    assert_eq!(outcome.end().0, checks_in(o.requests));
+    assert!(outcome.end().1.peak_kib >= outcome.end().1.rss_kib);
     assert!(
         outcome.growth() < 1.5,
         "server RSS grew {:.0}% between a tenth of the calls and all of them",
