@@ -13,6 +13,9 @@ use crate::domain::inbox::Recipient;
 use crate::domain::screening::CaseStatus;
 use crate::error::Result;
 
+/// Case states that still await a compliance decision.
+const PENDING: [CaseStatus; 2] = [CaseStatus::Open, CaseStatus::Answered];
+
 /// One reading of the backlog and deadline gauges.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Sample {
@@ -32,7 +35,7 @@ pub struct Sample {
     pub breaches_past_deadline: u64,
     /// Open breaches within 12 hours of the deadline, not yet past it.
     pub breaches_near_deadline: u64,
-    /// Screening cases awaiting a decision.
+    /// Screening cases awaiting a decision (open or answered).
     pub screening_cases_open: u64,
 }
 
@@ -57,7 +60,7 @@ pub fn sample(conn: &mut DbConnection, now: DateTime<Utc>) -> Result<Sample> {
     let past = super::breaches::count_past(conn, now)?;
     let near_or_past = super::breaches::count_near_or_past(conn, None, now)?;
     let cases: i64 = sc::table
-        .filter(sc::status.eq(CaseStatus::Open.as_str()))
+        .filter(sc::status.eq_any(PENDING.map(CaseStatus::as_str)))
         .count()
         .get_result(conn)?;
     Ok(Sample {
@@ -73,4 +76,21 @@ pub fn sample(conn: &mut DbConnection, now: DateTime<Utc>) -> Result<Sample> {
         breaches_near_deadline: near_or_past.saturating_sub(past),
         screening_cases_open: u64::try_from(cases).unwrap_or(0),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_cases_are_the_ones_awaiting_a_decision() {
+        for s in [
+            CaseStatus::Open,
+            CaseStatus::Answered,
+            CaseStatus::Cleared,
+            CaseStatus::Confirmed,
+        ] {
+            assert_eq!(PENDING.contains(&s), s.is_pending(), "{}", s.as_str());
+        }
+    }
 }

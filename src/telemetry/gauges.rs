@@ -125,7 +125,7 @@ const SAMPLED: &[Sampled] = &[
     Sampled {
         name: "proctor.screening.cases.open",
         unit: "{case}",
-        description: "Screening cases awaiting a decision",
+        description: "Screening cases awaiting a decision (open or answered)",
         attrs: &[],
         read: |s| s.screening_cases_open as f64,
     },
