@@ -158,6 +158,11 @@ def main(variant, rendered, src):
     if variant == "production":
         check(4317 in out_ports, "egress to the OTLP collector")
         check("OTEL_EXPORTER_OTLP_ENDPOINT" in env, "OTLP endpoint wired")
+        check(
+            env.get("OTEL_METRICS_EXPORTER", {}).get("value") == "otlp"
+            and env.get("OTEL_METRIC_EXPORT_INTERVAL", {}).get("value", "").isdigit(),
+            "metrics exported over OTLP on an interval in milliseconds",
+        )
 
     dockerfile = pathlib.Path(src).parent / "Dockerfile"
     check(BINARY in dockerfile.read_text(), f"Dockerfile installs {BINARY}")

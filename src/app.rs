@@ -34,6 +34,7 @@ use crate::proto::v1::subject_request_service_server::SubjectRequestServiceServe
 use crate::secrets::SubjectSecrets;
 use crate::store::{Store, StoreOptions};
 use crate::telemetry::layer::GrpcTraceLayer;
+use crate::telemetry::rpc_metrics::RpcMetrics;
 
 /// Health name that reports the process alone: SERVING from start until
 /// exit, whatever the database does. Liveness probes use it, so a database
@@ -235,6 +236,13 @@ impl Application {
             stop_rx.clone(),
         ));
 
+        // A no-op meter unless telemetry::init turned metric export on.
+        let meter = opentelemetry::global::meter("proctor");
+        let _pool_gauges = crate::telemetry::gauges::register_pool(&meter, &store);
+        if let Some(every) = crate::telemetry::metrics_sample_interval() {
+            crate::telemetry::gauges::spawn_sampler(&meter, store.clone(), every, stop_rx.clone());
+        }
+
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -261,7 +269,7 @@ impl Application {
         }
         let router = server
             .timeout(Duration::from_secs(config.request_timeout_seconds))
-            .layer(GrpcTraceLayer)
+            .layer(GrpcTraceLayer::new(RpcMetrics::new(&meter)))
             .layer(grpc::limits::MessageLimitLayer)
             .layer(AuthLayer::new(verifier, hook))
             .layer(grpc::rate_limit::RateLimitLayer::new(

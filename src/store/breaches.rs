@@ -186,9 +186,20 @@ pub fn list(
 /// Open breaches past their deadline or within 12 hours of it (for one
 /// tenant or all): what SRE dashboards watch.
 pub fn count_near_or_past(conn: &mut DbConnection, tenant: Option<&str>, now: DateTime<Utc>) -> Result<u64> {
+    count_open_due_by(conn, tenant, now + NEAR_DEADLINE)
+}
+
+/// Open breaches of all tenants past their deadline at `now`: the ones
+/// already late, apart from those merely near.
+pub fn count_past(conn: &mut DbConnection, now: DateTime<Utc>) -> Result<u64> {
+    count_open_due_by(conn, None, now - chrono::Duration::microseconds(1))
+}
+
+/// Open breaches whose authority deadline is at or before `by`.
+fn count_open_due_by(conn: &mut DbConnection, tenant: Option<&str>, by: DateTime<Utc>) -> Result<u64> {
     let mut q = br::table
         .filter(br::status.eq(BreachStatus::Open.as_str()))
-        .filter(br::authority_deadline_us.le(to_us(now + NEAR_DEADLINE)))
+        .filter(br::authority_deadline_us.le(to_us(by)))
         .into_boxed();
     if let Some(t) = tenant {
         q = q.filter(

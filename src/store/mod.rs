@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod breaches;
 pub mod case_answers;
+pub mod gauges;
 pub mod inbox;
 pub mod instructions;
 pub mod schema;
@@ -162,6 +163,17 @@ impl Default for StoreOptions {
     }
 }
 
+/// Connection counts of a pool at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Open connections waiting for a command.
+    pub idle: u32,
+    /// Connections a command holds right now.
+    pub in_use: u32,
+    /// Most connections the pool opens.
+    pub max: u32,
+}
+
 /// Handle to the database, cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -204,6 +216,17 @@ impl Store {
     /// `postgresql` or `sqlite`.
     pub fn backend(&self) -> &'static str {
         self.url.backend()
+    }
+
+    /// Connections of this replica's pool, read without touching the
+    /// database (for the pool gauges).
+    pub fn pool_status(&self) -> PoolStatus {
+        let s = self.pool.state();
+        PoolStatus {
+            idle: s.idle_connections,
+            in_use: s.connections.saturating_sub(s.idle_connections),
+            max: self.pool.max_size(),
+        }
     }
 
     /// The clock commands read "now" from.

@@ -2,7 +2,8 @@
 //! attributes (`rpc.system`, `rpc.service`, `rpc.method`,
 //! `rpc.grpc.status_code`) and, filled in by auth, `enduser.role` and
 //! `tenant.id`. The caller's W3C `traceparent` is continued. The span lives
-//! until the response body ends, since gRPC puts the status in trailers.
+//! until the response body ends, since gRPC puts the status in trailers; the
+//! call's metrics ([`super::rpc_metrics`]) are recorded at the same moment.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,15 +17,29 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Adds the per-RPC server span.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcTraceLayer;
+use super::rpc_metrics::{CallRecord, RpcMetrics};
+
+/// Adds the per-RPC server span and call metrics.
+#[derive(Debug, Clone)]
+pub struct GrpcTraceLayer {
+    metrics: RpcMetrics,
+}
+
+impl GrpcTraceLayer {
+    /// A layer recording into `metrics`.
+    pub fn new(metrics: RpcMetrics) -> Self {
+        Self { metrics }
+    }
+}
 
 impl<S> Layer<S> for GrpcTraceLayer {
     type Service = GrpcTrace<S>;
 
     fn layer(&self, inner: S) -> GrpcTrace<S> {
-        GrpcTrace { inner }
+        GrpcTrace {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -32,6 +47,21 @@ impl<S> Layer<S> for GrpcTraceLayer {
 #[derive(Debug, Clone)]
 pub struct GrpcTrace<S> {
     inner: S,
+    metrics: RpcMetrics,
+}
+
+/// One observed call: its span and its metrics record, ended together when
+/// the status is known.
+struct Call {
+    span: Span,
+    record: CallRecord,
+}
+
+impl Call {
+    fn finish(self, code: i64) {
+        record_status(&self.span, code);
+        self.record.finish(code);
+    }
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
@@ -105,17 +135,18 @@ where
         if path.starts_with("/grpc.health.v1.") {
             return TracedFuture {
                 inner: self.inner.call(req),
-                span: None,
+                call: None,
             };
         }
         let span = rpc_span(path, req.headers());
+        let record = self.metrics.start(path);
         let inner = {
             let _e = span.enter();
             self.inner.call(req)
         };
         TracedFuture {
             inner,
-            span: Some(span),
+            call: Some(Call { span, record }),
         }
     }
 }
@@ -125,7 +156,7 @@ pin_project_lite::pin_project! {
     pub struct TracedFuture<F> {
         #[pin]
         inner: F,
-        span: Option<Span>,
+        call: Option<Call>,
     }
 }
 
@@ -137,32 +168,32 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let _e = this.span.as_ref().map(|s| s.enter());
+        let _e = this.call.as_ref().map(|c| c.span.enter());
         let res = ready!(this.inner.poll(cx));
         drop(_e);
-        let span = this.span.take();
+        let call = this.call.take();
         Poll::Ready(res.map(|resp| {
             let (parts, body) = resp.into_parts();
             // A trailers-only response carries the status in its headers.
-            let span = match (span, status_in(&parts.headers)) {
-                (Some(s), Some(code)) => {
-                    record_status(&s, code);
+            let call = match (call, status_in(&parts.headers)) {
+                (Some(c), Some(code)) => {
+                    c.finish(code);
                     None
                 }
-                (s, _) => s,
+                (c, _) => c,
             };
-            Response::from_parts(parts, TracedBody { inner: body, span })
+            Response::from_parts(parts, TracedBody { inner: body, call })
         }))
     }
 }
 
 pin_project_lite::pin_project! {
     /// Response body that records the status from the trailers and ends the
-    /// span when the body is done.
+    /// span and the call's metrics when the body is done.
     pub struct TracedBody<B> {
         #[pin]
         inner: B,
-        span: Option<Span>,
+        call: Option<Call>,
     }
 }
 
@@ -178,19 +209,22 @@ impl<B: Body> Body for TracedBody<B> {
         let frame = ready!(this.inner.poll_frame(cx));
         match &frame {
             Some(Ok(f)) => {
-                if let (Some(code), Some(s)) = (f.trailers_ref().and_then(status_in), this.span.as_ref()) {
-                    record_status(s, code);
-                    this.span.take();
+                if let Some(code) = f.trailers_ref().and_then(status_in)
+                    && let Some(c) = this.call.take()
+                {
+                    c.finish(code);
                 }
             }
             Some(Err(_)) => {
-                if let Some(s) = this.span.take() {
+                if let Some(c) = this.call.take() {
                     // The stream broke before trailers: UNKNOWN.
-                    record_status(&s, 2);
+                    c.finish(2);
                 }
             }
             None => {
-                this.span.take();
+                // Ended without trailers: the span ends as it is and the
+                // metrics count the call as CANCELLED.
+                this.call.take();
             }
         }
         Poll::Ready(frame)

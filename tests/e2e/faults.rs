@@ -269,7 +269,7 @@ on_both_backends!(
 
 /// A TCP proxy to PostgreSQL that the test can cut (every connection
 /// dropped, new ones closed at once) and restore.
-struct Proxy {
+pub struct Proxy {
     addr: SocketAddr,
     up: watch::Sender<bool>,
 }
@@ -300,9 +300,29 @@ impl Proxy {
         Self { addr, up }
     }
 
-    fn set(&self, up: bool) {
+    /// Forwards (`true`) or cuts (`false`) every connection.
+    pub fn set(&self, up: bool) {
         self.up.send_replace(up);
     }
+}
+
+/// A fresh PostgreSQL schema reached through a [`Proxy`] the test can cut.
+pub async fn postgres_behind_proxy() -> (Proxy, TestDb) {
+    let base = pg_base_url();
+    let upstream: SocketAddr = {
+        let host_port = base
+            .split('@')
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap()
+            .to_owned();
+        tokio::net::lookup_host(host_port).await.unwrap().next().unwrap()
+    };
+    let proxy = Proxy::start(upstream).await;
+    let mut db = TestDb::new(Backend::Postgres);
+    db.url = db.url.replacen(&upstream.to_string(), &proxy.addr.to_string(), 1);
+    assert!(db.url.contains(&proxy.addr.to_string()), "{}", db.url);
+    (proxy, db)
 }
 
 async fn health(app: &TestApp) -> i32 {
@@ -333,20 +353,7 @@ async fn postgres_outage_fails_fast_and_recovers_by_itself() {
     if !crate::support::postgres_available() {
         return;
     }
-    let base = pg_base_url();
-    let upstream: SocketAddr = {
-        let host_port = base
-            .split('@')
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .unwrap()
-            .to_owned();
-        tokio::net::lookup_host(host_port).await.unwrap().next().unwrap()
-    };
-    let proxy = Proxy::start(upstream).await;
-    let mut db = TestDb::new(Backend::Postgres);
-    db.url = db.url.replacen(&upstream.to_string(), &proxy.addr.to_string(), 1);
-    assert!(db.url.contains(&proxy.addr.to_string()), "{}", db.url);
+    let (proxy, db) = postgres_behind_proxy().await;
     let keys = TestKeys::new();
     let mut cfg = test_config(&db, &keys);
     cfg.db_timeout_seconds = 1;

@@ -14,6 +14,12 @@ mod health;
 mod healthcheck;
 mod inbox;
 mod instructions;
+// The load generator of the benchmarks; its short form runs here.
+#[path = "../../benches/load/mod.rs"]
+mod load;
+mod load_short;
+mod metrics_otlp;
+mod otlp;
 mod rate_limit;
 mod sanctions_effects;
 mod screening;

@@ -11,7 +11,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use proctor::proto::v1::audit_service_client::AuditServiceClient;
 use proctor::proto::v1::inbox_service_client::InboxServiceClient;
@@ -19,11 +18,11 @@ use proctor::proto::v1::instruction_service_client::InstructionServiceClient;
 use proctor::proto::v1::{
     AckRequest, CheckProcessingRequest, ListAuditEventsRequest, PullRequest, VerifyAuditLogRequest,
 };
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::cli::Server;
+use crate::otlp::{self, text};
 use crate::support::{TestKeys, authed};
 
 /// A received span with its resource attributes.
@@ -63,16 +62,6 @@ impl TraceService for Receiver {
     }
 }
 
-fn text(v: Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
-    match v.and_then(|v| v.value) {
-        Some(Value::StringValue(s)) => s,
-        Some(Value::IntValue(i)) => i.to_string(),
-        Some(Value::BoolValue(b)) => b.to_string(),
-        Some(Value::DoubleValue(d)) => d.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
 fn attr(s: &Span, key: &str) -> Option<String> {
     s.attributes
         .iter()
@@ -91,14 +80,10 @@ fn with_parent<T>(mut r: Request<T>, trace_id: &str) -> Request<T> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_arrives_as_a_server_span_in_the_callers_trace() {
     let receiver = Receiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let otlp = listener.local_addr().unwrap();
-    let svc = TraceServiceServer::new(receiver.clone());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(svc)
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let otlp = otlp::serve(
+        tonic::transport::Server::builder().add_service(TraceServiceServer::new(receiver.clone())),
+    )
+    .await;
 
     let keys = TestKeys::new();
     let cwd = tempfile::tempdir().unwrap();

@@ -128,6 +128,10 @@ Call with (dict "root" $ "addr" "HOST:PORT" "service" "NAME").
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ . | quote }}
 {{- end }}
+- name: OTEL_METRICS_EXPORTER
+  value: {{ ternary "otlp" "none" .Values.otel.metrics.enabled | quote }}
+- name: OTEL_METRIC_EXPORT_INTERVAL
+  value: {{ mul .Values.otel.metrics.exportIntervalSeconds 1000 | quote }}
 - name: OTEL_TRACES_SAMPLER
   value: {{ .Values.otel.sampler | quote }}
 {{- with .Values.otel.samplerArg }}

@@ -1,0 +1,258 @@
+//! The gauges SRE watches besides the RPC metrics: database pool use, read
+//! from the pool itself at each export, and the backlog and deadline counts
+//! (inbox, subject requests, breaches, screening cases), read from the
+//! database by a background sampler once per export interval, never per
+//! RPC. When a sample fails (the database is down) the service carries on,
+//! `proctor.gauges.sample_failures` counts the failure, and the gauges keep
+//! their last reading while `proctor.gauges.sample.age` shows how old it is
+//! (the SDK repeats an observable gauge's last value under cumulative
+//! temporality, so withholding it would not reach the backend). No gauge
+//! has a tenant or personal label.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Meter, ObservableGauge};
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use crate::store::Store;
+use crate::store::gauges::Sample;
+
+/// Registers the pool gauges on `meter`. They cost nothing between exports.
+pub fn register_pool(meter: &Meter, store: &Store) -> Vec<ObservableGauge<u64>> {
+    let pool = |attrs: &[KeyValue]| {
+        let mut a = vec![
+            KeyValue::new("db.client.connection.pool.name", "proctor"),
+            KeyValue::new("db.system.name", store.backend()),
+        ];
+        a.extend_from_slice(attrs);
+        a
+    };
+    let used = pool(&[KeyValue::new("db.client.connection.state", "used")]);
+    let idle = pool(&[KeyValue::new("db.client.connection.state", "idle")]);
+    let base = pool(&[]);
+    let (s1, s2) = (store.clone(), store.clone());
+    vec![
+        meter
+            .u64_observable_gauge("db.client.connection.count")
+            .with_unit("{connection}")
+            .with_description("Database connections of this replica's pool, by state (used, idle)")
+            .with_callback(move |o| {
+                let s = s1.pool_status();
+                o.observe(u64::from(s.in_use), &used);
+                o.observe(u64::from(s.idle), &idle);
+            })
+            .build(),
+        meter
+            .u64_observable_gauge("db.client.connection.max")
+            .with_unit("{connection}")
+            .with_description("Most connections this replica's pool opens (--db-pool-size)")
+            .with_callback(move |o| o.observe(u64::from(s2.pool_status().max), &base))
+            .build(),
+    ]
+}
+
+/// One sampled gauge: its name, unit, meaning, fixed attributes and how to
+/// read it from a [`Sample`].
+struct Sampled {
+    name: &'static str,
+    unit: &'static str,
+    description: &'static str,
+    attrs: &'static [(&'static str, &'static str)],
+    read: fn(&Sample) -> f64,
+}
+
+const SAMPLED: &[Sampled] = &[
+    Sampled {
+        name: "proctor.inbox.unacked",
+        unit: "{envelope}",
+        description: "Envelopes not yet acknowledged, by kind of recipient (tenant, system)",
+        attrs: &[("proctor.inbox.recipient_kind", "tenant")],
+        read: |s| s.inbox_unacked_tenant as f64,
+    },
+    Sampled {
+        name: "proctor.inbox.unacked",
+        unit: "{envelope}",
+        description: "Envelopes not yet acknowledged, by kind of recipient (tenant, system)",
+        attrs: &[("proctor.inbox.recipient_kind", "system")],
+        read: |s| s.inbox_unacked_system as f64,
+    },
+    Sampled {
+        name: "proctor.inbox.oldest_unacked.age",
+        unit: "s",
+        description: "Age of the oldest envelope not yet acknowledged (0 when none)",
+        attrs: &[],
+        read: |s| s.inbox_oldest_unacked_seconds,
+    },
+    Sampled {
+        name: "proctor.subject_requests.open",
+        unit: "{request}",
+        description: "Data-subject requests received and not yet completed, rejected or cancelled",
+        attrs: &[],
+        read: |s| s.subject_requests_open as f64,
+    },
+    Sampled {
+        name: "proctor.subject_requests.overdue",
+        unit: "{request}",
+        description: "Open data-subject requests past their legal deadline",
+        attrs: &[],
+        read: |s| s.subject_requests_overdue as f64,
+    },
+    Sampled {
+        name: "proctor.subject_tasks.unfinished",
+        unit: "{task}",
+        description: "Subject-request tasks platform systems have not completed",
+        attrs: &[],
+        read: |s| s.subject_tasks_unfinished as f64,
+    },
+    Sampled {
+        name: "proctor.breaches.past_deadline",
+        unit: "{breach}",
+        description: "Open breaches past the 72-hour authority deadline",
+        attrs: &[],
+        read: |s| s.breaches_past_deadline as f64,
+    },
+    Sampled {
+        name: "proctor.breaches.near_deadline",
+        unit: "{breach}",
+        description: "Open breaches within 12 hours of the authority deadline, not yet past it",
+        attrs: &[],
+        read: |s| s.breaches_near_deadline as f64,
+    },
+    Sampled {
+        name: "proctor.screening.cases.open",
+        unit: "{case}",
+        description: "Screening cases awaiting a decision (open or answered)",
+        attrs: &[],
+        read: |s| s.screening_cases_open as f64,
+    },
+];
+
+/// The latest successful sample and when it was taken, shared between the
+/// sampler and the export callbacks.
+type Latest = Arc<ArcSwapOption<(Sample, Instant)>>;
+
+fn register_sampled(meter: &Meter, latest: &Latest) -> Vec<ObservableGauge<f64>> {
+    let mut names: Vec<&str> = SAMPLED.iter().map(|g| g.name).collect();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|name| {
+            let series: Vec<(&Sampled, Vec<KeyValue>)> = SAMPLED
+                .iter()
+                .filter(|g| g.name == name)
+                .map(|g| (g, g.attrs.iter().map(|(k, v)| KeyValue::new(*k, *v)).collect()))
+                .collect();
+            let (unit, description) = (series[0].0.unit, series[0].0.description);
+            let latest = latest.clone();
+            meter
+                .f64_observable_gauge(name)
+                .with_unit(unit)
+                .with_description(description)
+                .with_callback(move |o| {
+                    if let Some((s, _)) = latest.load().as_deref() {
+                        for (g, attrs) in &series {
+                            o.observe((g.read)(s), attrs);
+                        }
+                    }
+                })
+                .build()
+        })
+        .chain(std::iter::once({
+            let latest = latest.clone();
+            meter
+                .f64_observable_gauge("proctor.gauges.sample.age")
+                .with_unit("s")
+                .with_description(
+                    "Age of the reading the proctor.* gauges report; grows while the database cannot be read",
+                )
+                .with_callback(move |o| {
+                    if let Some((_, taken)) = latest.load().as_deref() {
+                        o.observe(taken.elapsed().as_secs_f64(), &[]);
+                    }
+                })
+                .build()
+        }))
+        .collect()
+}
+
+/// Registers the sampled gauges on `meter` and samples the database every
+/// `interval` until `stopping` turns true.
+pub fn spawn_sampler(meter: &Meter, store: Store, interval: Duration, mut stopping: watch::Receiver<bool>) {
+    let latest: Latest = Arc::default();
+    let gauges = register_sampled(meter, &latest);
+    let failures: Counter<u64> = meter
+        .u64_counter("proctor.gauges.sample_failures")
+        .with_description("Samples of the backlog gauges that could not read the database")
+        .build();
+    tokio::spawn(async move {
+        // The instruments stay registered while the sampler runs.
+        let _gauges = gauges;
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stopping.changed() => {}
+            }
+            if *stopping.borrow() {
+                return;
+            }
+            let read = store
+                .read("metrics.sample", |c, clock| {
+                    crate::store::gauges::sample(c, clock.now())
+                })
+                .await;
+            match read {
+                Ok(s) => {
+                    if failing {
+                        tracing::info!("metric gauges read the database again");
+                    }
+                    failing = false;
+                    latest.store(Some(Arc::new((s, Instant::now()))));
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "metric gauges cannot read the database; they keep their last reading");
+                    }
+                    failing = true;
+                    failures.add(1, &[]);
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sampled_field_is_exported_once_and_names_stay_together() {
+        let s = Sample {
+            inbox_unacked_tenant: 1,
+            inbox_unacked_system: 2,
+            inbox_oldest_unacked_seconds: 3.0,
+            subject_requests_open: 4,
+            subject_requests_overdue: 5,
+            subject_tasks_unfinished: 6,
+            breaches_past_deadline: 7,
+            breaches_near_deadline: 8,
+            screening_cases_open: 9,
+        };
+        let mut read: Vec<f64> = SAMPLED.iter().map(|g| (g.read)(&s)).collect();
+        read.sort_by(f64::total_cmp);
+        assert_eq!(read, (1..=9).map(f64::from).collect::<Vec<_>>());
+        // Series of one gauge are adjacent, so each name is built once.
+        let mut names: Vec<&str> = SAMPLED.iter().map(|g| g.name).collect();
+        names.dedup();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(names.len(), unique.len());
+    }
+}
