@@ -259,11 +259,26 @@ impl Index {
     /// Ids of the names worth scoring for a query with retrieval features
     /// `feats` ([`query_features`]), best first.
     fn candidates(&self, feats: &[(String, f64)]) -> Vec<u32> {
-        let total = self.names.len().max(1) as f64;
         // A dense accumulator (one slot per name) with the list of touched
         // slots: cheaper than hashing for the thousands of postings a query
-        // walks.
-        let mut acc = vec![0f32; self.names.len()];
+        // walks. It is kept per thread and only touched slots are cleared,
+        // so a query does not zero one slot per name of every list.
+        thread_local! {
+            static ACC: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        ACC.with_borrow_mut(|acc| {
+            if acc.len() < self.names.len() {
+                acc.resize(self.names.len(), 0.0);
+            }
+            self.accumulate(feats, &mut acc[..self.names.len()])
+        })
+    }
+
+    /// Sums the rarity of the features each name shares with the query into
+    /// `acc` (all zeros on entry and again on return) and keeps the best
+    /// [`CANDIDATES`].
+    fn accumulate(&self, feats: &[(String, f64)], acc: &mut [f32]) -> Vec<u32> {
+        let total = self.names.len().max(1) as f64;
         let mut touched: Vec<u32> = Vec::with_capacity(1024);
         let mut skipped: Option<&Vec<u32>> = None;
         for (f, w) in feats {
@@ -295,13 +310,17 @@ impl Index {
             // Only very common features: score a bounded slice of them.
             return post.iter().copied().take(CANDIDATES).collect();
         }
-        let by_score = |a: &u32, b: &u32| acc[*b as usize].total_cmp(&acc[*a as usize]).then(a.cmp(b));
-        if touched.len() > CANDIDATES {
-            touched.select_nth_unstable_by(CANDIDATES, by_score);
-            touched.truncate(CANDIDATES);
+        let mut ranked: Vec<(f32, u32)> = touched
+            .iter()
+            .map(|&nid| (std::mem::take(&mut acc[nid as usize]), nid))
+            .collect();
+        let by_score = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if ranked.len() > CANDIDATES {
+            ranked.select_nth_unstable_by(CANDIDATES, by_score);
+            ranked.truncate(CANDIDATES);
         }
-        touched.sort_by(by_score);
-        touched
+        ranked.sort_by(by_score);
+        ranked.into_iter().map(|(_, nid)| nid).collect()
     }
 
     /// Hits of `q` on this list scoring at least `min_score`, best first,

@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use super::normalize::{Folded, fold, phonetic_key};
+use super::normalize::{Folded, MAX_TOKENS, fold, phonetic_key};
 
 /// A folded token with its phonetic key and letter set, computed once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,7 +377,7 @@ struct RawPair {
 pub struct Scored {
     /// 0..=1.
     pub score: f64,
-    pairs: [Option<RawPair>; super::normalize::MAX_TOKENS],
+    pairs: [Option<RawPair>; MAX_TOKENS],
     q_used: u32,
     n_used: u32,
     compact_ratio: Option<f64>,
@@ -388,16 +388,16 @@ pub struct Scored {
 pub fn score(q: &PreparedName, qw: &[f64], n: &PreparedName, nw: &[f64], p: &Params) -> Scored {
     let mut out = Scored {
         score: 0.0,
-        pairs: [None; super::normalize::MAX_TOKENS],
+        pairs: [None; MAX_TOKENS],
         q_used: 0,
         n_used: 0,
         compact_ratio: None,
     };
-    let (nq, nn) = (q.tokens.len().min(16), n.tokens.len().min(16));
+    let (nq, nn) = (q.tokens.len().min(MAX_TOKENS), n.tokens.len().min(MAX_TOKENS));
     if nq == 0 || nn == 0 {
         return out;
     }
-    let mut cands = [(0.0f64, 0u8, 0u8, Agreement::Exact); 256];
+    let mut cands = [(0.0f64, 0u8, 0u8, Agreement::Exact); MAX_TOKENS * MAX_TOKENS];
     let mut nc = 0;
     for (i, a) in q.tokens.iter().take(nq).enumerate() {
         for (j, b) in n.tokens.iter().take(nn).enumerate() {
@@ -412,7 +412,7 @@ pub fn score(q: &PreparedName, qw: &[f64], n: &PreparedName, nw: &[f64], p: &Par
     let (mut qu, mut nu) = (0u32, 0u32);
     let mut np = 0;
     let (mut matched_w, mut got) = (0.0, 0.0);
-    let mut push = |pairs: &mut [Option<RawPair>; super::normalize::MAX_TOKENS], pr: RawPair| {
+    let mut push = |pairs: &mut [Option<RawPair>; MAX_TOKENS], pr: RawPair| {
         if np < pairs.len() {
             pairs[np] = Some(pr);
             np += 1;
@@ -545,11 +545,11 @@ impl Scored {
                     how: p.how,
                 })
                 .collect(),
-            unmatched_query: (0..q.tokens.len().min(16))
+            unmatched_query: (0..q.tokens.len().min(MAX_TOKENS))
                 .filter(|i| self.q_used & (1 << i) == 0)
                 .map(|i| q.tokens[i].text.clone())
                 .collect(),
-            unmatched_list: (0..n.tokens.len().min(16))
+            unmatched_list: (0..n.tokens.len().min(MAX_TOKENS))
                 .filter(|j| self.n_used & (1 << j) == 0)
                 .map(|j| n.tokens[j].text.clone())
                 .collect(),
