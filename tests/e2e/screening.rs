@@ -630,7 +630,7 @@ async fn batch_screen_answers_in_request_order(b: Backend) {
     ];
     let request = move |i: usize| ScreenRequest {
         party: Some(party(names[i % names.len()], PartyType::Unspecified)),
-        party_ref: if i % 3 == 0 {
+        party_ref: if i.is_multiple_of(3) {
             format!("tenants/t1/contacts/batch-{i}")
         } else {
             String::new()
