@@ -326,18 +326,27 @@ impl Index {
     /// Hits of `q` on this list scoring at least `min_score`, best first,
     /// one per entry, at most `limit`.
     pub fn search(&self, q: &Query, p: &Params, min_score: f64, limit: usize) -> Vec<Hit> {
-        let feats = query_features(q);
-        self.rank(q, p, min_score, limit, self.candidates(&feats).into_iter())
-            .iter()
-            .map(|r| self.hit(q, p, r))
-            .collect()
+        let cands = self.candidates(&query_features(q));
+        self.hits(q, p, min_score, limit, cands.into_iter())
     }
 
     /// The same answer as [`Index::search`] by scoring every name: the
     /// baseline the benchmark measures the index against, and what tests
     /// compare retrieval with. Never used to serve.
     pub fn search_exhaustive(&self, q: &Query, p: &Params, min_score: f64, limit: usize) -> Vec<Hit> {
-        self.rank(q, p, min_score, limit, 0..self.names.len() as u32)
+        self.hits(q, p, min_score, limit, 0..self.names.len() as u32)
+    }
+
+    /// The explained hits of the best `limit` entries among `names`.
+    fn hits(
+        &self,
+        q: &Query,
+        p: &Params,
+        min_score: f64,
+        limit: usize,
+        names: impl Iterator<Item = u32>,
+    ) -> Vec<Hit> {
+        self.rank(q, p, min_score, limit, names)
             .iter()
             .map(|r| self.hit(q, p, r))
             .collect()
