@@ -5,6 +5,9 @@
 //! matcher without candidate retrieval does). Queries are the development
 //! set's, so the mix of hits and misses is realistic.
 //!
+//! `BatchScreen` throughput over gRPC is measured against the empty unary
+//! RPC (Health/Check) in the same run.
+//!
 //! `cargo bench --bench matcher`
 
 use std::hint::black_box;
@@ -12,10 +15,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use futures::StreamExt;
 use proctor::screening::index::{Index, IndexSet, Query};
 use proctor::screening::lists::{ListFile, parse};
 use proctor::screening::matcher::Params;
 use proctor::screening::model::EntityKind;
+
+/// What `Screen` searches with when a request leaves `min_score` and
+/// `limit` unset (`DEFAULT_MIN_SCORE`, and at least 20 hits).
+const MIN_SCORE: f64 = proctor::grpc::screening::DEFAULT_MIN_SCORE;
+const LIMIT: usize = 20;
 
 fn file(rel: &str) -> ListFile {
     let path = format!("{}/tests/fixtures/sanctions/{rel}", env!("CARGO_MANIFEST_DIR"));
@@ -113,7 +122,7 @@ fn queries() -> Vec<Query> {
 fn exhaustive(set: &IndexSet, q: &Query, p: &Params) -> usize {
     set.by_source
         .values()
-        .map(|i| i.search_exhaustive(q, p, 0.5, 10).len())
+        .map(|i| i.search_exhaustive(q, p, MIN_SCORE, LIMIT).len())
         .sum()
 }
 
@@ -122,23 +131,47 @@ fn bench(c: &mut Criterion) {
     let qs = queries();
     let p = Params::default();
 
-    // Per-call latency over every development query, in-process.
-    let mut lat: Vec<Duration> = qs
-        .iter()
+    // Per-call latency over every development query, in-process, with the
+    // minimum score and hit count `Screen` asks for by default; one warm-up
+    // pass, then three measured ones.
+    for q in &qs {
+        black_box(set.search(q, &p, MIN_SCORE, LIMIT));
+    }
+    let mut lat: Vec<Duration> = (0..3)
+        .flat_map(|_| qs.iter())
         .map(|q| {
             let t = Instant::now();
-            black_box(set.search(q, &p, 0.5, 10));
+            black_box(set.search(q, &p, MIN_SCORE, LIMIT));
             t.elapsed()
         })
         .collect();
+    // Each query's fastest of the three passes: what is left of the tail
+    // when time slices lost to other processes on a shared machine are
+    // taken out.
+    let mut best: Vec<Duration> = (0..qs.len())
+        .map(|i| {
+            (0..3)
+                .map(|pass| lat[pass * qs.len() + i])
+                .min()
+                .unwrap_or_default()
+        })
+        .collect();
+    best.sort();
     lat.sort();
     let pct = |f: f64| lat[((lat.len() - 1) as f64 * f) as usize];
+    let best_pct = |f: f64| best[((best.len() - 1) as f64 * f) as usize];
     println!(
-        "Screen in-process over {} queries: p50 {:?} p99 {:?} max {:?}",
+        "Screen in-process over {} calls ({} queries x 3): p50 {:?} p99 {:?} max {:?}",
         lat.len(),
+        qs.len(),
         pct(0.5),
         pct(0.99),
         lat[lat.len() - 1]
+    );
+    println!(
+        "Screen in-process, each query's fastest of 3: p50 {:?} p99 {:?}",
+        best_pct(0.5),
+        best_pct(0.99)
     );
 
     let sample: Vec<&Query> = qs.iter().step_by(qs.len() / 40).take(40).collect();
@@ -147,7 +180,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("indexed", |b| {
         b.iter(|| {
             for q in &sample {
-                black_box(set.search(q, &p, 0.5, 10));
+                black_box(set.search(q, &p, MIN_SCORE, LIMIT));
             }
         })
     });
@@ -168,7 +201,7 @@ fn bench(c: &mut Criterion) {
     };
     let idx_t = time(&|| {
         for q in &sample {
-            black_box(set.search(q, &p, 0.5, 10));
+            black_box(set.search(q, &p, MIN_SCORE, LIMIT));
         }
     });
     let full_t = time(&|| {
@@ -264,6 +297,30 @@ fn grpc_load(_c: &mut Criterion) {
                 .collect()
         };
         const PER_CLIENT: usize = 4000;
+        // Baseline in the same run: as many empty unary RPCs
+        // (`grpc.health.v1.Health/Check`, no auth, no work), from two
+        // clients with 8 calls in flight each.
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..2 {
+            let ch = channel.clone();
+            tasks.push(tokio::spawn(async move {
+                futures::stream::iter(0..PER_CLIENT)
+                    .map(|_| {
+                        let mut h = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+                        async move { h.check(tonic_health::pb::HealthCheckRequest::default()).await.unwrap() }
+                    })
+                    .buffer_unordered(8)
+                    .count()
+                    .await
+            }));
+        }
+        let mut checks = 0;
+        for t in tasks {
+            checks += t.await.unwrap();
+        }
+        let health_rate = checks as f64 / t.elapsed().as_secs_f64();
+        println!("baseline Health/Check over gRPC loopback: {checks} calls = {health_rate:.0} calls/s (2 clients, 8 in flight each)");
         let t = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..2 {
@@ -293,9 +350,10 @@ fn grpc_load(_c: &mut Criterion) {
             done += t.await.unwrap();
         }
         let el = t.elapsed();
+        let rate = done as f64 / el.as_secs_f64();
         println!(
-            "BatchScreen over gRPC loopback: {done} screenings in {el:?} = {:.0} screenings/s (2 client streams, all lists)",
-            done as f64 / el.as_secs_f64()
+            "BatchScreen over gRPC loopback: {done} screenings in {el:?} = {rate:.0} screenings/s (2 client streams, all lists), {:.3} of the Health/Check rate",
+            rate / health_rate
         );
         let _ = tx.send(());
         let _ = server.await;

@@ -319,6 +319,13 @@ pub async fn import_files(
         .await
 }
 
+/// How many screenings of one `BatchScreen` stream run at once: one per
+/// core keeps every core matching, and one more covers the database write
+/// of a screening with a `party_ref` while the others match.
+fn batch_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get) + 1
+}
+
 type ScreenStream = Pin<Box<dyn Stream<Item = Result<pb::ScreenResponse, Status>> + Send>>;
 
 impl Screening {
@@ -506,16 +513,27 @@ impl ScreeningService for Screening {
         &self,
         req: Request<Streaming<pb::ScreenRequest>>,
     ) -> Result<Response<Self::BatchScreenStream>, Status> {
-        let who = caller(&req)?;
-        let mut input = req.into_inner();
+        let who = Arc::new(caller(&req)?);
+        let input = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
-        let me = self.clone();
+        let me = Arc::new(self.clone());
         tokio::spawn(async move {
-            while let Some(item) = input.next().await {
-                let res = match item {
-                    Ok(r) => me.screen_one(&who, r).await.map_err(Status::from),
-                    Err(e) => Err(e),
-                };
+            // Each screening is its own task, so one stream uses every
+            // runtime thread; `buffered` bounds how many run at once and
+            // answers in request order, which clients rely on.
+            let mut results = input
+                .map(|item| {
+                    let (me, who) = (me.clone(), who.clone());
+                    tokio::spawn(async move {
+                        match item {
+                            Ok(r) => me.screen_one(&who, r).await.map_err(Status::from),
+                            Err(e) => Err(e),
+                        }
+                    })
+                })
+                .buffered(batch_concurrency());
+            while let Some(joined) = results.next().await {
+                let res = joined.unwrap_or_else(|_| Err(Status::internal("screening task failed")));
                 let stop = res.is_err();
                 if tx.send(res).await.is_err() || stop {
                     return;

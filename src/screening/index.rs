@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::matcher::{Params, PreparedName, Scored, TokenWeights, score, weights_of};
+use super::matcher::{Params, PreparedName, TokenWeights, score, weights_of};
 use super::model::{EntityKind, ListEntry};
 use super::normalize::fold_text;
 
@@ -139,6 +139,28 @@ fn features(p: &PreparedName, out: &mut Vec<(String, f64)>) {
     }
 }
 
+/// The retrieval features of every name of `q`, each once at its highest
+/// weight: computed once per screening and looked up in every list.
+fn query_features(q: &Query) -> Vec<(String, f64)> {
+    let mut feats = Vec::new();
+    for n in &q.names {
+        features(n, &mut feats);
+    }
+    feats.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+    feats.dedup_by(|a, b| a.0 == b.0);
+    feats
+}
+
+/// An entry's best name for a query, scored (rounded as hits are) but not
+/// yet explained.
+#[derive(Debug, Clone, Copy)]
+struct Ranked {
+    score: f64,
+    entry: u32,
+    name: u32,
+    query_name: u8,
+}
+
 impl TokenWeights for Index {
     fn weight(&self, token: &str) -> f64 {
         match self.df.get(token) {
@@ -234,22 +256,32 @@ impl Index {
         self.names.len()
     }
 
-    /// Ids of the names worth scoring for `q`, best first.
-    fn candidates(&self, q: &Query) -> Vec<u32> {
-        let mut feats = Vec::new();
-        for n in &q.names {
-            features(n, &mut feats);
-        }
-        feats.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
-        feats.dedup_by(|a, b| a.0 == b.0);
-        let total = self.names.len().max(1) as f64;
+    /// Ids of the names worth scoring for a query with retrieval features
+    /// `feats` ([`query_features`]), best first.
+    fn candidates(&self, feats: &[(String, f64)]) -> Vec<u32> {
         // A dense accumulator (one slot per name) with the list of touched
         // slots: cheaper than hashing for the thousands of postings a query
-        // walks.
-        let mut acc = vec![0f32; self.names.len()];
+        // walks. It is kept per thread and only touched slots are cleared,
+        // so a query does not zero one slot per name of every list.
+        thread_local! {
+            static ACC: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        ACC.with_borrow_mut(|acc| {
+            if acc.len() < self.names.len() {
+                acc.resize(self.names.len(), 0.0);
+            }
+            self.accumulate(feats, &mut acc[..self.names.len()])
+        })
+    }
+
+    /// Sums the rarity of the features each name shares with the query into
+    /// `acc` (all zeros on entry and again on return) and keeps the best
+    /// [`CANDIDATES`].
+    fn accumulate(&self, feats: &[(String, f64)], acc: &mut [f32]) -> Vec<u32> {
+        let total = self.names.len().max(1) as f64;
         let mut touched: Vec<u32> = Vec::with_capacity(1024);
         let mut skipped: Option<&Vec<u32>> = None;
-        for (f, w) in &feats {
+        for (f, w) in feats {
             let Some(post) = self.postings.get(f) else {
                 continue;
             };
@@ -278,30 +310,35 @@ impl Index {
             // Only very common features: score a bounded slice of them.
             return post.iter().copied().take(CANDIDATES).collect();
         }
-        let by_score = |a: &u32, b: &u32| acc[*b as usize].total_cmp(&acc[*a as usize]).then(a.cmp(b));
-        if touched.len() > CANDIDATES {
-            touched.select_nth_unstable_by(CANDIDATES, by_score);
-            touched.truncate(CANDIDATES);
+        let mut ranked: Vec<(f32, u32)> = touched
+            .iter()
+            .map(|&nid| (std::mem::take(&mut acc[nid as usize]), nid))
+            .collect();
+        let by_score = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if ranked.len() > CANDIDATES {
+            ranked.select_nth_unstable_by(CANDIDATES, by_score);
+            ranked.truncate(CANDIDATES);
         }
-        touched.sort_by(by_score);
-        touched
+        ranked.sort_by(by_score);
+        ranked.into_iter().map(|(_, nid)| nid).collect()
     }
 
     /// Hits of `q` on this list scoring at least `min_score`, best first,
     /// one per entry, at most `limit`.
     pub fn search(&self, q: &Query, p: &Params, min_score: f64, limit: usize) -> Vec<Hit> {
-        let cands = self.candidates(q);
-        self.score_names(q, p, min_score, limit, cands.into_iter())
+        let cands = self.candidates(&query_features(q));
+        self.hits(q, p, min_score, limit, cands.into_iter())
     }
 
     /// The same answer as [`Index::search`] by scoring every name: the
     /// baseline the benchmark measures the index against, and what tests
     /// compare retrieval with. Never used to serve.
     pub fn search_exhaustive(&self, q: &Query, p: &Params, min_score: f64, limit: usize) -> Vec<Hit> {
-        self.score_names(q, p, min_score, limit, 0..self.names.len() as u32)
+        self.hits(q, p, min_score, limit, 0..self.names.len() as u32)
     }
 
-    fn score_names(
+    /// The explained hits of the best `limit` entries among `names`.
+    fn hits(
         &self,
         q: &Query,
         p: &Params,
@@ -309,8 +346,27 @@ impl Index {
         limit: usize,
         names: impl Iterator<Item = u32>,
     ) -> Vec<Hit> {
+        self.rank(q, p, min_score, limit, names)
+            .iter()
+            .map(|r| self.hit(q, p, r))
+            .collect()
+    }
+
+    /// The best `limit` entries among `names` for `q`, scored but not yet
+    /// explained: explaining costs more than scoring, so only the hits that
+    /// are finally returned are explained ([`Index::hit`]).
+    fn rank(
+        &self,
+        q: &Query,
+        p: &Params,
+        min_score: f64,
+        limit: usize,
+        names: impl Iterator<Item = u32>,
+    ) -> Vec<Ranked> {
         let qw: Vec<Vec<f64>> = q.names.iter().map(|n| weights_of(n, self)).collect();
-        let mut best: HashMap<u32, (f64, u32, usize, Scored)> = HashMap::new();
+        // Every name that scored, as (entry, adjusted score, order seen,
+        // name, query name); an entry's best is its first at the top score.
+        let mut scored: Vec<(u32, f64, u32, u32, u8)> = Vec::new();
         for nid in names {
             let n = &self.names[nid as usize];
             for (qi, qn) in q.names.iter().enumerate() {
@@ -319,53 +375,63 @@ impl Index {
                     continue;
                 }
                 let adjusted = self.adjust(q, n, c.score, false).0;
-                let better = best.get(&n.entry).is_none_or(|b| adjusted > b.0);
-                if better {
-                    best.insert(n.entry, (adjusted, nid, qi, c));
-                }
+                scored.push((n.entry, adjusted, scored.len() as u32, nid, qi as u8));
             }
         }
-        let mut hits: Vec<Hit> = best
+        scored.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
+        scored.dedup_by_key(|s| s.0);
+        let mut ranked: Vec<Ranked> = scored
             .into_iter()
-            .filter(|(_, b)| b.0 >= min_score)
-            .map(|(eid, (score, nid, qi, scored))| {
-                let e = &self.entries[eid as usize];
-                let n = &self.names[nid as usize];
-                let c = scored.explain(&q.names[qi], &n.prepared);
-                let notes = self.adjust(q, n, c.score, true).1;
-                let mut explanation = format!(
-                    "{} name \"{}\": {} (name score {:.3})",
-                    if n.weak {
-                        "weak alias"
-                    } else if n.display == e.primary_name {
-                        "primary"
-                    } else {
-                        "alias"
-                    },
-                    n.display,
-                    c.explain(),
-                    c.score
-                );
-                explanation.push_str(&notes);
-                Hit {
-                    source: self.source.clone(),
-                    entry_id: e.id.clone(),
-                    primary_name: e.primary_name.clone(),
-                    matched_name: n.display.clone(),
-                    score: (score * 1000.0).round() / 1000.0,
-                    explanation,
-                    programs: e.programs.clone(),
-                    digest: e.digest.clone(),
-                }
+            .filter(|s| s.1 >= min_score)
+            .map(|(entry, score, _, name, query_name)| Ranked {
+                score: (score * 1000.0).round() / 1000.0,
+                entry,
+                name,
+                query_name,
             })
             .collect();
-        hits.sort_by(|a, b| {
-            b.score
-                .total_cmp(&a.score)
-                .then_with(|| a.entry_id.cmp(&b.entry_id))
+        ranked.sort_by(|a, b| {
+            b.score.total_cmp(&a.score).then_with(|| {
+                self.entries[a.entry as usize]
+                    .id
+                    .cmp(&self.entries[b.entry as usize].id)
+            })
         });
-        hits.truncate(limit);
-        hits
+        ranked.truncate(limit);
+        ranked
+    }
+
+    /// The hit a ranked entry stands for, with its explanation.
+    fn hit(&self, q: &Query, p: &Params, r: &Ranked) -> Hit {
+        let e = &self.entries[r.entry as usize];
+        let n = &self.names[r.name as usize];
+        let qn = &q.names[usize::from(r.query_name)];
+        let c = score(qn, &weights_of(qn, self), &n.prepared, &n.weights, p).explain(qn, &n.prepared);
+        let notes = self.adjust(q, n, c.score, true).1;
+        let mut explanation = format!(
+            "{} name \"{}\": {} (name score {:.3})",
+            if n.weak {
+                "weak alias"
+            } else if n.display == e.primary_name {
+                "primary"
+            } else {
+                "alias"
+            },
+            n.display,
+            c.explain(),
+            c.score
+        );
+        explanation.push_str(&notes);
+        Hit {
+            source: self.source.clone(),
+            entry_id: e.id.clone(),
+            primary_name: e.primary_name.clone(),
+            matched_name: n.display.clone(),
+            score: r.score,
+            explanation,
+            programs: e.programs.clone(),
+            digest: e.digest.clone(),
+        }
     }
 
     /// Moves a name score by alias strength, type, date of birth and country
@@ -437,21 +503,31 @@ pub struct IndexSet {
 }
 
 impl IndexSet {
-    /// Hits across every list, best first, at most `limit`.
+    /// Hits across every list, best first, at most `limit`. Each list ranks
+    /// its own best; only the overall best `limit` are explained.
     pub fn search(&self, q: &Query, p: &Params, min_score: f64, limit: usize) -> Vec<Hit> {
-        let mut hits: Vec<Hit> = self
+        let feats = query_features(q);
+        let mut ranked: Vec<(&Index, Ranked)> = self
             .by_source
             .values()
-            .flat_map(|i| i.search(q, p, min_score, limit))
+            .flat_map(|i| {
+                i.rank(q, p, min_score, limit, i.candidates(&feats).into_iter())
+                    .into_iter()
+                    .map(move |r| (i.as_ref(), r))
+            })
             .collect();
-        hits.sort_by(|a, b| {
+        ranked.sort_by(|(ia, a), (ib, b)| {
             b.score
                 .total_cmp(&a.score)
-                .then_with(|| a.source.cmp(&b.source))
-                .then_with(|| a.entry_id.cmp(&b.entry_id))
+                .then_with(|| ia.source.cmp(&ib.source))
+                .then_with(|| {
+                    ia.entries[a.entry as usize]
+                        .id
+                        .cmp(&ib.entries[b.entry as usize].id)
+                })
         });
-        hits.truncate(limit);
-        hits
+        ranked.truncate(limit);
+        ranked.iter().map(|(i, r)| i.hit(q, p, r)).collect()
     }
 }
 

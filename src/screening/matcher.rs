@@ -10,15 +10,19 @@
 
 use std::fmt::Write as _;
 
-use super::normalize::{Folded, fold, phonetic_key};
+use super::normalize::{Folded, MAX_TOKENS, fold, phonetic_key};
 
-/// A folded token with its phonetic key, computed once.
+/// A folded token with its phonetic key and letter set, computed once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tok {
     /// The folded token.
     pub text: String,
     /// Its phonetic skeleton.
     pub key: String,
+    /// Which characters occur in it ([`letter_set`]): two tokens whose sets
+    /// differ too much cannot be a typo apart, which rules most token pairs
+    /// out without computing an edit distance.
+    pub letters: u64,
 }
 
 impl Tok {
@@ -27,8 +31,38 @@ impl Tok {
         Self {
             text: text.to_owned(),
             key: phonetic_key(text),
+            letters: letter_set(text.as_bytes()),
         }
     }
+}
+
+/// The set of characters in `s` as bits: `a`..`z` and `0`..`9` one bit
+/// each, anything else (folded names have nothing else) sharing the top bit.
+pub fn letter_set(s: &[u8]) -> u64 {
+    s.iter().fold(0u64, |m, &c| {
+        m | 1
+            << match c {
+                b'a'..=b'z' => c - b'a',
+                b'0'..=b'9' => 26 + c - b'0',
+                _ => 63,
+            }
+    })
+}
+
+/// A lower bound of the edit distance between strings of lengths `la` and
+/// `lb` with character sets `sa` and `sb`: every character of one missing
+/// from the other costs at least one edit, and so does every byte of
+/// length difference (a transposition changes neither).
+fn edit_lower_bound(la: usize, sa: u64, lb: usize, sb: u64) -> usize {
+    let missing = (sa & !sb).count_ones().max((sb & !sa).count_ones()) as usize;
+    missing.max(la.abs_diff(lb))
+}
+
+/// True when strings with these lengths and character sets might still
+/// reach edit similarity `min`; false proves they cannot.
+fn may_reach(la: usize, sa: u64, lb: usize, sb: u64, min: f64) -> bool {
+    let max = la.max(lb);
+    max == 0 || 1.0 - edit_lower_bound(la, sa, lb, sb) as f64 / max as f64 >= min
 }
 
 /// A name ready for comparison.
@@ -192,7 +226,8 @@ impl Comparison {
 }
 
 /// Optimal-string-alignment distance over bytes (folded tokens are ASCII),
-/// on the stack for tokens up to 63 bytes: the scorer's innermost loop.
+/// on the stack for strings up to 63 bytes: the scorer's innermost loop.
+/// The three rows rotate by reference, never by copy.
 fn osa_bytes(a: &[u8], b: &[u8]) -> usize {
     const N: usize = 64;
     if a.len() >= N || b.len() >= N {
@@ -201,23 +236,26 @@ fn osa_bytes(a: &[u8], b: &[u8]) -> usize {
     if a.is_empty() || b.is_empty() {
         return a.len().max(b.len());
     }
-    let mut prev2 = [0usize; N];
-    let mut prev: [usize; N] = std::array::from_fn(|j| j);
-    let mut cur = [0usize; N];
+    let (mut r2, mut r1, mut r0) = ([0u8; N], [0u8; N], [0u8; N]);
+    for (j, v) in r1.iter_mut().enumerate() {
+        *v = j as u8;
+    }
+    let (mut prev2, mut prev, mut cur) = (&mut r2, &mut r1, &mut r0);
     for i in 1..=a.len() {
-        cur[0] = i;
+        cur[0] = i as u8;
         for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let cost = u8::from(a[i - 1] != b[j - 1]);
             let mut v = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(prev2[j - 2] + 1);
             }
             cur[j] = v;
         }
-        prev2 = prev;
-        prev = cur;
+        // prev2 <- prev, prev <- cur; the old prev2 row is reused as cur.
+        std::mem::swap(&mut prev2, &mut prev);
+        std::mem::swap(&mut prev, &mut cur);
     }
-    prev[b.len()]
+    usize::from(prev[b.len()])
 }
 
 /// Normalised edit similarity (optimal string alignment, so an adjacent
@@ -232,10 +270,13 @@ pub fn edit_ratio(a: &str, b: &str) -> f64 {
 
 /// Edit similarity of `a` against `b1` + `b2` joined, without building the
 /// joined string when its length already rules a match out.
-fn joined_ratio(a: &str, b1: &str, b2: &str, min: f64) -> Option<f64> {
-    let lb = b1.len() + b2.len();
-    let max = a.len().max(lb);
-    if (a.len().abs_diff(lb)) as f64 / max as f64 > 1.0 - min || a.as_bytes().first() != b1.as_bytes().first()
+fn joined_ratio(a: &Tok, b1: &Tok, b2: &Tok, min: f64) -> Option<f64> {
+    let (at, b1t, b2t) = (a.text.as_bytes(), b1.text.as_bytes(), b2.text.as_bytes());
+    let lb = b1t.len() + b2t.len();
+    let max = at.len().max(lb);
+    if (at.len().abs_diff(lb)) as f64 / max as f64 > 1.0 - min
+        || at.first() != b1t.first()
+        || !may_reach(at.len(), a.letters, lb, b1.letters | b2.letters, min)
     {
         return None;
     }
@@ -243,9 +284,9 @@ fn joined_ratio(a: &str, b1: &str, b2: &str, min: f64) -> Option<f64> {
     if lb >= buf.len() {
         return None;
     }
-    buf[..b1.len()].copy_from_slice(b1.as_bytes());
-    buf[b1.len()..lb].copy_from_slice(b2.as_bytes());
-    let r = 1.0 - osa_bytes(a.as_bytes(), &buf[..lb]) as f64 / max as f64;
+    buf[..b1t.len()].copy_from_slice(b1t);
+    buf[b1t.len()..lb].copy_from_slice(b2t);
+    let r = 1.0 - osa_bytes(at, &buf[..lb]) as f64 / max as f64;
     (r >= min).then_some(r)
 }
 
@@ -261,9 +302,16 @@ pub fn token_similarity(a: &Tok, b: &Tok, p: &Params) -> Option<(f64, Agreement)
     }
     let phonetic = a.key == b.key && a.key.len() >= 2 && la.min(lb) >= 3;
     // Short tokens differ by one letter too easily (Ali / Ari): edits only
-    // count from four letters up, and only when the lengths allow it.
-    let reachable =
-        la.abs_diff(lb) as f64 / la.max(lb) as f64 <= 1.0 - p.min_token_similarity.min(p.phonetic_similarity);
+    // count from four letters up, and only when the lengths and letters
+    // allow a similarity that could matter (below both thresholds it
+    // changes nothing, so the distance is not computed).
+    let reachable = may_reach(
+        la,
+        a.letters,
+        lb,
+        b.letters,
+        p.min_token_similarity.min(p.phonetic_similarity),
+    );
     let r = if la.min(lb) >= 4 && reachable {
         edit_ratio(&a.text, &b.text)
     } else {
@@ -277,6 +325,40 @@ pub fn token_similarity(a: &Tok, b: &Tok, p: &Params) -> Option<(f64, Agreement)
 
 /// Similarity of joined/split tokens that counts as a match.
 const JOINED_MIN: f64 = 0.88;
+
+/// Similarity of the joined-up spellings that overrides the token score.
+const COMPACT_MIN: f64 = 0.9;
+
+/// False when the joined-up spellings of `q` and `n` provably stay below
+/// edit similarity `min`: by length, then by how many characters one has
+/// that the other lacks (counted, so repeated letters count too).
+fn compact_may_reach(q: &PreparedName, n: &PreparedName, min: f64) -> bool {
+    let (a, b) = (q.compact.as_bytes(), n.compact.as_bytes());
+    let max = a.len().max(b.len());
+    if max == 0 || 1.0 - (a.len().abs_diff(b.len()) as f64) / (max as f64) < min {
+        return max == 0;
+    }
+    let mut diff = [0i16; 64];
+    let slot = |c: u8| match c {
+        b'a'..=b'z' => usize::from(c - b'a'),
+        b'0'..=b'9' => 26 + usize::from(c - b'0'),
+        _ => 63,
+    };
+    for &c in a {
+        diff[slot(c)] += 1;
+    }
+    for &c in b {
+        diff[slot(c)] -= 1;
+    }
+    let (extra_a, extra_b) = diff.iter().fold((0usize, 0usize), |(x, y), &d| {
+        if d > 0 {
+            (x + d as usize, y)
+        } else {
+            (x, y + d.unsigned_abs() as usize)
+        }
+    });
+    1.0 - extra_a.max(extra_b) as f64 / max as f64 >= min
+}
 
 /// One aligned pair, by token index: `q2`/`n2` are the second token of a
 /// joined pair (`u8::MAX` when none).
@@ -295,7 +377,7 @@ struct RawPair {
 pub struct Scored {
     /// 0..=1.
     pub score: f64,
-    pairs: [Option<RawPair>; super::normalize::MAX_TOKENS],
+    pairs: [Option<RawPair>; MAX_TOKENS],
     q_used: u32,
     n_used: u32,
     compact_ratio: Option<f64>,
@@ -306,16 +388,16 @@ pub struct Scored {
 pub fn score(q: &PreparedName, qw: &[f64], n: &PreparedName, nw: &[f64], p: &Params) -> Scored {
     let mut out = Scored {
         score: 0.0,
-        pairs: [None; super::normalize::MAX_TOKENS],
+        pairs: [None; MAX_TOKENS],
         q_used: 0,
         n_used: 0,
         compact_ratio: None,
     };
-    let (nq, nn) = (q.tokens.len().min(16), n.tokens.len().min(16));
+    let (nq, nn) = (q.tokens.len().min(MAX_TOKENS), n.tokens.len().min(MAX_TOKENS));
     if nq == 0 || nn == 0 {
         return out;
     }
-    let mut cands = [(0.0f64, 0u8, 0u8, Agreement::Exact); 256];
+    let mut cands = [(0.0f64, 0u8, 0u8, Agreement::Exact); MAX_TOKENS * MAX_TOKENS];
     let mut nc = 0;
     for (i, a) in q.tokens.iter().take(nq).enumerate() {
         for (j, b) in n.tokens.iter().take(nn).enumerate() {
@@ -330,7 +412,7 @@ pub fn score(q: &PreparedName, qw: &[f64], n: &PreparedName, nw: &[f64], p: &Par
     let (mut qu, mut nu) = (0u32, 0u32);
     let mut np = 0;
     let (mut matched_w, mut got) = (0.0, 0.0);
-    let mut push = |pairs: &mut [Option<RawPair>; super::normalize::MAX_TOKENS], pr: RawPair| {
+    let mut push = |pairs: &mut [Option<RawPair>; MAX_TOKENS], pr: RawPair| {
         if np < pairs.len() {
             pairs[np] = Some(pr);
             np += 1;
@@ -366,12 +448,7 @@ pub fn score(q: &PreparedName, qw: &[f64], n: &PreparedName, nw: &[f64], p: &Par
             if nu & (0b11 << j) != 0 {
                 continue;
             }
-            if let Some(r) = joined_ratio(
-                &q.tokens[i].text,
-                &n.tokens[j].text,
-                &n.tokens[j + 1].text,
-                JOINED_MIN,
-            ) {
+            if let Some(r) = joined_ratio(&q.tokens[i], &n.tokens[j], &n.tokens[j + 1], JOINED_MIN) {
                 qu |= 1 << i;
                 nu |= 0b11 << j;
                 let wt = nw[j] + nw[j + 1];
@@ -400,12 +477,7 @@ pub fn score(q: &PreparedName, qw: &[f64], n: &PreparedName, nw: &[f64], p: &Par
             if qu & (0b11 << i) != 0 {
                 continue;
             }
-            if let Some(r) = joined_ratio(
-                &n.tokens[j].text,
-                &q.tokens[i].text,
-                &q.tokens[i + 1].text,
-                JOINED_MIN,
-            ) {
+            if let Some(r) = joined_ratio(&n.tokens[j], &q.tokens[i], &q.tokens[i + 1], JOINED_MIN) {
                 qu |= 0b11 << i;
                 nu |= 1 << j;
                 let wt = *wj;
@@ -437,9 +509,9 @@ pub fn score(q: &PreparedName, qw: &[f64], n: &PreparedName, nw: &[f64], p: &Par
     if np == 1 && nq == 1 && any_unmatched_n {
         sc *= 0.9;
     }
-    if nq != nn && (any_unmatched_q || any_unmatched_n) {
+    if nq != nn && (any_unmatched_q || any_unmatched_n) && compact_may_reach(q, n, COMPACT_MIN.max(sc)) {
         let r = edit_ratio(&q.compact, &n.compact);
-        if r >= 0.9 && r > sc {
+        if r >= COMPACT_MIN && r > sc {
             sc = r;
             out.compact_ratio = Some(r);
         }
@@ -473,11 +545,11 @@ impl Scored {
                     how: p.how,
                 })
                 .collect(),
-            unmatched_query: (0..q.tokens.len().min(16))
+            unmatched_query: (0..q.tokens.len().min(MAX_TOKENS))
                 .filter(|i| self.q_used & (1 << i) == 0)
                 .map(|i| q.tokens[i].text.clone())
                 .collect(),
-            unmatched_list: (0..n.tokens.len().min(16))
+            unmatched_list: (0..n.tokens.len().min(MAX_TOKENS))
                 .filter(|j| self.n_used & (1 << j) == 0)
                 .map(|j| n.tokens[j].text.clone())
                 .collect(),
@@ -538,6 +610,68 @@ mod tests {
         assert!(s("John Smith", "Jane Doe") < 0.2);
         assert!(s("Ahmed Ali Hasan", "Mohammed Ali Hasan") < 0.75);
         assert!(s("Ali", "Ari") == 0.0);
+    }
+
+    const WORDS: &[&str] = &[
+        "",
+        "a",
+        "ab",
+        "ba",
+        "abc",
+        "acb",
+        "mohammed",
+        "muhammad",
+        "mohamed",
+        "zawahiri",
+        "alzawahiri",
+        "kalashnikov",
+        "kalashnikvo",
+        "bankmelli",
+        "melli",
+        "hussein",
+        "husayn",
+        "aaab",
+        "abbb",
+        "x1y2",
+        "rosoboronexport",
+    ];
+
+    #[test]
+    fn edit_distance_agrees_with_strsim() {
+        for a in WORDS {
+            for b in WORDS {
+                let want = strsim::osa_distance(a, b);
+                assert_eq!(osa_bytes(a.as_bytes(), b.as_bytes()), want, "{a} / {b}");
+            }
+        }
+        let long = "ab".repeat(40);
+        assert_eq!(osa_bytes(long.as_bytes(), b"ab"), 78);
+    }
+
+    #[test]
+    fn letter_bounds_never_exceed_the_distance() {
+        for a in WORDS {
+            for b in WORDS {
+                let (ta, tb) = (letter_set(a.as_bytes()), letter_set(b.as_bytes()));
+                let d = strsim::osa_distance(a, b);
+                assert!(edit_lower_bound(a.len(), ta, b.len(), tb) <= d, "{a} / {b}");
+                let r = edit_ratio(a, b);
+                assert!(may_reach(a.len(), ta, b.len(), tb, r), "{a} / {b}");
+                let (qa, qb) = (PreparedName::new(a), PreparedName::new(b));
+                assert!(
+                    compact_may_reach(&qa, &qb, edit_ratio(&qa.compact, &qb.compact)),
+                    "{a} / {b}"
+                );
+            }
+        }
+        // Letters one side lacks rule a pair out without a distance.
+        assert!(!may_reach(
+            8,
+            letter_set(b"mohammed"),
+            8,
+            letter_set(b"zawahiri"),
+            0.78
+        ));
     }
 
     #[test]

@@ -591,3 +591,78 @@ async fn cli_import_reaches_a_running_server() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("sdn.csv"));
     app.stop().await;
 }
+
+/// `BatchScreen` screens a stream's requests concurrently: the answers must
+/// still come back one per request in request order, the ones with a
+/// `party_ref` recorded (their case ids are real), and a bad request ends
+/// the stream with its own error after every answer before it.
+async fn batch_screen_answers_in_request_order(b: Backend) {
+    let app = spawn_app(b).await;
+    let comp = app.keys.compliance();
+    let crm = app.keys.platform("crm");
+    import(&app, "ofac_sdn", ofac_set("fixture_small", true), &comp)
+        .await
+        .unwrap();
+    let names = ["Dmitry Khoroshev", "Maria Gonzalez", "IRIS MAKRAN", "John Smith"];
+    let expected = [
+        Outcome::PossibleMatch,
+        Outcome::Clear,
+        Outcome::PossibleMatch,
+        Outcome::Clear,
+    ];
+    let request = move |i: usize| ScreenRequest {
+        party: Some(party(names[i % names.len()], PartyType::Unspecified)),
+        party_ref: if i.is_multiple_of(3) {
+            format!("tenants/t1/contacts/batch-{i}")
+        } else {
+            String::new()
+        },
+        ..Default::default()
+    };
+    let mut out = client(&app)
+        .batch_screen(authed(tokio_stream::iter((0..60).map(request)), &crm))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut answers = Vec::new();
+    while let Some(r) = out.message().await.unwrap() {
+        answers.push(r);
+    }
+    assert_eq!(answers.len(), 60);
+    for (i, r) in answers.iter().enumerate() {
+        assert_eq!(r.party_ref, request(i).party_ref, "answer {i} out of order");
+        assert_eq!(r.outcome, expected[i % names.len()] as i32, "answer {i}");
+        let recorded_hit = !r.party_ref.is_empty() && r.outcome == Outcome::PossibleMatch as i32;
+        assert_eq!(!r.case_id.is_empty(), recorded_hit, "answer {i}: {r:?}");
+    }
+
+    let mut reqs: Vec<ScreenRequest> = (0..30).map(request).collect();
+    reqs[11].party = Some(party("", PartyType::Unspecified));
+    let mut out = client(&app)
+        .batch_screen(authed(tokio_stream::iter(reqs), &crm))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut before_error = 0;
+    let err = loop {
+        match out.message().await {
+            Ok(Some(r)) => {
+                assert_eq!(r.party_ref, request(before_error).party_ref);
+                before_error += 1;
+            }
+            Ok(None) => panic!("the bad request did not end the stream"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(before_error, 11);
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        err.get_details_bad_request().unwrap().field_violations[0].field,
+        "party.name"
+    );
+    app.stop().await;
+}
+on_both_backends!(
+    batch_screen_answers_in_request_order,
+    batch_screen_answers_in_request_order
+);
