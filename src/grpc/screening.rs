@@ -329,9 +329,13 @@ fn batch_concurrency() -> usize {
 type ScreenStream = Pin<Box<dyn Stream<Item = Result<pb::ScreenResponse, Status>> + Send>>;
 
 impl Screening {
-    async fn screen_one(&self, who: &Caller, req: pb::ScreenRequest) -> Result<pb::ScreenResponse, Error> {
+    /// Validates a screening request and folds it into its query, before
+    /// anything is screened or written (so a stream can stop at a bad
+    /// request without having started the ones after it).
+    fn prepare(req: &pb::ScreenRequest) -> Result<Query, Error> {
         let mut v = Violations::new();
-        let party = req.party.unwrap_or_default();
+        let default = pb::Party::default();
+        let party = req.party.as_ref().unwrap_or(&default);
         v.required_text("party.name", &party.name, MAX_NAME_CHARS);
         v.check(
             party.aliases.len() > MAX_ALIASES,
@@ -374,6 +378,19 @@ impl Screening {
                 "has nothing to match on after folding",
             ));
         }
+        Ok(q)
+    }
+
+    /// Screens a request [`prepare`](Self::prepare)d into `q`, recording
+    /// the party (and any case) when it names a `party_ref`.
+    async fn screen_one(
+        &self,
+        who: &Caller,
+        req: pb::ScreenRequest,
+        q: Query,
+    ) -> Result<pb::ScreenResponse, Error> {
+        let party = req.party.unwrap_or_default();
+        let kind = party_kind(party.r#type);
         let min_score = if req.min_score == 0.0 {
             DEFAULT_MIN_SCORE
         } else {
@@ -506,7 +523,9 @@ impl ScreeningService for Screening {
 
     async fn screen(&self, req: Request<pb::ScreenRequest>) -> Result<Response<pb::ScreenResponse>, Status> {
         let who = caller(&req)?;
-        Ok(Response::new(self.screen_one(&who, req.into_inner()).await?))
+        let req = req.into_inner();
+        let q = Self::prepare(&req)?;
+        Ok(Response::new(self.screen_one(&who, req, q).await?))
     }
 
     async fn batch_screen(
@@ -520,15 +539,26 @@ impl ScreeningService for Screening {
         tokio::spawn(async move {
             // Each screening is its own task, so one stream uses every
             // runtime thread; `buffered` bounds how many run at once and
-            // answers in request order, which clients rely on.
+            // answers in request order, which clients rely on. Requests are
+            // validated in order as they are read, and reading stops at the
+            // first bad one, so nothing after it is screened or recorded.
             let mut results = input
-                .map(|item| {
+                .scan(false, |stopped, item| {
+                    if *stopped {
+                        return futures::future::ready(None);
+                    }
+                    let checked = item.and_then(|r| match Self::prepare(&r) {
+                        Ok(q) => Ok((r, q)),
+                        Err(e) => Err(Status::from(e)),
+                    });
+                    *stopped = checked.is_err();
+                    futures::future::ready(Some(checked))
+                })
+                .map(|checked| {
                     let (me, who) = (me.clone(), who.clone());
                     tokio::spawn(async move {
-                        match item {
-                            Ok(r) => me.screen_one(&who, r).await.map_err(Status::from),
-                            Err(e) => Err(e),
-                        }
+                        let (r, q) = checked?;
+                        me.screen_one(&who, r, q).await.map_err(Status::from)
                     })
                 })
                 .buffered(batch_concurrency());
