@@ -209,6 +209,7 @@ impl Application {
             store: store.clone(),
             stopping: stop_rx.clone(),
             decisions: decisions.clone(),
+            secrets: subject_secrets.clone(),
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();

@@ -187,6 +187,7 @@ impl InboxService for Inbox {
         v.required_text("text", &r.text, MAX_REPLY_CHARS);
         v.finish()?;
         let entry = audit_entry(&who, tenant_of(&to), "inbox.reply", &r.id, "ok");
+        let secrets = self.state.secrets.clone();
         let target = self
             .state
             .store
@@ -195,7 +196,15 @@ impl InboxService for Inbox {
                 let envelope = inbox::get(c, &to, &r.id)?;
                 let target = match reply_target(&envelope.kind, &envelope.payload)? {
                     ReplyTarget::ScreeningCase(case) => {
-                        case_answers::answer(c, now, entry, &case, tenant_of(&to), r.text.trim())?;
+                        case_answers::answer(
+                            c,
+                            now,
+                            entry,
+                            &secrets.ring,
+                            &case,
+                            tenant_of(&to),
+                            r.text.trim(),
+                        )?;
                         format!("case/{case}")
                     }
                 };

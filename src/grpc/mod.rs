@@ -33,6 +33,8 @@ pub struct AppState {
     /// Decision snapshots; writes that change what decisions depend on
     /// refresh them before replying, so the next check here sees the change.
     pub decisions: std::sync::Arc<crate::decisions::Decisions>,
+    /// Seals personal data at rest (identifiers, exports, case answers).
+    pub secrets: std::sync::Arc<crate::secrets::SubjectSecrets>,
 }
 
 impl AppState {

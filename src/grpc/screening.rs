@@ -234,8 +234,21 @@ fn version_pb(v: &VersionInfo) -> pb::ListVersion {
     }
 }
 
-fn case_pb(c: &st::Case) -> pb::Case {
-    pb::Case {
+/// The wire form of a case, its answers unsealed with `ring`.
+fn case_pb(c: &st::Case, ring: &crate::secrets::KeyRing) -> Result<pb::Case, Error> {
+    let answers = c
+        .answers
+        .iter()
+        .map(|a| {
+            let a = a.open(ring, &c.id)?;
+            Ok(pb::CaseAnswer {
+                answered_by: a.answered_by,
+                answered_at: Some(ts(a.answered_at)),
+                text: a.text,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(pb::Case {
         id: c.id.clone(),
         party_ref: c.party_ref.clone(),
         status: match c.status {
@@ -250,16 +263,8 @@ fn case_pb(c: &st::Case) -> pb::Case {
         note: c.note.clone(),
         tenant_id: c.tenant_id.clone().unwrap_or_default(),
         resolved_by: c.resolved_by.clone().unwrap_or_default(),
-        answers: c
-            .answers
-            .iter()
-            .map(|a| pb::CaseAnswer {
-                answered_by: a.answered_by.clone(),
-                answered_at: Some(ts(a.answered_at)),
-                text: a.text.clone(),
-            })
-            .collect(),
-    }
+        answers,
+    })
 }
 
 /// The sha256 of an import: over every file's name and bytes, in name order,
@@ -602,7 +607,10 @@ impl ScreeningService for Screening {
             .await?;
         let next = page.next_token(cases.len(), cases.last().map(|c| c.seq));
         Ok(Response::new(pb::ListCasesResponse {
-            cases: cases.iter().map(case_pb).collect(),
+            cases: cases
+                .iter()
+                .map(|c| case_pb(c, &self.state.secrets.ring))
+                .collect::<Result<_, _>>()?,
             next_page_token: next,
         }))
     }
@@ -624,7 +632,7 @@ impl ScreeningService for Screening {
                 st::get_case(c, &id, tenant.as_deref())
             })
             .await?;
-        Ok(Response::new(case_pb(&case)))
+        Ok(Response::new(case_pb(&case, &self.state.secrets.ring)?))
     }
 
     async fn resolve_case(&self, req: Request<pb::ResolveCaseRequest>) -> Result<Response<pb::Case>, Status> {
@@ -653,7 +661,7 @@ impl ScreeningService for Screening {
             .await?;
         // A confirmed tenant or a sub-processor's gate changes decisions.
         self.state.follow_decisions().await;
-        Ok(Response::new(case_pb(&case)))
+        Ok(Response::new(case_pb(&case, &self.state.secrets.ring)?))
     }
 
     async fn score_names(

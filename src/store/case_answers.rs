@@ -1,8 +1,9 @@
 //! Answers to screening cases' clarification requests. A tenant (or the
 //! compliance queue, for platform parties) answers through its inbox; each
 //! answer is kept in order with who gave it and when, so the analyst who
-//! resolves the case sees the whole exchange, and the audit log records
-//! that an answer arrived without its text (which may name people).
+//! resolves the case sees the whole exchange. The text may name people: it
+//! is stored sealed with the identifier key ring (bound to its case), and
+//! the audit log records only that an answer arrived and its length.
 
 use std::collections::HashMap;
 
@@ -16,6 +17,7 @@ use crate::domain::audit::AuditEntry;
 use crate::domain::inbox::Recipient;
 use crate::domain::screening::{COMPLIANCE_QUEUE, CaseStatus};
 use crate::error::{Error, Result};
+use crate::secrets::KeyRing;
 
 /// One answer, as shown on the case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,23 +30,55 @@ pub struct CaseAnswer {
     pub text: String,
 }
 
+/// An answer as stored: sealed, opened only to show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedAnswer {
+    /// The answering caller's token subject.
+    pub answered_by: String,
+    /// When it was recorded.
+    pub answered_at: DateTime<Utc>,
+    /// Id of the key that sealed it.
+    pub key_id: String,
+    /// Base64 of nonce and ciphertext.
+    pub sealed: String,
+}
+
+impl SealedAnswer {
+    /// The answer in the clear; `case_id` must be the case it belongs to.
+    pub fn open(&self, ring: &KeyRing, case_id: &str) -> Result<CaseAnswer> {
+        let text = ring.open(&self.key_id, &self.sealed, case_id.as_bytes())?;
+        Ok(CaseAnswer {
+            answered_by: self.answered_by.clone(),
+            answered_at: self.answered_at,
+            text: String::from_utf8(text).map_err(|_| Error::Internal("case answer is not UTF-8".into()))?,
+        })
+    }
+}
+
 /// The answers of each of `ids`, oldest first (cases without any are
 /// absent).
-pub fn of_cases(conn: &mut DbConnection, ids: &[String]) -> Result<HashMap<String, Vec<CaseAnswer>>> {
-    let mut out: HashMap<String, Vec<CaseAnswer>> = HashMap::new();
+pub fn of_cases(conn: &mut DbConnection, ids: &[String]) -> Result<HashMap<String, Vec<SealedAnswer>>> {
+    let mut out: HashMap<String, Vec<SealedAnswer>> = HashMap::new();
     if ids.is_empty() {
         return Ok(out);
     }
-    let rows: Vec<(String, i64, String, String)> = ca::screening_case_answers
+    let rows: Vec<(String, i64, String, String, String)> = ca::screening_case_answers
         .filter(ca::case_id.eq_any(ids))
         .order((ca::case_id.asc(), ca::seq.asc()))
-        .select((ca::case_id, ca::answered_at_us, ca::answered_by, ca::text))
+        .select((
+            ca::case_id,
+            ca::answered_at_us,
+            ca::answered_by,
+            ca::key_id,
+            ca::text,
+        ))
         .load(conn)?;
-    for (case, at, by, text) in rows {
-        out.entry(case).or_default().push(CaseAnswer {
+    for (case, at, by, key_id, sealed) in rows {
+        out.entry(case).or_default().push(SealedAnswer {
             answered_by: by,
             answered_at: from_us(at),
-            text,
+            key_id,
+            sealed,
         });
     }
     Ok(out)
@@ -59,6 +93,7 @@ pub fn answer(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
     actor: AuditEntry,
+    ring: &KeyRing,
     case_id: &str,
     tenant: Option<&str>,
     text: &str,
@@ -83,13 +118,15 @@ pub fn answer(
         .select(diesel::dsl::max(ca::seq))
         .first(conn)?;
     let seq = last.unwrap_or(0) + 1;
+    let (key_id, sealed) = ring.seal(text.as_bytes(), case_id.as_bytes())?;
     diesel::insert_into(ca::screening_case_answers)
         .values((
             ca::case_id.eq(case_id),
             ca::seq.eq(seq),
             ca::answered_at_us.eq(to_us(now)),
             ca::answered_by.eq(&actor.actor),
-            ca::text.eq(text),
+            ca::text.eq(sealed),
+            ca::key_id.eq(key_id),
         ))
         .execute(conn)?;
     inbox::enqueue(

@@ -282,6 +282,7 @@ diesel::table! {
         answered_at_us -> BigInt,
         answered_by -> Text,
         text -> Text,
+        key_id -> Text,
     }
 }
 

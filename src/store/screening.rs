@@ -170,7 +170,7 @@ pub struct Case {
     /// The resolver's reason.
     pub note: String,
     /// Answers to the clarification request, oldest first.
-    pub answers: Vec<case_answers::CaseAnswer>,
+    pub answers: Vec<case_answers::SealedAnswer>,
 }
 
 #[derive(Queryable, Insertable)]

@@ -364,6 +364,20 @@ async fn clarification_answered_through_the_inbox(b: Backend) {
     assert_eq!(case.answers.len(), 1);
     assert_eq!(case.answers[0].text, answer);
     assert_eq!(case.answers[0].answered_by, "user-of-t1");
+    // At rest the answer is sealed: the stored row does not hold the text.
+    let stored: Vec<(String, String)> = app
+        .store
+        .read("test.raw_answers", |c, _| {
+            use diesel::prelude::*;
+            use proctor::store::schema::screening_case_answers::dsl as ca;
+            Ok(ca::screening_case_answers
+                .select((ca::text, ca::key_id))
+                .load(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(!stored[0].0.contains("Madrid") && !stored[0].1.is_empty());
     assert!(case.answers[0].answered_at.is_some());
     let again = pull(&app, &t1).await;
     assert!(again.is_empty(), "the answered question is acknowledged");
