@@ -302,7 +302,6 @@ impl Application {
             .add_service(
                 SubjectRequestServiceServer::new(grpc::subject_requests::SubjectRequests::new(
                     state.clone(),
-                    subject_secrets,
                     export_retention,
                 ))
                 .max_decoding_message_size(max)

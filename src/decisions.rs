@@ -54,10 +54,23 @@ impl std::fmt::Debug for Decisions {
 /// Loads the snapshots of `tenants` in one read: the sub-processor registry
 /// and the sanctioned tenants are read once for all of them.
 fn load_policies(conn: &mut DbConnection, tenants: &[String]) -> Result<Vec<(String, TenantPolicy)>> {
-    let registry = crate::store::subprocessors::registry(conn)?;
-    let sanctioned: HashSet<String> = crate::store::screening::blocked_tenants(conn)?
+    let sanctioned = sanctioned_tenants(conn)?;
+    load_with(conn, tenants, &sanctioned)
+}
+
+fn sanctioned_tenants(conn: &mut DbConnection) -> Result<HashSet<String>> {
+    Ok(crate::store::screening::blocked_tenants(conn)?
         .into_iter()
-        .collect();
+        .collect())
+}
+
+/// [`load_policies`] with the sanctioned tenants already read.
+fn load_with(
+    conn: &mut DbConnection,
+    tenants: &[String],
+    sanctioned: &HashSet<String>,
+) -> Result<Vec<(String, TenantPolicy)>> {
+    let registry = crate::store::subprocessors::registry(conn)?;
     let mut out = Vec::with_capacity(tenants.len());
     for tenant in tenants {
         let seq = st::tenant_change_seq(conn, tenant)?;
@@ -93,10 +106,11 @@ fn load_everything(conn: &mut DbConnection) -> Result<(Taxonomy, PolicyMap, i64)
     let mut tenants = st::known_tenants(conn)?;
     // A sanctioned tenant that never wrote instructions still needs a
     // snapshot, so its denials name the sanction.
-    tenants.extend(crate::store::screening::blocked_tenants(conn)?);
+    let sanctioned = sanctioned_tenants(conn)?;
+    tenants.extend(sanctioned.iter().cloned());
     tenants.sort();
     tenants.dedup();
-    let map = load_policies(conn, &tenants)?
+    let map = load_with(conn, &tenants, &sanctioned)?
         .into_iter()
         .map(|(t, p)| (t, Arc::new(p)))
         .collect();

@@ -9,7 +9,6 @@
 //! the data).
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
@@ -29,7 +28,6 @@ use crate::domain::validate::Violations;
 use crate::error::Error;
 use crate::proto::v1 as pb;
 use crate::proto::v1::subject_request_service_server::SubjectRequestService;
-use crate::secrets::SubjectSecrets;
 use crate::store::subject_requests::{
     self as store, Closing, Completion, ExportStart, ListFilter, NewRequest, RequestRecord, Sealed,
     TaskRecord,
@@ -46,17 +44,16 @@ const MAX_KEY_LEN: usize = 128;
 #[derive(Debug, Clone)]
 pub struct SubjectRequests {
     state: AppState,
-    secrets: Arc<SubjectSecrets>,
     export_retention: chrono::Duration,
 }
 
 impl SubjectRequests {
-    /// A service over `state`, protecting identifiers with `secrets` and
-    /// keeping export bundles `export_retention` after first download.
-    pub fn new(state: AppState, secrets: Arc<SubjectSecrets>, export_retention: chrono::Duration) -> Self {
+    /// A service over `state` (whose secrets protect identifiers, exports
+    /// and receipts), keeping export bundles `export_retention` after first
+    /// download.
+    pub fn new(state: AppState, export_retention: chrono::Duration) -> Self {
         Self {
             state,
-            secrets,
             export_retention,
         }
     }
@@ -169,6 +166,7 @@ fn required_id(id: &str, field: &str) -> Result<(), Error> {
 impl SubjectRequests {
     fn open_sealed(&self, id: &str, sealed: &Sealed) -> Result<SealedBody, Status> {
         let raw = self
+            .state
             .secrets
             .ring
             .open(&sealed.key_id, &sealed.data, id.as_bytes())?;
@@ -275,7 +273,7 @@ impl SubjectRequests {
         idempotency_key: String,
         action: &str,
     ) -> Result<pb::SubjectRequest, Status> {
-        let key = &self.secrets.hash_key;
+        let key = &self.state.secrets.hash_key;
         let digest = dom::body_digest(
             key,
             &CanonicalBody {
@@ -294,7 +292,7 @@ impl SubjectRequests {
         let refs = subject.refs(key, &tenant);
         let plain = serde_json::to_vec(&SealedBody { subject, message })
             .map_err(|e| Error::Internal(format!("encode identifiers: {e}")))?;
-        let (key_id, data) = self.secrets.ring.seal(&plain, id.as_bytes())?;
+        let (key_id, data) = self.state.secrets.ring.seal(&plain, id.as_bytes())?;
         let new = NewRequest {
             id,
             tenant_id: tenant.clone(),
@@ -310,7 +308,7 @@ impl SubjectRequests {
             received_at,
         };
         let entry = audit_entry(who, Some(&tenant), action, "", "ok");
-        let secrets = self.secrets.clone();
+        let secrets = self.state.secrets.clone();
         let (rec, tasks) = self
             .state
             .store
@@ -338,7 +336,7 @@ impl SubjectRequests {
             .state
             .store
             .write(action, move |c, clock| {
-                let rec = store::cancel(c, clock.now(), &tenant, &id, closing, entry)?;
+                let rec = store::close(c, clock.now(), &tenant, &id, closing, entry)?;
                 let tasks = store::tasks_of(c, std::slice::from_ref(&rec.id))?;
                 Ok((rec, tasks))
             })
@@ -677,7 +675,7 @@ impl SubjectRequestService for SubjectRequests {
         };
         let (tx, rx) = mpsc::channel(8);
         let store = self.state.store.clone();
-        let secrets = self.secrets.clone();
+        let secrets = self.state.secrets.clone();
         tokio::spawn(async move {
             let send = |data: Vec<u8>, system: &str| {
                 let tx = tx.clone();
@@ -795,7 +793,7 @@ impl SubjectRequestService for SubjectRequests {
         v.finish()?;
         Ok(Response::new(pb::ComputeSubjectRefResponse {
             subject_ref: dom::subject_ref(
-                &self.secrets.hash_key,
+                &self.state.secrets.hash_key,
                 &tenant.unwrap_or_default(),
                 kind,
                 &value.unwrap_or_default(),
@@ -912,7 +910,7 @@ impl SubjectRequestService for SubjectRequests {
             export_data: r.export_data,
             more: r.more,
         };
-        let secrets = self.secrets.clone();
+        let secrets = self.state.secrets.clone();
         let (task, req) = self
             .state
             .store
@@ -1051,7 +1049,7 @@ impl SubjectRequestService for SubjectRequests {
         &self,
         _req: Request<pb::GetReceiptKeyRequest>,
     ) -> Result<Response<pb::ReceiptKey>, Status> {
-        let k = &self.secrets.receipt;
+        let k = &self.state.secrets.receipt;
         Ok(Response::new(pb::ReceiptKey {
             key_id: k.key_id().to_owned(),
             public_key_pem: k.public_key_pem(),

@@ -803,7 +803,7 @@ pub fn counts(conn: &mut DbConnection, now: DateTime<Utc>, tenant: Option<&str>)
 /// cancelled (later completions are FAILED_PRECONDITION), its identifiers
 /// dropped, its export chunks deleted, its flags recomputed, the reason and
 /// ground kept with it.
-pub fn cancel(
+pub fn close(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
     tenant: &str,
