@@ -3,7 +3,8 @@
 # only the shared libraries it links (libpq and its dependencies) onto a
 # distroless base: no shell, no package manager, CA certificates included,
 # non-root (uid 65532). The HEALTHCHECK is the binary itself
-# (`proctor healthcheck`), since there is no shell or grpcurl to run.
+# (`proctor healthcheck`), since there is no shell or grpcurl to run; it
+# probes the PROCTOR_LISTEN port, so overriding the port keeps it right.
 #
 #   docker build -t proctor:dev .
 #   docker run --rm -p 50051:50051 -e PROCTOR_DATABASE_URL=postgres://... proctor:dev
@@ -37,8 +38,8 @@ RUN apt-get update \
 COPY --from=builder /out/ /out/
 # Each library lands in its real folder (/usr/lib/<arch>), under its soname;
 # glibc and libgcc come from the base image itself, never from here, so the
-# loader and libc always match. The same script feeds docker/check-rootfs.sh,
-# which CI runs without a container engine.
+# loader and libc always match. CI builds and runs this image:
+# docker/check-image.sh.
 COPY docker/collect-libs.sh /usr/local/bin/collect-libs
 RUN collect-libs /out/usr/local/bin/proctor /out && mkdir -p /data
 
@@ -56,6 +57,6 @@ WORKDIR /var/lib/proctor
 USER 65532:65532
 EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["/usr/local/bin/proctor", "healthcheck", "--addr", "127.0.0.1:50051", "--timeout-seconds", "2"]
+  CMD ["/usr/local/bin/proctor", "healthcheck", "--timeout-seconds", "2"]
 ENTRYPOINT ["/usr/local/bin/proctor"]
 CMD ["serve"]

@@ -5,8 +5,7 @@
 # the base. glibc and libgcc are left out: they come from the base image
 # itself, so the loader and libc always match. Fails if a library is missing.
 #
-# Used by the Dockerfile and by docker/check-rootfs.sh, so what the image
-# gets is what the check runs.
+# Used by the Dockerfile's runtime-libs stage.
 #
 #   collect-libs.sh BIN OUT
 set -eu

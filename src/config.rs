@@ -226,6 +226,21 @@ pub struct ConfigArgs {
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
 
+/// The address a probe on the same host (the image's HEALTHCHECK, an exec
+/// probe) calls to reach a server listening on `listen`: the same address,
+/// except that a server listening on every interface is called on loopback,
+/// which every network namespace has. Derived rather than configured so that
+/// moving the port cannot leave the probe behind.
+pub fn probe_addr(listen: SocketAddr) -> SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, listen.port())
+}
+
 impl Config {
     /// Merges defaults < `file` < `overrides`.
     pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> Result<Self, ConfigError> {
@@ -285,6 +300,15 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn probes_call_loopback_when_listening_everywhere() {
+        let probe = |l: &str| super::probe_addr(l.parse().unwrap()).to_string();
+        assert_eq!(probe("0.0.0.0:7000"), "127.0.0.1:7000");
+        assert_eq!(probe("[::]:7000"), "[::1]:7000");
+        assert_eq!(probe("10.1.2.3:50051"), "10.1.2.3:50051");
+        assert_eq!(probe(super::DEFAULT_LISTEN), super::DEFAULT_LISTEN);
+    }
+
     use super::*;
 
     #[test]

@@ -95,9 +95,15 @@ enum ListsCommand {
 /// Where and how `healthcheck` calls the health service.
 #[derive(Debug, clap::Args)]
 struct HealthcheckArgs {
-    /// Server address, HOST:PORT.
-    #[arg(long, default_value = "127.0.0.1:50051")]
-    addr: String,
+    /// Server address, HOST:PORT [default: the --listen address, on
+    /// loopback when the server listens on every interface].
+    #[arg(long)]
+    addr: Option<String>,
+    /// The server's listen address, as `serve` takes it; where the probe
+    /// calls when --addr is not given, so a container whose PROCTOR_LISTEN
+    /// moves the port is still probed on the right one.
+    #[arg(long, env = "PROCTOR_LISTEN", default_value = proctor::config::DEFAULT_LISTEN)]
+    listen: std::net::SocketAddr,
     /// Service to check; empty = the whole server.
     #[arg(long, default_value = "")]
     service: String,
@@ -180,7 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Healthcheck(args) => {
             let status = healthcheck(&args).await?;
             println!("{status}");
-            anyhow::ensure!(status == "SERVING", "{} is {status}", args.addr);
+            anyhow::ensure!(status == "SERVING", "{} is {status}", args.target());
             Ok(())
         }
         Command::SubjectRef {
@@ -339,6 +345,16 @@ async fn shutdown_signal() {
     }
 }
 
+impl HealthcheckArgs {
+    /// Where the probe calls: --addr, or the listen address as seen from
+    /// the same host.
+    fn target(&self) -> String {
+        self.addr
+            .clone()
+            .unwrap_or_else(|| proctor::config::probe_addr(self.listen).to_string())
+    }
+}
+
 /// One `Health/Check` call within the timeout; the status name, or an error
 /// when the server cannot be reached or does not answer.
 async fn healthcheck(args: &HealthcheckArgs) -> anyhow::Result<&'static str> {
@@ -348,8 +364,9 @@ async fn healthcheck(args: &HealthcheckArgs) -> anyhow::Result<&'static str> {
 
     let timeout = std::time::Duration::from_secs(args.timeout_seconds.max(1));
     let scheme = if args.tls_ca.is_some() { "https" } else { "http" };
-    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", args.addr))
-        .with_context(|| format!("--addr {:?} is not HOST:PORT", args.addr))?
+    let addr = args.target();
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .with_context(|| format!("--addr {addr:?} is not HOST:PORT"))?
         .connect_timeout(timeout)
         .timeout(timeout);
     if let Some(ca) = &args.tls_ca {
@@ -375,7 +392,7 @@ async fn healthcheck(args: &HealthcheckArgs) -> anyhow::Result<&'static str> {
     };
     let status = tokio::time::timeout(timeout, call)
         .await
-        .map_err(|_| anyhow::anyhow!("no answer from {} within {timeout:?}", args.addr))??;
+        .map_err(|_| anyhow::anyhow!("no answer from {addr} within {timeout:?}"))??;
     Ok(ServingStatus::try_from(status).map_or("UNKNOWN", |s| s.as_str_name()))
 }
 

@@ -19,9 +19,19 @@ use crate::support::{Backend, spawn_app};
 /// Runs `proctor healthcheck ARGS` off the async runtime (the servers under
 /// test share it).
 async fn healthcheck(args: Vec<String>) -> Output {
+    healthcheck_with_listen(args, None).await
+}
+
+/// `proctor healthcheck ARGS` with PROCTOR_LISTEN set as a container sets it
+/// (or unset).
+async fn healthcheck_with_listen(args: Vec<String>, listen: Option<String>) -> Output {
     tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .arg("healthcheck")
+        let mut cmd = Command::new(BIN);
+        match listen {
+            Some(l) => cmd.env("PROCTOR_LISTEN", l),
+            None => cmd.env_remove("PROCTOR_LISTEN"),
+        };
+        cmd.arg("healthcheck")
             .args(&args)
             .env("RUST_BACKTRACE", "0")
             .env("RUST_LIB_BACKTRACE", "0")
@@ -66,6 +76,15 @@ async fn serving_server_passes(b: Backend) {
     ])
     .await;
     assert!(!out.status.success(), "an unknown service fails");
+
+    // Without --addr the probe follows the server's PROCTOR_LISTEN, on
+    // loopback when it listens everywhere: the image's HEALTHCHECK relies on
+    // it, so moving the port does not break the probe.
+    let everywhere = format!("0.0.0.0:{}", app.addr.port());
+    let out = healthcheck_with_listen(vec![], Some(everywhere)).await;
+    assert!(out.status.success(), "probe on the listen port: {}", stderr(&out));
+    let out = healthcheck_with_listen(vec![], Some("0.0.0.0:1".into())).await;
+    assert!(!out.status.success(), "another port is not this server");
     app.stop().await;
 }
 on_both_backends!(healthcheck_passes_on_a_serving_server, serving_server_passes);
