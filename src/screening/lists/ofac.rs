@@ -47,12 +47,13 @@ fn rows(f: &ListFile, want: usize) -> Result<Vec<(u64, Vec<String>)>, ParseError
         .flexible(true)
         .from_reader(f.data.as_slice());
     let mut out = Vec::new();
+    let lines = super::Lines::new(&f.data);
     for rec in rdr.byte_records() {
         let rec = rec.map_err(|e| {
-            let line = e.position().map_or(0, |p| super::line_at(&f.data, p.byte()));
+            let line = e.position().map_or(0, |p| lines.at(p.byte()));
             ParseError::new(&f.name, format!("line {line}"), format!("malformed CSV: {e}"))
         })?;
-        let line = rec.position().map_or(0, |p| super::line_at(&f.data, p.byte()));
+        let line = rec.position().map_or(0, |p| lines.at(p.byte()));
         if rec.len() == 1
             && rec
                 .get(0)

@@ -331,3 +331,18 @@ fn ofac_sdn_xml_refusals_name_the_element() {
     let e = bad("<sdnList></sdnList>");
     assert!(e.message.contains("no <sdnEntry>"), "{e}");
 }
+
+#[test]
+fn lines_count_from_one_and_give_a_break_to_the_record_after_it() {
+    let data = b"a,b\r\nc,d\n\ne,f";
+    let lines = super::Lines::new(data);
+    assert_eq!(lines.at(0), 1);
+    assert_eq!(lines.at(2), 1);
+    // A record reported as starting on the break before it is on the next line.
+    assert_eq!(lines.at(3), 2);
+    assert_eq!(lines.at(5), 2);
+    assert_eq!(lines.at(9), 4);
+    assert_eq!(lines.at(12), 4);
+    assert_eq!(lines.at(u64::MAX), 4);
+    assert_eq!(super::Lines::new(b"").at(0), 1);
+}
