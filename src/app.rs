@@ -261,6 +261,7 @@ impl Application {
             tracing::warn!(error = %e, "screening indexes not loaded at start; the poller retries");
         }
         live.spawn_poller(stop_rx.clone());
+        let screener = grpc::screening::NameScreener::new(live, config.screening_review_threshold);
 
         let max = config.max_message_bytes;
         let tls_on = tls.is_some();
@@ -308,18 +309,14 @@ impl Application {
                 .max_encoding_message_size(max),
             )
             .add_service(
-                ScreeningServiceServer::new(grpc::screening::Screening::new(
-                    state.clone(),
-                    live.clone(),
-                    config.screening_review_threshold,
-                ))
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
+                ScreeningServiceServer::new(grpc::screening::Screening::new(state.clone(), screener.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
             )
             .add_service(
                 SubProcessorServiceServer::new(grpc::subprocessors::SubProcessors::new(
                     state.clone(),
-                    grpc::screening::NameScreener::new(live, config.screening_review_threshold),
+                    screener,
                 ))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),

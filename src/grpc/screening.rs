@@ -164,6 +164,16 @@ impl NameScreener {
         self.threshold
     }
 
+    /// The live indexes, swapped in place by each list import.
+    pub fn live(&self) -> &Arc<LiveIndex> {
+        &self.live
+    }
+
+    /// The scorer's parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
     /// The hits of `q` at or above the threshold, or None while this
     /// replica has no list loaded (nothing can be called clear then).
     pub fn hits(&self, q: &Query) -> Option<Vec<Hit>> {
@@ -180,20 +190,15 @@ impl NameScreener {
 #[derive(Debug, Clone)]
 pub struct Screening {
     state: AppState,
-    live: Arc<LiveIndex>,
-    params: Params,
-    threshold: f64,
+    /// The same screener the sub-processor registry uses, so `Screen` and a
+    /// registration can never disagree on indexes, scorer or threshold.
+    screener: NameScreener,
 }
 
 impl Screening {
-    /// A service over `state` screening with `live` at `threshold`.
-    pub fn new(state: AppState, live: Arc<LiveIndex>, threshold: f64) -> Self {
-        Self {
-            state,
-            live,
-            params: Params::default(),
-            threshold,
-        }
+    /// A service over `state` screening with `screener`.
+    pub fn new(state: AppState, screener: NameScreener) -> Self {
+        Self { state, screener }
     }
 }
 
@@ -260,7 +265,7 @@ fn case_pb(c: &st::Case, ring: &crate::secrets::KeyRing) -> Result<pb::Case, Err
         hits: c.hits.iter().map(hit_pb).collect(),
         opened_at: Some(ts(c.opened_at)),
         resolved_at: c.resolved_at.map(ts),
-        note: c.note.clone(),
+        note: c.note.open(ring, &c.id)?,
         tenant_id: c.tenant_id.clone().unwrap_or_default(),
         resolved_by: c.resolved_by.clone().unwrap_or_default(),
         answers,
@@ -402,10 +407,15 @@ impl Screening {
             req.min_score
         };
         let limit = if req.limit == 0 { DEFAULT_LIMIT } else { req.limit } as usize;
-        let set = self.live.current();
+        let set = self.screener.live().current();
         let hits = {
             let _s = tracing::info_span!("screening.match", screening.lists = set.by_source.len()).entered();
-            set.search(&q, &self.params, min_score.min(self.threshold), limit.max(20))
+            set.search(
+                &q,
+                self.screener.params(),
+                min_score.min(self.screener.threshold()),
+                limit.max(20),
+            )
         };
         let shown: Vec<pb::Hit> = hits
             .iter()
@@ -416,7 +426,7 @@ impl Screening {
         let best = hits.first().map(|h| h.score);
         let (out, case_id) = if req.party_ref.is_empty() {
             (
-                crate::domain::screening::outcome(best, self.threshold, false),
+                crate::domain::screening::outcome(best, self.screener.threshold(), false),
                 String::new(),
             )
         } else {
@@ -431,7 +441,7 @@ impl Screening {
                 updated_at_us: 0,
             };
             let actor = audit_entry(who, None, "screening.screen", &req.party_ref, "ok");
-            let thr = self.threshold;
+            let thr = self.screener.threshold();
             let rec = self
                 .state
                 .store
@@ -516,11 +526,11 @@ impl ScreeningService for Screening {
             actor,
             source,
             files,
-            self.params,
-            self.threshold,
+            *self.screener.params(),
+            self.screener.threshold(),
         )
         .await?;
-        self.live.refresh().await?;
+        self.screener.live().refresh().await?;
         // Sub-processors screened clear by this version may now be active.
         self.state.follow_decisions().await;
         Ok(Response::new(version_pb(&info)))
@@ -652,11 +662,12 @@ impl ScreeningService for Screening {
         v.finish()?;
         let to = to.ok_or_else(|| Error::invalid("resolution", "is required"))?;
         let actor = audit_entry(&who, None, "screening.case.resolve", &r.case_id, "ok");
+        let secrets = self.state.secrets.clone();
         let case = self
             .state
             .store
             .write("screening.resolve_case", move |c, clock| {
-                st::resolve_case(c, clock.now(), actor, &r.case_id, to, &r.note)
+                st::resolve_case(c, clock.now(), actor, &secrets.ring, &r.case_id, to, &r.note)
             })
             .await?;
         // A confirmed tenant or a sub-processor's gate changes decisions.
@@ -681,11 +692,11 @@ impl ScreeningService for Screening {
         let (a, b) = (PreparedName::new(&r.left), PreparedName::new(&r.right));
         // Weigh tokens by rarity on the largest loaded list, as screening
         // does; with no list loaded every token weighs the same.
-        let set = self.live.current();
+        let set = self.screener.live().current();
         let biggest = set.by_source.values().max_by_key(|i| i.names()).cloned();
         let c = match &biggest {
-            Some(idx) => compare(&a, &b, idx.as_ref(), &self.params),
-            None => compare(&a, &b, &Uniform, &self.params),
+            Some(idx) => compare(&a, &b, idx.as_ref(), self.screener.params()),
+            None => compare(&a, &b, &Uniform, self.screener.params()),
         };
         let weights = biggest.map_or_else(
             || "uniform token weights".to_owned(),

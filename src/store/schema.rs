@@ -261,6 +261,7 @@ diesel::table! {
         resolved_at_us -> Nullable<BigInt>,
         resolved_by -> Nullable<Text>,
         note -> Text,
+        note_key_id -> Nullable<Text>,
     }
 }
 

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::screening::index::{Hit, Index, Query};
 use crate::screening::matcher::Params;
 use crate::screening::model::{EntityKind, ListEntry};
+use crate::secrets::KeyRing;
 
 /// Rows inserted per statement when storing a list version.
 const INSERT_BATCH: usize = 500;
@@ -167,8 +168,8 @@ pub struct Case {
     pub resolved_at: Option<DateTime<Utc>>,
     /// Who resolved it.
     pub resolved_by: Option<String>,
-    /// The resolver's reason.
-    pub note: String,
+    /// The resolver's reason, as stored (sealed).
+    pub note: StoredNote,
     /// Answers to the clarification request, oldest first.
     pub answers: Vec<case_answers::SealedAnswer>,
 }
@@ -187,6 +188,41 @@ struct CaseRow {
     resolved_at_us: Option<i64>,
     resolved_by: Option<String>,
     note: String,
+    note_key_id: Option<String>,
+}
+
+/// A case's resolution note as stored. The analyst's reason may name
+/// people, so it is sealed with the identifier key ring, bound to the case;
+/// notes written before sealing (no key id) are read as they were.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StoredNote {
+    /// Id of the key that sealed it; `None` for a note stored in the clear.
+    pub key_id: Option<String>,
+    /// Base64 of nonce and ciphertext, or the clear text.
+    pub body: String,
+}
+
+impl StoredNote {
+    /// Seals `text` for the case `case_id`; an empty note stays empty.
+    pub fn seal(ring: &KeyRing, case_id: &str, text: &str) -> Result<Self> {
+        if text.is_empty() {
+            return Ok(Self::default());
+        }
+        let (key_id, body) = ring.seal(text.as_bytes(), case_id.as_bytes())?;
+        Ok(Self {
+            key_id: Some(key_id),
+            body,
+        })
+    }
+
+    /// The note in the clear; `case_id` must be the case it belongs to.
+    pub fn open(&self, ring: &KeyRing, case_id: &str) -> Result<String> {
+        match &self.key_id {
+            None => Ok(self.body.clone()),
+            Some(k) => String::from_utf8(ring.open(k, &self.body, case_id.as_bytes())?)
+                .map_err(|_| Error::Internal("case note is not UTF-8".into())),
+        }
+    }
 }
 
 impl TryFrom<CaseRow> for Case {
@@ -204,7 +240,10 @@ impl TryFrom<CaseRow> for Case {
             opened_at: from_us(r.opened_at_us),
             resolved_at: r.resolved_at_us.map(from_us),
             resolved_by: r.resolved_by,
-            note: r.note,
+            note: StoredNote {
+                key_id: r.note_key_id,
+                body: r.note,
+            },
             answers: Vec::new(),
         })
     }
@@ -523,6 +562,7 @@ fn open_case(
         resolved_at_us: None,
         resolved_by: None,
         note: String::new(),
+        note_key_id: None,
     };
     diesel::insert_into(c::screening_cases)
         .values(&row)
@@ -682,11 +722,13 @@ pub fn list_cases(
 
 /// Resolves a pending case: cleared (each hit's entry is remembered in its
 /// present form for this party) or confirmed (the party is blocked), and
-/// applies what that means to a sub-processor or tenant party.
+/// applies what that means to a sub-processor or tenant party. The note is
+/// sealed with `ring` (see [`StoredNote`]).
 pub fn resolve_case(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
     actor: AuditEntry,
+    ring: &KeyRing,
     id: &str,
     to: CaseStatus,
     note: &str,
@@ -694,12 +736,14 @@ pub fn resolve_case(
     chain_lock(conn)?;
     let case = get_case(conn, id, None)?;
     let new = case.status.resolve(to)?;
+    let sealed = StoredNote::seal(ring, id, note)?;
     diesel::update(c::screening_cases.filter(c::id.eq(id)))
         .set((
             c::status.eq(new.as_str()),
             c::resolved_at_us.eq(Some(to_us(now))),
             c::resolved_by.eq(Some(actor.actor.clone())),
-            c::note.eq(note),
+            c::note.eq(&sealed.body),
+            c::note_key_id.eq(&sealed.key_id),
         ))
         .execute(conn)?;
     if new == CaseStatus::Cleared {
@@ -729,7 +773,7 @@ pub fn resolve_case(
     entry.action = format!("screening.case.{}", new.as_str());
     entry.target = format!("case/{id}");
     // The note is the resolver's reason; it is the analyst's text about a
-    // list match, kept with the case. The audit records that there was one.
+    // list match, kept sealed with the case. The audit records its length.
     entry.detail =
         serde_json::json!({ "party_ref": case.party_ref, "note_chars": note.chars().count() }).to_string();
     audit::append(conn, now, entry)?;

@@ -431,6 +431,21 @@ async fn clarification_answered_through_the_inbox(b: Backend) {
         .into_inner();
     assert_eq!(case.status, CaseStatus::Cleared as i32);
     assert_eq!(case.answers.len(), 2);
+    // The analyst's note reads back as written, and is sealed at rest too.
+    assert_eq!(case.note, "checked against the company register");
+    let stored: (String, Option<String>) = app
+        .store
+        .read("test.raw_note", move |c, _| {
+            use diesel::prelude::*;
+            use proctor::store::schema::screening_cases::dsl as sc;
+            Ok(sc::screening_cases
+                .filter(sc::id.eq(&case.id))
+                .select((sc::note, sc::note_key_id))
+                .first(c)?)
+        })
+        .await
+        .unwrap();
+    assert!(!stored.0.contains("register") && stored.1.is_some());
 
     // An envelope that asks nothing takes no reply.
     let notice = app

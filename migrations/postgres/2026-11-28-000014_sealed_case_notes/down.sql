@@ -1,0 +1,1 @@
+ALTER TABLE screening_cases DROP COLUMN note_key_id;
