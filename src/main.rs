@@ -68,6 +68,36 @@ enum Command {
         #[command(subcommand)]
         command: ListsCommand,
     },
+    /// The identifier key ring (identifiers, exports, case answers and notes
+    /// sealed at rest).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Re-encrypt everything sealed with the identifier key ring under its
+    /// first (active) key, in batches beside running servers, so older keys
+    /// can then be removed from the ring. Every server must already have the
+    /// new key in its ring (see docs/OPERATIONS.md, "Key rotation").
+    Reseal {
+        /// Rows of each kind per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        batch: i64,
+        /// Who is resealing, for the audit log.
+        #[arg(long, env = "USER", default_value = "cli")]
+        actor: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Count the sealed rows not under the active key; when all are zero,
+    /// keys other than the first can leave the ring.
+    Status {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -222,6 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _telemetry = proctor::telemetry::init(cfg.log_format)?;
             lists_import(cfg, source, files, actor).await
         }
+        Command::Keys { command } => keys(command).await,
         Command::Token {
             command:
                 TokenCommand::Mint {
@@ -237,6 +268,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `keys reseal` and `keys status`: both end by printing what is still
+/// sealed under other keys than the active one.
+async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    use proctor::store::reseal;
+    let (config, reseal_with) = match command {
+        KeysCommand::Reseal { batch, actor, config } => (config, Some((batch, actor))),
+        KeysCommand::Status { config } => (config, None),
+    };
+    let cfg = Config::from_args(&config)?;
+    let _telemetry = proctor::telemetry::init(cfg.log_format)?;
+    let secrets = proctor::secrets::SubjectSecrets::load(&cfg).map_err(anyhow::Error::msg)?;
+    let ring = Arc::new(secrets.ring);
+    let store = connect_store(&cfg, Arc::new(SystemClock))?;
+    store.migrate().await?;
+    let show = |what: &str, c: reseal::Counts| {
+        println!(
+            "{what}: {} subject identifiers, {} export chunks, {} case answers, {} case notes",
+            c.subject_identifiers, c.export_chunks, c.case_answers, c.case_notes
+        );
+    };
+    if let Some((batch, actor)) = reseal_with {
+        let entry = proctor::domain::audit::AuditEntry {
+            actor: format!("cli:{actor}"),
+            role: "sre".into(),
+            tenant_id: None,
+            action: "keys.reseal".into(),
+            target: String::new(),
+            outcome: "ok".into(),
+            trace_id: proctor::telemetry::current_trace_id(),
+            detail: String::new(),
+        };
+        let done = reseal::run(&store, ring.clone(), entry, batch).await?;
+        show(&format!("resealed under key {}", ring.active_id()), done);
+    }
+    let r = ring.clone();
+    let left = store
+        .read("keys.pending", move |c, _| reseal::pending(c, &r))
+        .await?;
+    show(&format!("not under key {}", ring.active_id()), left);
+    if left.total() == 0 {
+        println!("nothing depends on other keys: they can leave the ring");
+    }
+    Ok(())
 }
 
 /// Reads the files with a progress bar over their bytes, then parses, diffs

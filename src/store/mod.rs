@@ -15,6 +15,7 @@ pub mod case_answers;
 pub mod gauges;
 pub mod inbox;
 pub mod instructions;
+pub mod reseal;
 pub mod schema;
 pub mod screening;
 pub mod screening_effects;

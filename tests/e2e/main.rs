@@ -21,6 +21,7 @@ mod load_short;
 mod metrics_otlp;
 mod otlp;
 mod rate_limit;
+mod reseal;
 mod sanctions_effects;
 mod screening;
 mod subject_requests;

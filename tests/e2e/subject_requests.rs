@@ -19,7 +19,7 @@ use crate::support::{Backend, TestApp, authed, spawn_app};
 
 const EMAIL: &str = "ada.lovelace@example.org";
 
-fn client(app: &TestApp) -> Client<Channel> {
+pub(crate) fn client(app: &TestApp) -> Client<Channel> {
     Client::new(app.channel.clone())
 }
 
@@ -35,7 +35,7 @@ fn from_pb(t: &Option<prost_types::Timestamp>) -> chrono::DateTime<Utc> {
     Utc.timestamp_opt(t.seconds, t.nanos as u32).unwrap()
 }
 
-fn submit(ty: pb::RequestType, key: &str, cats: &[&str]) -> pb::SubmitSubjectRequestRequest {
+pub(crate) fn submit(ty: pb::RequestType, key: &str, cats: &[&str]) -> pb::SubmitSubjectRequestRequest {
     pb::SubmitSubjectRequestRequest {
         tenant_id: String::new(),
         request_type: ty as i32,
@@ -51,7 +51,7 @@ fn submit(ty: pb::RequestType, key: &str, cats: &[&str]) -> pb::SubmitSubjectReq
     }
 }
 
-async fn register(app: &TestApp, name: &str, cats: &[&str]) {
+pub(crate) async fn register(app: &TestApp, name: &str, cats: &[&str]) {
     client(app)
         .register_system(authed(
             pb::RegisterSystemRequest {
@@ -64,7 +64,7 @@ async fn register(app: &TestApp, name: &str, cats: &[&str]) {
         .unwrap();
 }
 
-async fn pull(app: &TestApp, system: &str, lease: u32) -> Vec<pb::Task> {
+pub(crate) async fn pull(app: &TestApp, system: &str, lease: u32) -> Vec<pb::Task> {
     client(app)
         .pull_tasks(authed(
             pb::PullTasksRequest {
@@ -80,7 +80,7 @@ async fn pull(app: &TestApp, system: &str, lease: u32) -> Vec<pb::Task> {
         .tasks
 }
 
-async fn complete(
+pub(crate) async fn complete(
     app: &TestApp,
     system: &str,
     task: &str,

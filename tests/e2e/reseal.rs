@@ -1,0 +1,263 @@
+//! Retiring an identifier encryption key: a server seals under key 1 (a
+//! request's identifiers, export chunks, a case answer and note, plus a note
+//! left in the clear from before notes were sealed); `proctor keys reseal`
+//! with the ring [2, 1] moves every row to key 2, beside the running
+//! server; afterwards the ring [2] alone opens every row to the same text,
+//! a second run has nothing to do, and the audit log records counts only.
+
+use std::process::Command;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use diesel::prelude::*;
+use proctor::proto::v1::{self as pb, PartyType, Resolution, ResolveCaseRequest};
+use proctor::secrets::KeyRing;
+use proctor::store::reseal;
+use proctor::store::schema::screening_case_answers::dsl as ca;
+use proctor::store::schema::screening_cases::dsl as sc;
+use proctor::store::schema::subject_export_chunks::dsl as x;
+use proctor::store::schema::subject_requests::dsl as r;
+
+use crate::cli::BIN;
+use crate::on_both_backends;
+use crate::screening::{client as screening, import, ofac_set, screen};
+use crate::subject_requests::{client as requests, complete, pull, register, submit};
+use crate::support::{Backend, TestApp, TestDb, TestKeys, authed, spawn_with, test_config};
+
+/// Every sealed row as `(kind, binding, key id, sealed text)`; clear rows
+/// have no key id.
+type Sealed = Vec<(&'static str, String, Option<String>, String)>;
+
+async fn sealed_rows(app: &TestApp) -> Sealed {
+    app.store
+        .read("test.sealed_rows", |c, _| {
+            let mut out: Sealed = Vec::new();
+            let rows: Vec<(String, Option<String>, Option<String>)> = r::subject_requests
+                .filter(r::subject_sealed.is_not_null())
+                .select((r::id, r::subject_key_id, r::subject_sealed))
+                .load(c)?;
+            for (id, k, s) in rows {
+                out.push(("subject", id, k, s.unwrap_or_default()));
+            }
+            let rows: Vec<(String, Option<String>, Vec<u8>)> = x::subject_export_chunks
+                .order(x::seq.asc())
+                .select((x::task_id, x::key_id, x::data))
+                .load(c)?;
+            for (task, k, d) in rows {
+                out.push(("chunk", task, k, String::from_utf8(d).unwrap()));
+            }
+            let rows: Vec<(String, String, String)> = ca::screening_case_answers
+                .order((ca::case_id.asc(), ca::seq.asc()))
+                .select((ca::case_id, ca::key_id, ca::text))
+                .load(c)?;
+            for (case, k, t) in rows {
+                out.push(("answer", case, Some(k), t));
+            }
+            let rows: Vec<(String, Option<String>, String)> = sc::screening_cases
+                .filter(sc::note.ne(""))
+                .order(sc::seq.asc())
+                .select((sc::id, sc::note_key_id, sc::note))
+                .load(c)?;
+            for (case, k, n) in rows {
+                out.push(("note", case, k, n));
+            }
+            Ok(out)
+        })
+        .await
+        .unwrap()
+}
+
+/// The rows in the clear, opened with `ring`; panics if one does not open.
+fn opened(rows: &Sealed, ring: &KeyRing) -> Vec<(&'static str, String)> {
+    rows.iter()
+        .map(|(kind, aad, key, text)| {
+            let plain = match key {
+                None => text.clone(),
+                Some(k) => String::from_utf8(
+                    ring.open(k, text, aad.as_bytes())
+                        .unwrap_or_else(|e| panic!("{kind} of {aad} does not open: {e}")),
+                )
+                .unwrap(),
+            };
+            (*kind, plain)
+        })
+        .collect()
+}
+
+fn key_text(key: &[u8; 32]) -> String {
+    format!("{}\n", STANDARD.encode(key))
+}
+
+/// `proctor keys ARGS` against the test database with the key ring `ring`.
+fn keys_cli(db: &TestDb, ring_file: &std::path::Path, args: &[&str]) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("keys")
+        .args(args)
+        .env("PROCTOR_DATABASE_URL", &db.url)
+        .env("PROCTOR_DATA_DIR", data.path())
+        .env("PROCTOR_IDENTIFIER_ENCRYPTION_KEY_FILE", ring_file)
+        .env("USER", "sre-on-call")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "keys {args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+async fn reseal_retires_the_old_key(b: Backend) {
+    let (k1, k2) = (rand::random::<[u8; 32]>(), rand::random::<[u8; 32]>());
+    let keys = TestKeys::new();
+    let ring_file = keys.dir.path().join("ring.keys");
+    std::fs::write(&ring_file, key_text(&k1)).unwrap();
+    let db = TestDb::new(b);
+    let mut cfg = test_config(&db, &keys);
+    cfg.identifier_encryption_key_file = Some(ring_file.clone());
+    let app = spawn_with(db, keys, cfg).await;
+    let comp = app.keys.compliance();
+    let t1 = app.keys.tenant("t1");
+
+    // Sealed under key 1: a request's identifiers and an export chunk ...
+    register(&app, "crm", &["contacts"]).await;
+    requests(&app)
+        .submit_subject_request(authed(submit(pb::RequestType::Access, "a1", &[]), &t1))
+        .await
+        .unwrap();
+    let tasks = pull(&app, "crm", 60).await;
+    complete(&app, "crm", &tasks[0].id, br#"[{"contact":"Ada"}]"#, true)
+        .await
+        .unwrap();
+    // ... a case answer and two resolution notes, one of them stored in the
+    // clear as notes were before they were sealed.
+    import(&app, "ofac_sdn", ofac_set("fixture_small", true), &comp)
+        .await
+        .unwrap();
+    let crm = app.keys.platform("crm");
+    let mut cases = Vec::new();
+    for (name, party) in [
+        ("Daniel Moreno", "tenants/t1/contacts/1"),
+        ("Elvis Angus Logan Morey", "tenants/t1/contacts/2"),
+    ] {
+        let s = screen(&app, name, PartyType::Individual, party, &crm)
+            .await
+            .unwrap();
+        assert!(!s.case_id.is_empty(), "{name} opens a case");
+        cases.push(s.case_id);
+    }
+    let envs = app
+        .store
+        .read("test.questions", |c, _| {
+            proctor::store::inbox::after(c, &proctor::domain::inbox::Recipient::Tenant("t1".into()), 0, 100)
+        })
+        .await
+        .unwrap();
+    assert_eq!(envs.len(), 2, "one clarification request per case");
+    proctor::proto::v1::inbox_service_client::InboxServiceClient::new(app.channel.clone())
+        .reply(authed(
+            pb::ReplyRequest {
+                id: envs[0].id.clone(),
+                text: "Born 1985 in Madrid".into(),
+            },
+            &t1,
+        ))
+        .await
+        .unwrap();
+    for case in &cases {
+        screening(&app)
+            .resolve_case(authed(
+                ResolveCaseRequest {
+                    case_id: case.clone(),
+                    resolution: Resolution::Cleared as i32,
+                    note: format!("checked {case} against the register"),
+                },
+                &comp,
+            ))
+            .await
+            .unwrap();
+    }
+    let legacy = cases[1].clone();
+    app.store
+        .write("test.legacy_note", move |c, _| {
+            diesel::update(sc::screening_cases.filter(sc::id.eq(&legacy)))
+                .set((
+                    sc::note.eq("a note from before sealing"),
+                    sc::note_key_id.eq(None::<String>),
+                ))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+
+    let ring1 = KeyRing::new(&[k1]).unwrap();
+    let before = sealed_rows(&app).await;
+    let kinds: Vec<_> = before.iter().map(|r| r.0).collect();
+    assert_eq!(kinds, ["subject", "chunk", "answer", "note", "note"]);
+    assert!(before.iter().any(|r| r.2.is_none()), "the legacy note is clear");
+    let clear = opened(&before, &ring1);
+    let ring21 = KeyRing::new(&[k2, k1]).unwrap();
+    let pending = app
+        .store
+        .read("test.pending", move |c, _| reseal::pending(c, &ring21))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            pending.subject_identifiers,
+            pending.export_chunks,
+            pending.case_answers,
+            pending.case_notes
+        ),
+        (1, 1, 1, 2)
+    );
+
+    // The CLI, with key 2 first and key 1 still in the ring, beside the
+    // running server, in batches of one row per kind.
+    std::fs::write(&ring_file, format!("{}{}", key_text(&k2), key_text(&k1))).unwrap();
+    let out = keys_cli(&app.db, &ring_file, &["reseal", "--batch", "1"]);
+    assert!(
+        out.contains("1 subject identifiers, 1 export chunks, 1 case answers, 2 case notes"),
+        "{out}"
+    );
+    assert!(out.contains("they can leave the ring"), "{out}");
+
+    // Key 2 alone opens everything, to the same text; nothing is clear.
+    let after = sealed_rows(&app).await;
+    let ring2 = KeyRing::new(&[k2]).unwrap();
+    assert!(after.iter().all(|r| r.2.as_deref() == Some(ring2.active_id())));
+    assert_eq!(opened(&after, &ring2), clear);
+    assert!(
+        after
+            .iter()
+            .all(|r| !r.3.contains("Madrid") && !r.3.contains("before sealing"))
+    );
+
+    // Nothing left to do; status agrees.
+    let out = keys_cli(&app.db, &ring_file, &["reseal"]);
+    assert!(
+        out.contains("resealed under key") && out.contains(": 0 subject identifiers, 0 export chunks"),
+        "{out}"
+    );
+    let out = keys_cli(&app.db, &ring_file, &["status"]);
+    assert!(out.contains("they can leave the ring"), "{out}");
+
+    // The audit log has the batches, with counts and key ids only.
+    let events = crate::support::audit_events(&app).await;
+    let reseals: Vec<_> = events.iter().filter(|e| e.action == "keys.reseal").collect();
+    assert_eq!(reseals.len(), 2, "two batches of at most one row per kind");
+    for e in &reseals {
+        assert_eq!(e.actor, "cli:sre-on-call");
+        assert_eq!(e.target, format!("key/{}", ring2.active_id()));
+        assert!(
+            !e.detail.contains("Madrid") && !e.detail.contains("register"),
+            "{}",
+            e.detail
+        );
+    }
+    app.stop().await;
+}
+on_both_backends!(reseal_retires_the_old_key, reseal_retires_the_old_key);
