@@ -148,7 +148,7 @@ pub fn load_verifier(config: &Config) -> Result<Verifier, StartError> {
 /// Connects to the configured database.
 pub fn connect_store(config: &Config, clock: SharedClock) -> Result<Store, StartError> {
     let opts = StoreOptions {
-        pool_size: config.db_pool_size,
+        pool_size: config.pool_size(),
         connect_timeout: Duration::from_secs(config.db_timeout_seconds.max(1)),
     };
     Ok(Store::connect(&config.database_url, &opts, clock)?)

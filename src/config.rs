@@ -20,6 +20,16 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_DATABASE_FILE: &str = "proctor.db";
 /// Default data folder (SQLite file, development keys).
 pub const DEFAULT_DATA_DIR: &str = "./proctor-data";
+/// Connections per replica on PostgreSQL when none is configured: writers
+/// run side by side there, and replicas share the server's
+/// `max_connections` (see docs/OPERATIONS.md, sizing).
+pub const DEFAULT_POOL_SIZE_POSTGRES: u32 = 16;
+/// Connections on SQLite when none is configured. SQLite admits one writer
+/// at a time, so more connections only queue writers on its lock (through
+/// the busy timeout) instead of in the pool, and each keeps its own page
+/// cache: the mixed-load benchmark ran faster, with shorter write tails and
+/// less memory growth, with few connections (docs/BENCHMARKS.md).
+pub const DEFAULT_POOL_SIZE_SQLITE: u32 = 4;
 
 /// The service's settings once every layer is merged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,7 +58,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Unary request timeout, seconds.
     pub request_timeout_seconds: u64,
-    /// Most database connections per replica.
+    /// Most database connections per replica; 0 = the backend's default
+    /// (see [`Config::pool_size`]).
     pub db_pool_size: u32,
     /// Wait for a database connection before failing UNAVAILABLE, seconds.
     pub db_timeout_seconds: u64,
@@ -96,7 +107,7 @@ impl Default for Config {
             no_migrate: false,
             max_message_bytes: 4 * 1024 * 1024,
             request_timeout_seconds: 30,
-            db_pool_size: 16,
+            db_pool_size: 0,
             db_timeout_seconds: 3,
             shutdown_grace_seconds: 20,
             log_format: LogFormat::Text,
@@ -162,7 +173,7 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_REQUEST_TIMEOUT_SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout_seconds: Option<u64>,
-    /// Database connections per replica [default: 16].
+    /// Database connections per replica [default: 4 on SQLite, 16 on PostgreSQL].
     #[arg(long, env = "PROCTOR_DB_POOL_SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub db_pool_size: Option<u32>,
@@ -242,6 +253,20 @@ pub fn probe_addr(listen: SocketAddr) -> SocketAddr {
 }
 
 impl Config {
+    /// The connection pool's size: the configured one, or the default of
+    /// the backend the database URL names.
+    pub fn pool_size(&self) -> u32 {
+        match self.db_pool_size {
+            0 if self.database_url.starts_with("postgres://")
+                || self.database_url.starts_with("postgresql://") =>
+            {
+                DEFAULT_POOL_SIZE_POSTGRES
+            }
+            0 => DEFAULT_POOL_SIZE_SQLITE,
+            n => n,
+        }
+    }
+
     /// Merges defaults < `file` < `overrides`.
     pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> Result<Self, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
@@ -300,6 +325,22 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pool_size_follows_the_backend_unless_configured() {
+        let with = |url: &str, n: u32| {
+            super::Config {
+                database_url: url.into(),
+                db_pool_size: n,
+                ..super::Config::default()
+            }
+            .pool_size()
+        };
+        assert_eq!(with("sqlite://p.db", 0), super::DEFAULT_POOL_SIZE_SQLITE);
+        assert_eq!(with("postgres://h/db", 0), super::DEFAULT_POOL_SIZE_POSTGRES);
+        assert_eq!(with("postgresql://h/db", 0), super::DEFAULT_POOL_SIZE_POSTGRES);
+        assert_eq!(with("sqlite://p.db", 9), 9);
+        assert_eq!(with("postgres://h/db", 2), 2);
+    }
     #[test]
     fn probes_call_loopback_when_listening_everywhere() {
         let probe = |l: &str| super::probe_addr(l.parse().unwrap()).to_string();

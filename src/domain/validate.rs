@@ -34,10 +34,14 @@ impl Violations {
         }
     }
 
-    /// Bounds an optional string.
+    /// Bounds an optional string, and refuses NUL in it: PostgreSQL cannot
+    /// store one and SQLite would, so refusing it here keeps both backends
+    /// answering the same, with the field named.
     pub fn max_len(&mut self, field: &str, value: &str, max: usize) {
         if value.chars().count() > max {
             self.add(field, format!("must be at most {max} characters"));
+        } else if value.contains('\0') {
+            self.add(field, "must not contain NUL characters");
         }
     }
 
@@ -71,6 +75,29 @@ mod tests {
             Err(Error::InvalidArgument(f)) => {
                 let fields: Vec<_> = f.iter().map(|x| x.field.as_str()).collect();
                 assert_eq!(fields, ["a", "c", "d"]);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn nul_is_refused_with_the_field() {
+        let mut v = Violations::new();
+        v.required_text("id", "a\0b", 10);
+        v.max_len("note", "\0", 10);
+        match v.finish() {
+            Err(Error::InvalidArgument(f)) => {
+                let got: Vec<_> = f
+                    .iter()
+                    .map(|x| (x.field.as_str(), x.description.as_str()))
+                    .collect();
+                assert_eq!(
+                    got,
+                    [
+                        ("id", "must not contain NUL characters"),
+                        ("note", "must not contain NUL characters")
+                    ]
+                );
             }
             other => panic!("unexpected {other:?}"),
         }

@@ -8,6 +8,7 @@
 //! controller (to answer the person) and the system holding a task (to find
 //! the data).
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -256,23 +257,25 @@ impl SubjectRequests {
             .await?)
     }
 
-    /// Validates, seals and records a forwarded or submitted request.
-    #[allow(clippy::too_many_arguments)]
+    /// Seals and records a forwarded or submitted request, once validated.
     async fn record(
         &self,
         who: &Caller,
-        tenant: String,
-        origin: Origin,
-        ty: RequestType,
-        regime: Regime,
-        subject: Subject,
-        categories: Vec<String>,
-        received_at: Option<chrono::DateTime<chrono::Utc>>,
-        channel: String,
-        message: String,
-        idempotency_key: String,
+        incoming: Incoming,
         action: &str,
     ) -> Result<pb::SubjectRequest, Status> {
+        let Incoming {
+            tenant,
+            origin,
+            ty,
+            regime,
+            subject,
+            categories,
+            received_at,
+            channel,
+            message,
+            idempotency_key,
+        } = incoming;
         let key = &self.state.secrets.hash_key;
         let digest = dom::body_digest(
             key,
@@ -365,6 +368,34 @@ fn ground_from_pb(v: i32) -> Option<RejectionGround> {
     }
 }
 
+/// A validated request on its way in, forwarded or submitted.
+struct Incoming {
+    tenant: String,
+    origin: Origin,
+    ty: RequestType,
+    regime: Regime,
+    subject: Subject,
+    categories: Vec<String>,
+    received_at: Option<chrono::DateTime<chrono::Utc>>,
+    channel: String,
+    message: String,
+    idempotency_key: String,
+}
+
+/// `received_at`, with a bad timestamp recorded among the violations.
+fn received_at(
+    t: Option<&prost_types::Timestamp>,
+    v: &mut Violations,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    match from_ts(t, "received_at") {
+        Ok(at) => at,
+        Err(_) => {
+            v.add("received_at", "is not a valid timestamp");
+            None
+        }
+    }
+}
+
 fn parse_subject(s: Option<&pb::Subject>, v: &mut Violations) -> Subject {
     let s = s.cloned().unwrap_or_default();
     Subject::parse(&s.email, &s.phone, &s.name, &s.external_id, "subject", v)
@@ -388,34 +419,28 @@ impl SubjectRequestService for SubjectRequests {
         v.max_len("channel", &r.channel, 64);
         v.max_len("message", &r.message, 8000);
         v.required_text("idempotency_key", &r.idempotency_key, MAX_KEY_LEN);
-        let received = from_ts(r.received_at.as_ref(), "received_at");
-        if let Err(Error::InvalidArgument(f)) = &received {
-            f.iter()
-                .for_each(|x| v.add(x.field.clone(), x.description.clone()));
-        }
+        let received_at = received_at(r.received_at.as_ref(), &mut v);
         v.finish()?;
         let tenant = self
             .state
             .scope_tenant(&who, &r.tenant_id, "SubjectRequestService/ForwardToController")
             .await?
             .unwrap_or_default();
-        let out = self
-            .record(
-                &who,
-                tenant,
-                Origin::Forwarded,
-                ty.expect("validated"),
-                Regime::Gdpr,
-                subject,
-                Vec::new(),
-                received.ok().flatten(),
-                r.channel,
-                r.message,
-                r.idempotency_key,
-                "subject_request.forward",
-            )
-            .await?;
-        Ok(Response::new(out))
+        let incoming = Incoming {
+            tenant,
+            origin: Origin::Forwarded,
+            ty: ty.expect("validated"),
+            regime: Regime::Gdpr,
+            subject,
+            categories: Vec::new(),
+            received_at,
+            channel: r.channel,
+            message: r.message,
+            idempotency_key: r.idempotency_key,
+        };
+        Ok(Response::new(
+            self.record(&who, incoming, "subject_request.forward").await?,
+        ))
     }
 
     async fn submit_subject_request(
@@ -435,29 +460,23 @@ impl SubjectRequestService for SubjectRequests {
         let cats = dom::parse_categories(&r.categories, "categories", &mut v);
         let regime = regime(r.regime, &mut v);
         v.required_text("idempotency_key", &r.idempotency_key, MAX_KEY_LEN);
-        let received = from_ts(r.received_at.as_ref(), "received_at");
-        if let Err(Error::InvalidArgument(f)) = &received {
-            f.iter()
-                .for_each(|x| v.add(x.field.clone(), x.description.clone()));
-        }
+        let received_at = received_at(r.received_at.as_ref(), &mut v);
         v.finish()?;
-        let out = self
-            .record(
-                &who,
-                tenant,
-                Origin::Submitted,
-                ty.expect("validated"),
-                regime,
-                subject,
-                cats,
-                received.ok().flatten(),
-                String::new(),
-                String::new(),
-                r.idempotency_key,
-                "subject_request.submit",
-            )
-            .await?;
-        Ok(Response::new(out))
+        let incoming = Incoming {
+            tenant,
+            origin: Origin::Submitted,
+            ty: ty.expect("validated"),
+            regime,
+            subject,
+            categories: cats,
+            received_at,
+            channel: String::new(),
+            message: String::new(),
+            idempotency_key: r.idempotency_key,
+        };
+        Ok(Response::new(
+            self.record(&who, incoming, "subject_request.submit").await?,
+        ))
     }
 
     async fn get_subject_request(
@@ -524,9 +543,16 @@ impl SubjectRequestService for SubjectRequests {
             .await?;
         let next = page.next_token(rows.len(), rows.last().map(|r| r.seq));
         let reveal = who.role == Role::Tenant;
+        let mut by_request: HashMap<String, Vec<TaskRecord>> = HashMap::new();
+        for t in tasks {
+            by_request.entry(t.request_id.clone()).or_default().push(t);
+        }
         let requests = rows
             .into_iter()
-            .map(|r| self.request_pb(r, tasks.clone(), reveal))
+            .map(|r| {
+                let tasks = by_request.remove(&r.id).unwrap_or_default();
+                self.request_pb(r, tasks, reveal)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Response::new(pb::ListSubjectRequestsResponse {
             requests,
