@@ -1179,4 +1179,7 @@ async fn nul_in_text_is_refused_with_the_field(b: Backend) {
     assert_eq!(crate::support::violated_fields(&e), ["idempotency_key"]);
     app.stop().await;
 }
-on_both_backends!(nul_in_text_is_refused_with_the_field, nul_in_text_is_refused_with_the_field);
+on_both_backends!(
+    nul_in_text_is_refused_with_the_field,
+    nul_in_text_is_refused_with_the_field
+);
