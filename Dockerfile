@@ -44,6 +44,13 @@ COPY docker/collect-libs.sh /usr/local/bin/collect-libs
 RUN collect-libs /out/usr/local/bin/proctor /out && mkdir -p /data
 
 FROM gcr.io/distroless/cc-debian12:nonroot
+# Keep in step with Cargo.toml and the chart's appVersion (CI checks all
+# three against the binary's --version: docker/check-image.sh).
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="proctor" \
+      org.opencontainers.image.description="Processor-compliance gRPC service: controller instructions, sub-processors, screening, subject requests, breaches, audit" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}"
 COPY --from=runtime-libs /out/ /
 # COPY makes files root-owned unless told otherwise; this folder is the
 # runtime user's.

@@ -59,6 +59,15 @@ if [ "$engine" = podman ]; then
   fi
 fi
 
+# One version everywhere: the binary, the image label, the chart's appVersion.
+binary=$("$engine" run --rm $run_flags --network host --entrypoint /usr/local/bin/proctor "$tag" --version 2>/dev/null | awk '{print $2}')
+label=$("$engine" image inspect --format '{{index .Config.Labels "org.opencontainers.image.version"}}' "$tag")
+chart=$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' helm/proctor/Chart.yaml)
+if [ -z "$binary" ] || [ "$binary" != "$label" ] || [ "$binary" != "$chart" ]; then
+  echo "versions differ: binary '$binary', image label '$label', chart appVersion '$chart'" >&2
+  exit 1
+fi
+
 user=$("$engine" image inspect --format '{{.Config.User}}' "$tag")
 [ "$user" = "65532:65532" ] || { echo "image user is '$user', not 65532:65532" >&2; exit 1; }
 # The HEALTHCHECK must be the binary itself, in exec form (no shell). Its
@@ -152,4 +161,4 @@ code=$("$engine" inspect --format '{{.State.ExitCode}}' "$name")
 [ "$code" = 0 ] || { echo "exit code $code after SIGTERM; its log:" >&2; "$engine" logs "$name" >&2; exit 1; }
 
 size=$("$engine" image inspect --format '{{.Size}}' "$tag")
-echo "image $tag: $((size / 1048576)) MiB; user 65532, no shell, read-only root; HEALTHCHECK unhealthy when not serving, healthy after $((probes + 1)) probe(s) when serving; exit 0 on SIGTERM"
+echo "image $tag: version $binary, $((size / 1048576)) MiB; user 65532, no shell, read-only root; HEALTHCHECK unhealthy when not serving, healthy after $((probes + 1)) probe(s) when serving; exit 0 on SIGTERM"
