@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # proctor's container image: a release build in the Rust image, copied with
 # only the shared libraries it links (libpq and its dependencies) onto a
 # distroless base: no shell, no package manager, CA certificates included,
@@ -14,8 +13,13 @@
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN=bookworm
+# The three bases, by name; docker/check-image.sh points them at local
+# stand-ins where no container registry answers.
+ARG RUST_IMAGE=rust:${RUST_VERSION}-${DEBIAN}
+ARG DEBIAN_IMAGE=debian:${DEBIAN}-slim
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
-FROM rust:${RUST_VERSION}-${DEBIAN} AS builder
+FROM ${RUST_IMAGE} AS builder
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libpq-dev \
  && rm -rf /var/lib/apt/lists/*
@@ -31,7 +35,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 
 # Collects the shared libraries the binary needs (libpq, OpenSSL, Kerberos,
 # LDAP, ...) with their paths, and an empty data folder.
-FROM debian:${DEBIAN}-slim AS runtime-libs
+FROM ${DEBIAN_IMAGE} AS runtime-libs
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libpq5 \
  && rm -rf /var/lib/apt/lists/*
@@ -43,7 +47,7 @@ COPY --from=builder /out/ /out/
 COPY docker/collect-libs.sh /usr/local/bin/collect-libs
 RUN collect-libs /out/usr/local/bin/proctor /out && mkdir -p /data
 
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 # Keep in step with Cargo.toml and the chart's appVersion (CI checks all
 # three against the binary's --version: docker/check-image.sh).
 ARG VERSION=0.1.0

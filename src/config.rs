@@ -237,6 +237,12 @@ pub struct ConfigArgs {
 #[error("configuration: {0}")]
 pub struct ConfigError(String);
 
+/// Whether a database URL names PostgreSQL (by its scheme); the one test
+/// of it, shared by the store and the pool default so they cannot disagree.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// The address a probe on the same host (the image's HEALTHCHECK, an exec
 /// probe) calls to reach a server listening on `listen`: the same address,
 /// except that a server listening on every interface is called on loopback,
@@ -257,11 +263,7 @@ impl Config {
     /// the backend the database URL names.
     pub fn pool_size(&self) -> u32 {
         match self.db_pool_size {
-            0 if self.database_url.starts_with("postgres://")
-                || self.database_url.starts_with("postgresql://") =>
-            {
-                DEFAULT_POOL_SIZE_POSTGRES
-            }
+            0 if is_postgres_url(&self.database_url) => DEFAULT_POOL_SIZE_POSTGRES,
             0 => DEFAULT_POOL_SIZE_SQLITE,
             n => n,
         }

@@ -89,11 +89,15 @@ enum KeysCommand {
         /// Who is resealing, for the audit log.
         #[arg(long, env = "USER", default_value = "cli")]
         actor: String,
+        /// Reseal even though no row shows yet that the servers run with
+        /// the active key (a fresh rotation with no writes since).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Count the sealed rows not under the active key; when all are zero,
-    /// keys other than the first can leave the ring.
+    /// Count the sealed rows per key; fails while any row is not under the
+    /// active key (keys other than the first must then stay in the ring).
     Status {
         #[command(flatten)]
         config: ConfigArgs,
@@ -129,9 +133,10 @@ struct HealthcheckArgs {
     /// loopback when the server listens on every interface].
     #[arg(long)]
     addr: Option<String>,
-    /// The server's listen address, as `serve` takes it; where the probe
-    /// calls when --addr is not given, so a container whose PROCTOR_LISTEN
-    /// moves the port is still probed on the right one.
+    /// The server's listen address, from this flag or PROCTOR_LISTEN (not
+    /// from a config file); where the probe calls when --addr is not given,
+    /// so a container whose PROCTOR_LISTEN moves the port is still probed
+    /// on the right one.
     #[arg(long, env = "PROCTOR_LISTEN", default_value = proctor::config::DEFAULT_LISTEN)]
     listen: std::net::SocketAddr,
     /// Service to check; empty = the whole server.
@@ -270,27 +275,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `keys reseal` and `keys status`: both end by printing what is still
-/// sealed under other keys than the active one.
+/// `keys reseal` and `keys status`. Both refuse a database whose schema is
+/// behind (they never migrate: `status` must not change anything), print
+/// the rows each key sealed, and fail while rows still need another key
+/// than the active one, so the runbook's last step can be scripted.
 async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     use proctor::store::reseal;
     let (config, reseal_with) = match command {
-        KeysCommand::Reseal { batch, actor, config } => (config, Some((batch, actor))),
+        KeysCommand::Reseal {
+            batch,
+            actor,
+            force,
+            config,
+        } => (config, Some((batch, actor, force))),
         KeysCommand::Status { config } => (config, None),
     };
     let cfg = Config::from_args(&config)?;
     let _telemetry = proctor::telemetry::init(cfg.log_format)?;
     let secrets = proctor::secrets::SubjectSecrets::load(&cfg).map_err(anyhow::Error::msg)?;
     let ring = Arc::new(secrets.ring);
+    let active = ring.active_id().to_owned();
     let store = connect_store(&cfg, Arc::new(SystemClock))?;
-    store.migrate().await?;
-    let show = |what: &str, c: reseal::Counts| {
-        println!(
-            "{what}: {} subject identifiers, {} export chunks, {} case answers, {} case notes",
-            c.subject_identifiers, c.export_chunks, c.case_answers, c.case_notes
+    anyhow::ensure!(
+        store.migrations_current().await?,
+        "the database schema is behind this binary: run `proctor migrate` first"
+    );
+    let uses = store.read("keys.in_use", |c, _| reseal::keys_in_use(c)).await?;
+    if let Some((batch, actor, force)) = reseal_with {
+        let pending = reseal::pending(&uses, &active);
+        let proven = uses.get(&Some(active.clone())).is_some_and(|c| c.total() > 0);
+        anyhow::ensure!(
+            force || pending.total() == 0 || proven,
+            "no row is sealed under key {active} yet, so nothing shows the servers have it: \
+             a server without it could not read what this reseals. Roll it out first (docs/OPERATIONS.md, \
+             key rotation), or pass --force once every replica runs with it"
         );
-    };
-    if let Some((batch, actor)) = reseal_with {
         let entry = proctor::domain::audit::AuditEntry {
             actor: format!("cli:{actor}"),
             role: "sre".into(),
@@ -301,18 +320,47 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             trace_id: proctor::telemetry::current_trace_id(),
             detail: String::new(),
         };
-        let done = reseal::run(&store, ring.clone(), entry, batch).await?;
-        show(&format!("resealed under key {}", ring.active_id()), done);
+        let run = reseal::run(&store, ring.clone(), entry, batch).await?;
+        print_counts(&format!("resealed under key {active}"), &run.resealed);
+        for f in &run.failed {
+            eprintln!(
+                "did not open: {} {} (key {}): {}",
+                f.kind.as_str(),
+                f.id,
+                f.key_id.as_deref().unwrap_or("none"),
+                f.reason
+            );
+        }
+        anyhow::ensure!(
+            run.failed.is_empty(),
+            "{} row(s) did not open and were left as they were",
+            run.failed.len()
+        );
     }
-    let r = ring.clone();
-    let left = store
-        .read("keys.pending", move |c, _| reseal::pending(c, &r))
-        .await?;
-    show(&format!("not under key {}", ring.active_id()), left);
-    if left.total() == 0 {
-        println!("nothing depends on other keys: they can leave the ring");
+    let uses = store.read("keys.in_use", |c, _| reseal::keys_in_use(c)).await?;
+    for (key, counts) in &uses {
+        let label = match key {
+            Some(k) if *k == active => format!("key {k} (active)"),
+            Some(k) => format!("key {k}"),
+            None => "in the clear (from before sealing)".to_owned(),
+        };
+        print_counts(&label, counts);
     }
+    let left = reseal::pending(&uses, &active);
+    anyhow::ensure!(
+        left.total() == 0,
+        "{} row(s) are not under the active key {active} yet: keep the other keys in the ring",
+        left.total()
+    );
+    println!("nothing depends on other keys than {active}: they can leave the ring");
     Ok(())
+}
+
+fn print_counts(label: &str, c: &proctor::store::reseal::Counts) {
+    println!(
+        "{label}: {} subject identifiers, {} export chunks, {} case answers, {} case notes",
+        c.subject_identifiers, c.export_chunks, c.case_answers, c.case_notes
+    );
 }
 
 /// Reads the files with a progress bar over their bytes, then parses, diffs

@@ -4,7 +4,8 @@
 # installed, so no maintainer scripts, no dpkg, no shell), the CA bundle, and
 # the nonroot user 65532 with its home. Only docker/check-image.sh uses it,
 # and only when the real base cannot be pulled.
-FROM debian:bookworm-slim AS debs
+ARG BASE=debian:bookworm-slim
+FROM ${BASE} AS debs
 WORKDIR /debs
 RUN apt-get update \
  && apt-get download base-files netbase tzdata ca-certificates \

@@ -6,7 +6,8 @@
 # trusting the certificate authorities the building machine added (ca/).
 # Only docker/check-image.sh uses it, and only when the real base cannot be
 # pulled.
-FROM debian:bookworm-slim
+ARG BASE=debian:bookworm-slim
+FROM ${BASE}
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ca-certificates gcc libc6-dev make pkg-config git curl \

@@ -52,6 +52,9 @@ pub struct LiveIndex {
     set: RwLock<Arc<IndexSet>>,
     loaded: Mutex<HashMap<String, i64>>,
     refreshing: tokio::sync::Mutex<()>,
+    /// Whether one refresh has read the database: until then an empty set
+    /// means "not loaded yet", after it "no list was ever imported".
+    refreshed: std::sync::atomic::AtomicBool,
 }
 
 impl LiveIndex {
@@ -62,6 +65,7 @@ impl LiveIndex {
             set: RwLock::new(Arc::new(IndexSet::default())),
             loaded: Mutex::new(HashMap::new()),
             refreshing: tokio::sync::Mutex::new(()),
+            refreshed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -119,7 +123,25 @@ impl LiveIndex {
                 .map_err(|_| Error::Internal("index lock poisoned".into()))?
                 .insert(source, seq);
         }
+        self.refreshed.store(true, std::sync::atomic::Ordering::Release);
         Ok(n)
+    }
+
+    /// The indexes to screen with, or why there are none: a screening
+    /// against no list would call everyone clear.
+    pub fn usable(&self) -> Result<Arc<IndexSet>, Error> {
+        let set = self.current();
+        if !set.by_source.is_empty() {
+            Ok(set)
+        } else if self.refreshed.load(std::sync::atomic::Ordering::Acquire) {
+            Err(Error::FailedPrecondition(
+                "no sanctions list has been imported yet (ImportList); nothing can be screened clear".into(),
+            ))
+        } else {
+            Err(Error::Unavailable(
+                "this replica has not loaded the sanctions lists yet; retry".into(),
+            ))
+        }
     }
 
     /// Polls for new versions until the server stops.
@@ -177,12 +199,15 @@ impl NameScreener {
     /// The hits of `q` at or above the threshold, or None while this
     /// replica has no list loaded (nothing can be called clear then).
     pub fn hits(&self, q: &Query) -> Option<Vec<Hit>> {
-        let set = self.live.current();
-        if set.by_source.is_empty() {
-            return None;
-        }
+        self.search(q, self.threshold, 20).ok()
+    }
+
+    /// The best `limit` (at least 20) hits of `q` scoring `min_score` or
+    /// more, or why there are no lists to search ([`LiveIndex::usable`]).
+    pub fn search(&self, q: &Query, min_score: f64, limit: usize) -> Result<Vec<Hit>, Error> {
+        let set = self.live.usable()?;
         let _s = tracing::info_span!("screening.match", screening.lists = set.by_source.len()).entered();
-        Some(set.search(q, &self.params, self.threshold, 20))
+        Ok(set.search(q, &self.params, min_score, limit.max(20)))
     }
 }
 
@@ -407,16 +432,9 @@ impl Screening {
             req.min_score
         };
         let limit = if req.limit == 0 { DEFAULT_LIMIT } else { req.limit } as usize;
-        let set = self.screener.live().current();
-        let hits = {
-            let _s = tracing::info_span!("screening.match", screening.lists = set.by_source.len()).entered();
-            set.search(
-                &q,
-                self.screener.params(),
-                min_score.min(self.screener.threshold()),
-                limit.max(20),
-            )
-        };
+        let hits = self
+            .screener
+            .search(&q, min_score.min(self.screener.threshold()), limit)?;
         let shown: Vec<pb::Hit> = hits
             .iter()
             .filter(|h| h.score >= min_score)

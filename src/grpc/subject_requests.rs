@@ -166,11 +166,7 @@ fn required_id(id: &str, field: &str) -> Result<(), Error> {
 
 impl SubjectRequests {
     fn open_sealed(&self, id: &str, sealed: &Sealed) -> Result<SealedBody, Status> {
-        let raw = self
-            .state
-            .secrets
-            .ring
-            .open(&sealed.key_id, &sealed.data, id.as_bytes())?;
+        let raw = sealed.open(&self.state.secrets.ring, id)?;
         serde_json::from_slice(&raw)
             .map_err(|_| Error::Internal("sealed identifiers are not JSON".into()).into())
     }
@@ -295,7 +291,7 @@ impl SubjectRequests {
         let refs = subject.refs(key, &tenant);
         let plain = serde_json::to_vec(&SealedBody { subject, message })
             .map_err(|e| Error::Internal(format!("encode identifiers: {e}")))?;
-        let (key_id, data) = self.state.secrets.ring.seal(&plain, id.as_bytes())?;
+        let sealed = Sealed::seal(&self.state.secrets.ring, &id, &plain)?;
         let new = NewRequest {
             id,
             tenant_id: tenant.clone(),
@@ -306,7 +302,7 @@ impl SubjectRequests {
             idempotency_key,
             body_digest: digest,
             subject_refs: refs,
-            sealed: Some(Sealed { key_id, data }),
+            sealed: Some(sealed),
             categories,
             received_at,
         };

@@ -46,13 +46,23 @@ pub struct SealedAnswer {
 impl SealedAnswer {
     /// The answer in the clear; `case_id` must be the case it belongs to.
     pub fn open(&self, ring: &KeyRing, case_id: &str) -> Result<CaseAnswer> {
-        let text = ring.open(&self.key_id, &self.sealed, case_id.as_bytes())?;
         Ok(CaseAnswer {
             answered_by: self.answered_by.clone(),
             answered_at: self.answered_at,
-            text: String::from_utf8(text).map_err(|_| Error::Internal("case answer is not UTF-8".into()))?,
+            text: open_text(ring, case_id, &self.key_id, &self.sealed)?,
         })
     }
+}
+
+/// Seals an answer's text for the case `case_id`: (key id, ciphertext).
+pub fn seal_text(ring: &KeyRing, case_id: &str, text: &str) -> Result<(String, String)> {
+    ring.seal(text.as_bytes(), case_id.as_bytes())
+}
+
+/// An answer's text in the clear.
+pub fn open_text(ring: &KeyRing, case_id: &str, key_id: &str, sealed: &str) -> Result<String> {
+    String::from_utf8(ring.open(key_id, sealed, case_id.as_bytes())?)
+        .map_err(|_| Error::Internal("case answer is not UTF-8".into()))
 }
 
 /// The answers of each of `ids`, oldest first (cases without any are
@@ -118,7 +128,7 @@ pub fn answer(
         .select(diesel::dsl::max(ca::seq))
         .first(conn)?;
     let seq = last.unwrap_or(0) + 1;
-    let (key_id, sealed) = ring.seal(text.as_bytes(), case_id.as_bytes())?;
+    let (key_id, sealed) = seal_text(ring, case_id, text)?;
     diesel::insert_into(ca::screening_case_answers)
         .values((
             ca::case_id.eq(case_id),

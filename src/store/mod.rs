@@ -68,7 +68,7 @@ impl DbUrl {
     /// Parses a database URL by its scheme, so a mistyped URL is an error at
     /// start-up rather than a pool timeout.
     pub fn parse(url: &str) -> Result<Self> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if crate::config::is_postgres_url(url) {
             Ok(Self::Postgres(url.to_owned()))
         } else if let Some(p) = url
             .strip_prefix("sqlite://")

@@ -203,12 +203,19 @@ pub struct StoredNote {
 }
 
 impl StoredNote {
+    /// What a note's ciphertext is bound to: its case, and being a note, so
+    /// that no other text sealed for the case (an answer) can be passed off
+    /// as its note.
+    fn aad(case_id: &str) -> Vec<u8> {
+        format!("case-note/{case_id}").into_bytes()
+    }
+
     /// Seals `text` for the case `case_id`; an empty note stays empty.
     pub fn seal(ring: &KeyRing, case_id: &str, text: &str) -> Result<Self> {
         if text.is_empty() {
             return Ok(Self::default());
         }
-        let (key_id, body) = ring.seal(text.as_bytes(), case_id.as_bytes())?;
+        let (key_id, body) = ring.seal(text.as_bytes(), &Self::aad(case_id))?;
         Ok(Self {
             key_id: Some(key_id),
             body,
@@ -219,7 +226,7 @@ impl StoredNote {
     pub fn open(&self, ring: &KeyRing, case_id: &str) -> Result<String> {
         match &self.key_id {
             None => Ok(self.body.clone()),
-            Some(k) => String::from_utf8(ring.open(k, &self.body, case_id.as_bytes())?)
+            Some(k) => String::from_utf8(ring.open(k, &self.body, &Self::aad(case_id))?)
                 .map_err(|_| Error::Internal("case note is not UTF-8".into())),
         }
     }

@@ -54,6 +54,19 @@ pub struct Sealed {
     pub data: String,
 }
 
+impl Sealed {
+    /// Seals the identifiers (and message) of request `request_id`.
+    pub fn seal(ring: &KeyRing, request_id: &str, plain: &[u8]) -> Result<Self> {
+        let (key_id, data) = ring.seal(plain, request_id.as_bytes())?;
+        Ok(Self { key_id, data })
+    }
+
+    /// The sealed bytes; `request_id` must be the request they belong to.
+    pub fn open(&self, ring: &KeyRing, request_id: &str) -> Result<Vec<u8>> {
+        ring.open(&self.key_id, &self.data, request_id.as_bytes())
+    }
+}
+
 /// A signed receipt as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -1067,7 +1080,7 @@ pub fn complete_task(
         }
         dom::export_chunk_inner(&done.export_data)?;
         // A subject's records at rest are sealed like its identifiers.
-        let (key_id, sealed) = ring.seal(&done.export_data, task.id.as_bytes())?;
+        let (key_id, sealed) = seal_chunk(ring, &task.id, &done.export_data)?;
         let last: Option<i64> = x::subject_export_chunks
             .select(diesel::dsl::max(x::seq))
             .first(conn)?;
@@ -1077,7 +1090,7 @@ pub fn complete_task(
                 x::request_id.eq(&task.request_id),
                 x::task_id.eq(&task.id),
                 x::system.eq(system),
-                x::data.eq(sealed.as_bytes()),
+                x::data.eq(&sealed),
                 x::key_id.eq(Some(key_id)),
                 x::created_at_us.eq(to_us(now)),
             ))
@@ -1239,15 +1252,33 @@ pub fn export_chunks(
         .limit(limit)
         .load(conn)?;
     rows.into_iter()
-        .map(|(seq, data, key)| match key {
-            None => Ok((seq, data)),
-            Some(k) => {
-                let sealed = String::from_utf8(data)
-                    .map_err(|_| Error::Internal(format!("export chunk {seq} is corrupt")))?;
-                Ok((seq, ring.open(&k, &sealed, task_id.as_bytes())?))
-            }
-        })
+        .map(|(seq, data, key)| Ok((seq, open_chunk(ring, task_id, seq, data, key.as_deref())?)))
         .collect()
+}
+
+/// Seals one export chunk of `task_id`: (key id, stored bytes).
+pub fn seal_chunk(ring: &KeyRing, task_id: &str, plain: &[u8]) -> Result<(String, Vec<u8>)> {
+    let (key_id, sealed) = ring.seal(plain, task_id.as_bytes())?;
+    Ok((key_id, sealed.into_bytes()))
+}
+
+/// One stored export chunk in the clear: sealed under `key`, or stored in
+/// the clear before chunks were sealed (`None`).
+pub fn open_chunk(
+    ring: &KeyRing,
+    task_id: &str,
+    seq: i64,
+    data: Vec<u8>,
+    key: Option<&str>,
+) -> Result<Vec<u8>> {
+    match key {
+        None => Ok(data),
+        Some(k) => {
+            let sealed = String::from_utf8(data)
+                .map_err(|_| Error::Internal(format!("export chunk {seq} is corrupt")))?;
+            ring.open(k, &sealed, task_id.as_bytes())
+        }
+    }
 }
 
 /// Deletes every export bundle whose retention after first download has

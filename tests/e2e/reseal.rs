@@ -69,17 +69,30 @@ async fn sealed_rows(app: &TestApp) -> Sealed {
 
 /// The rows in the clear, opened with `ring`; panics if one does not open.
 fn opened(rows: &Sealed, ring: &KeyRing) -> Vec<(&'static str, String)> {
+    use proctor::store::{case_answers, screening::StoredNote, subject_requests as sr};
     rows.iter()
-        .map(|(kind, aad, key, text)| {
-            let plain = match key {
-                None => text.clone(),
-                Some(k) => String::from_utf8(
-                    ring.open(k, text, aad.as_bytes())
-                        .unwrap_or_else(|e| panic!("{kind} of {aad} does not open: {e}")),
-                )
-                .unwrap(),
+        .map(|(kind, id, key, text)| {
+            let plain = match (*kind, key) {
+                ("note", k) => StoredNote {
+                    key_id: k.clone(),
+                    body: text.clone(),
+                }
+                .open(ring, id),
+                ("chunk", k) => sr::open_chunk(ring, id, 0, text.clone().into_bytes(), k.as_deref())
+                    .map(|b| String::from_utf8(b).unwrap()),
+                ("answer", Some(k)) => case_answers::open_text(ring, id, k, text),
+                ("subject", Some(k)) => sr::Sealed {
+                    key_id: k.clone(),
+                    data: text.clone(),
+                }
+                .open(ring, id)
+                .map(|b| String::from_utf8(b).unwrap()),
+                other => panic!("unexpected row {other:?}"),
             };
-            (*kind, plain)
+            (
+                *kind,
+                plain.unwrap_or_else(|e| panic!("{kind} of {id} does not open: {e}")),
+            )
         })
         .collect()
 }
@@ -88,8 +101,9 @@ fn key_text(key: &[u8; 32]) -> String {
     format!("{}\n", STANDARD.encode(key))
 }
 
-/// `proctor keys ARGS` against the test database with the key ring `ring`.
-fn keys_cli(db: &TestDb, ring_file: &std::path::Path, args: &[&str]) -> String {
+/// `proctor keys ARGS` against the test database with the key ring in
+/// `ring_file`: (exit status success, stdout, stderr).
+fn keys_run(db: &TestDb, ring_file: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let data = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
         .arg("keys")
@@ -98,14 +112,17 @@ fn keys_cli(db: &TestDb, ring_file: &std::path::Path, args: &[&str]) -> String {
         .env("PROCTOR_DATA_DIR", data.path())
         .env("PROCTOR_IDENTIFIER_ENCRYPTION_KEY_FILE", ring_file)
         .env("USER", "sre-on-call")
+        .env("RUST_BACKTRACE", "0")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "keys {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// `proctor keys ARGS`, which must succeed; its stdout.
+fn keys_cli(db: &TestDb, ring_file: &std::path::Path, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = keys_run(db, ring_file, args);
+    assert!(ok, "keys {args:?}: {stdout}{stderr}");
     stdout
 }
 
@@ -181,11 +198,17 @@ async fn reseal_retires_the_old_key(b: Backend) {
     }
     let legacy = cases[1].clone();
     app.store
-        .write("test.legacy_note", move |c, _| {
+        .write("test.legacy_rows", move |c, _| {
             diesel::update(sc::screening_cases.filter(sc::id.eq(&legacy)))
                 .set((
                     sc::note.eq("a note from before sealing"),
                     sc::note_key_id.eq(None::<String>),
+                ))
+                .execute(c)?;
+            diesel::update(x::subject_export_chunks)
+                .set((
+                    x::data.eq(br#"[{"contact":"Ada"}]"#.to_vec()),
+                    x::key_id.eq(None::<String>),
                 ))
                 .execute(c)?;
             Ok(())
@@ -197,14 +220,19 @@ async fn reseal_retires_the_old_key(b: Backend) {
     let before = sealed_rows(&app).await;
     let kinds: Vec<_> = before.iter().map(|r| r.0).collect();
     assert_eq!(kinds, ["subject", "chunk", "answer", "note", "note"]);
-    assert!(before.iter().any(|r| r.2.is_none()), "the legacy note is clear");
+    assert_eq!(
+        before.iter().filter(|r| r.2.is_none()).count(),
+        2,
+        "the legacy note and chunk are clear"
+    );
     let clear = opened(&before, &ring1);
-    let ring21 = KeyRing::new(&[k2, k1]).unwrap();
-    let pending = app
+    let ring2 = KeyRing::new(&[k2]).unwrap();
+    let uses = app
         .store
-        .read("test.pending", move |c, _| reseal::pending(c, &ring21))
+        .read("test.keys_in_use", |c, _| reseal::keys_in_use(c))
         .await
         .unwrap();
+    let pending = reseal::pending(&uses, ring2.active_id());
     assert_eq!(
         (
             pending.subject_identifiers,
@@ -214,11 +242,25 @@ async fn reseal_retires_the_old_key(b: Backend) {
         ),
         (1, 1, 1, 2)
     );
+    assert_eq!(uses.len(), 2, "key 1 and the clear rows: {uses:?}");
 
-    // The CLI, with key 2 first and key 1 still in the ring, beside the
-    // running server, in batches of one row per kind.
+    // Key 2 first, key 1 still in the ring. Status fails while rows need
+    // key 1, and shows each key's rows.
     std::fs::write(&ring_file, format!("{}{}", key_text(&k2), key_text(&k1))).unwrap();
-    let out = keys_cli(&app.db, &ring_file, &["reseal", "--batch", "1"]);
+    let (ok, out, err) = keys_run(&app.db, &ring_file, &["status"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("in the clear (from before sealing): 0 subject identifiers, 1 export chunks, 0 case answers, 1 case notes"),
+        "{out}"
+    );
+    assert!(err.contains("5 row(s) are not under the active key"), "{err}");
+    // No row is sealed under key 2 yet: nothing shows the server has it, so
+    // a reseal is refused unless forced.
+    let (ok, _, err) = keys_run(&app.db, &ring_file, &["reseal"]);
+    assert!(!ok && err.contains("--force"), "{err}");
+
+    // Beside the running server, in batches of one row per kind.
+    let out = keys_cli(&app.db, &ring_file, &["reseal", "--batch", "1", "--force"]);
     assert!(
         out.contains("1 subject identifiers, 1 export chunks, 1 case answers, 2 case notes"),
         "{out}"
@@ -227,7 +269,6 @@ async fn reseal_retires_the_old_key(b: Backend) {
 
     // Key 2 alone opens everything, to the same text; nothing is clear.
     let after = sealed_rows(&app).await;
-    let ring2 = KeyRing::new(&[k2]).unwrap();
     assert!(after.iter().all(|r| r.2.as_deref() == Some(ring2.active_id())));
     assert_eq!(opened(&after, &ring2), clear);
     assert!(
@@ -236,7 +277,7 @@ async fn reseal_retires_the_old_key(b: Backend) {
             .all(|r| !r.3.contains("Madrid") && !r.3.contains("before sealing"))
     );
 
-    // Nothing left to do; status agrees.
+    // Nothing left to do (no --force needed now); status agrees.
     let out = keys_cli(&app.db, &ring_file, &["reseal"]);
     assert!(
         out.contains("resealed under key") && out.contains(": 0 subject identifiers, 0 export chunks"),
@@ -258,6 +299,42 @@ async fn reseal_retires_the_old_key(b: Backend) {
             e.detail
         );
     }
+
+    // A row under a key the ring lacks is reported and left as it was; the
+    // run still goes through every other row, and fails.
+    let (k3, lost) = (rand::random::<[u8; 32]>(), rand::random::<[u8; 32]>());
+    let lost_ring = KeyRing::new(&[lost]).unwrap();
+    let (lost_key, lost_text) =
+        proctor::store::case_answers::seal_text(&lost_ring, &cases[0], "sealed under a lost key").unwrap();
+    let (case0, lk, lt) = (cases[0].clone(), lost_key.clone(), lost_text.clone());
+    app.store
+        .write("test.lost_key_row", move |c, _| {
+            diesel::update(ca::screening_case_answers.filter(ca::case_id.eq(&case0)))
+                .set((ca::key_id.eq(&lk), ca::text.eq(&lt)))
+                .execute(c)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    std::fs::write(&ring_file, format!("{}{}", key_text(&k3), key_text(&k2))).unwrap();
+    let (ok, out, err) = keys_run(&app.db, &ring_file, &["reseal", "--force"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("1 subject identifiers, 1 export chunks, 0 case answers, 2 case notes"),
+        "{out}"
+    );
+    let answer = format!("did not open: case answers {}/1 (key {lost_key})", cases[0]);
+    assert!(err.contains(&answer), "{err}");
+    let still: (String, String) = app
+        .store
+        .read("test.lost_row", move |c, _| {
+            Ok(ca::screening_case_answers
+                .select((ca::key_id, ca::text))
+                .first(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(still, (lost_key, lost_text));
     app.stop().await;
 }
 on_both_backends!(reseal_retires_the_old_key, reseal_retires_the_old_key);

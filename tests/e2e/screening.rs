@@ -531,10 +531,18 @@ on_both_backends!(refusals, refusals);
 async fn cli_import_reaches_a_running_server() {
     let app = spawn_app(Backend::Sqlite).await;
     let crm = app.keys.platform("crm");
-    let before = screen(&app, "IRIS MAKRAN", PartyType::Vessel, "", &crm)
-        .await
-        .unwrap();
-    assert_eq!(before.outcome, Outcome::Clear as i32);
+    // No list imported yet: nothing can be screened clear.
+    let before = screen(
+        &app,
+        "IRIS MAKRAN",
+        PartyType::Vessel,
+        "tenants/t1/contacts/1",
+        &crm,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(before.code(), Code::FailedPrecondition, "{before:?}");
+    assert!(before.message().contains("ImportList"), "{}", before.message());
     let dir = format!(
         "{}/tests/fixtures/sanctions/ofac/fixture_small",
         env!("CARGO_MANIFEST_DIR")
@@ -562,19 +570,21 @@ async fn cli_import_reaches_a_running_server() {
         stdout.contains("ofac_sdn version 1: 17 entries (+17 added"),
         "{stdout}"
     );
-    // Waits for the server's background poll, not for a deadline.
-    let mut outcome = before.outcome;
+    // Waits for the server's background poll, not for a deadline; until
+    // then the screening is refused, never answered clear.
+    let mut outcome = Err(before);
     for _ in 0..100 {
         outcome = screen(&app, "IRIS MAKRAN", PartyType::Vessel, "", &crm)
             .await
-            .unwrap()
-            .outcome;
-        if outcome == Outcome::PossibleMatch as i32 {
-            break;
+            .map(|r| r.outcome);
+        match &outcome {
+            Ok(o) if *o == Outcome::PossibleMatch as i32 => break,
+            Ok(o) => panic!("screened {o} before the list was loaded"),
+            Err(e) => assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}"),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(outcome, Outcome::PossibleMatch as i32);
+    assert_eq!(outcome.unwrap(), Outcome::PossibleMatch as i32);
     let bad = std::process::Command::new(crate::cli::BIN)
         .args([
             "lists",

@@ -79,10 +79,10 @@ pub fn parse_csl(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
     let lines = super::Lines::new(&f.data);
     for rec in rdr.records() {
         let rec = rec.map_err(|e| {
-            let line = e.position().map_or(0, |p| lines.at(p.byte()));
+            let line = lines.of(e.position());
             ParseError::new(&f.name, format!("line {line}"), format!("malformed CSV: {e}"))
         })?;
-        let line = rec.position().map_or(0, |p| lines.at(p.byte()));
+        let line = lines.of(rec.position());
         let get = |c: Option<usize>| c.and_then(|i| rec.get(i)).unwrap_or("").trim();
         let name = get(Some(name_c));
         if name.is_empty() {
@@ -148,10 +148,10 @@ pub fn parse_dpl(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
     let lines = super::Lines::new(&f.data);
     for rec in rdr.records() {
         let rec = rec.map_err(|e| {
-            let line = e.position().map_or(0, |p| lines.at(p.byte()));
+            let line = lines.of(e.position());
             ParseError::new(&f.name, format!("line {line}"), format!("malformed DPL row: {e}"))
         })?;
-        let line = rec.position().map_or(0, |p| lines.at(p.byte()));
+        let line = lines.of(rec.position());
         let get = |c: Option<usize>| c.and_then(|i| rec.get(i)).unwrap_or("").trim();
         let name = get(Some(name_c));
         if name.is_empty() {

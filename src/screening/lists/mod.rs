@@ -71,6 +71,11 @@ impl<'a> Lines<'a> {
         }
         1 + self.breaks.partition_point(|&b| b < end) as u64
     }
+
+    /// The line of a CSV record or error position (0 when it has none).
+    pub fn of(&self, position: Option<&csv::Position>) -> u64 {
+        position.map_or(0, |p| self.at(p.byte()))
+    }
 }
 
 /// One file of an import: its name and bytes.

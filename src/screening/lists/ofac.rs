@@ -50,10 +50,10 @@ fn rows(f: &ListFile, want: usize) -> Result<Vec<(u64, Vec<String>)>, ParseError
     let lines = super::Lines::new(&f.data);
     for rec in rdr.byte_records() {
         let rec = rec.map_err(|e| {
-            let line = e.position().map_or(0, |p| lines.at(p.byte()));
+            let line = lines.of(e.position());
             ParseError::new(&f.name, format!("line {line}"), format!("malformed CSV: {e}"))
         })?;
-        let line = rec.position().map_or(0, |p| lines.at(p.byte()));
+        let line = lines.of(rec.position());
         if rec.len() == 1
             && rec
                 .get(0)
