@@ -4,7 +4,6 @@
 use chrono::Duration;
 use proctor::clock::Clock;
 use proctor::proto::v1::breach_service_client::BreachServiceClient;
-use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::*;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -41,18 +40,7 @@ async fn report(app: &TestApp, tenants: &[&str], categories: &[&str]) -> Breach 
 }
 
 async fn notices(app: &TestApp, tenant: &str) -> Vec<Envelope> {
-    InboxServiceClient::new(app.channel.clone())
-        .pull(authed(
-            PullRequest {
-                max: 100,
-                lease_seconds: 1,
-            },
-            &app.keys.tenant(tenant),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .envelopes
+    crate::support::pull_inbox(app, &app.keys.tenant(tenant), 1).await
 }
 
 async fn lifecycle(b: Backend) {

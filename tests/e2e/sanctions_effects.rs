@@ -70,18 +70,7 @@ async fn transcriber(app: &TestApp, name: &str, country: &str, mech: TransferMec
 
 /// Leases what is in the inbox of `token`'s owner.
 async fn pull(app: &TestApp, token: &str) -> Vec<Envelope> {
-    InboxServiceClient::new(app.channel.clone())
-        .pull(authed(
-            PullRequest {
-                max: 10,
-                lease_seconds: 30,
-            },
-            token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .envelopes
+    crate::support::pull_inbox(app, token, 30).await
 }
 
 async fn screening_state(app: &TestApp, id: &str) -> String {

@@ -7,11 +7,10 @@
 use std::time::Duration;
 
 use proctor::domain::inbox::Recipient;
-use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::screening_service_client::ScreeningServiceClient;
 use proctor::proto::v1::{
     CaseStatus, GetCaseRequest, ImportListChunk, ListCasesRequest, ListVersion, Outcome, Party, PartyType,
-    PullRequest, Resolution, ResolveCaseRequest, ScoreNamesRequest, ScreenRequest, ScreenResponse,
+    Resolution, ResolveCaseRequest, ScoreNamesRequest, ScreenRequest, ScreenResponse,
 };
 use proctor::store::{inbox, screening as st};
 use tonic::transport::Channel;
@@ -155,18 +154,7 @@ async fn versions_diff_and_rescreening(b: Backend) {
 
     // The clarification request waits in the tenant's inbox.
     let t1 = app.keys.tenant("t1");
-    let envs = InboxServiceClient::new(app.channel.clone())
-        .pull(authed(
-            PullRequest {
-                max: 10,
-                lease_seconds: 30,
-            },
-            &t1,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .envelopes;
+    let envs = crate::support::pull_inbox(&app, &t1, 30).await;
     assert_eq!(envs.len(), 1);
     assert_eq!(envs[0].kind, "screening.clarification");
     let payload: serde_json::Value = serde_json::from_slice(&envs[0].payload).unwrap();
@@ -233,18 +221,7 @@ async fn cases_clarification_and_blocking(b: Backend) {
     assert!(!case_id.is_empty());
     let t1 = app.keys.tenant("t1");
     let t2 = app.keys.tenant("t2");
-    let envs = InboxServiceClient::new(app.channel.clone())
-        .pull(authed(
-            PullRequest {
-                max: 10,
-                lease_seconds: 30,
-            },
-            &t1,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .envelopes;
+    let envs = crate::support::pull_inbox(&app, &t1, 30).await;
     assert_eq!(envs.len(), 1);
     let payload: serde_json::Value = serde_json::from_slice(&envs[0].payload).unwrap();
     assert_eq!(payload["case_id"], case_id.as_str());

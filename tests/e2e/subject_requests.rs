@@ -51,6 +51,20 @@ pub(crate) fn submit(ty: pb::RequestType, key: &str, cats: &[&str]) -> pb::Submi
     }
 }
 
+/// First instructions of `tenant`: contacts for service delivery only.
+async fn contact_for_service_delivery(app: &TestApp, tenant: &str, termination_grace_days: u32) {
+    let rule = pb::CategoryRule {
+        category: "contact".into(),
+        purposes: vec!["service_delivery".into()],
+        ..Default::default()
+    };
+    let set = pb::InstructionSet {
+        rules: vec![rule],
+        termination_grace_days,
+    };
+    crate::instructions::put(app, tenant, 0, set).await;
+}
+
 pub(crate) async fn register(app: &TestApp, name: &str, cats: &[&str]) {
     client(app)
         .register_system(authed(
@@ -1019,24 +1033,10 @@ on_both_backends!(contract_end_fans_out, contract_end_fans_out);
 /// Restrictions, objections and erasures reach `CheckProcessing` on the very
 /// next call, for that subject only, and lifting them lifts the denial.
 async fn decisions_follow_subject_requests(b: Backend) {
-    use crate::instructions::{check, put};
+    use crate::instructions::check;
     use pb::DenyReason as R;
     let app = spawn_app(b).await;
-    let rule = pb::CategoryRule {
-        category: "contact".into(),
-        purposes: vec!["service_delivery".into()],
-        ..Default::default()
-    };
-    put(
-        &app,
-        "t1",
-        0,
-        pb::InstructionSet {
-            rules: vec![rule],
-            termination_grace_days: 0,
-        },
-    )
-    .await;
+    contact_for_service_delivery(&app, "t1", 0).await;
     // A system holds the data, so the requests stay in progress (cancellable).
     register(&app, "crm", &["contact"]).await;
     let sref = subject_ref(&app, "t1").await;
@@ -1090,24 +1090,9 @@ on_both_backends!(
 /// After a tenant's termination grace period the service itself opens the
 /// erasure of everything, through the same fan-out, exactly once.
 async fn contract_end_runs_by_itself(b: Backend) {
-    use crate::instructions::put;
     let app = spawn_app(b).await;
     register(&app, "crm", &["contact"]).await;
-    let rule = pb::CategoryRule {
-        category: "contact".into(),
-        purposes: vec!["service_delivery".into()],
-        ..Default::default()
-    };
-    put(
-        &app,
-        "t1",
-        0,
-        pb::InstructionSet {
-            rules: vec![rule],
-            termination_grace_days: 10,
-        },
-    )
-    .await;
+    contact_for_service_delivery(&app, "t1", 10).await;
     proctor::proto::v1::instruction_service_client::InstructionServiceClient::new(app.channel.clone())
         .terminate_tenant(authed(
             pb::TerminateTenantRequest {

@@ -201,18 +201,7 @@ async fn set_mode(app: &TestApp, tenant: &str, mode: AuthorizationMode) {
 async fn inbox(app: &TestApp, tenant: &str) -> Vec<serde_json::Value> {
     let mut ib = InboxServiceClient::new(app.channel.clone());
     let tok = app.keys.tenant(tenant);
-    let envelopes = ib
-        .pull(authed(
-            PullRequest {
-                max: 100,
-                lease_seconds: 60,
-            },
-            &tok,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .envelopes;
+    let envelopes = crate::support::pull_inbox(app, &tok, 60).await;
     let ids: Vec<String> = envelopes.iter().map(|e| e.id.clone()).collect();
     if !ids.is_empty() {
         ib.ack(authed(AckRequest { ids }, &tok)).await.unwrap();

@@ -311,6 +311,23 @@ impl TestApp {
 /// The audit log as compliance reads it (the first 1,000 events): what
 /// tests check for who did what, and for personal data that must not be
 /// there.
+/// Leases (up to 100 of) what waits in the inbox of `token`'s owner, for
+/// `lease_seconds`; nothing is acknowledged.
+pub async fn pull_inbox(app: &TestApp, token: &str, lease_seconds: u32) -> Vec<proctor::proto::v1::Envelope> {
+    proctor::proto::v1::inbox_service_client::InboxServiceClient::new(app.channel.clone())
+        .pull(authed(
+            proctor::proto::v1::PullRequest {
+                max: 100,
+                lease_seconds,
+            },
+            token,
+        ))
+        .await
+        .expect("the inbox answers")
+        .into_inner()
+        .envelopes
+}
+
 pub async fn audit_events(app: &TestApp) -> Vec<proctor::proto::v1::AuditEvent> {
     proctor::proto::v1::audit_service_client::AuditServiceClient::new(app.channel.clone())
         .list_audit_events(authed(
