@@ -61,6 +61,48 @@ pub async fn put(app: &TestApp, tenant: &str, expected: u64, set: InstructionSet
         .into_inner()
 }
 
+/// `PutInstructions` for `tenant` as the caller `token`, with `reason`.
+async fn try_put(
+    app: &TestApp,
+    tenant: &str,
+    expected: u64,
+    set: InstructionSet,
+    reason: &str,
+    token: &str,
+) -> Result<InstructionsVersion, tonic::Status> {
+    client(app)
+        .put_instructions(authed(
+            PutInstructionsRequest {
+                tenant_id: tenant.into(),
+                expected_version: expected,
+                instructions: Some(set),
+                reason: reason.into(),
+            },
+            token,
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// `GetInstructions` of `tenant` at `version` (0 = current) as `token`.
+async fn get(
+    app: &TestApp,
+    tenant: &str,
+    version: u64,
+    token: &str,
+) -> Result<InstructionsVersion, tonic::Status> {
+    client(app)
+        .get_instructions(authed(
+            GetInstructionsRequest {
+                tenant_id: tenant.into(),
+                version,
+            },
+            token,
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
 fn chk(tenant: &str, category: &str, purpose: &str, region: &str) -> CheckProcessingRequest {
     CheckProcessingRequest {
         tenant_id: tenant.into(),
@@ -101,44 +143,15 @@ async fn versions_and_validation(b: Backend) {
     assert_eq!(v2.version, 2);
 
     // A stale writer is refused.
-    let e = c
-        .put_instructions(authed(
-            PutInstructionsRequest {
-                tenant_id: "acme".into(),
-                expected_version: 1,
-                instructions: Some(standard()),
-                reason: "stale".into(),
-            },
-            &app.keys.tenant("acme"),
-        ))
+    let e = try_put(&app, "acme", 1, standard(), "stale", &app.keys.tenant("acme"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
 
     // History is immutable and readable; compliance and platform read too.
-    let old = c
-        .get_instructions(authed(
-            GetInstructionsRequest {
-                tenant_id: "acme".into(),
-                version: 1,
-            },
-            &app.keys.compliance(),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let old = get(&app, "acme", 1, &app.keys.compliance()).await.unwrap();
     assert_eq!(old.instructions.unwrap(), standard());
-    let cur = c
-        .get_instructions(authed(
-            GetInstructionsRequest {
-                tenant_id: "acme".into(),
-                version: 0,
-            },
-            &app.keys.tenant("acme"),
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let cur = get(&app, "acme", 0, &app.keys.tenant("acme")).await.unwrap();
     assert_eq!((cur.version, cur.instructions.unwrap()), (2, changed));
     let list = c
         .list_instruction_versions(authed(
@@ -166,32 +179,14 @@ async fn versions_and_validation(b: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(rest.versions[0].version, 2);
-    let e = c
-        .get_instructions(authed(
-            GetInstructionsRequest {
-                tenant_id: "acme".into(),
-                version: 9,
-            },
-            &app.keys.compliance(),
-        ))
-        .await
-        .unwrap_err();
+    let e = get(&app, "acme", 9, &app.keys.compliance()).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 
     // Every violation is a BadRequest field violation; nothing is written.
     let mut bad = standard();
     bad.rules.push(rule("recording", &["marketing"], &["XX"]));
     bad.rules.push(rule("biometrics", &[], &[]));
-    let e = c
-        .put_instructions(authed(
-            PutInstructionsRequest {
-                tenant_id: "acme".into(),
-                expected_version: 2,
-                instructions: Some(bad),
-                reason: String::new(),
-            },
-            &app.keys.tenant("acme"),
-        ))
+    let e = try_put(&app, "acme", 2, bad, "", &app.keys.tenant("acme"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -213,40 +208,15 @@ async fn versions_and_validation(b: Backend) {
     );
 
     // Scope: a tenant writes only its own; compliance does not write; sre nothing.
-    let e = c
-        .put_instructions(authed(
-            PutInstructionsRequest {
-                tenant_id: "globex".into(),
-                expected_version: 0,
-                instructions: Some(standard()),
-                reason: "x".into(),
-            },
-            &app.keys.tenant("acme"),
-        ))
+    let e = try_put(&app, "globex", 0, standard(), "x", &app.keys.tenant("acme"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    let e = c
-        .get_instructions(authed(
-            GetInstructionsRequest {
-                tenant_id: "acme".into(),
-                version: 0,
-            },
-            &app.keys.tenant("globex"),
-        ))
+    let e = get(&app, "acme", 0, &app.keys.tenant("globex"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    let e = c
-        .get_instructions(authed(
-            GetInstructionsRequest {
-                tenant_id: "acme".into(),
-                version: 0,
-            },
-            &app.keys.sre(),
-        ))
-        .await
-        .unwrap_err();
+    let e = get(&app, "acme", 0, &app.keys.sre()).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     app.stop().await;
 }
@@ -497,16 +467,7 @@ async fn retention_and_termination(b: Backend) {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    let e = client(&app)
-        .put_instructions(authed(
-            PutInstructionsRequest {
-                tenant_id: "acme".into(),
-                expected_version: 1,
-                instructions: Some(standard()),
-                reason: "late".into(),
-            },
-            &app.keys.tenant("acme"),
-        ))
+    let e = try_put(&app, "acme", 1, standard(), "late", &app.keys.tenant("acme"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
