@@ -46,19 +46,16 @@ fn standard() -> InstructionSet {
 }
 
 pub async fn put(app: &TestApp, tenant: &str, expected: u64, set: InstructionSet) -> InstructionsVersion {
-    client(app)
-        .put_instructions(authed(
-            PutInstructionsRequest {
-                tenant_id: tenant.into(),
-                expected_version: expected,
-                instructions: Some(set),
-                reason: "DPA annex 2".into(),
-            },
-            &app.keys.tenant(tenant),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
+    try_put(
+        app,
+        tenant,
+        expected,
+        set,
+        "DPA annex 2",
+        &app.keys.tenant(tenant),
+    )
+    .await
+    .unwrap()
 }
 
 /// `PutInstructions` for `tenant` as the caller `token`, with `reason`.
