@@ -9,6 +9,7 @@ use std::process::Command;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use proctor::proto::v1::{self as pb, PartyType, Resolution, ResolveCaseRequest};
 use proctor::secrets::KeyRing;
@@ -338,3 +339,117 @@ async fn reseal_retires_the_old_key(b: Backend) {
     app.stop().await;
 }
 on_both_backends!(reseal_retires_the_old_key, reseal_retires_the_old_key);
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// On PostgreSQL a reseal and the close of the same request can interleave:
+/// the reseal reads the sealed identifiers, the close deletes them and
+/// commits, then the reseal writes. Its write names the key it read under,
+/// so it finds nothing to update and the identifiers stay deleted. The
+/// close is held open on a second connection until the reseal is seen
+/// waiting on its row lock, so the interleaving is forced, not hoped for.
+/// (SQLite runs one writer at a time: there the two cannot interleave.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reseal_never_revives_identifiers_a_close_deleted() {
+    if !crate::support::postgres_available() {
+        return;
+    }
+    let (k1, k2) = (rand::random::<[u8; 32]>(), rand::random::<[u8; 32]>());
+    let keys = TestKeys::new();
+    let ring_file = keys.dir.path().join("ring.keys");
+    std::fs::write(&ring_file, key_text(&k1)).unwrap();
+    let db = TestDb::new(Backend::Postgres);
+    let url = db.url.clone();
+    let mut cfg = test_config(&db, &keys);
+    cfg.identifier_encryption_key_file = Some(ring_file);
+    let app = spawn_with(db, keys, cfg).await;
+    let t1 = app.keys.tenant("t1");
+    register(&app, "crm", &["contacts"]).await;
+    let id = requests(&app)
+        .submit_subject_request(authed(submit(pb::RequestType::Access, "a1", &[]), &t1))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+
+    // The close: deletes the ciphertext in a transaction left open.
+    let (closed_tx, closed_rx) = std::sync::mpsc::channel::<i32>();
+    let (commit_tx, commit_rx) = std::sync::mpsc::channel::<()>();
+    let (curl, cid) = (url.clone(), id.clone());
+    let closer = std::thread::spawn(move || {
+        let mut c = PgConnection::establish(&curl).unwrap();
+        let pid: Vec<Count> = diesel::sql_query("SELECT pg_backend_pid()::bigint AS n")
+            .load(&mut c)
+            .unwrap();
+        diesel::sql_query("BEGIN").execute(&mut c).unwrap();
+        diesel::update(r::subject_requests.filter(r::id.eq(&cid)))
+            .set((
+                r::subject_sealed.eq(None::<String>),
+                r::subject_key_id.eq(None::<String>),
+            ))
+            .execute(&mut c)
+            .unwrap();
+        closed_tx.send(pid[0].n as i32).unwrap();
+        commit_rx.recv().unwrap();
+        diesel::sql_query("COMMIT").execute(&mut c).unwrap();
+    });
+    let closer_pid = closed_rx.recv().unwrap();
+
+    // The reseal reads the committed (still sealed) row, then waits on the
+    // close's row lock.
+    let ring = std::sync::Arc::new(KeyRing::new(&[k2, k1]).unwrap());
+    let actor = proctor::domain::audit::AuditEntry {
+        actor: "test".into(),
+        role: "sre".into(),
+        tenant_id: None,
+        action: String::new(),
+        target: String::new(),
+        outcome: "ok".into(),
+        trace_id: String::new(),
+        detail: String::new(),
+    };
+    let store = app.store.clone();
+    let resealing = tokio::spawn(async move {
+        store
+            .write("test.reseal", move |c, clock| {
+                reseal::batch(c, clock.now(), actor, &ring, 10, &reseal::Cursor::default())
+            })
+            .await
+    });
+    let mut watcher = PgConnection::establish(&url).unwrap();
+    let mut waited = false;
+    for _ in 0..200 {
+        let blocked: Vec<Count> = diesel::sql_query(format!(
+            "SELECT count(*)::bigint AS n FROM pg_stat_activity WHERE {closer_pid} = ANY(pg_blocking_pids(pid))"
+        ))
+        .load(&mut watcher)
+        .unwrap();
+        if blocked[0].n > 0 {
+            waited = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(waited, "the reseal never waited on the close's row lock");
+    commit_tx.send(()).unwrap();
+    closer.join().unwrap();
+    let batch = resealing.await.unwrap().unwrap();
+    assert_eq!(batch.visited, 1, "the reseal read the sealed row");
+    assert_eq!(batch.resealed.subject_identifiers, 0, "and wrote nothing back");
+    let row: (Option<String>, Option<String>) = app
+        .store
+        .read("test.closed_row", move |c, _| {
+            Ok(r::subject_requests
+                .filter(r::id.eq(&id))
+                .select((r::subject_sealed, r::subject_key_id))
+                .first(c)?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(row, (None, None), "the deleted identifiers stay deleted");
+    app.stop().await;
+}
