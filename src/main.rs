@@ -300,7 +300,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
         store.migrations_current().await?,
         "the database schema is behind this binary: run `proctor migrate` first"
     );
-    let uses = store.read("keys.in_use", |c, _| reseal::keys_in_use(c)).await?;
+    let mut uses = store.read("keys.in_use", |c, _| reseal::keys_in_use(c)).await?;
     if let Some((batch, actor, force)) = reseal_with {
         let pending = reseal::pending(&uses, &active);
         let proven = uses.get(&Some(active.clone())).is_some_and(|c| c.total() > 0);
@@ -336,8 +336,9 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             "{} row(s) did not open and were left as they were",
             run.failed.len()
         );
+        // What the reseal left; `status` alone needs only the first read.
+        uses = store.read("keys.in_use", |c, _| reseal::keys_in_use(c)).await?;
     }
-    let uses = store.read("keys.in_use", |c, _| reseal::keys_in_use(c)).await?;
     for (key, counts) in &uses {
         let label = match key {
             Some(k) if *k == active => format!("key {k} (active)"),

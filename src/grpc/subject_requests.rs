@@ -253,6 +253,29 @@ impl SubjectRequests {
             .await?)
     }
 
+    /// Runs `change`, one command on one request, as one write transaction,
+    /// and reads the request's tasks in it, for the reply.
+    async fn write_request(
+        &self,
+        op: &'static str,
+        change: impl FnOnce(
+            &mut crate::store::DbConnection,
+            &crate::clock::SharedClock,
+        ) -> Result<RequestRecord, Error>
+        + Send
+        + 'static,
+    ) -> Result<(RequestRecord, Vec<TaskRecord>), Status> {
+        Ok(self
+            .state
+            .store
+            .write(op, move |c, clock| {
+                let rec = change(c, clock)?;
+                let tasks = store::tasks_of(c, std::slice::from_ref(&rec.id))?;
+                Ok((rec, tasks))
+            })
+            .await?)
+    }
+
     /// Seals and records a forwarded or submitted request, once validated.
     async fn record(
         &self,
@@ -309,12 +332,8 @@ impl SubjectRequests {
         let entry = audit_entry(who, Some(&tenant), action, "", "ok");
         let secrets = self.state.secrets.clone();
         let (rec, tasks) = self
-            .state
-            .store
-            .write("subject_request.submit", move |c, clock| {
-                let (rec, _) = store::submit(c, clock.now(), new, &secrets.receipt, entry)?;
-                let tasks = store::tasks_of(c, std::slice::from_ref(&rec.id))?;
-                Ok((rec, tasks))
+            .write_request("subject_request.submit", move |c, clock| {
+                Ok(store::submit(c, clock.now(), new, &secrets.receipt, entry)?.0)
             })
             .await?;
         self.state.follow_decisions().await;
@@ -332,12 +351,8 @@ impl SubjectRequests {
         let tenant = visible_tenant(who)?.unwrap_or_default();
         let entry = audit_entry(who, Some(&tenant), action, &id, "ok");
         let (rec, tasks) = self
-            .state
-            .store
-            .write(action, move |c, clock| {
-                let rec = store::close(c, clock.now(), &tenant, &id, closing, entry)?;
-                let tasks = store::tasks_of(c, std::slice::from_ref(&rec.id))?;
-                Ok((rec, tasks))
+            .write_request(action, move |c, clock| {
+                store::close(c, clock.now(), &tenant, &id, closing, entry)
             })
             .await?;
         self.state.follow_decisions().await;
@@ -385,8 +400,10 @@ fn received_at(
 ) -> Option<chrono::DateTime<chrono::Utc>> {
     match from_ts(t, "received_at") {
         Ok(at) => at,
-        Err(_) => {
-            v.add("received_at", "is not a valid timestamp");
+        Err(e) => {
+            if let Error::InvalidArgument(found) = e {
+                found.into_iter().for_each(|f| v.add(f.field, f.description));
+            }
             None
         }
     }
@@ -657,12 +674,8 @@ impl SubjectRequestService for SubjectRequests {
         let tenant = visible_tenant(&who)?.unwrap_or_default();
         let entry = audit_entry(&who, Some(&tenant), "subject_request.extend", &r.id, "ok");
         let (rec, tasks) = self
-            .state
-            .store
-            .write("subject_request.extend", move |c, clock| {
-                let rec = store::extend(c, clock.now(), &tenant, &r.id, r.reason.trim(), entry)?;
-                let tasks = store::tasks_of(c, std::slice::from_ref(&rec.id))?;
-                Ok((rec, tasks))
+            .write_request("subject_request.extend", move |c, clock| {
+                store::extend(c, clock.now(), &tenant, &r.id, r.reason.trim(), entry)
             })
             .await?;
         Ok(Response::new(self.request_pb(rec, tasks, true)?))

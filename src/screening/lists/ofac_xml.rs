@@ -69,8 +69,7 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
             }
             Ev::Text(t) => {
                 let Some(c) = cur.as_mut() else { return Ok(()) };
-                let el = path.last().map(String::as_str).unwrap_or("");
-                let parent = path.len().checked_sub(2).map_or("", |i| path[i].as_str());
+                let (parent, el) = super::xml::parent_and_element(path);
                 match (parent, el) {
                     ("sdnEntry", "uid") => c.e.id = t.to_owned(),
                     ("sdnEntry", "firstName") => c.first = t.to_owned(),

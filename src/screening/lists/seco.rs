@@ -117,8 +117,7 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                 if in_mod {
                     return Ok(());
                 }
-                let el = path.last().map(String::as_str).unwrap_or("");
-                let parent = path.len().checked_sub(2).map_or("", |i| path[i].as_str());
+                let (parent, el) = super::xml::parent_and_element(path);
                 match (parent, el) {
                     ("name-part", "value") => c.parts.push((c.part_order, t.to_owned(), Vec::new())),
                     ("name-part", "spelling-variant") => {

@@ -40,7 +40,7 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
             }
             Ev::Text(t) => {
                 let Some(c) = cur.as_mut() else { return Ok(()) };
-                let el = path.last().map(String::as_str).unwrap_or("");
+                let (_, el) = super::xml::parent_and_element(path);
                 match el {
                     "UniqueID" => c.e.id = t.trim().to_owned(),
                     "Name1" => c.parts[0] = t.to_owned(),

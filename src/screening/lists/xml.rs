@@ -174,6 +174,14 @@ fn flush(
     Ok(())
 }
 
+/// The parent and the name of the innermost element of `path` ("" where
+/// there is none): what a text event belongs to.
+pub fn parent_and_element(path: &[String]) -> (&str, &str) {
+    let el = path.last().map_or("", String::as_str);
+    let parent = path.len().checked_sub(2).map_or("", |i| path[i].as_str());
+    (parent, el)
+}
+
 /// The value of attribute `key`.
 pub fn attr<'a>(attrs: &'a [(String, String)], key: &str) -> Option<&'a str> {
     attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
