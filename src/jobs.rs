@@ -54,26 +54,51 @@ pub async fn contract_end_erasures(
     stopping: watch::Receiver<bool>,
 ) {
     every("contract_end_erasure", CONTRACT_END_INTERVAL, stopping, || {
+        contract_end_round(store.clone(), secrets.clone())
+    })
+    .await;
+}
+
+/// One round of the contract-end sweep: each due tenant in a transaction of
+/// its own, so one tenant whose erasure cannot be opened never holds back
+/// another's. Returns how many were opened; a failure is logged with the
+/// tenant and retried next round.
+pub async fn contract_end_round(store: Store, secrets: Arc<SubjectSecrets>) -> crate::error::Result<usize> {
+    let due = store
+        .read("tenant.erasures_due", |c, clock| {
+            instructions::erasures_due(c, clock.now())
+        })
+        .await?;
+    let mut opened = 0;
+    for tenant in due {
         let secrets = secrets.clone();
-        store.write("tenant.contract_end_erasure", move |c, clock| {
-            let now = clock.now();
-            let due = instructions::erasures_due(c, now)?;
-            for tenant in &due {
+        let t = tenant.clone();
+        let done = store
+            .write("tenant.contract_end_erasure", move |c, clock| {
+                let now = clock.now();
                 let entry = AuditEntry {
                     actor: "proctor".into(),
                     role: "service".into(),
-                    tenant_id: Some(tenant.clone()),
+                    tenant_id: Some(t.clone()),
                     action: "subject_request.contract_end".into(),
-                    target: format!("tenant/{tenant}"),
+                    target: format!("tenant/{t}"),
                     outcome: "ok".into(),
                     trace_id: String::new(),
                     detail: String::new(),
                 };
-                subject_requests::contract_end_erasure(c, now, tenant, &secrets.receipt, entry)?;
-                instructions::mark_erasure_requested(c, now, tenant)?;
-            }
-            Ok(due.len())
-        })
-    })
-    .await;
+                subject_requests::contract_end_erasure(c, now, &t, &secrets.receipt, entry)?;
+                instructions::mark_erasure_requested(c, now, &t)
+            })
+            .await;
+        match done {
+            Ok(()) => opened += 1,
+            Err(e) => tracing::warn!(
+                job = "contract_end_erasure",
+                tenant.id = %tenant,
+                error = %e,
+                "contract-end erasure not opened; retrying next round"
+            ),
+        }
+    }
+    Ok(opened)
 }

@@ -53,7 +53,7 @@ pub const RULES: &[(&str, &[Role])] = &[
     ("/proctor.v1.SubjectRequestService/ExtendDeadline", &[T]),
     ("/proctor.v1.SubjectRequestService/GetExport", &[T]),
     ("/proctor.v1.SubjectRequestService/ComputeSubjectRef", &[P, T]),
-    ("/proctor.v1.SubjectRequestService/RegisterSystem", &[C, P]),
+    ("/proctor.v1.SubjectRequestService/RegisterSystem", &[C]),
     ("/proctor.v1.SubjectRequestService/PullTasks", &[P]),
     ("/proctor.v1.SubjectRequestService/CompleteTask", &[P]),
     ("/proctor.v1.SubjectRequestService/FailTask", &[P]),

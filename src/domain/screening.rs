@@ -157,6 +157,28 @@ pub fn party_of(party_ref: &str) -> PartyOf<'_> {
     }
 }
 
+/// Whether a `Screen` caller may record a screening under `party_ref`.
+/// Two kinds of reference belong to an owner other than the caller, and a
+/// screening recorded under them changes what later list versions re-screen
+/// and what a confirmed match blocks: `subprocessors/...` belongs to the
+/// sub-processor registry (a sub-processor is screened from its registered
+/// legal name, never from a caller's), and `tenants/{id}` (the tenant
+/// itself) to compliance. A tenant's own parties (`tenants/{id}/...`) and
+/// free references stay open to every caller of `Screen`.
+pub fn may_record_under(party_ref: &str, compliance: bool) -> Result<(), Error> {
+    if party_ref.starts_with(SUB_PROCESSOR_PREFIX) {
+        return Err(Error::PermissionDenied(
+            "party_ref subprocessors/... belongs to the sub-processor registry: a sub-processor is screened from its registered legal name".into(),
+        ));
+    }
+    if matches!(party_of(party_ref), PartyOf::Tenant(_)) && !compliance {
+        return Err(Error::PermissionDenied(
+            "party_ref tenants/{id} (the tenant itself) is screened by compliance only".into(),
+        ));
+    }
+    Ok(())
+}
+
 const SUB_PROCESSOR_PREFIX: &str = "subprocessors/";
 
 /// The `party_ref` a sub-processor's legal name is screened under.
@@ -175,6 +197,18 @@ pub fn clarification_recipient(party_ref: &str) -> Recipient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owned_references_are_refused_to_other_callers() {
+        assert!(may_record_under("subprocessors/x", false).is_err());
+        assert!(may_record_under("subprocessors/x", true).is_err());
+        assert!(may_record_under("subprocessors/", false).is_err());
+        assert!(may_record_under("tenants/acme", false).is_err());
+        assert!(may_record_under("tenants/acme", true).is_ok());
+        assert!(may_record_under("tenants/acme/customer/7", false).is_ok());
+        assert!(may_record_under("crm/7", false).is_ok());
+        assert!(may_record_under("", false).is_ok());
+    }
 
     #[test]
     fn outcome_follows_threshold_and_confirmation() {

@@ -212,6 +212,27 @@ str_enum!(
     }
 );
 
+/// How far in the past a request's `received_at` may lie: a request older
+/// than this would be overdue from birth under every regime, so it is a
+/// typo or a wrong clock rather than a real receipt date.
+pub const MAX_RECEIVED_AGE_DAYS: i64 = 400;
+
+/// Prefix of the idempotency keys proctor uses for its own requests;
+/// callers may not use it, so a caller's key never shadows proctor's.
+pub const RESERVED_KEY_PREFIX: &str = "proctor:";
+
+/// The idempotency key of a tenant's contract-end erasure (one per tenant).
+pub const CONTRACT_END_KEY: &str = "proctor:contract-end";
+
+/// Refuses an idempotency key in proctor's reserved name space.
+pub fn check_idempotency_key(key: &str, field: &str, v: &mut Violations) {
+    v.check(
+        key.to_ascii_lowercase().starts_with(RESERVED_KEY_PREFIX),
+        field,
+        format!("keys starting {RESERVED_KEY_PREFIX:?} are reserved for proctor"),
+    );
+}
+
 /// `date` plus `months` calendar months; a day the target month lacks
 /// becomes its last day (31 January + 1 month = 28 or 29 February).
 pub fn add_months(date: NaiveDate, months: u32) -> NaiveDate {

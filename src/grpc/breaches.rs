@@ -12,7 +12,6 @@ use crate::domain::breaches::{
     check_authority_decision, render_markdown,
 };
 use crate::domain::inbox::Recipient;
-use crate::domain::instructions::TaxonomyKind;
 use crate::domain::page::Page;
 use crate::domain::validate::Violations;
 use crate::error::Error;
@@ -46,8 +45,34 @@ fn status_to_pb(s: BreachStatus) -> i32 {
     }
 }
 
-/// The wire form; `redacted` drops the free text and tenants (for `sre`).
-fn to_pb(b: Breach, redacted: bool) -> pb::Breach {
+/// Who reads a breach, which decides how much of it they see.
+enum Audience {
+    /// Compliance (and the writers): everything.
+    Full,
+    /// `sre`: deadlines and status, no free text and no tenants.
+    Redacted,
+    /// A tenant: everything about the breach, but of the affected tenants
+    /// only itself; the others are other controllers' business.
+    Tenant(String),
+}
+
+impl Audience {
+    fn of(who: &Caller) -> Self {
+        match (who.role, &who.tenant_id) {
+            (Role::Tenant, Some(t)) => Audience::Tenant(t.clone()),
+            (Role::Tenant, None) => Audience::Tenant(String::new()),
+            (Role::Sre, _) => Audience::Redacted,
+            _ => Audience::Full,
+        }
+    }
+}
+
+/// The wire form as `audience` may see it.
+fn to_pb(mut b: Breach, audience: &Audience) -> pb::Breach {
+    if let Audience::Tenant(t) = audience {
+        b.tenant_ids.retain(|x| x == t);
+    }
+    let redacted = matches!(audience, Audience::Redacted);
     let mut out = pb::Breach {
         id: b.id,
         nature: b.facts.nature,
@@ -101,20 +126,6 @@ fn check_lists(v: &mut Violations, categories: &[String], tenants: &[String]) {
     for (i, c) in categories.iter().enumerate() {
         v.check(c.is_empty(), format!("categories[{i}]"), "is empty");
     }
-}
-
-/// Unknown categories are refused against the taxonomy as committed.
-fn check_categories(conn: &mut DbConnection, categories: &[String]) -> Result<(), Error> {
-    let tax = instructions::taxonomy(conn)?;
-    let mut v = Violations::new();
-    for (i, c) in categories.iter().enumerate() {
-        v.check(
-            !tax.knows(TaxonomyKind::Category, c),
-            format!("categories[{i}]"),
-            "unknown category",
-        );
-    }
-    v.finish()
 }
 
 /// Tenants a breach concerns when none are named: those whose current
@@ -206,7 +217,7 @@ impl BreachService for Breaches {
                 if aware > now {
                     return Err(Error::invalid("became_aware_at", "lies in the future"));
                 }
-                check_categories(c, &facts.categories)?;
+                instructions::check_known_categories(c, "categories", &facts.categories)?;
                 let mut tenants = if named.is_empty() {
                     derive_tenants(c, &facts.categories)?
                 } else {
@@ -236,7 +247,7 @@ impl BreachService for Breaches {
                 Ok(b)
             })
             .await?;
-        Ok(Response::new(to_pb(b, false)))
+        Ok(Response::new(to_pb(b, &Audience::Full)))
     }
 
     async fn update_breach(
@@ -267,7 +278,7 @@ impl BreachService for Breaches {
             .write("breach.update", move |c, clock| {
                 let now = clock.now();
                 let mut b = st::get(c, &id)?;
-                check_categories(c, &patch.categories)?;
+                instructions::check_known_categories(c, "categories", &patch.categories)?;
                 let mut changed = Vec::new();
                 let f = &mut b.facts;
                 let mut set_text = |name: &'static str, new: String, old: &mut String| {
@@ -314,7 +325,7 @@ impl BreachService for Breaches {
                 Ok(b)
             })
             .await?;
-        Ok(Response::new(to_pb(b, false)))
+        Ok(Response::new(to_pb(b, &Audience::Full)))
     }
 
     async fn get_breach(&self, req: Request<pb::GetBreachRequest>) -> Result<Response<pb::Breach>, Status> {
@@ -324,7 +335,7 @@ impl BreachService for Breaches {
             return Err(Error::invalid("id", "is required").into());
         }
         let b = self.visible(&who, id).await?;
-        Ok(Response::new(to_pb(b, false)))
+        Ok(Response::new(to_pb(b, &Audience::of(&who))))
     }
 
     async fn list_breaches(
@@ -338,7 +349,7 @@ impl BreachService for Breaches {
             Role::Tenant => who.tenant_id.clone(),
             _ => None,
         };
-        let redacted = who.role == Role::Sre;
+        let audience = Audience::of(&who);
         let (after, size, overdue_only) = (page.after, page.size, r.overdue_only);
         let (breaches, last, near) = self
             .state
@@ -352,7 +363,7 @@ impl BreachService for Breaches {
             .await?;
         let next = page.next_token(breaches.len(), last);
         Ok(Response::new(pb::ListBreachesResponse {
-            breaches: breaches.into_iter().map(|b| to_pb(b, redacted)).collect(),
+            breaches: breaches.into_iter().map(|b| to_pb(b, &audience)).collect(),
             next_page_token: next,
             near_or_past_deadline: near,
         }))
@@ -425,7 +436,7 @@ impl BreachService for Breaches {
                 Ok(b)
             })
             .await?;
-        Ok(Response::new(to_pb(b, false)))
+        Ok(Response::new(to_pb(b, &Audience::Full)))
     }
 
     async fn render_notification(

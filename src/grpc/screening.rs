@@ -367,7 +367,8 @@ impl Screening {
     /// Validates a screening request and folds it into its query, before
     /// anything is screened or written (so a stream can stop at a bad
     /// request without having started the ones after it).
-    fn prepare(req: &pb::ScreenRequest) -> Result<Query, Error> {
+    fn prepare(who: &Caller, req: &pb::ScreenRequest) -> Result<Query, Error> {
+        crate::domain::screening::may_record_under(&req.party_ref, who.role == Role::Compliance)?;
         let mut v = Violations::new();
         let default = pb::Party::default();
         let party = req.party.as_ref().unwrap_or(&default);
@@ -557,7 +558,7 @@ impl ScreeningService for Screening {
     async fn screen(&self, req: Request<pb::ScreenRequest>) -> Result<Response<pb::ScreenResponse>, Status> {
         let who = caller(&req)?;
         let req = req.into_inner();
-        let q = Self::prepare(&req)?;
+        let q = Self::prepare(&who, &req)?;
         Ok(Response::new(self.screen_one(&who, req, q).await?))
     }
 
@@ -580,7 +581,7 @@ impl ScreeningService for Screening {
                     if *stopped {
                         return futures::future::ready(None);
                     }
-                    let checked = item.and_then(|r| match Self::prepare(&r) {
+                    let checked = item.and_then(|r| match Self::prepare(&who, &r) {
                         Ok(q) => Ok((r, q)),
                         Err(e) => Err(Status::from(e)),
                     });

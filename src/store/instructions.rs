@@ -81,6 +81,22 @@ pub fn taxonomy(conn: &mut DbConnection) -> Result<Taxonomy> {
     Ok(t)
 }
 
+/// Refuses categories the taxonomy does not know, naming each by its index
+/// in `field`. Checked against the taxonomy as committed (inside the
+/// command's transaction), so a key added a moment ago is accepted.
+pub fn check_known_categories(conn: &mut DbConnection, field: &str, categories: &[String]) -> Result<()> {
+    let tax = taxonomy(conn)?;
+    let mut v = crate::domain::validate::Violations::new();
+    for (i, c) in categories.iter().enumerate() {
+        v.check(
+            !tax.knows(TaxonomyKind::Category, c),
+            format!("{field}[{i}]"),
+            format!("unknown category {c:?} (not a taxonomy key)"),
+        );
+    }
+    v.finish()
+}
+
 /// Every taxonomy entry with its description, ordered.
 pub fn taxonomy_entries(conn: &mut DbConnection) -> Result<Vec<(TaxonomyKind, String, String)>> {
     let rows: Vec<(String, String, String)> = tx::table

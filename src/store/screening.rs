@@ -435,6 +435,7 @@ pub fn import(
         if has_open_or_confirmed(conn, &party.party_ref)? {
             continue;
         }
+        let party = screening_effects::registry_party(conn, party)?;
         let hits: Vec<Hit> = idx
             .search(&party.query(), &params, threshold, 20)
             .into_iter()

@@ -149,6 +149,30 @@ pub fn pending_sub_processors(conn: &mut DbConnection) -> Result<Vec<SubProcesso
     Ok(out)
 }
 
+/// The party a re-screening uses for `party`: a sub-processor is always
+/// screened under its registry legal name and country, whatever the stored
+/// party row says, so a row written by anyone but the registry can never
+/// stand in for the real name. Other parties are returned as they are.
+pub fn registry_party(conn: &mut DbConnection, party: PartyRow) -> Result<PartyRow> {
+    let PartyOf::SubProcessor(id) = party_of(&party.party_ref) else {
+        return Ok(party);
+    };
+    let found: Option<(String, String)> = sp::sub_processors
+        .filter(sp::id.eq(id))
+        .select((sp::legal_name, sp::country))
+        .first(conn)
+        .optional()?;
+    Ok(match found {
+        Some((legal_name, country)) => SubProcessorParty {
+            id: id.to_owned(),
+            legal_name,
+            country,
+        }
+        .row(),
+        None => party,
+    })
+}
+
 /// Applies a case resolution to what its party is: a sub-processor's gate
 /// opens (cleared) or it is BLOCKED (confirmed); a tenant's decisions are
 /// recompiled so a confirmed match denies its processing on every replica.

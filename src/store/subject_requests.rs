@@ -426,9 +426,18 @@ fn next_seq_tasks(conn: &mut DbConnection) -> Result<i64> {
     Ok(last.unwrap_or(0) + 1)
 }
 
-fn by_idempotency(conn: &mut DbConnection, tenant_id: &str, key: &str) -> Result<Option<RequestRecord>> {
+/// The request an idempotency key already named, within its origin: a
+/// platform forward, a tenant's submission and proctor's own requests each
+/// have their own key space, so one can never take another's key.
+fn by_idempotency(
+    conn: &mut DbConnection,
+    tenant_id: &str,
+    origin: Origin,
+    key: &str,
+) -> Result<Option<RequestRecord>> {
     let row: Option<Row> = r::subject_requests
         .filter(r::tenant_id.eq(tenant_id))
+        .filter(r::origin.eq(origin.as_str()))
         .filter(r::idempotency_key.eq(key))
         .first(conn)
         .optional()?;
@@ -451,7 +460,7 @@ pub fn submit(
     mut entry: AuditEntry,
 ) -> Result<(RequestRecord, bool)> {
     chain_lock(conn)?;
-    if let Some(existing) = by_idempotency(conn, &new.tenant_id, &new.idempotency_key)? {
+    if let Some(existing) = by_idempotency(conn, &new.tenant_id, new.origin, &new.idempotency_key)? {
         if existing.body_digest == new.body_digest {
             return Ok((existing, false));
         }
@@ -463,6 +472,13 @@ pub fn submit(
     if received > now + chrono::Duration::seconds(RECEIVED_AT_SKEW_SECONDS) {
         return Err(Error::invalid("received_at", "must not be in the future"));
     }
+    if received < now - chrono::Duration::days(dom::MAX_RECEIVED_AGE_DAYS) {
+        return Err(Error::invalid(
+            "received_at",
+            format!("must lie at most {} days in the past", dom::MAX_RECEIVED_AGE_DAYS),
+        ));
+    }
+    super::instructions::check_known_categories(conn, "categories", &new.categories)?;
     let settings = settings(conn, &new.tenant_id)?;
     let tz = settings.tz();
     let due = dom::due_at(new.regime, received, tz, false);
@@ -540,6 +556,11 @@ pub fn submit(
             Status::InProgress
         };
         set_status(conn, now, &new.id, initial, to)?;
+        if to == Status::Completed {
+            // No system holds data in scope: done at once, and the controller
+            // still hears of it as of any other completion.
+            announce_completed(conn, now, &new.tenant_id, &new.id, new.request_type)?;
+        }
         detail["tasks"] = serde_json::json!(tasks.len());
     }
     recompute_flags(conn, now, &new.tenant_id, &new.subject_refs)?;
@@ -548,6 +569,24 @@ pub fn submit(
     entry.detail = detail.to_string();
     crate::store::audit::append(conn, now, entry)?;
     Ok((get(conn, None, &new.id)?, true))
+}
+
+/// Tells the controller in its inbox that request `id` completed.
+fn announce_completed(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    tenant_id: &str,
+    id: &str,
+    request_type: RequestType,
+) -> Result<()> {
+    crate::store::inbox::enqueue(
+        conn,
+        now,
+        &Recipient::Tenant(tenant_id.to_owned()),
+        KIND_COMPLETED,
+        &serde_json::json!({"id": id, "request_type": request_type.as_str()}),
+    )?;
+    Ok(())
 }
 
 /// One task per registered system whose categories meet the scope, each
@@ -929,6 +968,7 @@ pub fn register_system(
     mut entry: AuditEntry,
 ) -> Result<SystemRecord> {
     chain_lock(conn)?;
+    super::instructions::check_known_categories(conn, "categories", categories)?;
     let n = diesel::update(sy::subject_systems.filter(sy::name.eq(name)))
         .set((
             sy::categories.eq(cats_to_json(categories)),
@@ -1121,13 +1161,7 @@ pub fn complete_task(
         set_status(conn, now, &req.id, req.status, Status::Completed)?;
         let (_, refs) = refs_of(conn, &req.id)?;
         recompute_flags(conn, now, &req.tenant_id, &refs)?;
-        crate::store::inbox::enqueue(
-            conn,
-            now,
-            &Recipient::Tenant(req.tenant_id.clone()),
-            KIND_COMPLETED,
-            &serde_json::json!({"id": req.id, "request_type": req.request_type.as_str()}),
-        )?;
+        announce_completed(conn, now, &req.tenant_id, &req.id, req.request_type)?;
     } else {
         touch(conn, now, &req.id)?;
     }
@@ -1407,7 +1441,7 @@ pub fn contract_end_erasure(
         request_type: RequestType::Erasure,
         regime: Regime::Gdpr,
         channel: "contract_end".into(),
-        idempotency_key: "contract-end".into(),
+        idempotency_key: dom::CONTRACT_END_KEY.into(),
         body_digest: digest,
         subject_refs: Vec::new(),
         sealed: None,

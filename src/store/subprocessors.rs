@@ -284,7 +284,13 @@ pub fn answer(
         .select((nt::notified, nt::approved_at_us, nt::objected_at_us))
         .first(conn)
         .optional()?;
-    let (notified, mut approved, mut objected) = existing.unwrap_or((false, None, None));
+    // Only a tenant the notice was sent to may answer it: an answer to a
+    // notice it never received would bind it to a change it was not told of.
+    let Some((true, mut approved, mut objected)) = existing else {
+        return Err(Error::FailedPrecondition(format!(
+            "notice {notice} was not sent to tenant {tenant}"
+        )));
+    };
     match reply {
         Reply::Approve if objected.is_some() => {
             return Err(Error::FailedPrecondition(format!(
@@ -298,32 +304,19 @@ pub fn answer(
         }
     }
     let reason = (reply == Reply::Object && !reason.is_empty()).then(|| reason.to_owned());
-    if existing.is_some() {
-        let q = nt::table
-            .filter(nt::notice_id.eq(notice))
-            .filter(nt::tenant_id.eq(tenant));
+    let q = nt::table
+        .filter(nt::notice_id.eq(notice))
+        .filter(nt::tenant_id.eq(tenant));
+    diesel::update(q)
+        .set((nt::approved_at_us.eq(approved), nt::objected_at_us.eq(objected)))
+        .execute(conn)?;
+    if reason.is_some() {
         diesel::update(q)
-            .set((nt::approved_at_us.eq(approved), nt::objected_at_us.eq(objected)))
-            .execute(conn)?;
-        if reason.is_some() {
-            diesel::update(q)
-                .set(nt::objection_reason.eq(&reason))
-                .execute(conn)?;
-        }
-    } else {
-        diesel::insert_into(nt::table)
-            .values((
-                nt::notice_id.eq(notice),
-                nt::tenant_id.eq(tenant),
-                nt::notified.eq(false),
-                nt::approved_at_us.eq(approved),
-                nt::objected_at_us.eq(objected),
-                nt::objection_reason.eq(&reason),
-            ))
+            .set(nt::objection_reason.eq(&reason))
             .execute(conn)?;
     }
     Ok(Answer {
-        notified,
+        notified: true,
         approved_at: approved.map(from_us),
         objected_at: objected.map(from_us),
     })

@@ -441,9 +441,9 @@ async fn two_replicas_lease_each_task_once() {
     sr.register_system(authed(
         pb::RegisterSystemRequest {
             name: "crm".into(),
-            categories: vec!["contacts".into()],
+            categories: vec!["contact".into()],
         },
-        &a.keys.platform("crm"),
+        &a.keys.compliance(),
     ))
     .await
     .unwrap();

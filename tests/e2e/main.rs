@@ -22,6 +22,7 @@ mod metrics_otlp;
 mod otlp;
 mod rate_limit;
 mod reseal;
+mod review;
 mod sanctions_effects;
 mod screening;
 mod subject_requests;

@@ -140,7 +140,7 @@ async fn reseal_retires_the_old_key(b: Backend) {
     let t1 = app.keys.tenant("t1");
 
     // Sealed under key 1: a request's identifiers and an export chunk ...
-    register(&app, "crm", &["contacts"]).await;
+    register(&app, "crm", &["contact"]).await;
     requests(&app)
         .submit_subject_request(authed(submit(pb::RequestType::Access, "a1", &[]), &t1))
         .await
@@ -368,7 +368,7 @@ async fn reseal_never_revives_identifiers_a_close_deleted() {
     cfg.identifier_encryption_key_file = Some(ring_file);
     let app = spawn_with(db, keys, cfg).await;
     let t1 = app.keys.tenant("t1");
-    register(&app, "crm", &["contacts"]).await;
+    register(&app, "crm", &["contact"]).await;
     let id = requests(&app)
         .submit_subject_request(authed(submit(pb::RequestType::Access, "a1", &[]), &t1))
         .await

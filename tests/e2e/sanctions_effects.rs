@@ -221,7 +221,7 @@ async fn sanctioned_tenant_is_denied(b: Backend) {
         "Gaddafi International Charity and Development Foundation",
         PartyType::Organization,
         "tenants/t1",
-        &crm,
+        &comp,
     )
     .await
     .unwrap();
@@ -261,7 +261,7 @@ async fn sanctioned_tenant_is_denied(b: Backend) {
         "Aircraft, Avionics, Parts & Support Ltd.",
         PartyType::Organization,
         "tenants/t9",
-        &crm,
+        &comp,
     )
     .await
     .unwrap();

@@ -314,7 +314,7 @@ async fn cases_clarification_and_blocking(b: Backend) {
         "Artem Mikhaylovich Lifshits",
         PartyType::Individual,
         "tenants/t2",
-        &crm,
+        &comp,
     )
     .await
     .unwrap();
@@ -324,7 +324,7 @@ async fn cases_clarification_and_blocking(b: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(confirmed.status, CaseStatus::Confirmed as i32);
-    let r = screen(&app, "Artem Lifshits", PartyType::Individual, "tenants/t2", &crm)
+    let r = screen(&app, "Artem Lifshits", PartyType::Individual, "tenants/t2", &comp)
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::ConfirmedMatch as i32);

@@ -72,7 +72,7 @@ pub(crate) async fn register(app: &TestApp, name: &str, cats: &[&str]) {
                 name: name.into(),
                 categories: cats.iter().map(|c| c.to_string()).collect(),
             },
-            &app.keys.platform(name),
+            &app.keys.compliance(),
         ))
         .await
         .unwrap();
@@ -142,28 +142,31 @@ async fn erasure_with_two_systems(b: Backend) {
     let app = spawn_app(b).await;
     let mut c = client(&app);
     let t1 = app.keys.tenant("t1");
-    register(&app, "crm", &["contacts", "recordings"]).await;
-    register(&app, "dialer", &["recordings"]).await;
-    register(&app, "chat", &["chats"]).await;
-    // A platform token registers only its own system.
-    let denied = c
-        .register_system(authed(
-            pb::RegisterSystemRequest {
-                name: "crm".into(),
-                categories: vec!["x".into()],
-            },
-            &app.keys.platform("dialer"),
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(denied.code(), Code::PermissionDenied);
+    register(&app, "crm", &["contact", "recording"]).await;
+    register(&app, "dialer", &["recording"]).await;
+    register(&app, "chat", &["transcript"]).await;
+    // Registering a system is compliance's: a platform token may not, not
+    // even for itself (it would then receive every tenant's identifiers).
+    for who in ["dialer", "crm"] {
+        let denied = c
+            .register_system(authed(
+                pb::RegisterSystemRequest {
+                    name: "crm".into(),
+                    categories: vec!["contact".into()],
+                },
+                &app.keys.platform(who),
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+    }
 
     let sref = subject_ref(&app, "t1").await;
     assert!(!flags(&app, "t1", &sref).await.erased);
 
     let r = c
         .submit_subject_request(authed(
-            submit(pb::RequestType::Erasure, "k1", &["recordings", "contacts"]),
+            submit(pb::RequestType::Erasure, "k1", &["recording", "contact"]),
             &t1,
         ))
         .await
@@ -244,11 +247,11 @@ async fn erasure_with_two_systems(b: Backend) {
     // Each system sees only its own task, with the identifiers it needs.
     let crm = pull(&app, "crm", 60).await;
     assert_eq!(crm.len(), 1);
-    assert_eq!(crm[0].categories, ["contacts", "recordings"]);
+    assert_eq!(crm[0].categories, ["contact", "recording"]);
     assert_eq!(crm[0].subject.as_ref().unwrap().email, EMAIL);
     let dialer = pull(&app, "dialer", 60).await;
     assert_eq!(dialer.len(), 1);
-    assert_eq!(dialer[0].categories, ["recordings"]);
+    assert_eq!(dialer[0].categories, ["recording"]);
     // A system cannot complete another system's task.
     let e = complete(&app, "dialer", &crm[0].id, b"", false)
         .await
@@ -329,8 +332,8 @@ async fn access_export(b: Backend) {
     let app = spawn_app(b).await;
     let mut c = client(&app);
     let t1 = app.keys.tenant("t1");
-    register(&app, "crm", &["contacts"]).await;
-    register(&app, "dialer", &["recordings"]).await;
+    register(&app, "crm", &["contact"]).await;
+    register(&app, "dialer", &["recording"]).await;
     let r = c
         .submit_subject_request(authed(submit(pb::RequestType::Access, "a1", &[]), &t1))
         .await
@@ -437,7 +440,7 @@ async fn leases_failures_and_cancel(b: Backend) {
     let app = spawn_app(b).await;
     let mut c = client(&app);
     let t1 = app.keys.tenant("t1");
-    register(&app, "crm", &["contacts"]).await;
+    register(&app, "crm", &["contact"]).await;
     let sref = subject_ref(&app, "t1").await;
     let r = c
         .submit_subject_request(authed(submit(pb::RequestType::Restriction, "r1", &[]), &t1))
@@ -546,7 +549,7 @@ on_both_backends!(leases_failures_and_cancel, leases_failures_and_cancel);
 
 async fn rejection_on_a_legal_ground(b: Backend) {
     let app = spawn_app(b).await;
-    register(&app, "crm", &["contacts"]).await;
+    register(&app, "crm", &["contact"]).await;
     let mut c = client(&app);
     let t1 = app.keys.tenant("t1");
     let r = c
@@ -626,7 +629,7 @@ on_both_backends!(rejection_on_a_legal_ground, rejection_on_a_legal_ground);
 
 async fn idempotent_submission(b: Backend) {
     let app = spawn_app(b).await;
-    register(&app, "crm", &["contacts"]).await;
+    register(&app, "crm", &["contact"]).await;
     let t1 = app.keys.tenant("t1");
     let mut calls = Vec::new();
     for _ in 0..50 {
@@ -713,7 +716,7 @@ async fn deadlines_and_overdue(b: Backend) {
     let app = spawn_app(b).await;
     let mut c = client(&app);
     let t1 = app.keys.tenant("t1");
-    register(&app, "crm", &["contacts"]).await;
+    register(&app, "crm", &["contact"]).await;
     let at = |y, m, d, h| Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap();
     let sub = |key: &str, regime: pb::Regime, received: chrono::DateTime<Utc>| {
         let mut r = submit(pb::RequestType::Access, key, &[]);
@@ -988,8 +991,8 @@ on_both_backends!(forwarded_and_encrypted, forwarded_and_encrypted);
 
 async fn contract_end_fans_out(b: Backend) {
     let app = spawn_app(b).await;
-    register(&app, "crm", &["contacts"]).await;
-    register(&app, "dialer", &["recordings"]).await;
+    register(&app, "crm", &["contact"]).await;
+    register(&app, "dialer", &["recording"]).await;
     let keys_dir = app.keys.dir.path().join("data");
     let cfg = proctor::config::Config {
         data_dir: keys_dir,
