@@ -342,7 +342,7 @@ async fn cases_clarification_and_blocking(b: Backend) {
     assert!(!not_blocked);
 
     // A platform party's clarification goes to the compliance queue.
-    let r = screen(&app, "NS LEADER", PartyType::Vessel, "subprocessors/ns-1", &crm)
+    let r = screen(&app, "NS LEADER", PartyType::Vessel, "fleet/vessels/ns-1", &crm)
         .await
         .unwrap();
     assert_eq!(r.outcome, Outcome::PossibleMatch as i32);
