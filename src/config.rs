@@ -209,7 +209,7 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_RECEIPT_SIGNING_KEY_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receipt_signing_key_file: Option<PathBuf>,
-    /// Ed25519 PKCS#8 PEM key signing audit checkpoints [default: development key in the data folder].
+    /// Ed25519 PKCS#8 PEM key signing audit checkpoints [required on PostgreSQL unless --dev-keys; else a development key in the data folder].
     #[arg(long, env = "PROCTOR_AUDIT_SIGNING_KEY_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_signing_key_file: Option<PathBuf>,
