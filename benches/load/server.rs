@@ -1,6 +1,6 @@
 //! A `proctor serve` child process for load runs: its own SQLite database
 //! (or the URL given) in a temporary folder, the HS256 development secret,
-//! a free loopback port. Being a separate process, its memory is the
+//! development server keys, a free loopback port. Being a separate process, its memory is the
 //! server's alone, read from `/proc/PID/status` (Linux).
 
 use std::path::Path;
@@ -49,6 +49,8 @@ impl ServerProcess {
             .args(["--database-url", &url])
             .args(["--data-dir", &dir.path().join("data").to_string_lossy()])
             .args(["--jwt-hs256-secret-file", &secret.to_string_lossy()])
+            // One replica: development keys in its folder, on PostgreSQL too.
+            .arg("--dev-keys")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

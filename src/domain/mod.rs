@@ -10,6 +10,7 @@ pub mod page;
 mod proptests;
 pub mod rate_limit;
 pub mod screening;
+pub mod server_keys;
 pub mod subject_requests;
 pub mod subprocessors;
 pub mod validate;

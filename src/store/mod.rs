@@ -19,6 +19,7 @@ pub mod reseal;
 pub mod schema;
 pub mod screening;
 pub mod screening_effects;
+pub mod server_keys;
 pub mod subject_requests;
 pub mod subprocessors;
 

@@ -347,3 +347,12 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(sub_processor_notices, sub_processor_notice_tenants);
+
+diesel::table! {
+    server_keys (purpose, key_id) {
+        purpose -> Text,
+        key_id -> Text,
+        state -> Text,
+        recorded_at_us -> BigInt,
+    }
+}

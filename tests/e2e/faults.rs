@@ -57,22 +57,21 @@ fn instructions(n: u64) -> pb::InstructionSet {
 
 fn start(db: &TestDb, keys: &TestKeys) -> Server {
     let data = keys.dir.path().join("data");
-    Server::start(
-        keys.dir.path(),
-        &[
-            "--database-url",
-            &db.url,
-            "--data-dir",
-            &data.to_string_lossy(),
-            "--jwt-jwks",
-            &keys.jwks_path.to_string_lossy(),
-            "--jwt-issuer",
-            "https://issuer.test",
-            "--jwt-audience",
-            "proctor",
-        ],
-        &[],
-    )
+    let secrets = db.secrets.args();
+    let mut args = vec![
+        "--database-url",
+        &db.url,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--jwt-jwks",
+        keys.jwks_path.to_str().unwrap(),
+        "--jwt-issuer",
+        "https://issuer.test",
+        "--jwt-audience",
+        "proctor",
+    ];
+    args.extend(secrets.iter().map(String::as_str));
+    Server::start(keys.dir.path(), &args, &[])
 }
 
 /// What the burst saw acknowledged.
@@ -431,10 +430,8 @@ async fn two_replicas_lease_each_task_once() {
     let a = crate::support::spawn_app(Backend::Postgres).await;
     let keys = TestKeys::new();
     let db = TestDb::shared_with(&a.db);
-    let mut cfg = test_config(&db, &keys);
-    // Replicas share the identifier and receipt keys (here: the development
-    // keys in the first one's data folder), as a deployment's secrets do.
-    cfg.data_dir = a.keys.dir.path().join("data");
+    // Replicas share the server secrets (the database's), as a deployment's do.
+    let cfg = test_config(&db, &keys);
     let b = spawn_with(db, keys, cfg).await;
 
     let mut sr = SubjectRequestServiceClient::new(a.channel.clone());

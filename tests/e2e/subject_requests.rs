@@ -993,12 +993,7 @@ async fn contract_end_fans_out(b: Backend) {
     let app = spawn_app(b).await;
     register(&app, "crm", &["contact"]).await;
     register(&app, "dialer", &["recording"]).await;
-    let keys_dir = app.keys.dir.path().join("data");
-    let cfg = proctor::config::Config {
-        data_dir: keys_dir,
-        ..Default::default()
-    };
-    let signer = std::sync::Arc::new(proctor::secrets::SubjectSecrets::load(&cfg).unwrap());
+    let signer = std::sync::Arc::new(proctor::secrets::SubjectSecrets::load(&app.config).unwrap());
     let run = |signer: std::sync::Arc<proctor::secrets::SubjectSecrets>| {
         app.store.write("test.contract_end", move |c, clock| {
             let entry = proctor::domain::audit::AuditEntry {

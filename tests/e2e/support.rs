@@ -1,6 +1,8 @@
 //! The test harness: `spawn_app` starts a server on port 0 over a fresh
 //! database (a SQLite file in a temp folder, or a fresh PostgreSQL schema),
-//! with signing keys generated for the test and a manual clock.
+//! with signing keys generated for the test and a manual clock. Each
+//! database comes with its deployment's server secrets (key files every
+//! replica on it is configured with), as production configures them.
 
 #![allow(dead_code)]
 
@@ -81,10 +83,81 @@ macro_rules! on_both_backends {
     };
 }
 
-/// A fresh database of `backend`: its URL, and what removes it afterwards.
+/// A deployment's server secrets: the four key files, generated for the
+/// test, that every replica on one database is configured with.
+pub struct ServerSecrets {
+    _dir: tempfile::TempDir,
+    pub encryption: PathBuf,
+    pub hash: PathBuf,
+    pub receipt: PathBuf,
+    pub audit: PathBuf,
+}
+
+/// A fresh Ed25519 key as PKCS#8 PEM.
+pub fn ed25519_pem() -> String {
+    SigningKey::from_bytes(&rand::random::<[u8; 32]>())
+        .to_pkcs8_pem(LineEnding::LF)
+        .unwrap()
+        .to_string()
+}
+
+impl ServerSecrets {
+    /// New random keys in their own folder.
+    pub fn new() -> Self {
+        use base64::engine::general_purpose::STANDARD;
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: String| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let encryption = file(
+            "encryption.keys",
+            format!("{}\n", STANDARD.encode(rand::random::<[u8; 32]>())),
+        );
+        let hash = file(
+            "hash.key",
+            format!("{}\n", STANDARD.encode(rand::random::<[u8; 32]>())),
+        );
+        let receipt = file("receipt.pem", ed25519_pem());
+        let audit = file("audit.pem", ed25519_pem());
+        Self {
+            _dir: dir,
+            encryption,
+            hash,
+            receipt,
+            audit,
+        }
+    }
+
+    /// Sets the four key files in `cfg`.
+    pub fn configure(&self, cfg: &mut Config) {
+        cfg.identifier_encryption_key_file = Some(self.encryption.clone());
+        cfg.identifier_hash_key_file = Some(self.hash.clone());
+        cfg.receipt_signing_key_file = Some(self.receipt.clone());
+        cfg.audit_signing_key_file = Some(self.audit.clone());
+    }
+
+    /// The same as `proctor` flags.
+    pub fn args(&self) -> Vec<String> {
+        [
+            ("--identifier-encryption-key-file", &self.encryption),
+            ("--identifier-hash-key-file", &self.hash),
+            ("--receipt-signing-key-file", &self.receipt),
+            ("--audit-signing-key-file", &self.audit),
+        ]
+        .into_iter()
+        .flat_map(|(flag, p)| [flag.to_owned(), p.display().to_string()])
+        .collect()
+    }
+}
+
+/// A fresh database of `backend`: its URL, its deployment's secrets, and
+/// what removes it afterwards.
 pub struct TestDb {
     pub url: String,
     pub backend: Backend,
+    pub secrets: Arc<ServerSecrets>,
     schema: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -98,6 +171,7 @@ impl TestDb {
                 Self {
                     url,
                     backend,
+                    secrets: Arc::new(ServerSecrets::new()),
                     schema: None,
                     _dir: Some(dir),
                 }
@@ -113,6 +187,7 @@ impl TestDb {
                 Self {
                     url,
                     backend,
+                    secrets: Arc::new(ServerSecrets::new()),
                     schema: Some(schema),
                     _dir: None,
                 }
@@ -120,11 +195,13 @@ impl TestDb {
         }
     }
 
-    /// The same database, for a second server; dropping it removes nothing.
+    /// The same database and secrets, for a second server; dropping it
+    /// removes nothing.
     pub fn shared_with(other: &TestDb) -> Self {
         Self {
             url: other.url.clone(),
             backend: other.backend,
+            secrets: other.secrets.clone(),
             schema: None,
             _dir: None,
         }
@@ -221,6 +298,8 @@ pub struct TestApp {
     pub keys: TestKeys,
     pub store: Store,
     pub db: TestDb,
+    /// What the server was built with (its key files, say).
+    pub config: Config,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
 }
@@ -230,9 +309,9 @@ pub fn t0() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap()
 }
 
-/// Base configuration of a test server on `db`.
+/// Base configuration of a test server on `db`, with `db`'s secrets.
 pub fn test_config(db: &TestDb, keys: &TestKeys) -> Config {
-    Config {
+    let mut cfg = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: db.url.clone(),
         data_dir: keys.dir.path().join("data"),
@@ -242,7 +321,9 @@ pub fn test_config(db: &TestDb, keys: &TestKeys) -> Config {
         db_pool_size: 8,
         shutdown_grace_seconds: 5,
         ..Config::default()
-    }
+    };
+    db.secrets.configure(&mut cfg);
+    cfg
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -254,6 +335,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 pub async fn spawn_with(db: TestDb, keys: TestKeys, cfg: Config) -> TestApp {
     let clock = ManualClock::new(t0());
+    let config = cfg.clone();
     let app = Application::build(cfg, clock.clone())
         .await
         .expect("server builds");
@@ -279,6 +361,7 @@ pub async fn spawn_with(db: TestDb, keys: TestKeys, cfg: Config) -> TestApp {
         keys,
         store,
         db,
+        config,
         stop: Some(tx),
         handle: Some(handle),
     };

@@ -77,6 +77,7 @@ config: /etc/proctor/config/config.toml
 jwks: /etc/proctor/jwks
 identifierKeys: /etc/proctor/identifier-keys
 receiptSigning: /etc/proctor/receipt-signing
+auditSigning: /etc/proctor/audit-signing
 tls: /etc/proctor/tls
 clientCa: /etc/proctor/tls-client-ca
 data: /var/lib/proctor
@@ -177,5 +178,20 @@ tolerations:
 {{- end }}
 {{- if and .Values.tls.clientCa.enabled (not .Values.tls.enabled) }}
 {{- fail "tls.clientCa.enabled needs tls.enabled" }}
+{{- end }}
+{{- if not (or .Values.database.existingSecret .Values.database.url) }}
+{{- fail "set database.existingSecret (a Secret with the PostgreSQL URL under database.secretKey) or database.url: without it the migration Job and every replica wait for a Secret nobody made" }}
+{{- end }}
+{{- if .Values.devKeys }}
+{{- if or .Values.autoscaling.enabled (ne (int .Values.replicaCount) 1) }}
+{{- fail "devKeys gives each pod keys of its own: it needs replicaCount=1 and autoscaling.enabled=false; for several replicas set identifierKeys, receiptSigning and auditSigning (enabled=true, existingSecret) instead" }}
+{{- end }}
+{{- else }}
+{{- range $name := list "identifierKeys" "receiptSigning" "auditSigning" }}
+{{- $k := index $.Values $name }}
+{{- if not (and $k.enabled $k.existingSecret) }}
+{{- fail (printf "set %s.enabled=true and %s.existingSecret: every replica must run with the same server keys, from a Secret (docs/OPERATIONS.md, \"Secrets for several replicas\"); devKeys=true is for a single development replica" $name $name) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
