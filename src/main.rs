@@ -421,8 +421,11 @@ async fn lists_import(cfg: Config, source: String, files: Vec<PathBuf>, actor: S
         trace_id: proctor::telemetry::current_trace_id(),
         detail: String::new(),
     };
+    // Re-screening opens the registered parties' sealed identities.
+    let secrets = proctor::secrets::SubjectSecrets::load(&cfg).map_err(anyhow::Error::msg)?;
     let res = proctor::grpc::screening::import_files(
         &store,
+        Arc::new(secrets),
         entry,
         source,
         list_files,

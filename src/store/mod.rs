@@ -17,6 +17,7 @@ pub mod inbox;
 pub mod instructions;
 pub mod reseal;
 pub mod schema;
+pub mod sealed;
 pub mod screening;
 pub mod screening_effects;
 pub mod subject_requests;
