@@ -320,7 +320,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             trace_id: proctor::telemetry::current_trace_id(),
             detail: String::new(),
         };
-        let run = reseal::run(&store, ring.clone(), entry, batch).await?;
+        let run = reseal::run(&store, ring.clone(), entry, reseal::Scope::All, batch).await?;
         print_counts(&format!("resealed under key {active}"), &run.resealed);
         for f in &run.failed {
             eprintln!(
@@ -358,10 +358,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
 }
 
 fn print_counts(label: &str, c: &proctor::store::reseal::Counts) {
-    println!(
-        "{label}: {} subject identifiers, {} export chunks, {} case answers, {} case notes",
-        c.subject_identifiers, c.export_chunks, c.case_answers, c.case_notes
-    );
+    println!("{label}: {}", c.describe());
 }
 
 /// Reads the files with a progress bar over their bytes, then parses, diffs

@@ -416,7 +416,15 @@ async fn reseal_never_revives_identifiers_a_close_deleted() {
     let resealing = tokio::spawn(async move {
         store
             .write("test.reseal", move |c, clock| {
-                reseal::batch(c, clock.now(), actor, &ring, 10, &reseal::Cursor::default())
+                reseal::batch(
+                    c,
+                    clock.now(),
+                    actor,
+                    &ring,
+                    reseal::Scope::All,
+                    10,
+                    &reseal::Cursor::default(),
+                )
             })
             .await
     });
