@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::domain::audit::AuditEntry;
-use crate::secrets::SubjectSecrets;
 use crate::secrets::KeyRing;
+use crate::secrets::SubjectSecrets;
 use crate::store::{Store, instructions, reseal, subject_requests};
 
 /// How often expired export bundles are deleted.

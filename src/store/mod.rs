@@ -17,9 +17,9 @@ pub mod inbox;
 pub mod instructions;
 pub mod reseal;
 pub mod schema;
-pub mod sealed;
 pub mod screening;
 pub mod screening_effects;
+pub mod sealed;
 pub mod subject_requests;
 pub mod subprocessors;
 

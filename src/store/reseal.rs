@@ -23,16 +23,16 @@ use diesel::sql_types::Bool;
 
 use super::case_answers::{open_text, seal_text};
 use super::schema::breaches::dsl as br;
+use super::schema::screening_case_answers::dsl as ca;
+use super::schema::screening_cases::dsl as sc;
 use super::schema::screening_parties::dsl as pa;
+use super::schema::subject_export_chunks::dsl as x;
+use super::schema::subject_requests::dsl as r;
 use super::schema::subject_tasks::dsl as t;
+use super::screening::StoredNote;
 use super::screening::StoredParty;
 use super::sealed::{Field, StoredText};
 use super::subject_requests::StoredReasons;
-use super::schema::screening_case_answers::dsl as ca;
-use super::schema::screening_cases::dsl as sc;
-use super::schema::subject_export_chunks::dsl as x;
-use super::schema::subject_requests::dsl as r;
-use super::screening::StoredNote;
 use super::subject_requests::{Sealed, open_chunk, seal_chunk};
 use super::{DbConnection, audit, chain_lock};
 use crate::domain::audit::AuditEntry;
@@ -213,7 +213,10 @@ pub fn keys_in_use(conn: &mut DbConnection) -> Result<KeyUse> {
     // ciphertext it also holds (the clear text is the newer one).
     macro_rules! sealed_text_uses {
         ($kind:expr, $table:expr, $sealed:expr, $key:expr, $clear:literal, $blank:literal) => {
-            let clear: i64 = $table.filter(sql::<Bool>($clear)).count().get_result(conn)?;
+            let clear: i64 = $table
+                .filter(sql::<Bool>($clear))
+                .count()
+                .get_result(conn)?;
             add($kind, vec![(None, clear)]);
             add(
                 $kind,
@@ -594,9 +597,7 @@ fn reseal_reasons(
     let q = match scope {
         Scope::ClearOnly => q.filter(sql::<Bool>(CLEAR_REASONS)),
         Scope::All => q.filter(
-            sql::<Bool>(CLEAR_REASONS).or(r::reasons_sealed
-                .is_not_null()
-                .and(r::reasons_key_id.ne(active))),
+            sql::<Bool>(CLEAR_REASONS).or(r::reasons_sealed.is_not_null().and(r::reasons_key_id.ne(active))),
         ),
     };
     type ReasonRow = (
@@ -797,9 +798,9 @@ fn reseal_parties(
         .into_boxed();
     let q = match scope {
         Scope::ClearOnly => q.filter(sql::<Bool>("name <> ''")),
-        Scope::All => q.filter(
-            sql::<Bool>("name <> ''").or(pa::sealed.is_not_null().and(pa::key_id.ne(active))),
-        ),
+        Scope::All => {
+            q.filter(sql::<Bool>("name <> ''").or(pa::sealed.is_not_null().and(pa::key_id.ne(active))))
+        }
     };
     let rows: Vec<StoredParty> = q.order(pa::party_ref.asc()).limit(limit).load(conn)?;
     for stored in rows {

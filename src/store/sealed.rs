@@ -128,8 +128,14 @@ mod tests {
         assert!(s.clear.is_none());
         assert!(!s.sealed.as_deref().unwrap().contains("Ada"));
         assert_eq!(s.open(&r, Field::TaskError, "task-1").unwrap(), "Ada asked twice");
-        assert!(s.open(&r, Field::TaskError, "task-2").is_err(), "bound to its row");
-        assert!(s.open(&r, Field::BreachNature, "task-1").is_err(), "bound to its field");
+        assert!(
+            s.open(&r, Field::TaskError, "task-2").is_err(),
+            "bound to its row"
+        );
+        assert!(
+            s.open(&r, Field::BreachNature, "task-1").is_err(),
+            "bound to its field"
+        );
     }
 
     #[test]

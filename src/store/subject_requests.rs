@@ -116,8 +116,11 @@ impl StoredReasons {
 
     /// The reasons of request `id` in the clear.
     pub fn open(&self, ring: &KeyRing, id: &str) -> Result<Reasons> {
-        let doc = StoredText::from_columns(None, self.key_id.clone(), self.sealed.clone())
-            .open(ring, Field::RequestReasons, id)?;
+        let doc = StoredText::from_columns(None, self.key_id.clone(), self.sealed.clone()).open(
+            ring,
+            Field::RequestReasons,
+            id,
+        )?;
         let mut out: Reasons = if doc.is_empty() {
             Reasons::default()
         } else {
