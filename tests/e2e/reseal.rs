@@ -33,6 +33,16 @@ use crate::support::{Backend, TestApp, TestDb, TestKeys, authed, spawn_with, tes
 /// Every sealed row as `(kind, binding, key id, sealed text)`; clear rows
 /// have no key id.
 type Sealed = Vec<(&'static str, String, Option<String>, String)>;
+/// (id, clear text, key id, ciphertext) of a column pair that once was clear.
+type TextRow = (String, Option<String>, Option<String>, Option<String>);
+/// (id, nature key, nature ciphertext, contact key, contact ciphertext).
+type BreachRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 async fn sealed_rows(app: &TestApp) -> Sealed {
     app.store
@@ -75,7 +85,7 @@ async fn sealed_rows(app: &TestApp) -> Sealed {
                 Some(c) => (None, c),
                 None => (key, sealed.unwrap_or_default()),
             };
-            let rows: Vec<(String, Option<String>, Option<String>, Option<String>)> = r::subject_requests
+            let rows: Vec<TextRow> = r::subject_requests
                 .filter(r::reasons_sealed.is_not_null())
                 .order(r::seq.asc())
                 .select((r::id, r::close_reason, r::reasons_key_id, r::reasons_sealed))
@@ -84,7 +94,7 @@ async fn sealed_rows(app: &TestApp) -> Sealed {
                 let (k, s) = clear_or(clear, k, s);
                 out.push(("reasons", id, k, s));
             }
-            let rows: Vec<(String, Option<String>, Option<String>, Option<String>)> = t::subject_tasks
+            let rows: Vec<TextRow> = t::subject_tasks
                 .filter(t::error.is_not_null().or(t::error_sealed.is_not_null()))
                 .order(t::seq.asc())
                 .select((t::id, t::error, t::error_key_id, t::error_sealed))
@@ -100,13 +110,7 @@ async fn sealed_rows(app: &TestApp) -> Sealed {
             for (p, k, s) in rows {
                 out.push(("party", p, k, s.unwrap_or_default()));
             }
-            let rows: Vec<(
-                String,
-                Option<String>,
-                Option<String>,
-                Option<String>,
-                Option<String>,
-            )> = br::breaches
+            let rows: Vec<BreachRow> = br::breaches
                 .order(br::seq.asc())
                 .select((
                     br::id,
