@@ -240,6 +240,7 @@ fn grpc_load(_c: &mut Criterion) {
             jwt_hs256_secret_file: Some(secret.clone()),
             ..Default::default()
         };
+        let secrets = Arc::new(proctor::secrets::SubjectSecrets::load(&cfg).unwrap());
         let app = proctor::app::Application::build(cfg, Arc::new(proctor::clock::SystemClock)).await.unwrap();
         let store = app.store().clone();
         let sources: Vec<(&str, Vec<&str>)> = vec![
@@ -263,7 +264,7 @@ fn grpc_load(_c: &mut Criterion) {
                 trace_id: String::new(),
                 detail: String::new(),
             };
-            proctor::grpc::screening::import_files(&store, entry, src.into(), files.iter().map(|f| file(f)).collect(), Params::default(), 0.8)
+            proctor::grpc::screening::import_files(&store, secrets.clone(), entry, src.into(), files.iter().map(|f| file(f)).collect(), Params::default(), 0.8)
                 .await
                 .unwrap();
         }

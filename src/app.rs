@@ -271,6 +271,14 @@ impl Application {
             subject_secrets.clone(),
             stop_rx.clone(),
         ));
+        if config.seal_clear_interval_seconds > 0 {
+            tokio::spawn(crate::jobs::seal_clear_rows(
+                store.clone(),
+                subject_secrets.clone(),
+                Duration::from_secs(config.seal_clear_interval_seconds),
+                stop_rx.clone(),
+            ));
+        }
 
         // A no-op meter unless telemetry::init turned metric export on.
         let meter = opentelemetry::global::meter("proctor");

@@ -96,6 +96,11 @@ pub struct Config {
     pub rate_limit_per_second: f64,
     /// Calls a rested caller may make at once above the rate.
     pub rate_limit_burst: f64,
+    /// Seconds between the passes that seal rows still holding personal
+    /// data in the clear (from before sealing, or from a previous version's
+    /// replica); the first runs at start. 0 = never (`proctor keys reseal`
+    /// then does it).
+    pub seal_clear_interval_seconds: u64,
 }
 
 impl Default for Config {
@@ -128,6 +133,7 @@ impl Default for Config {
             tls_client_ca: None,
             rate_limit_per_second: 0.0,
             rate_limit_burst: 100.0,
+            seal_clear_interval_seconds: 300,
         }
     }
 }
@@ -246,6 +252,10 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_RATE_LIMIT_BURST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit_burst: Option<f64>,
+    /// Seconds between passes sealing rows still in the clear, first at start; 0 = never [default: 300].
+    #[arg(long, env = "PROCTOR_SEAL_CLEAR_INTERVAL_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seal_clear_interval_seconds: Option<u64>,
 }
 
 /// The configuration is unusable.

@@ -8,13 +8,16 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::domain::audit::AuditEntry;
+use crate::secrets::KeyRing;
 use crate::secrets::SubjectSecrets;
-use crate::store::{Store, instructions, subject_requests};
+use crate::store::{Store, instructions, reseal, subject_requests};
 
 /// How often expired export bundles are deleted.
 pub const EXPORT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// How often terminated tenants are checked for a due erasure.
 pub const CONTRACT_END_INTERVAL: Duration = Duration::from_secs(1);
+/// Rows of each kind sealed per transaction by [`seal_clear_rows`].
+const SEAL_CLEAR_BATCH: i64 = 200;
 
 /// Runs `round` every `every` until shutdown, logging failures (a failed
 /// round is retried at the next one).
@@ -101,4 +104,50 @@ pub async fn contract_end_round(store: Store, secrets: Arc<SubjectSecrets>) -> c
         }
     }
     Ok(opened)
+}
+
+/// The key ring of the server's secrets, lent to [`reseal::run`].
+#[derive(Clone)]
+struct RingOf(Arc<SubjectSecrets>);
+
+impl std::borrow::Borrow<KeyRing> for RingOf {
+    fn borrow(&self) -> &KeyRing {
+        &self.0.ring
+    }
+}
+
+/// Seals, at start and then every `interval`, the rows that still hold
+/// personal data in the clear: those written before their field was
+/// sealed (a migration has no key to seal them with) and those written by
+/// a replica of the previous version during a rolling upgrade. Only clear
+/// rows are touched (rows under an older key are `proctor keys reseal`'s),
+/// in batches of one transaction and one `keys.seal_clear` audit event of
+/// counts each. A row that does not open is logged by kind and id and left.
+pub async fn seal_clear_rows(
+    store: Store,
+    secrets: Arc<SubjectSecrets>,
+    interval: Duration,
+    stopping: watch::Receiver<bool>,
+) {
+    every("seal_clear_rows", interval, stopping, || {
+        let (store, ring) = (store.clone(), RingOf(secrets.clone()));
+        async move {
+            let actor = AuditEntry {
+                actor: "proctor".into(),
+                role: "service".into(),
+                tenant_id: None,
+                action: String::new(),
+                target: String::new(),
+                outcome: "ok".into(),
+                trace_id: String::new(),
+                detail: String::new(),
+            };
+            let run = reseal::run(&store, ring, actor, reseal::Scope::ClearOnly, SEAL_CLEAR_BATCH).await?;
+            for f in &run.failed {
+                tracing::warn!(kind = f.kind.as_str(), id = %f.id, reason = %f.reason, "a clear row could not be sealed");
+            }
+            Ok(usize::try_from(run.resealed.total()).unwrap_or(usize::MAX))
+        }
+    })
+    .await;
 }

@@ -13,6 +13,8 @@
 //!   command is one transaction run on the blocking pool.
 //! - [`secrets`]: keys protecting data subjects (identifier encryption,
 //!   the `subject_ref` hash key, receipt signing).
+//! - [`private_fs`]: the data folder and database file, private to the
+//!   service's user.
 //! - [`app`]: wires the parts into a server that `main` and the tests both run.
 //!
 //! Dependencies point grpc -> domain <- store.
@@ -26,6 +28,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod jobs;
+pub mod private_fs;
 pub mod proto;
 pub mod screening;
 pub mod secrets;

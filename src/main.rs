@@ -330,7 +330,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             trace_id: proctor::telemetry::current_trace_id(),
             detail: String::new(),
         };
-        let run = reseal::run(&store, ring.clone(), entry, batch).await?;
+        let run = reseal::run(&store, ring.clone(), entry, reseal::Scope::All, batch).await?;
         print_counts(&format!("resealed under key {active}"), &run.resealed);
         for f in &run.failed {
             eprintln!(
@@ -401,10 +401,7 @@ async fn adopt_signing_keys(config: ConfigArgs) -> anyhow::Result<()> {
 }
 
 fn print_counts(label: &str, c: &proctor::store::reseal::Counts) {
-    println!(
-        "{label}: {} subject identifiers, {} export chunks, {} case answers, {} case notes",
-        c.subject_identifiers, c.export_chunks, c.case_answers, c.case_notes
-    );
+    println!("{label}: {}", c.describe());
 }
 
 /// Reads the files with a progress bar over their bytes, then parses, diffs
@@ -464,8 +461,11 @@ async fn lists_import(cfg: Config, source: String, files: Vec<PathBuf>, actor: S
         trace_id: proctor::telemetry::current_trace_id(),
         detail: String::new(),
     };
+    // Re-screening opens the registered parties' sealed identities.
+    let secrets = proctor::secrets::SubjectSecrets::load(&cfg).map_err(anyhow::Error::msg)?;
     let res = proctor::grpc::screening::import_files(
         &store,
+        Arc::new(secrets),
         entry,
         source,
         list_files,

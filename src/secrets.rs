@@ -393,7 +393,7 @@ fn read_or_dev(
     }
     let path: PathBuf = dir.join(dev_name);
     if !path.exists() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        crate::private_fs::create_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         write_private(&path, make().as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }

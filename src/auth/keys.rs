@@ -47,7 +47,7 @@ pub fn ensure_dev_key(data_dir: &Path) -> io::Result<(DevKeyPaths, bool)> {
     if paths.key.exists() && paths.jwks.exists() {
         return Ok((paths, false));
     }
-    std::fs::create_dir_all(data_dir)?;
+    crate::private_fs::create_dir(data_dir)?;
     let signing = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let pem = signing
         .to_pkcs8_pem(LineEnding::LF)

@@ -170,10 +170,11 @@ impl Breaches {
     /// Loads a breach the caller may see: tenants only their own (others
     /// are NOT_FOUND, so existence does not leak).
     async fn visible(&self, who: &Caller, id: String) -> Result<Breach, Status> {
+        let secrets = self.state.secrets.clone();
         let b = self
             .state
             .store
-            .read("breach.get", move |c, _| st::get(c, &id))
+            .read("breach.get", move |c, _| st::get(c, &secrets.ring, &id))
             .await?;
         if who.role == Role::Tenant && !who.tenant_id.as_ref().is_some_and(|t| b.tenant_ids.contains(t)) {
             return Err(Error::NotFound(format!("breach {}", b.id)).into());
@@ -209,6 +210,7 @@ impl BreachService for Breaches {
         v.finish()?;
         let aware = aware.ok_or_else(|| Error::invalid("became_aware_at", "is required"))?;
         let named = r.tenant_ids;
+        let secrets = self.state.secrets.clone();
         let b = self
             .state
             .store
@@ -239,7 +241,7 @@ impl BreachService for Breaches {
                     created_at: now,
                     updated_at: now,
                 };
-                st::insert(c, &b)?;
+                st::insert(c, &secrets.ring, &b)?;
                 let mut e = audit_entry(&who, None, "breach.report", &format!("breach/{}", b.id), "ok");
                 e.detail = serde_json::json!({ "tenants": tenants.len() }).to_string();
                 audit::append(c, now, e)?;
@@ -272,12 +274,13 @@ impl BreachService for Breaches {
         check_lists(&mut v, &patch.categories, &r.tenant_ids);
         v.finish()?;
         let (id, add) = (r.id, r.tenant_ids);
+        let secrets = self.state.secrets.clone();
         let b = self
             .state
             .store
             .write("breach.update", move |c, clock| {
                 let now = clock.now();
-                let mut b = st::get(c, &id)?;
+                let mut b = st::get(c, &secrets.ring, &id)?;
                 instructions::check_known_categories(c, "categories", &patch.categories)?;
                 let mut changed = Vec::new();
                 let f = &mut b.facts;
@@ -317,7 +320,7 @@ impl BreachService for Breaches {
                     return Ok(b);
                 }
                 b.updated_at = now;
-                st::save(c, &b)?;
+                st::save(c, &secrets.ring, &b)?;
                 let mut e = audit_entry(&who, None, "breach.update", &format!("breach/{}", b.id), "ok");
                 e.detail = serde_json::json!({ "changed": changed }).to_string();
                 audit::append(c, now, e)?;
@@ -351,12 +354,20 @@ impl BreachService for Breaches {
         };
         let audience = Audience::of(&who);
         let (after, size, overdue_only) = (page.after, page.size, r.overdue_only);
+        let secrets = self.state.secrets.clone();
         let (breaches, last, near) = self
             .state
             .store
             .read("breach.list", move |c, clock| {
                 let now = clock.now();
-                let (b, last) = st::list(c, tenant.as_deref(), overdue_only.then_some(now), after, size)?;
+                let (b, last) = st::list(
+                    c,
+                    &secrets.ring,
+                    tenant.as_deref(),
+                    overdue_only.then_some(now),
+                    after,
+                    size,
+                )?;
                 let near = st::count_near_or_past(c, tenant.as_deref(), now)?;
                 Ok((b, last, near))
             })
@@ -382,12 +393,13 @@ impl BreachService for Breaches {
         v.max_len("delay_reasons", &r.delay_reasons, MAX_TEXT);
         let notified_at = from_ts(r.notified_at.as_ref(), "notified_at")?;
         v.finish()?;
+        let secrets = self.state.secrets.clone();
         let b = self
             .state
             .store
             .write("breach.notify_authority", move |c, clock| {
                 let now = clock.now();
-                let mut b = st::get(c, &r.id)?;
+                let mut b = st::get(c, &secrets.ring, &r.id)?;
                 let decision = if r.not_required {
                     AuthorityDecision::NotRequired {
                         justification: r.justification.clone(),
@@ -427,7 +439,7 @@ impl BreachService for Breaches {
                     }
                 };
                 b.updated_at = now;
-                st::save(c, &b)?;
+                st::save(c, &secrets.ring, &b)?;
                 audit::append(
                     c,
                     now,

@@ -314,9 +314,11 @@ pub fn import_digest(files: &[ListFile]) -> String {
 
 /// Parses and stores an import as one transaction; shared by `ImportList`
 /// and the CLI. A parse error is INVALID_ARGUMENT naming file and line, and
-/// nothing is stored.
+/// nothing is stored. `secrets` open the registered parties re-screened
+/// against the new entries.
 pub async fn import_files(
     store: &Store,
+    secrets: std::sync::Arc<crate::secrets::SubjectSecrets>,
     actor: crate::domain::audit::AuditEntry,
     source: String,
     files: Vec<ListFile>,
@@ -348,7 +350,11 @@ pub async fn import_files(
                 &source,
                 &sha,
                 entries,
-                st::Review { params, threshold },
+                st::Review {
+                    params,
+                    threshold,
+                    ring: &secrets.ring,
+                },
             )
         })
         .await
@@ -461,11 +467,12 @@ impl Screening {
             };
             let actor = audit_entry(who, None, "screening.screen", &req.party_ref, "ok");
             let thr = self.screener.threshold();
+            let secrets = self.state.secrets.clone();
             let rec = self
                 .state
                 .store
                 .write("screening.record", move |c, clock| {
-                    st::record_screening(c, clock.now(), actor, row, &hits, thr)
+                    st::record_screening(c, clock.now(), actor, &secrets.ring, row, &hits, thr)
                 })
                 .await?;
             (rec.outcome, rec.case_id.unwrap_or_default())
@@ -542,6 +549,7 @@ impl ScreeningService for Screening {
         let actor = audit_entry(&who, None, "screening.import", &source, "ok");
         let info = import_files(
             &self.state.store,
+            self.state.secrets.clone(),
             actor,
             source,
             files,

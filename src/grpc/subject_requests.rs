@@ -29,6 +29,7 @@ use crate::domain::validate::Violations;
 use crate::error::Error;
 use crate::proto::v1 as pb;
 use crate::proto::v1::subject_request_service_server::SubjectRequestService;
+use crate::store::sealed::Field;
 use crate::store::subject_requests::{
     self as store, Closing, Completion, ExportStart, ListFilter, NewRequest, RequestRecord, Sealed,
     TaskRecord,
@@ -171,8 +172,14 @@ impl SubjectRequests {
             .map_err(|_| Error::Internal("sealed identifiers are not JSON".into()).into())
     }
 
-    fn task_pb(&self, t: TaskRecord, subject_ref: Option<&str>, subject: Option<&Subject>) -> pb::Task {
-        pb::Task {
+    fn task_pb(
+        &self,
+        t: TaskRecord,
+        subject_ref: Option<&str>,
+        subject: Option<&Subject>,
+    ) -> Result<pb::Task, Status> {
+        let error = t.error.open(&self.state.secrets.ring, Field::TaskError, &t.id)?;
+        Ok(pb::Task {
             id: t.id,
             request_id: t.request_id,
             system: t.system,
@@ -181,13 +188,13 @@ impl SubjectRequests {
             categories: t.categories,
             lease_expires_at: t.lease_until.map(ts),
             records_affected: u64::try_from(t.records_affected).unwrap_or(0),
-            error: t.error.unwrap_or_default(),
+            error,
             tenant_id: t.tenant_id,
             subject_ref: subject_ref.unwrap_or_default().to_owned(),
             subject: subject.map(subject_pb),
             created_at: Some(ts(t.created_at)),
             attempts: u32::try_from(t.attempts).unwrap_or(0),
-        }
+        })
     }
 
     /// The wire form; `reveal` opens the sealed identifiers (the controller
@@ -203,12 +210,13 @@ impl SubjectRequests {
             _ => None,
         };
         let sref = r.subject_ref.clone();
+        let reasons = r.reasons.open(&self.state.secrets.ring, &r.id)?;
         Ok(pb::SubjectRequest {
             tasks: tasks
                 .into_iter()
                 .filter(|t| t.request_id == r.id)
                 .map(|t| self.task_pb(t, sref.as_deref(), None))
-                .collect(),
+                .collect::<Result<_, _>>()?,
             id: r.id,
             tenant_id: r.tenant_id,
             request_type: type_pb(r.request_type) as i32,
@@ -230,9 +238,9 @@ impl SubjectRequests {
             subject_ref: sref.unwrap_or_default(),
             idempotency_key: r.idempotency_key,
             closed_at: r.closed_at.map(ts),
-            extension_reason: r.extension_reason.unwrap_or_default(),
+            extension_reason: reasons.extension,
             message: body.map(|b| b.message).unwrap_or_default(),
-            close_reason: r.close_reason.unwrap_or_default(),
+            close_reason: reasons.close,
             rejection_ground: r.rejection_ground.map_or(0, ground_to_pb),
         })
     }
@@ -350,9 +358,10 @@ impl SubjectRequests {
     ) -> Result<Response<pb::SubjectRequest>, Status> {
         let tenant = visible_tenant(who)?.unwrap_or_default();
         let entry = audit_entry(who, Some(&tenant), action, &id, "ok");
+        let secrets = self.state.secrets.clone();
         let (rec, tasks) = self
             .write_request(action, move |c, clock| {
-                store::close(c, clock.now(), &tenant, &id, closing, entry)
+                store::close(c, clock.now(), &secrets.ring, &tenant, &id, closing, entry)
             })
             .await?;
         self.state.follow_decisions().await;
@@ -675,9 +684,18 @@ impl SubjectRequestService for SubjectRequests {
         v.finish()?;
         let tenant = visible_tenant(&who)?.unwrap_or_default();
         let entry = audit_entry(&who, Some(&tenant), "subject_request.extend", &r.id, "ok");
+        let secrets = self.state.secrets.clone();
         let (rec, tasks) = self
             .write_request("subject_request.extend", move |c, clock| {
-                store::extend(c, clock.now(), &tenant, &r.id, r.reason.trim(), entry)
+                store::extend(
+                    c,
+                    clock.now(),
+                    &secrets.ring,
+                    &tenant,
+                    &r.id,
+                    r.reason.trim(),
+                    entry,
+                )
             })
             .await?;
         Ok(Response::new(self.request_pb(rec, tasks, true)?))
@@ -912,7 +930,7 @@ impl SubjectRequestService for SubjectRequests {
                 l.task,
                 l.subject_ref.as_deref(),
                 body.as_ref().map(|b| &b.subject),
-            ));
+            )?);
         }
         Ok(Response::new(pb::PullTasksResponse { tasks }))
     }
@@ -946,7 +964,7 @@ impl SubjectRequestService for SubjectRequests {
             task,
             req.subject_ref.as_deref(),
             None,
-        )))
+        )?))
     }
 
     async fn fail_task(&self, req: Request<pb::FailTaskRequest>) -> Result<Response<pb::Task>, Status> {
@@ -958,14 +976,23 @@ impl SubjectRequestService for SubjectRequests {
         v.finish()?;
         let entry = audit_entry(&who, None, "subject_request.fail_task", &r.task_id, "ok");
         let system = who.sub.clone();
+        let secrets = self.state.secrets.clone();
         let task = self
             .state
             .store
             .write("subject_request.fail_task", move |c, clock| {
-                store::fail_task(c, clock.now(), &system, &r.task_id, r.error.trim(), entry)
+                store::fail_task(
+                    c,
+                    clock.now(),
+                    &secrets.ring,
+                    &system,
+                    &r.task_id,
+                    r.error.trim(),
+                    entry,
+                )
             })
             .await?;
-        Ok(Response::new(self.task_pb(task, None, None)))
+        Ok(Response::new(self.task_pb(task, None, None)?))
     }
 
     async fn count_subject_requests(

@@ -241,6 +241,7 @@ impl SubProcessorService for SubProcessors {
         };
         let hits = self.screener.hits(&party.query());
         let threshold = self.screener.threshold();
+        let secrets = self.state.secrets.clone();
         let out = self
             .state
             .store
@@ -271,6 +272,7 @@ impl SubProcessorService for SubProcessors {
                     c,
                     now,
                     &actor,
+                    &secrets.ring,
                     &party,
                     hits.as_deref(),
                     threshold,

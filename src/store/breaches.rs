@@ -1,16 +1,23 @@
 //! The breach register in the database: breaches, the tenants each concerns,
-//! and paging in registration order.
+//! and paging in registration order. A breach's nature and contact point
+//! may name people (the victim of a misdirected export, the DPO): they are
+//! sealed with the identifier key ring, bound to the breach and the field,
+//! and opened only when a breach is read.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use super::schema::{breach_tenants as bt, breaches as br};
+use super::sealed::{Field, StoredText};
 use super::{DbConnection, chain_lock, from_us, to_us};
 use crate::domain::breaches::{Breach, BreachFacts, BreachStatus, NEAR_DEADLINE};
 use crate::error::{Error, Result};
+use crate::secrets::KeyRing;
 
+// Every field is written on save: a text that became empty must also drop
+// its old ciphertext.
 #[derive(Queryable, Insertable, AsChangeset)]
-#[diesel(table_name = super::schema::breaches)]
+#[diesel(table_name = super::schema::breaches, treat_none_as_null = true)]
 struct Row {
     seq: i64,
     id: String,
@@ -31,6 +38,10 @@ struct Row {
     delay_reasons: String,
     created_at_us: i64,
     updated_at_us: i64,
+    nature_sealed: Option<String>,
+    nature_key_id: Option<String>,
+    contact_point_sealed: Option<String>,
+    contact_point_key_id: Option<String>,
 }
 
 fn json_list(v: &[String]) -> String {
@@ -41,17 +52,19 @@ fn parse_list(s: &str) -> Vec<String> {
     serde_json::from_str(s).unwrap_or_default()
 }
 
-fn to_row(seq: i64, b: &Breach) -> Row {
-    Row {
+fn to_row(ring: &KeyRing, seq: i64, b: &Breach) -> Result<Row> {
+    let nature = StoredText::seal(ring, Field::BreachNature, &b.id, &b.facts.nature)?;
+    let contact = StoredText::seal(ring, Field::BreachContactPoint, &b.id, &b.facts.contact_point)?;
+    Ok(Row {
         seq,
         id: b.id.clone(),
-        nature: b.facts.nature.clone(),
+        nature: String::new(),
         categories: json_list(&b.facts.categories),
         approx_subjects: i64::try_from(b.facts.approx_subjects).unwrap_or(i64::MAX),
         approx_records: i64::try_from(b.facts.approx_records).unwrap_or(i64::MAX),
         likely_consequences: b.facts.likely_consequences.clone(),
         measures: b.facts.measures.clone(),
-        contact_point: b.facts.contact_point.clone(),
+        contact_point: String::new(),
         systems: json_list(&b.facts.systems),
         became_aware_at_us: to_us(b.became_aware_at),
         authority_deadline_us: to_us(b.authority_deadline),
@@ -62,22 +75,32 @@ fn to_row(seq: i64, b: &Breach) -> Row {
         delay_reasons: b.delay_reasons.clone(),
         created_at_us: to_us(b.created_at),
         updated_at_us: to_us(b.updated_at),
-    }
+        nature_sealed: nature.sealed,
+        nature_key_id: nature.key_id,
+        contact_point_sealed: contact.sealed,
+        contact_point_key_id: contact.key_id,
+    })
 }
 
-fn from_row(r: Row, tenant_ids: Vec<String>) -> Breach {
-    Breach {
-        id: r.id,
+fn from_row(ring: &KeyRing, r: Row, tenant_ids: Vec<String>) -> Result<Breach> {
+    let nature = StoredText::from_columns(Some(r.nature), r.nature_key_id, r.nature_sealed);
+    let contact = StoredText::from_columns(
+        Some(r.contact_point),
+        r.contact_point_key_id,
+        r.contact_point_sealed,
+    );
+    Ok(Breach {
         facts: BreachFacts {
-            nature: r.nature,
+            nature: nature.open(ring, Field::BreachNature, &r.id)?,
             categories: parse_list(&r.categories),
             approx_subjects: u64::try_from(r.approx_subjects).unwrap_or(0),
             approx_records: u64::try_from(r.approx_records).unwrap_or(0),
             likely_consequences: r.likely_consequences,
             measures: r.measures,
-            contact_point: r.contact_point,
+            contact_point: contact.open(ring, Field::BreachContactPoint, &r.id)?,
             systems: parse_list(&r.systems),
         },
+        id: r.id,
         became_aware_at: from_us(r.became_aware_at_us),
         authority_deadline: from_us(r.authority_deadline_us),
         tenant_ids,
@@ -88,7 +111,7 @@ fn from_row(r: Row, tenant_ids: Vec<String>) -> Breach {
         delay_reasons: r.delay_reasons,
         created_at: from_us(r.created_at_us),
         updated_at: from_us(r.updated_at_us),
-    }
+    })
 }
 
 fn tenants_of(conn: &mut DbConnection, id: &str) -> Result<Vec<String>> {
@@ -99,12 +122,13 @@ fn tenants_of(conn: &mut DbConnection, id: &str) -> Result<Vec<String>> {
         .load(conn)?)
 }
 
-/// Registers a breach with its affected tenants.
-pub fn insert(conn: &mut DbConnection, b: &Breach) -> Result<()> {
+/// Registers a breach with its affected tenants, its free text sealed with
+/// `ring`.
+pub fn insert(conn: &mut DbConnection, ring: &KeyRing, b: &Breach) -> Result<()> {
     chain_lock(conn)?;
     let last: Option<i64> = br::table.select(diesel::dsl::max(br::seq)).first(conn)?;
     diesel::insert_into(br::table)
-        .values(to_row(last.unwrap_or(0) + 1, b))
+        .values(to_row(ring, last.unwrap_or(0) + 1, b)?)
         .execute(conn)?;
     add_tenants(conn, &b.id, &b.tenant_ids)?;
     Ok(())
@@ -125,30 +149,32 @@ pub fn add_tenants(conn: &mut DbConnection, id: &str, tenants: &[String]) -> Res
     Ok(added)
 }
 
-/// One breach, or NOT_FOUND.
-pub fn get(conn: &mut DbConnection, id: &str) -> Result<Breach> {
+/// One breach, opened with `ring`, or NOT_FOUND.
+pub fn get(conn: &mut DbConnection, ring: &KeyRing, id: &str) -> Result<Breach> {
     let row: Row = br::table
         .filter(br::id.eq(id))
         .first(conn)
         .optional()?
         .ok_or_else(|| Error::NotFound(format!("breach {id}")))?;
     let tenants = tenants_of(conn, id)?;
-    Ok(from_row(row, tenants))
+    from_row(ring, row, tenants)
 }
 
-/// Saves every field of `b` except its identity and tenants.
-pub fn save(conn: &mut DbConnection, b: &Breach) -> Result<()> {
+/// Saves every field of `b` except its identity and tenants (the free text
+/// sealed anew with `ring`).
+pub fn save(conn: &mut DbConnection, ring: &KeyRing, b: &Breach) -> Result<()> {
     let seq: i64 = br::table.filter(br::id.eq(&b.id)).select(br::seq).first(conn)?;
     diesel::update(br::table.filter(br::id.eq(&b.id)))
-        .set(&to_row(seq, b))
+        .set(&to_row(ring, seq, b)?)
         .execute(conn)?;
     Ok(())
 }
 
 /// A page of breaches in registration order (and its last key), for one
-/// tenant or all, optionally only the overdue ones.
+/// tenant or all, optionally only the overdue ones, opened with `ring`.
 pub fn list(
     conn: &mut DbConnection,
+    ring: &KeyRing,
     tenant: Option<&str>,
     overdue_at: Option<DateTime<Utc>>,
     after: i64,
@@ -178,7 +204,7 @@ pub fn list(
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let t = tenants_of(conn, &r.id)?;
-        out.push(from_row(r, t));
+        out.push(from_row(ring, r, t)?);
     }
     Ok((out, last))
 }

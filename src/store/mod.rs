@@ -19,6 +19,7 @@ pub mod reseal;
 pub mod schema;
 pub mod screening;
 pub mod screening_effects;
+pub mod sealed;
 pub mod server_keys;
 pub mod subject_requests;
 pub mod subprocessors;
@@ -109,11 +110,15 @@ impl DbManager {
         match url {
             DbUrl::Postgres(u) => PgConnection::establish(u).map(DbConnection::Pg),
             DbUrl::Sqlite(p) => {
+                // The file holds personal data: private to the service's user.
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(|e| {
+                    crate::private_fs::create_dir(dir).map_err(|e| {
                         ConnectionError::BadConnection(format!("cannot create {}: {e}", dir.display()))
                     })?;
                 }
+                crate::private_fs::create_file(p).map_err(|e| {
+                    ConnectionError::BadConnection(format!("cannot create {}: {e}", p.display()))
+                })?;
                 let mut c = SqliteConnection::establish(&p.to_string_lossy())?;
                 // WAL lets readers run beside the writer; FULL sync makes an
                 // acknowledged commit survive power loss; the busy timeout

@@ -93,6 +93,10 @@ diesel::table! {
         delay_reasons -> Text,
         created_at_us -> BigInt,
         updated_at_us -> BigInt,
+        nature_sealed -> Nullable<Text>,
+        nature_key_id -> Nullable<Text>,
+        contact_point_sealed -> Nullable<Text>,
+        contact_point_key_id -> Nullable<Text>,
     }
 }
 
@@ -137,6 +141,8 @@ diesel::table! {
         export_deleted_at_us -> Nullable<BigInt>,
         close_reason -> Nullable<Text>,
         rejection_ground -> Nullable<Text>,
+        reasons_sealed -> Nullable<Text>,
+        reasons_key_id -> Nullable<Text>,
     }
 }
 
@@ -173,6 +179,8 @@ diesel::table! {
         error -> Nullable<Text>,
         created_at_us -> BigInt,
         updated_at_us -> BigInt,
+        error_sealed -> Nullable<Text>,
+        error_key_id -> Nullable<Text>,
     }
 }
 
@@ -245,6 +253,8 @@ diesel::table! {
         country -> Text,
         aliases -> Text,
         updated_at_us -> BigInt,
+        sealed -> Nullable<Text>,
+        key_id -> Nullable<Text>,
     }
 }
 

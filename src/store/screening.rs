@@ -3,7 +3,9 @@
 //! command here runs inside the caller's one write transaction, appends its
 //! audit event and enqueues its inbox envelope there, so a case, its
 //! clarification request and its audit record commit together or not at
-//! all.
+//! all. A registered party's identity (name, date of birth, country,
+//! aliases) is stored sealed (see [`PartyRow::seal`]) and opened in memory
+//! only to re-screen it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,6 +17,7 @@ use super::schema::screening_clearances::dsl as cl;
 use super::schema::screening_entries::dsl as en;
 use super::schema::screening_list_versions::dsl as lv;
 use super::schema::screening_parties::dsl as pa;
+use super::sealed::{Field, StoredText};
 use super::{DbConnection, audit, case_answers, chain_lock, from_us, inbox, screening_effects, to_us};
 use crate::domain::audit::AuditEntry;
 use crate::domain::screening::{
@@ -31,13 +34,15 @@ use crate::secrets::KeyRing;
 const INSERT_BATCH: usize = 500;
 
 /// How re-screening judges hits: the scorer's parameters and the review
-/// threshold.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Review {
+/// threshold; and the key ring that opens the registered parties.
+#[derive(Debug, Clone, Copy)]
+pub struct Review<'a> {
     /// Scorer parameters.
     pub params: Params,
     /// Score from which a hit is a possible match.
     pub threshold: f64,
+    /// Opens the registered parties' sealed identities.
+    pub ring: &'a KeyRing,
 }
 
 /// A stored list version, with what the import changed.
@@ -110,9 +115,10 @@ struct EntryRow {
     data: String,
 }
 
-/// A party screened under a `party_ref`, kept for re-screening.
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Insertable)]
-#[diesel(table_name = super::schema::screening_parties)]
+/// A party screened under a `party_ref`, kept for re-screening: the
+/// identity in the clear, as it is held in memory (stored by
+/// [`PartyRow::seal`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartyRow {
     /// The caller's reference (`tenants/{t}/...`, `subprocessors/{id}`, ...).
     pub party_ref: String,
@@ -132,7 +138,103 @@ pub struct PartyRow {
     pub updated_at_us: i64,
 }
 
+/// What of a party is personal data, sealed as one JSON document.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Identity {
+    name: String,
+    date_of_birth: String,
+    country: String,
+    aliases: String,
+}
+
+/// A registered party as stored: the clear identity columns are empty once
+/// sealed (see [`crate::store::sealed`] for when they are not).
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Insertable)]
+#[diesel(table_name = super::schema::screening_parties)]
+pub struct StoredParty {
+    /// The caller's reference (the row's id, and what the ciphertext is
+    /// bound to).
+    pub party_ref: String,
+    /// The tenant the reference names, if any.
+    pub tenant_id: Option<String>,
+    /// Name in the clear: empty unless written before sealing.
+    pub name: String,
+    /// `individual`, `organization`, ...
+    pub party_type: String,
+    /// Date of birth in the clear, likewise.
+    pub date_of_birth: String,
+    /// Country in the clear, likewise.
+    pub country: String,
+    /// Aliases (JSON array) in the clear, likewise.
+    pub aliases: String,
+    /// Last screening.
+    pub updated_at_us: i64,
+    /// The sealed identity.
+    pub sealed: Option<String>,
+    /// Id of the key that sealed it.
+    pub key_id: Option<String>,
+}
+
+impl StoredParty {
+    /// True while the identity is held in the clear: what must be sealed.
+    pub fn is_clear(&self) -> bool {
+        !self.name.is_empty()
+    }
+
+    /// The party in the clear.
+    pub fn open(&self, ring: &KeyRing) -> Result<PartyRow> {
+        let mut out = PartyRow {
+            party_ref: self.party_ref.clone(),
+            tenant_id: self.tenant_id.clone(),
+            name: self.name.clone(),
+            party_type: self.party_type.clone(),
+            date_of_birth: self.date_of_birth.clone(),
+            country: self.country.clone(),
+            aliases: self.aliases.clone(),
+            updated_at_us: self.updated_at_us,
+        };
+        if self.is_clear() {
+            return Ok(out);
+        }
+        let stored = StoredText::from_columns(None, self.key_id.clone(), self.sealed.clone());
+        let doc = stored.open(ring, Field::Party, &self.party_ref)?;
+        if doc.is_empty() {
+            return Ok(out);
+        }
+        let id: Identity = serde_json::from_str(&doc)
+            .map_err(|_| Error::Internal(format!("sealed party {} is corrupt", self.party_ref)))?;
+        (out.name, out.date_of_birth, out.country, out.aliases) =
+            (id.name, id.date_of_birth, id.country, id.aliases);
+        Ok(out)
+    }
+}
+
 impl PartyRow {
+    /// The stored form: the identity sealed with `ring`, bound to the
+    /// party's reference, and the clear columns empty.
+    pub fn seal(&self, ring: &KeyRing) -> Result<StoredParty> {
+        let doc = serde_json::to_string(&Identity {
+            name: self.name.clone(),
+            date_of_birth: self.date_of_birth.clone(),
+            country: self.country.clone(),
+            aliases: self.aliases.clone(),
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        let sealed = StoredText::seal(ring, Field::Party, &self.party_ref, &doc)?;
+        Ok(StoredParty {
+            party_ref: self.party_ref.clone(),
+            tenant_id: self.tenant_id.clone(),
+            name: String::new(),
+            party_type: self.party_type.clone(),
+            date_of_birth: String::new(),
+            country: String::new(),
+            aliases: String::new(),
+            updated_at_us: self.updated_at_us,
+            sealed: sealed.sealed,
+            key_id: sealed.key_id,
+        })
+    }
+
     /// The screening query for this party.
     pub fn query(&self) -> Query {
         let aliases: Vec<String> = serde_json::from_str(&self.aliases).unwrap_or_default();
@@ -341,7 +443,11 @@ pub fn import(
     list: Vec<ListEntry>,
     review: Review,
 ) -> Result<VersionInfo> {
-    let Review { params, threshold } = review;
+    let Review {
+        params,
+        threshold,
+        ring,
+    } = review;
     chain_lock(conn)?;
     let latest: Option<VersionRow> = lv::screening_list_versions
         .filter(lv::source.eq(source))
@@ -423,7 +529,12 @@ pub fn import(
     let parties: Vec<PartyRow> = if delta.is_empty() {
         Vec::new()
     } else {
-        pa::screening_parties.order(pa::party_ref.asc()).load(conn)?
+        pa::screening_parties
+            .order(pa::party_ref.asc())
+            .load::<StoredParty>(conn)?
+            .iter()
+            .map(|p| p.open(ring))
+            .collect::<Result<_>>()?
     };
     let pending = screening_effects::pending_sub_processors(conn)?;
     if parties.is_empty() && pending.is_empty() {
@@ -453,7 +564,7 @@ pub fn import(
     // against the whole new list, not only its delta.
     for sp in pending {
         let hits = idx.search(&sp.query(), &params, threshold, 20);
-        if screening_effects::settle_sub_processor(conn, now, &actor, &sp, Some(&hits), threshold)?
+        if screening_effects::settle_sub_processor(conn, now, &actor, ring, &sp, Some(&hits), threshold)?
             .opened_case
         {
             info.cases_opened += 1;
@@ -605,14 +716,16 @@ pub struct Recorded {
     pub case_id: Option<String>,
 }
 
-/// Registers (or updates) the party, and on a possible match opens a case
-/// and asks for clarification, all in the caller's transaction. Entries
-/// cleared for this party in their present form do not alert again; a party
-/// with a confirmed case is a confirmed match; an open case is reused.
+/// Registers (or updates) the party, its identity sealed with `ring`, and
+/// on a possible match opens a case and asks for clarification, all in the
+/// caller's transaction. Entries cleared for this party in their present
+/// form do not alert again; a party with a confirmed case is a confirmed
+/// match; an open case is reused.
 pub fn record_screening(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
     actor: AuditEntry,
+    ring: &KeyRing,
     mut party: PartyRow,
     hits: &[Hit],
     threshold: f64,
@@ -624,20 +737,23 @@ pub fn record_screening(
         .filter(pa::party_ref.eq(&party.party_ref))
         .count()
         .get_result(conn)?;
+    let stored = party.seal(ring)?;
     if exists > 0 {
         diesel::update(pa::screening_parties.find(&party.party_ref))
             .set((
-                pa::name.eq(&party.name),
-                pa::party_type.eq(&party.party_type),
-                pa::date_of_birth.eq(&party.date_of_birth),
-                pa::country.eq(&party.country),
-                pa::aliases.eq(&party.aliases),
-                pa::updated_at_us.eq(party.updated_at_us),
+                pa::name.eq(&stored.name),
+                pa::party_type.eq(&stored.party_type),
+                pa::date_of_birth.eq(&stored.date_of_birth),
+                pa::country.eq(&stored.country),
+                pa::aliases.eq(&stored.aliases),
+                pa::updated_at_us.eq(stored.updated_at_us),
+                pa::sealed.eq(&stored.sealed),
+                pa::key_id.eq(&stored.key_id),
             ))
             .execute(conn)?;
     } else {
         diesel::insert_into(pa::screening_parties)
-            .values(&party)
+            .values(&stored)
             .execute(conn)?;
         let mut e = actor.clone();
         e.tenant_id = party.tenant_id.clone();

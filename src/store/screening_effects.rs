@@ -17,6 +17,7 @@ use crate::domain::subprocessors::Screening;
 use crate::error::Result;
 use crate::screening::index::Hit;
 use crate::screening::model::EntityKind;
+use crate::secrets::KeyRing;
 
 /// A sub-processor as the screening gate sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +69,7 @@ pub fn settle_sub_processor(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
     actor: &AuditEntry,
+    ring: &KeyRing,
     party: &SubProcessorParty,
     hits: Option<&[Hit]>,
     threshold: f64,
@@ -78,6 +80,7 @@ pub fn settle_sub_processor(
         conn,
         now,
         actor.clone(),
+        ring,
         party.row(),
         hits.unwrap_or(&[]),
         threshold,

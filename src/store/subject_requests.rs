@@ -27,6 +27,7 @@ use super::schema::subject_requests::dsl as r;
 use super::schema::subject_systems::dsl as sy;
 use super::schema::subject_tasks::dsl as t;
 use super::schema::subject_tenant_settings::dsl as ts;
+use super::sealed::{Field, StoredText};
 use super::{DbConnection, chain_lock, from_us, to_us};
 use crate::domain::audit::AuditEntry;
 use crate::domain::inbox::{PullSpec, Recipient};
@@ -65,6 +66,88 @@ impl Sealed {
     pub fn open(&self, ring: &KeyRing, request_id: &str) -> Result<Vec<u8>> {
         ring.open(&self.key_id, &self.data, request_id.as_bytes())
     }
+}
+
+/// A request's free-text reasons in the clear.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reasons {
+    /// The controller's reason for cancelling or rejecting it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub close: String,
+    /// Why its deadline was extended.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub extension: String,
+}
+
+impl Reasons {
+    /// The sealed form for request `id`: (key id, ciphertext), or neither
+    /// when there is no reason at all.
+    pub fn seal(&self, ring: &KeyRing, id: &str) -> Result<StoredText> {
+        if self.close.is_empty() && self.extension.is_empty() {
+            return Ok(StoredText::default());
+        }
+        let doc = serde_json::to_string(self).map_err(|e| Error::Internal(e.to_string()))?;
+        StoredText::seal(ring, Field::RequestReasons, id, &doc)
+    }
+}
+
+/// A request's reasons as stored: one sealed document, and the clear
+/// columns that held them before sealing (a non-empty one wins; see
+/// [`super::sealed`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredReasons {
+    /// Close reason in the clear, from before sealing.
+    pub close_clear: Option<String>,
+    /// Extension reason in the clear, from before sealing.
+    pub extension_clear: Option<String>,
+    /// Id of the key that sealed [`sealed`](Self::sealed).
+    pub key_id: Option<String>,
+    /// The sealed [`Reasons`].
+    pub sealed: Option<String>,
+}
+
+impl StoredReasons {
+    /// True while a reason is held in the clear: what must be sealed.
+    pub fn is_clear(&self) -> bool {
+        [&self.close_clear, &self.extension_clear]
+            .iter()
+            .any(|c| c.as_deref().is_some_and(|c| !c.is_empty()))
+    }
+
+    /// The reasons of request `id` in the clear.
+    pub fn open(&self, ring: &KeyRing, id: &str) -> Result<Reasons> {
+        let doc = StoredText::from_columns(None, self.key_id.clone(), self.sealed.clone()).open(
+            ring,
+            Field::RequestReasons,
+            id,
+        )?;
+        let mut out: Reasons = if doc.is_empty() {
+            Reasons::default()
+        } else {
+            serde_json::from_str(&doc).map_err(|_| corrupt("sealed reasons"))?
+        };
+        if let Some(c) = self.close_clear.as_deref().filter(|c| !c.is_empty()) {
+            c.clone_into(&mut out.close);
+        }
+        if let Some(e) = self.extension_clear.as_deref().filter(|e| !e.is_empty()) {
+            e.clone_into(&mut out.extension);
+        }
+        Ok(out)
+    }
+}
+
+/// Writes `reasons` of request `id` sealed and empties the clear columns.
+fn save_reasons(conn: &mut DbConnection, ring: &KeyRing, id: &str, reasons: &Reasons) -> Result<()> {
+    let sealed = reasons.seal(ring, id)?;
+    diesel::update(r::subject_requests.filter(r::id.eq(id)))
+        .set((
+            r::close_reason.eq(None::<String>),
+            r::extension_reason.eq(None::<String>),
+            r::reasons_sealed.eq(&sealed.sealed),
+            r::reasons_key_id.eq(&sealed.key_id),
+        ))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// A signed receipt as stored.
@@ -115,8 +198,9 @@ pub struct RequestRecord {
     pub sla_due_at: DateTime<Utc>,
     /// Whether the one extension was used.
     pub extended: bool,
-    /// Why it was extended.
-    pub extension_reason: Option<String>,
+    /// Why it was extended and why it was closed, sealed (they may name
+    /// the person).
+    pub reasons: StoredReasons,
     /// Signed receipt.
     pub receipt: Receipt,
     /// Row creation.
@@ -129,8 +213,6 @@ pub struct RequestRecord {
     pub export_downloaded_at: Option<DateTime<Utc>>,
     /// When the export bundle was deleted.
     pub export_deleted_at: Option<DateTime<Utc>>,
-    /// The controller's reason for cancelling or rejecting it.
-    pub close_reason: Option<String>,
     /// The legal ground of a rejection.
     pub rejection_ground: Option<RejectionGround>,
 }
@@ -168,6 +250,8 @@ struct Row {
     export_deleted_at_us: Option<i64>,
     close_reason: Option<String>,
     rejection_ground: Option<String>,
+    reasons_sealed: Option<String>,
+    reasons_key_id: Option<String>,
 }
 
 fn corrupt(what: &str) -> Error {
@@ -207,7 +291,12 @@ impl TryFrom<Row> for RequestRecord {
             due_at: from_us(w.due_at_us),
             sla_due_at: from_us(w.sla_due_at_us),
             extended: w.extended,
-            extension_reason: w.extension_reason,
+            reasons: StoredReasons {
+                close_clear: w.close_reason,
+                extension_clear: w.extension_reason,
+                key_id: w.reasons_key_id,
+                sealed: w.reasons_sealed,
+            },
             receipt: Receipt {
                 issued_at: from_us(w.receipt_issued_at_us),
                 signature: base64::engine::general_purpose::STANDARD
@@ -220,7 +309,6 @@ impl TryFrom<Row> for RequestRecord {
             version: w.version,
             export_downloaded_at: w.export_downloaded_at_us.map(from_us),
             export_deleted_at: w.export_deleted_at_us.map(from_us),
-            close_reason: w.close_reason,
             rejection_ground: match w.rejection_ground {
                 Some(g) => Some(RejectionGround::parse(&g).ok_or_else(|| corrupt("rejection ground"))?),
                 None => None,
@@ -254,8 +342,8 @@ pub struct TaskRecord {
     pub attempts: i32,
     /// What the system reported.
     pub records_affected: i64,
-    /// Last failure text.
-    pub error: Option<String>,
+    /// Last failure text, sealed (a system's message may name the person).
+    pub error: StoredText,
     /// Creation.
     pub created_at: DateTime<Utc>,
 }
@@ -277,6 +365,8 @@ struct TaskRow {
     error: Option<String>,
     created_at_us: i64,
     updated_at_us: i64,
+    error_sealed: Option<String>,
+    error_key_id: Option<String>,
 }
 
 impl TryFrom<TaskRow> for TaskRecord {
@@ -294,7 +384,7 @@ impl TryFrom<TaskRow> for TaskRecord {
             lease_until: w.lease_until_us.map(from_us),
             attempts: w.attempts,
             records_affected: w.records_affected,
-            error: w.error,
+            error: StoredText::from_columns(w.error, w.error_key_id, w.error_sealed),
             created_at: from_us(w.created_at_us),
         })
     }
@@ -521,6 +611,8 @@ pub fn submit(
         export_deleted_at_us: None,
         close_reason: None,
         rejection_ground: None,
+        reasons_sealed: None,
+        reasons_key_id: None,
     };
     diesel::insert_into(r::subject_requests)
         .values(&row)
@@ -619,6 +711,8 @@ fn fan_out(conn: &mut DbConnection, now: DateTime<Utc>, req: &NewRequest) -> Res
                 error: None,
                 created_at_us: to_us(now),
                 updated_at_us: to_us(now),
+                error_sealed: None,
+                error_key_id: None,
             })
             .execute(conn)?;
         crate::store::inbox::enqueue(
@@ -853,11 +947,12 @@ pub fn counts(conn: &mut DbConnection, now: DateTime<Utc>, tenant: Option<&str>)
 /// Closes an open request of `tenant` without completing it: cancelled, or
 /// rejected when `closing` names a legal ground. Its unfinished tasks are
 /// cancelled (later completions are FAILED_PRECONDITION), its identifiers
-/// dropped, its export chunks deleted, its flags recomputed, the reason and
-/// ground kept with it.
+/// dropped, its export chunks deleted, its flags recomputed, the reason
+/// (sealed with `ring`) and ground kept with it.
 pub fn close(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
+    ring: &KeyRing,
     tenant: &str,
     id: &str,
     closing: Closing,
@@ -871,11 +966,12 @@ pub fn close(
         Status::Cancelled
     };
     set_status(conn, now, id, req.status, to)?;
+    let reason = closing.reason.as_deref().unwrap_or_default();
+    let mut reasons = req.reasons.open(ring, id)?;
+    reasons.close = reason.to_owned();
+    save_reasons(conn, ring, id, &reasons)?;
     diesel::update(r::subject_requests.filter(r::id.eq(id)))
-        .set((
-            r::close_reason.eq(closing.reason.as_deref().filter(|r| !r.is_empty())),
-            r::rejection_ground.eq(closing.ground.map(RejectionGround::as_str)),
-        ))
+        .set(r::rejection_ground.eq(closing.ground.map(RejectionGround::as_str)))
         .execute(conn)?;
     diesel::update(
         t::subject_tasks
@@ -896,6 +992,7 @@ pub fn close(
         "from": req.status.as_str(),
         "to": to.as_str(),
         "ground": closing.ground.map(RejectionGround::as_str),
+        "reason_chars": reason.chars().count(),
     })
     .to_string();
     crate::store::audit::append(conn, now, entry)?;
@@ -911,10 +1008,12 @@ pub struct Closing {
     pub ground: Option<RejectionGround>,
 }
 
-/// Uses the one extension (see [`dom::extend`]); `reason` is kept with it.
+/// Uses the one extension (see [`dom::extend`]); `reason` is kept with it,
+/// sealed with `ring`; the audit log records its length only.
 pub fn extend(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
+    ring: &KeyRing,
     tenant: &str,
     id: &str,
     reason: &str,
@@ -932,17 +1031,24 @@ pub fn extend(
         now,
         tz,
     )?;
+    let mut reasons = req.reasons.open(ring, id)?;
+    reasons.extension = reason.to_owned();
+    save_reasons(conn, ring, id, &reasons)?;
     diesel::update(r::subject_requests.filter(r::id.eq(id)))
         .set((
             r::due_at_us.eq(to_us(due)),
             r::extended.eq(true),
-            r::extension_reason.eq(Some(reason)),
             r::updated_at_us.eq(to_us(now)),
             r::version.eq(r::version + 1),
         ))
         .execute(conn)?;
     entry.target = id.to_owned();
-    entry.detail = serde_json::json!({"from": to_us(req.due_at), "to": to_us(due)}).to_string();
+    entry.detail = serde_json::json!({
+        "from": to_us(req.due_at),
+        "to": to_us(due),
+        "reason_chars": reason.chars().count(),
+    })
+    .to_string();
     crate::store::audit::append(conn, now, entry)?;
     get(conn, None, id)
 }
@@ -1148,6 +1254,8 @@ pub fn complete_task(
             t::lease_until_us.eq(lease),
             t::records_affected.eq(t::records_affected + done.records_affected),
             t::error.eq(None::<String>),
+            t::error_sealed.eq(None::<String>),
+            t::error_key_id.eq(None::<String>),
             t::updated_at_us.eq(to_us(now)),
         ))
         .execute(conn)?;
@@ -1180,9 +1288,11 @@ pub fn complete_task(
 }
 
 /// Records a failed attempt: the task is offered again on the next pull.
+/// The error is sealed with `ring`; the audit log records its length only.
 pub fn fail_task(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
+    ring: &KeyRing,
     system: &str,
     task_id: &str,
     error: &str,
@@ -1191,18 +1301,25 @@ pub fn fail_task(
     chain_lock(conn)?;
     let task = task_of_system(conn, system, task_id)?;
     refuse_terminal(&task)?;
+    let sealed = StoredText::seal(ring, Field::TaskError, task_id, error)?;
     diesel::update(t::subject_tasks.filter(t::id.eq(task_id)))
         .set((
             t::status.eq(TaskStatus::Failed.as_str()),
             t::lease_until_us.eq(None::<i64>),
-            t::error.eq(Some(error)),
+            t::error.eq(None::<String>),
+            t::error_sealed.eq(&sealed.sealed),
+            t::error_key_id.eq(&sealed.key_id),
             t::updated_at_us.eq(to_us(now)),
         ))
         .execute(conn)?;
     touch(conn, now, &task.request_id)?;
     entry.target = task_id.to_owned();
     entry.tenant_id = Some(task.tenant_id.clone());
-    entry.detail = serde_json::json!({"request_id": task.request_id}).to_string();
+    entry.detail = serde_json::json!({
+        "request_id": task.request_id,
+        "error_chars": error.chars().count(),
+    })
+    .to_string();
     crate::store::audit::append(conn, now, entry)?;
     task_of_system(conn, system, task_id)
 }

@@ -25,6 +25,7 @@ mod reseal;
 mod review;
 mod sanctions_effects;
 mod screening;
+mod sealing;
 mod server_keys;
 mod subject_requests;
 mod subprocessors;

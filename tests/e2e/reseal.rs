@@ -1,6 +1,8 @@
 //! Retiring an identifier encryption key: a server seals under key 1 (a
-//! request's identifiers, export chunks, a case answer and note, plus a note
-//! left in the clear from before notes were sealed); `proctor keys reseal`
+//! request's identifiers and reasons, export chunks, a task error, a case
+//! answer and notes, screened parties, a breach's nature and contact point,
+//! plus a note, a chunk and a task error left in the clear from before they
+//! were sealed); `proctor keys reseal`
 //! with the ring [2, 1] moves every row to key 2, beside the running
 //! server; afterwards the ring [2] alone opens every row to the same text,
 //! a second run has nothing to do, and the audit log records counts only.
@@ -14,10 +16,13 @@ use diesel::prelude::*;
 use proctor::proto::v1::{self as pb, PartyType, Resolution, ResolveCaseRequest};
 use proctor::secrets::KeyRing;
 use proctor::store::reseal;
+use proctor::store::schema::breaches::dsl as br;
 use proctor::store::schema::screening_case_answers::dsl as ca;
 use proctor::store::schema::screening_cases::dsl as sc;
+use proctor::store::schema::screening_parties::dsl as pa;
 use proctor::store::schema::subject_export_chunks::dsl as x;
 use proctor::store::schema::subject_requests::dsl as r;
+use proctor::store::schema::subject_tasks::dsl as t;
 
 use crate::cli::BIN;
 use crate::on_both_backends;
@@ -28,6 +33,16 @@ use crate::support::{Backend, TestApp, TestDb, TestKeys, authed, spawn_with, tes
 /// Every sealed row as `(kind, binding, key id, sealed text)`; clear rows
 /// have no key id.
 type Sealed = Vec<(&'static str, String, Option<String>, String)>;
+/// (id, clear text, key id, ciphertext) of a column pair that once was clear.
+type TextRow = (String, Option<String>, Option<String>, Option<String>);
+/// (id, nature key, nature ciphertext, contact key, contact ciphertext).
+type BreachRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 async fn sealed_rows(app: &TestApp) -> Sealed {
     app.store
@@ -62,6 +77,53 @@ async fn sealed_rows(app: &TestApp) -> Sealed {
             for (case, k, n) in rows {
                 out.push(("note", case, k, n));
             }
+            // The newer kinds keep a clear column beside the ciphertext: a
+            // row is clear when that column holds text.
+            let clear_or = |clear: Option<String>, key: Option<String>, sealed: Option<String>| match clear
+                .filter(|c| !c.is_empty())
+            {
+                Some(c) => (None, c),
+                None => (key, sealed.unwrap_or_default()),
+            };
+            let rows: Vec<TextRow> = r::subject_requests
+                .filter(r::reasons_sealed.is_not_null())
+                .order(r::seq.asc())
+                .select((r::id, r::close_reason, r::reasons_key_id, r::reasons_sealed))
+                .load(c)?;
+            for (id, clear, k, s) in rows {
+                let (k, s) = clear_or(clear, k, s);
+                out.push(("reasons", id, k, s));
+            }
+            let rows: Vec<TextRow> = t::subject_tasks
+                .filter(t::error.is_not_null().or(t::error_sealed.is_not_null()))
+                .order(t::seq.asc())
+                .select((t::id, t::error, t::error_key_id, t::error_sealed))
+                .load(c)?;
+            for (id, clear, k, s) in rows {
+                let (k, s) = clear_or(clear, k, s);
+                out.push(("task error", id, k, s));
+            }
+            let rows: Vec<(String, Option<String>, Option<String>)> = pa::screening_parties
+                .order(pa::party_ref.asc())
+                .select((pa::party_ref, pa::key_id, pa::sealed))
+                .load(c)?;
+            for (p, k, s) in rows {
+                out.push(("party", p, k, s.unwrap_or_default()));
+            }
+            let rows: Vec<BreachRow> = br::breaches
+                .order(br::seq.asc())
+                .select((
+                    br::id,
+                    br::nature_key_id,
+                    br::nature_sealed,
+                    br::contact_point_key_id,
+                    br::contact_point_sealed,
+                ))
+                .load(c)?;
+            for (id, nk, ns, ck, cs) in rows {
+                out.push(("nature", id.clone(), nk, ns.unwrap_or_default()));
+                out.push(("contact", id, ck, cs.unwrap_or_default()));
+            }
             Ok(out)
         })
         .await
@@ -70,10 +132,28 @@ async fn sealed_rows(app: &TestApp) -> Sealed {
 
 /// The rows in the clear, opened with `ring`; panics if one does not open.
 fn opened(rows: &Sealed, ring: &KeyRing) -> Vec<(&'static str, String)> {
+    use proctor::store::sealed::{Field, StoredText};
     use proctor::store::{case_answers, screening::StoredNote, subject_requests as sr};
+    let text_of = |field: Field, id: &str, key: &Option<String>, text: &str| match key {
+        None => Ok(text.to_owned()),
+        Some(k) => {
+            StoredText::from_columns(None, Some(k.clone()), Some(text.to_owned())).open(ring, field, id)
+        }
+    };
     rows.iter()
         .map(|(kind, id, key, text)| {
             let plain = match (*kind, key) {
+                ("reasons", Some(k)) => sr::StoredReasons {
+                    key_id: Some(k.clone()),
+                    sealed: Some(text.clone()),
+                    ..Default::default()
+                }
+                .open(ring, id)
+                .map(|r| format!("{} / {}", r.close, r.extension)),
+                ("task error", k) => text_of(Field::TaskError, id, k, text),
+                ("party", Some(k)) => text_of(Field::Party, id, &Some(k.clone()), text),
+                ("nature", k) => text_of(Field::BreachNature, id, k, text),
+                ("contact", k) => text_of(Field::BreachContactPoint, id, k, text),
                 ("note", k) => StoredNote {
                     key_id: k.clone(),
                     body: text.clone(),
@@ -138,6 +218,8 @@ async fn reseal_retires_the_old_key(b: Backend) {
     let db = TestDb::new(b);
     let mut cfg = test_config(&db, &keys);
     cfg.identifier_encryption_key_file = Some(ring_file.clone());
+    // Clear rows stay clear until the reseal (no sealing pass).
+    cfg.seal_clear_interval_seconds = 0;
     let app = spawn_with(db, keys, cfg).await;
     let comp = app.keys.compliance();
     let t1 = app.keys.tenant("t1");
@@ -150,6 +232,72 @@ async fn reseal_retires_the_old_key(b: Backend) {
         .unwrap();
     let tasks = pull(&app, "crm", 60).await;
     complete(&app, "crm", &tasks[0].id, br#"[{"contact":"Ada"}]"#, true)
+        .await
+        .unwrap();
+    // ... a second request's reasons, and two tasks' errors (the third
+    // request's is made clear below, as from before sealing) ...
+    let a2 = requests(&app)
+        .submit_subject_request(authed(submit(pb::RequestType::Access, "a2", &[]), &t1))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let a3 = requests(&app)
+        .submit_subject_request(authed(submit(pb::RequestType::Access, "a3", &[]), &t1))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let crm_token = app.keys.platform("crm");
+    for task in pull(&app, "crm", 60).await {
+        requests(&app)
+            .fail_task(authed(
+                pb::FailTaskRequest {
+                    task_id: task.id.clone(),
+                    error: format!("Lovelace not found for {}", task.request_id),
+                },
+                &crm_token,
+            ))
+            .await
+            .unwrap();
+    }
+    requests(&app)
+        .extend_deadline(authed(
+            pb::ExtendDeadlineRequest {
+                id: a2.clone(),
+                reason: "Lovelace sent three boxes".into(),
+            },
+            &t1,
+        ))
+        .await
+        .unwrap();
+    requests(&app)
+        .cancel_subject_request(authed(
+            pb::CancelSubjectRequestRequest {
+                id: a2.clone(),
+                reason: "Lovelace withdrew".into(),
+            },
+            &t1,
+        ))
+        .await
+        .unwrap();
+    // ... a breach's nature and contact point ...
+    proctor::proto::v1::breach_service_client::BreachServiceClient::new(app.channel.clone())
+        .report_breach(authed(
+            pb::ReportBreachRequest {
+                nature: "Lovelace's recordings exposed".into(),
+                categories: vec!["recording".into()],
+                became_aware_at: Some(prost_types::Timestamp {
+                    seconds: crate::support::t0().timestamp() - 60,
+                    nanos: 0,
+                }),
+                // Not t1, whose inbox is read below.
+                tenant_ids: vec!["t9".into()],
+                contact_point: "Lovelace's DPO".into(),
+                ..Default::default()
+            },
+            &comp,
+        ))
         .await
         .unwrap();
     // ... a case answer and two resolution notes, one of them stored in the
@@ -215,6 +363,13 @@ async fn reseal_retires_the_old_key(b: Backend) {
                     x::key_id.eq(None::<String>),
                 ))
                 .execute(c)?;
+            diesel::update(t::subject_tasks.filter(t::request_id.eq(&a3)))
+                .set((
+                    t::error.eq(Some("an error from before sealing")),
+                    t::error_sealed.eq(None::<String>),
+                    t::error_key_id.eq(None::<String>),
+                ))
+                .execute(c)?;
             Ok(())
         })
         .await
@@ -223,11 +378,28 @@ async fn reseal_retires_the_old_key(b: Backend) {
     let ring1 = KeyRing::new(&[k1]).unwrap();
     let before = sealed_rows(&app).await;
     let kinds: Vec<_> = before.iter().map(|r| r.0).collect();
-    assert_eq!(kinds, ["subject", "chunk", "answer", "note", "note"]);
+    assert_eq!(
+        kinds,
+        [
+            "subject",
+            "subject",
+            "chunk",
+            "answer",
+            "note",
+            "note",
+            "reasons",
+            "task error",
+            "task error",
+            "party",
+            "party",
+            "nature",
+            "contact"
+        ]
+    );
     assert_eq!(
         before.iter().filter(|r| r.2.is_none()).count(),
-        2,
-        "the legacy note and chunk are clear"
+        3,
+        "the legacy note, chunk and task error are clear"
     );
     let clear = opened(&before, &ring1);
     let ring2 = KeyRing::new(&[k2]).unwrap();
@@ -244,7 +416,16 @@ async fn reseal_retires_the_old_key(b: Backend) {
             pending.case_answers,
             pending.case_notes
         ),
-        (1, 1, 1, 2)
+        (2, 1, 1, 2)
+    );
+    assert_eq!(
+        (
+            pending.request_reasons,
+            pending.task_errors,
+            pending.screened_parties,
+            pending.breach_texts
+        ),
+        (1, 2, 2, 2)
     );
     assert_eq!(uses.len(), 2, "key 1 and the clear rows: {uses:?}");
 
@@ -254,10 +435,13 @@ async fn reseal_retires_the_old_key(b: Backend) {
     let (ok, out, err) = keys_run(&app.db, &ring_file, &["status"]);
     assert!(!ok, "{out}");
     assert!(
-        out.contains("in the clear (from before sealing): 0 subject identifiers, 1 export chunks, 0 case answers, 1 case notes"),
+        out.contains(
+            "in the clear (from before sealing): 0 subject identifiers, 1 export chunks, 0 case answers, \
+             1 case notes, 0 request reasons, 1 task errors, 0 screened parties, 0 breach texts"
+        ),
         "{out}"
     );
-    assert!(err.contains("5 row(s) are not under the active key"), "{err}");
+    assert!(err.contains("13 row(s) are not under the active key"), "{err}");
     // No row is sealed under key 2 yet: nothing shows the server has it, so
     // a reseal is refused unless forced.
     let (ok, _, err) = keys_run(&app.db, &ring_file, &["reseal"]);
@@ -266,7 +450,10 @@ async fn reseal_retires_the_old_key(b: Backend) {
     // Beside the running server, in batches of one row per kind.
     let out = keys_cli(&app.db, &ring_file, &["reseal", "--batch", "1", "--force"]);
     assert!(
-        out.contains("1 subject identifiers, 1 export chunks, 1 case answers, 2 case notes"),
+        out.contains(
+            "2 subject identifiers, 1 export chunks, 1 case answers, 2 case notes, \
+             1 request reasons, 2 task errors, 2 screened parties, 2 breach texts"
+        ),
         "{out}"
     );
     assert!(out.contains("they can leave the ring"), "{out}");
@@ -278,7 +465,7 @@ async fn reseal_retires_the_old_key(b: Backend) {
     assert!(
         after
             .iter()
-            .all(|r| !r.3.contains("Madrid") && !r.3.contains("before sealing"))
+            .all(|r| !r.3.contains("Madrid") && !r.3.contains("before sealing") && !r.3.contains("Lovelace"))
     );
 
     // Nothing left to do (no --force needed now); status agrees.
@@ -324,7 +511,7 @@ async fn reseal_retires_the_old_key(b: Backend) {
     let (ok, out, err) = keys_run(&app.db, &ring_file, &["reseal", "--force"]);
     assert!(!ok, "{out}");
     assert!(
-        out.contains("1 subject identifiers, 1 export chunks, 0 case answers, 2 case notes"),
+        out.contains("2 subject identifiers, 1 export chunks, 0 case answers, 2 case notes"),
         "{out}"
     );
     let answer = format!("did not open: case answers {}/1 (key {lost_key})", cases[0]);
@@ -419,7 +606,15 @@ async fn reseal_never_revives_identifiers_a_close_deleted() {
     let resealing = tokio::spawn(async move {
         store
             .write("test.reseal", move |c, clock| {
-                reseal::batch(c, clock.now(), actor, &ring, 10, &reseal::Cursor::default())
+                reseal::batch(
+                    c,
+                    clock.now(),
+                    actor,
+                    &ring,
+                    reseal::Scope::All,
+                    10,
+                    &reseal::Cursor::default(),
+                )
             })
             .await
     });
