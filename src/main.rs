@@ -10,7 +10,7 @@ use proctor::app::{Application, connect_store};
 use proctor::auth::jwt::Claims;
 use proctor::auth::{Role, keys};
 use proctor::clock::SystemClock;
-use proctor::config::{Config, ConfigArgs};
+use proctor::config::{BaseArgs, Config, ConfigArgs, DatabaseArgs, ScreeningArgs, SecretArgs, TokenArgs};
 
 /// proctor: processor-compliance service (controller instructions,
 /// sub-processors, screening, subject requests, breaches, audit).
@@ -34,7 +34,9 @@ enum Command {
     /// Apply pending database migrations and exit.
     Migrate {
         #[command(flatten)]
-        config: ConfigArgs,
+        base: BaseArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Probe `grpc.health.v1.Health/Check` and exit 0 only on SERVING: the
     /// container HEALTHCHECK and exec probes run it, since the image has no
@@ -56,7 +58,9 @@ enum Command {
         #[arg(long, group = "identifier")]
         external_id: Option<String>,
         #[command(flatten)]
-        config: ConfigArgs,
+        base: BaseArgs,
+        #[command(flatten)]
+        secrets: SecretArgs,
     },
     /// Development tokens.
     Token {
@@ -94,13 +98,13 @@ enum KeysCommand {
         #[arg(long)]
         force: bool,
         #[command(flatten)]
-        config: ConfigArgs,
+        store: StoreArgs,
     },
     /// Count the sealed rows per key; fails while any row is not under the
     /// active key (keys other than the first must then stay in the ring).
     Status {
         #[command(flatten)]
-        config: ConfigArgs,
+        store: StoreArgs,
     },
 }
 
@@ -122,8 +126,29 @@ enum ListsCommand {
         #[arg(long, env = "USER", default_value = "cli")]
         actor: String,
         #[command(flatten)]
-        config: ConfigArgs,
+        base: BaseArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        screening: ScreeningArgs,
     },
+}
+
+/// What the `keys` commands read: the database and the secrets sealing it.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    #[command(flatten)]
+    base: BaseArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    secrets: SecretArgs,
+}
+
+impl StoreArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        Ok(Config::from_groups(&self.base, &[&self.database, &self.secrets])?)
+    }
 }
 
 /// Where and how `healthcheck` calls the health service.
@@ -177,7 +202,9 @@ enum TokenCommand {
         #[arg(long, default_value_t = 3600)]
         ttl_seconds: i64,
         #[command(flatten)]
-        config: ConfigArgs,
+        base: BaseArgs,
+        #[command(flatten)]
+        tokens: TokenArgs,
     },
 }
 
@@ -203,8 +230,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry.shutdown();
             result
         }
-        Command::Migrate { config } => {
-            let cfg = Config::from_args(&config)?;
+        Command::Migrate { base, database } => {
+            let cfg = Config::from_groups(&base, &[&database])?;
             let _telemetry = proctor::telemetry::init(cfg.log_format)?;
             let store = connect_store(&cfg, Arc::new(SystemClock))?;
             let applied = store.migrate().await?;
@@ -229,10 +256,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             email,
             phone,
             external_id,
-            config,
+            base,
+            secrets,
         } => {
             use proctor::domain::subject_requests as sr;
-            let cfg = Config::from_args(&config)?;
+            let cfg = Config::from_groups(&base, &[&secrets])?;
             let secrets = proctor::secrets::SubjectSecrets::load(&cfg).map_err(anyhow::Error::msg)?;
             let (kind, value) = match (email, phone, external_id) {
                 (Some(e), None, None) => (sr::IdKind::Email, sr::normalize_email(&e)),
@@ -250,10 +278,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     source,
                     files,
                     actor,
-                    config,
+                    base,
+                    database,
+                    screening,
                 },
         } => {
-            let cfg = Config::from_args(&config)?;
+            let cfg = Config::from_groups(&base, &[&database, &screening])?;
             let _telemetry = proctor::telemetry::init(cfg.log_format)?;
             lists_import(cfg, source, files, actor).await
         }
@@ -265,10 +295,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     tenant,
                     sub,
                     ttl_seconds,
-                    config,
+                    base,
+                    tokens,
                 },
         } => {
-            let cfg = Config::from_args(&config)?;
+            let cfg = Config::from_groups(&base, &[&tokens])?;
             println!("{}", mint(&cfg, roles, tenant, sub, ttl_seconds)?);
             Ok(())
         }
@@ -281,16 +312,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// than the active one, so the runbook's last step can be scripted.
 async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     use proctor::store::reseal;
-    let (config, reseal_with) = match command {
+    let (store_args, reseal_with) = match command {
         KeysCommand::Reseal {
             batch,
             actor,
             force,
-            config,
-        } => (config, Some((batch, actor, force))),
-        KeysCommand::Status { config } => (config, None),
+            store,
+        } => (store, Some((batch, actor, force))),
+        KeysCommand::Status { store } => (store, None),
     };
-    let cfg = Config::from_args(&config)?;
+    let cfg = store_args.load()?;
     let _telemetry = proctor::telemetry::init(cfg.log_format)?;
     let secrets = proctor::secrets::SubjectSecrets::load(&cfg).map_err(anyhow::Error::msg)?;
     let ring = Arc::new(secrets.ring);
@@ -548,7 +579,7 @@ fn mint(
         nbf: None,
         iat: Some(now),
         iss: cfg.jwt_issuer.clone(),
-        aud: cfg.jwt_audience.clone(),
+        aud: cfg.jwt_audience.clone().map(Into::into),
     };
     let token = match &cfg.jwt_hs256_secret_file {
         Some(p) => {

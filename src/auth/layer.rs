@@ -1,7 +1,8 @@
 //! The tower layer that authenticates and authorises every call before any
 //! handler runs: token -> identity -> role allowed by [`super::policy`].
-//! Refusals never reach a handler; each is written to the audit log (class of
-//! failure, never the token) before the status goes back.
+//! Refusals never reach a handler; each is counted for the audit log (class
+//! of failure, never the token: see [`crate::domain::refusals`]) and the
+//! status goes back at once, without waiting for any write.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,9 +17,10 @@ use super::jwt::{TokenError, Verifier};
 use super::{Caller, policy};
 use crate::domain::audit::AuditEntry;
 
-/// Writes an audit entry for a refused call; given by the application so
-/// this layer needs no storage of its own.
-pub type AuditHook = Arc<dyn Fn(AuditEntry) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+/// Counts a refused call, described as an audit entry; given by the
+/// application so this layer needs no storage of its own. It must not
+/// block: it runs on the request path of every refused call.
+pub type AuditHook = Arc<dyn Fn(AuditEntry) + Send + Sync>;
 
 /// Applies authentication and the RPC -> roles table.
 #[derive(Clone)]
@@ -105,13 +107,17 @@ impl<S> Auth<S> {
         let identity = bearer(headers)
             .and_then(|t| self.verifier.verify(t))
             .map_err(|e| {
+                // The reason is a fixed word (never token content), for the
+                // operator only; the caller learns nothing it could use to
+                // fix a forgery.
+                tracing::debug!(rpc = %path, reason = %e, "token refused");
                 Box::new(refusal(
                     path,
-                    "anonymous",
+                    crate::domain::refusals::ANONYMOUS,
                     "",
                     None,
                     e.label(),
-                    Status::unauthenticated(e.to_string()),
+                    Status::unauthenticated(super::jwt::UNAUTHENTICATED_MESSAGE),
                 ))
             })?;
         let Some(role) = policy::acting_role(allowed, &identity.roles) else {
@@ -180,15 +186,13 @@ where
                     if !a.role.is_empty() {
                         span.record("enduser.role", a.role.as_str());
                     }
-                    tracing::info!(rpc = %path, outcome = %a.outcome, "call refused");
+                    tracing::debug!(rpc = %path, outcome = %a.outcome, "call refused");
                 }
-                let hook = self.audit.clone();
-                Box::pin(async move {
-                    if let Some(entry) = refused.audit {
-                        hook(entry).await;
-                    }
-                    Ok(refused.status.into_http())
-                })
+                if let Some(entry) = refused.audit {
+                    (self.audit)(entry);
+                }
+                let status = refused.status;
+                Box::pin(async move { Ok(status.into_http()) })
             }
         }
     }
