@@ -95,10 +95,11 @@ pub struct Config {
     pub rate_limit_per_second: f64,
     /// Calls a rested caller may make at once above the rate.
     pub rate_limit_burst: f64,
-    /// Calls per second one peer address may make, checked before the
-    /// token is even read; 0 turns the limit off.
+    /// Failed authentications per second one peer address may cause; a
+    /// peer over it is refused before its token is read until the budget
+    /// refills. 0 turns the limit off.
     pub peer_rate_limit_per_second: f64,
-    /// Calls a rested peer address may make at once above its rate.
+    /// Failed authentications a rested peer address may cause at once.
     pub peer_rate_limit_burst: f64,
     /// Seconds over which refused calls are counted into one audit event
     /// per caller class.
@@ -135,8 +136,8 @@ impl Default for Config {
             tls_client_ca: None,
             rate_limit_per_second: 0.0,
             rate_limit_burst: 100.0,
-            peer_rate_limit_per_second: 1000.0,
-            peer_rate_limit_burst: 2000.0,
+            peer_rate_limit_per_second: 20.0,
+            peer_rate_limit_burst: 200.0,
             refusal_audit_interval_seconds: 60,
         }
     }
@@ -299,11 +300,11 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCTOR_RATE_LIMIT_BURST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit_burst: Option<f64>,
-    /// Calls per second per peer address, checked before authentication, 0 = unlimited [default: 1000].
+    /// Failed authentications per second per peer address; over it, the peer is refused before authentication, 0 = unlimited [default: 20].
     #[arg(long, env = "PROCTOR_PEER_RATE_LIMIT_PER_SECOND")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_rate_limit_per_second: Option<f64>,
-    /// Calls a rested peer address may burst above its rate [default: 2000].
+    /// Failed authentications a rested peer address may burst above its rate [default: 200].
     #[arg(long, env = "PROCTOR_PEER_RATE_LIMIT_BURST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_rate_limit_burst: Option<f64>,

@@ -22,6 +22,12 @@ use crate::domain::audit::AuditEntry;
 /// block: it runs on the request path of every refused call.
 pub type AuditHook = Arc<dyn Fn(AuditEntry) + Send + Sync>;
 
+/// Marks a response refused because the call was not authenticated (no,
+/// bad or unusable token), so the per-peer limit in front of this layer
+/// can charge the peer without reading statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthRefused;
+
 /// Applies authentication and the RPC -> roles table.
 #[derive(Clone)]
 pub struct AuthLayer {
@@ -59,6 +65,9 @@ pub struct Auth<S> {
 struct Refusal {
     status: Box<Status>,
     audit: Option<AuditEntry>,
+    /// Whether the caller was not authenticated (as opposed to a valid
+    /// token without the role).
+    unauthenticated: bool,
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, TokenError> {
@@ -93,6 +102,7 @@ fn refusal(
             trace_id: crate::telemetry::current_trace_id(),
             detail: String::new(),
         }),
+        unauthenticated: false,
     }
 }
 
@@ -102,6 +112,7 @@ impl<S> Auth<S> {
             return Err(Box::new(Refusal {
                 status: Box::new(Status::unimplemented(format!("unknown method {path}"))),
                 audit: None,
+                unauthenticated: false,
             }));
         };
         let identity = bearer(headers)
@@ -111,14 +122,17 @@ impl<S> Auth<S> {
                 // operator only; the caller learns nothing it could use to
                 // fix a forgery.
                 tracing::debug!(rpc = %path, reason = %e, "token refused");
-                Box::new(refusal(
-                    path,
-                    crate::domain::refusals::ANONYMOUS,
-                    "",
-                    None,
-                    e.label(),
-                    Status::unauthenticated(super::jwt::UNAUTHENTICATED_MESSAGE),
-                ))
+                Box::new(Refusal {
+                    unauthenticated: true,
+                    ..refusal(
+                        path,
+                        crate::domain::refusals::ANONYMOUS,
+                        "",
+                        None,
+                        e.label(),
+                        Status::unauthenticated(super::jwt::UNAUTHENTICATED_MESSAGE),
+                    )
+                })
             })?;
         let Some(role) = policy::acting_role(allowed, &identity.roles) else {
             let held = identity
@@ -191,8 +205,11 @@ where
                 if let Some(entry) = refused.audit {
                     (self.audit)(entry);
                 }
-                let status = refused.status;
-                Box::pin(async move { Ok(status.into_http()) })
+                let mut response = refused.status.into_http();
+                if refused.unauthenticated {
+                    response.extensions_mut().insert(AuthRefused);
+                }
+                Box::pin(async move { Ok(response) })
             }
         }
     }

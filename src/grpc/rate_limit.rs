@@ -1,8 +1,11 @@
 //! The tower layers that rate-limit calls. Two of them:
-//! - [`PeerRateLimitLayer`], before authentication: every call from one peer
-//!   address draws from that address's budget before its token is even
-//!   parsed, so a flood of garbage tokens costs the server one counter
-//!   update per call, not a signature check.
+//! - [`PeerRateLimitLayer`], before authentication: each call that fails
+//!   authentication draws from its peer address's budget, and once a peer
+//!   has spent it every call from that address is refused before its token
+//!   is even parsed, until the budget refills. A flood of garbage tokens
+//!   then costs one map lookup per call, not a token check, while callers
+//!   with valid tokens (many tenants behind one proxy, a busy platform
+//!   service) never spend anything from it.
 //! - [`RateLimitLayer`], after authentication so it knows who is calling:
 //!   tenant tokens share one bucket per tenant, every other caller has one
 //!   per token subject (a platform system, an officer).
@@ -18,12 +21,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use chrono::{DateTime, Utc};
 use http::{Request, Response};
 use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
-use crate::auth::layer::AuditHook;
+use crate::auth::layer::{AuditHook, AuthRefused};
 use crate::auth::{Caller, Role, policy};
 use crate::clock::SharedClock;
 use crate::domain::audit::AuditEntry;
@@ -147,20 +151,69 @@ fn peer_ip<B>(req: &Request<B>) -> Option<IpAddr> {
         .map(|a| peer_key(a.ip()))
 }
 
-/// Limits each peer address before authentication; a no-op when `limit`
-/// is `None`. Refusals are counted with the other refused calls.
+/// Peers kept as blocked before those whose block has passed are dropped.
+const BLOCKED_PRUNE_ABOVE: usize = 10_000;
+
+/// The budget of failed authentications per peer, and the peers that spent
+/// theirs.
+#[derive(Debug)]
+struct PeerGuard {
+    failures: KeyedLimiter<IpAddr>,
+    blocked: dashmap::DashMap<IpAddr, DateTime<Utc>>,
+    clock: SharedClock,
+}
+
+impl PeerGuard {
+    /// Before authentication: refused (with the wait) while `peer` is
+    /// blocked.
+    fn admit(&self, peer: &IpAddr) -> Result<(), std::time::Duration> {
+        let Some(until) = self.blocked.get(peer).map(|u| *u) else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        if until <= now {
+            self.blocked.remove_if(peer, |_, u| *u <= now);
+            return Ok(());
+        }
+        Err((until - now).to_std().unwrap_or_default().max(std::time::Duration::from_millis(1)))
+    }
+
+    /// After a call of `peer` failed authentication: spends one from its
+    /// budget, blocking it once the budget is gone.
+    fn charge(&self, peer: IpAddr) {
+        if let Err(wait) = self.failures.check(&peer) {
+            let now = self.clock.now();
+            if self.blocked.len() > BLOCKED_PRUNE_ABOVE {
+                self.blocked.retain(|_, u| *u > now);
+            }
+            let until = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(1));
+            self.blocked.insert(peer, until);
+        }
+    }
+}
+
+/// Limits failed authentications per peer address, and refuses a peer over
+/// the limit before authentication; a no-op when `limit` is `None`.
+/// Refusals are counted with the other refused calls.
 #[derive(Clone)]
 pub struct PeerRateLimitLayer {
-    limiter: Option<Arc<KeyedLimiter<IpAddr>>>,
+    guard: Option<Arc<PeerGuard>>,
     refused: AuditHook,
 }
 
 impl PeerRateLimitLayer {
-    /// A layer applying `limit` per peer address, reading time from
-    /// `clock`, reporting refusals to `refused`.
+    /// A layer applying `limit` to each peer address's failed
+    /// authentications, reading time from `clock`, reporting refusals to
+    /// `refused`.
     pub fn new(limit: Option<RateLimit>, clock: SharedClock, refused: AuditHook) -> Self {
         Self {
-            limiter: limit.map(|limit| Arc::new(KeyedLimiter::new(limit, clock))),
+            guard: limit.map(|limit| {
+                Arc::new(PeerGuard {
+                    failures: KeyedLimiter::new(limit, clock.clone()),
+                    blocked: dashmap::DashMap::new(),
+                    clock,
+                })
+            }),
             refused,
         }
     }
@@ -172,7 +225,7 @@ impl<S> Layer<S> for PeerRateLimitLayer {
     fn layer(&self, inner: S) -> PeerRateLimited<S> {
         PeerRateLimited {
             inner,
-            limiter: self.limiter.clone(),
+            guard: self.guard.clone(),
             refused: self.refused.clone(),
         }
     }
@@ -182,7 +235,7 @@ impl<S> Layer<S> for PeerRateLimitLayer {
 #[derive(Clone)]
 pub struct PeerRateLimited<S> {
     inner: S,
-    limiter: Option<Arc<KeyedLimiter<IpAddr>>>,
+    guard: Option<Arc<PeerGuard>>,
     refused: AuditHook,
 }
 
@@ -203,31 +256,36 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let path = req.uri().path();
-        let peer = peer_ip(&req);
-        let (Some(limiter), Some(peer)) = (&self.limiter, peer) else {
+        let (Some(guard), Some(peer)) = (&self.guard, peer_ip(&req)) else {
             return Box::pin(self.inner.call(req));
         };
         if policy::is_public(path) {
             return Box::pin(self.inner.call(req));
         }
-        match limiter.check(&peer) {
-            Ok(()) => Box::pin(self.inner.call(req)),
-            Err(retry_after) => {
-                tracing::debug!(rpc = %path, retry_ms = retry_after.as_millis() as u64, "call refused: peer rate limit");
-                (self.refused)(AuditEntry {
-                    actor: crate::domain::refusals::ANONYMOUS.into(),
-                    role: String::new(),
-                    tenant_id: None,
-                    action: "auth.denied".into(),
-                    target: path.to_owned(),
-                    outcome: "peer_rate_limited".into(),
-                    trace_id: String::new(),
-                    detail: String::new(),
-                });
-                let status = exhausted(limiter.limit(), "per peer address", retry_after);
-                Box::pin(async move { Ok(status.into_http()) })
-            }
+        if let Err(retry_after) = guard.admit(&peer) {
+            tracing::debug!(rpc = %path, retry_ms = retry_after.as_millis() as u64, "call refused: peer rate limit");
+            (self.refused)(AuditEntry {
+                actor: crate::domain::refusals::ANONYMOUS.into(),
+                role: String::new(),
+                tenant_id: None,
+                action: "auth.denied".into(),
+                target: path.to_owned(),
+                outcome: "peer_rate_limited".into(),
+                trace_id: String::new(),
+                detail: String::new(),
+            });
+            let status = exhausted(guard.failures.limit(), "of failed authentications per peer address", retry_after);
+            return Box::pin(async move { Ok(status.into_http()) });
         }
+        let guard = guard.clone();
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            let response = call.await?;
+            if response.extensions().get::<AuthRefused>().is_some() {
+                guard.charge(peer);
+            }
+            Ok(response)
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! Authentication and authorisation at the edge: every refusal is the right
-//! status, never reaches a handler, and lands in the audit log without the
-//! token.
+//! status, never reaches a handler, and is counted in the audit log (one
+//! event per caller class and interval) without the token.
 
 use proctor::proto::v1::audit_service_client::AuditServiceClient;
 use proctor::proto::v1::inbox_service_client::InboxServiceClient;
@@ -12,7 +12,7 @@ use serde_json::json;
 use tonic::{Code, Request};
 
 use crate::on_both_backends;
-use crate::support::{Backend, authed, spawn_app};
+use crate::support::{Backend, authed, flushed_refusals, refusal_detail, refused_count, spawn_app};
 
 async fn refusals(b: Backend) {
     let app = spawn_app(b).await;
@@ -27,6 +27,7 @@ async fn refusals(b: Backend) {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(e.message(), proctor::auth::jwt::UNAUTHENTICATED_MESSAGE);
 
     let base = json!({"sub": "x", "roles": ["tenant"], "tenant_id": "t1", "iss": "https://issuer.test", "aud": "proctor"});
     let with = |extra: serde_json::Value| {
@@ -59,6 +60,12 @@ async fn refusals(b: Backend) {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated, "{what}");
+        // No parser or validation detail for the caller to learn from.
+        assert_eq!(
+            e.message(),
+            proctor::auth::jwt::UNAUTHENTICATED_MESSAGE,
+            "{what}"
+        );
     }
     // Tampered payload: valid signature of other claims.
     let good = k.tenant("t1");
@@ -113,7 +120,9 @@ async fn refusals(b: Backend) {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
 
-    // Every refusal is in the audit log, and no token is.
+    // Every refusal is counted in the audit log, per caller class, and no
+    // token is.
+    let refused = flushed_refusals(&app).await;
     let events = audit
         .list_audit_events(authed(
             ListAuditEventsRequest {
@@ -126,19 +135,26 @@ async fn refusals(b: Backend) {
         .unwrap()
         .into_inner()
         .events;
-    let denied: Vec<_> = events.iter().filter(|e| e.action == "auth.denied").collect();
+    assert!(
+        !events.iter().any(|e| e.action == "auth.denied"),
+        "no event per refused call"
+    );
+    // Three classes: anonymous, the sre token, the tenant t1 token.
+    assert_eq!(refused.len(), 3, "{refused:#?}");
+    let total: u64 = refused.iter().map(|e| refusal_detail(e)["count"].as_u64().unwrap()).sum();
     // 1 missing + 6 attacks + 1 tampered + 2 roles + 1 other tenant + 1 unauthenticated
-    assert_eq!(denied.len(), 12, "{denied:#?}");
-    assert!(
-        denied
-            .iter()
-            .any(|e| e.outcome == "other_tenant" && e.tenant_id == "t1")
-    );
-    assert!(
-        denied
-            .iter()
-            .any(|e| e.outcome == "role_not_allowed" && e.role == "sre")
-    );
+    assert_eq!(total, 12, "{refused:#?}");
+    assert_eq!(refused_count(&refused, "missing_token"), 2);
+    assert_eq!(refused_count(&refused, "malformed_token"), 1);
+    assert_eq!(refused_count(&refused, "invalid_token"), 6);
+    let anonymous = refused.iter().find(|e| e.actor == "anonymous").unwrap();
+    assert_eq!(refusal_detail(anonymous)["count"], 9);
+    let tenant = refused.iter().find(|e| e.tenant_id == "t1").unwrap();
+    assert_eq!(tenant.role, "tenant");
+    assert_eq!(refusal_detail(tenant)["outcomes"]["other_tenant"], 1);
+    assert_eq!(refusal_detail(tenant)["outcomes"]["role_not_allowed"], 1);
+    let sre = refused.iter().find(|e| e.role == "sre").unwrap();
+    assert_eq!(refusal_detail(sre)["outcomes"]["role_not_allowed"], 1);
     for e in &events {
         let text = format!("{e:?}");
         assert!(!text.contains("eyJ"), "a token leaked into the audit log: {text}");
@@ -193,5 +209,119 @@ async fn hs256_secret_is_accepted_only_when_configured() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
+    app.stop().await;
+}
+
+/// A flood of garbage tokens from one peer: each call is refused at once,
+/// the peer is cut off before authentication once its budget of failed
+/// authentications is spent (valid tokens from it too, until it refills),
+/// and the whole flood adds one audit row, not one per call.
+async fn garbage_flood(b: Backend) {
+    let app = spawn_app(b).await;
+    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    let before = crate::support::audit_events(&app).await.len();
+    let flood = 300;
+    let mut exhausted = 0;
+    for i in 0..flood {
+        let e = inbox
+            .pull(authed(PullRequest::default(), &format!("garbage.{i}.token")))
+            .await
+            .unwrap_err();
+        match e.code() {
+            Code::Unauthenticated => {}
+            Code::ResourceExhausted => exhausted += 1,
+            other => panic!("call {i}: {other:?} {e:?}"),
+        }
+    }
+    // The default budget is 200 failed authentications at once.
+    assert!(
+        (90..=100).contains(&exhausted),
+        "{exhausted} of {flood} calls refused before authentication"
+    );
+    let e = inbox
+        .pull(authed(PullRequest::default(), &app.keys.tenant("t1")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "the peer is cut off");
+    assert!(
+        tonic_types::StatusExt::get_details_retry_info(&e).is_some(),
+        "with a retry delay"
+    );
+
+    let refused = flushed_refusals(&app).await;
+    let events = crate::support::audit_events(&app).await;
+    assert_eq!(
+        events.len() - before,
+        1,
+        "{flood} refused calls add one counted event: {refused:#?}"
+    );
+    let d = refusal_detail(&refused[0]);
+    assert_eq!(d["count"].as_u64().unwrap(), flood + 1);
+    assert_eq!(
+        refused_count(&refused, "peer_rate_limited"),
+        exhausted + 1,
+        "refusals before authentication are counted too"
+    );
+    // The minute the flush waited for refilled the budget.
+    inbox
+        .pull(authed(PullRequest::default(), &app.keys.tenant("t1")))
+        .await
+        .expect("the peer's budget refilled");
+    app.stop().await;
+}
+on_both_backends!(a_garbage_flood_adds_a_bounded_number_of_audit_rows, garbage_flood);
+
+/// Refusals still counted when the server stops are written on the way
+/// out, not lost with the process.
+async fn refusals_survive_shutdown(b: Backend) {
+    let mut app = spawn_app(b).await;
+    // Keep the database past the server's stop.
+    let shared = crate::support::TestDb::shared_with(&app.db);
+    let _db = std::mem::replace(&mut app.db, shared);
+    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    for _ in 0..3 {
+        let e = inbox
+            .pull(Request::new(PullRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+    }
+    let store = app.store.clone();
+    app.stop().await;
+    let events = store
+        .read("test.audit", |c, _| proctor::store::audit::list(c, None, 0, 1000))
+        .await
+        .unwrap();
+    let refused: Vec<_> = events
+        .iter()
+        .filter(|e| e.entry.action == "auth.refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{events:#?}");
+    let d: serde_json::Value = serde_json::from_str(&refused[0].entry.detail).unwrap();
+    assert_eq!(d["outcomes"]["missing_token"], 3);
+}
+on_both_backends!(refusals_counted_at_shutdown_are_written, refusals_survive_shutdown);
+
+/// The per-peer limit can be turned off (a proxy that already limits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_limit_can_be_turned_off() {
+    use crate::support::{TestDb, TestKeys, spawn_with, test_config};
+    let db = TestDb::new(Backend::Sqlite);
+    let keys = TestKeys::new();
+    let mut cfg = test_config(&db, &keys);
+    cfg.peer_rate_limit_per_second = 0.0;
+    let app = spawn_with(db, keys, cfg).await;
+    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    for i in 0..250 {
+        let e = inbox
+            .pull(Request::new(PullRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "call {i}");
+    }
+    inbox
+        .pull(authed(PullRequest::default(), &app.keys.tenant("t1")))
+        .await
+        .expect("no peer limit");
     app.stop().await;
 }
