@@ -24,6 +24,9 @@ pub struct Refusals {
     store: Store,
     interval: chrono::Duration,
     window: Mutex<RefusalWindow>,
+    /// Held while a window is written, so the final flush on shutdown
+    /// returns only once an earlier write has committed too.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl Refusals {
@@ -33,6 +36,7 @@ impl Refusals {
             store,
             interval: chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX),
             window: Mutex::new(RefusalWindow::default()),
+            writing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -49,6 +53,7 @@ impl Refusals {
     /// Writes the window when it is due (or whenever it holds anything,
     /// with `force`). A failed write puts the counts back for the next try.
     pub async fn flush(&self, force: bool) {
+        let _writing = self.writing.lock().await;
         let now = self.store.clock().now();
         let taken = {
             let mut w = self.lock();

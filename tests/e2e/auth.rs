@@ -325,3 +325,140 @@ async fn the_peer_limit_can_be_turned_off() {
         .expect("no peer limit");
     app.stop().await;
 }
+
+/// A second Ed25519 key: its JWK (kid `kid`) and what signs with it.
+fn ed_key(kid: &str) -> (serde_json::Value, jsonwebtoken::EncodingKey) {
+    use base64::Engine;
+    use ed25519_dalek::pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding};
+    let signing = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let pem = signing.to_pkcs8_pem(LineEnding::LF).unwrap();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes());
+    (
+        json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA"}),
+        jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
+    )
+}
+
+fn sign_with(kid: &str, key: &jsonwebtoken::EncodingKey, claims: &serde_json::Value) -> String {
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    h.kid = Some(kid.into());
+    jsonwebtoken::encode(&h, claims, key).unwrap()
+}
+
+fn claims(extra: serde_json::Value) -> serde_json::Value {
+    let mut c = json!({
+        "sub": "crm", "roles": ["platform"], "iss": "https://issuer.test", "aud": "proctor",
+        "exp": chrono::Utc::now().timestamp() + 600,
+    });
+    c.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    c
+}
+
+async fn pull_code(app: &crate::support::TestApp, token: &str) -> Code {
+    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    match inbox.pull(authed(PullRequest::default(), token)).await {
+        Ok(_) => Code::Ok,
+        Err(e) => e.code(),
+    }
+}
+
+/// `aud` as an array is accepted when it holds the audience.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audience_array_holding_ours_is_accepted() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let k = &app.keys;
+    let ours = k.sign(&claims(json!({"aud": ["billing", "proctor"]})));
+    assert_eq!(pull_code(&app, &ours).await, Code::Ok);
+    let theirs = k.sign(&claims(json!({"aud": ["billing", "crm"]})));
+    assert_eq!(pull_code(&app, &theirs).await, Code::Unauthenticated);
+    app.stop().await;
+}
+
+/// Tokens living longer than `--jwt-max-lifetime-seconds` are refused,
+/// measured from `iat`, or from now without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_living_too_long_are_refused() {
+    let now = chrono::Utc::now().timestamp();
+    let day = 86_400;
+    // The default: a day.
+    let app = spawn_app(Backend::Sqlite).await;
+    let k = &app.keys;
+    let cases = [
+        ("a day from iat", json!({"iat": now - 60, "exp": now + day - 120}), Code::Ok),
+        ("two days from iat", json!({"iat": now, "exp": now + 2 * day}), Code::Unauthenticated),
+        ("two days, no iat", json!({"exp": now + 2 * day}), Code::Unauthenticated),
+        ("until the year 2^62", json!({"exp": 1_i64 << 62}), Code::Unauthenticated),
+        (
+            "a future iat does not hide a far exp",
+            json!({"iat": (1_i64 << 62) - 60, "exp": 1_i64 << 62}),
+            Code::Unauthenticated,
+        ),
+    ];
+    for (what, extra, want) in cases {
+        assert_eq!(pull_code(&app, &k.sign(&claims(extra))).await, want, "{what}");
+    }
+    let refused = flushed_refusals(&app).await;
+    assert_eq!(refused_count(&refused, "lifetime_too_long"), 4);
+    app.stop().await;
+
+    // Configured shorter.
+    use crate::support::{TestDb, TestKeys, spawn_with, test_config};
+    let db = TestDb::new(Backend::Sqlite);
+    let keys = TestKeys::new();
+    let mut cfg = test_config(&db, &keys);
+    cfg.jwt_max_lifetime_seconds = 3600;
+    let app = spawn_with(db, keys, cfg).await;
+    let k = &app.keys;
+    let hour = k.sign(&claims(json!({"iat": now, "exp": now + 3600})));
+    assert_eq!(pull_code(&app, &hour).await, Code::Ok);
+    let two = k.sign(&claims(json!({"iat": now, "exp": now + 7200})));
+    assert_eq!(pull_code(&app, &two).await, Code::Unauthenticated);
+    app.stop().await;
+}
+
+/// The JWKS file is reread every `--jwt-jwks-refresh-seconds` (on the
+/// server's clock): an added key is trusted and a removed one is not,
+/// without a restart; an unusable file keeps the last good keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwks_is_reread_so_keys_rotate_without_a_restart() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let path = app.keys.jwks_path.clone();
+    let original: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let old_token = app.keys.sign(&claims(json!({})));
+    let (new_jwk, new_key) = ed_key("rotated");
+    let new_token = sign_with("rotated", &new_key, &claims(json!({})));
+    assert_eq!(pull_code(&app, &old_token).await, Code::Ok);
+    assert_eq!(pull_code(&app, &new_token).await, Code::Unauthenticated);
+
+    // Waits (bounded) for the refresher to apply what the file says.
+    async fn until(app: &crate::support::TestApp, token: &str, want: Code) {
+        app.clock.advance(chrono::Duration::seconds(301));
+        for _ in 0..100 {
+            if pull_code(app, token).await == want {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the JWKS reread never gave {want:?}");
+    }
+
+    // Step 1 of a rotation: the new key is added beside the old one.
+    let mut both = original.clone();
+    both["keys"].as_array_mut().unwrap().push(new_jwk.clone());
+    std::fs::write(&path, both.to_string()).unwrap();
+    until(&app, &new_token, Code::Ok).await;
+    assert_eq!(pull_code(&app, &old_token).await, Code::Ok, "the old key stays meanwhile");
+
+    // An unusable file: logged, and the last good keys stay.
+    std::fs::write(&path, "{not json").unwrap();
+    app.clock.advance(chrono::Duration::seconds(301));
+    // Step 2: the old key is removed (after the bad file was seen or not,
+    // the outcome must be the same).
+    let only_new = json!({"keys": [new_jwk]});
+    std::fs::write(&path, only_new.to_string()).unwrap();
+    until(&app, &old_token, Code::Unauthenticated).await;
+    assert_eq!(pull_code(&app, &new_token).await, Code::Ok);
+    app.stop().await;
+}
