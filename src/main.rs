@@ -463,6 +463,13 @@ async fn lists_import(cfg: Config, source: String, files: Vec<PathBuf>, actor: S
     .await;
     spin.finish_and_clear();
     let v = res?;
+    if v.unchanged {
+        println!(
+            "{} unchanged: version {} already loaded (sha256 {}), nothing imported",
+            v.source, v.version, v.sha256
+        );
+        return Ok(());
+    }
     println!(
         "{} version {}: {} entries (+{} added, -{} removed, ~{} changed), sha256 {}",
         v.source, v.version, v.entries, v.added, v.removed, v.changed, v.sha256

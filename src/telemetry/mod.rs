@@ -132,7 +132,9 @@ pub fn init(format: LogFormat) -> Result<Telemetry, TelemetryError> {
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("proctor"))
         .with_tracked_inactivity(false);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The SDK announces its own set-up at info; that is noise on every CLI run.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,opentelemetry=warn,opentelemetry_sdk=warn"));
     // Logs are diagnostics: stderr, so a command's stdout carries only its
     // own output, and colour only when a person watches stderr (a file or a
     // log pipeline gets no escape codes).
