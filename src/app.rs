@@ -105,7 +105,8 @@ pub fn load_tls(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> 
 
 /// Reads and parses a JWKS file.
 fn read_jwks(path: &std::path::Path) -> Result<jsonwebtoken::jwk::JwkSet, String> {
-    let raw = std::fs::read_to_string(path).map_err(|e| format!("cannot read JWKS {}: {e}", path.display()))?;
+    let raw =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read JWKS {}: {e}", path.display()))?;
     serde_json::from_str(&raw).map_err(|e| format!("bad JWKS {}: {e}", path.display()))
 }
 
@@ -271,7 +272,9 @@ impl Application {
         );
         tokio::spawn(refusals.clone().run(stop_rx.clone()));
         if let (Some(path), true) = (jwks_path, config.jwt_jwks_refresh_seconds > 0) {
-            let every = chrono::Duration::seconds(i64::try_from(config.jwt_jwks_refresh_seconds).unwrap_or(i64::MAX / 1000));
+            let every = chrono::Duration::seconds(
+                i64::try_from(config.jwt_jwks_refresh_seconds).unwrap_or(i64::MAX / 1000),
+            );
             tokio::spawn(refresh_jwks(
                 verifier.clone(),
                 path,

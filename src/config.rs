@@ -456,7 +456,9 @@ impl Config {
             return Err(ConfigError("peer_rate_limit_burst must be at least 1".into()));
         }
         if self.refusal_audit_interval_seconds == 0 {
-            return Err(ConfigError("refusal_audit_interval_seconds must be positive".into()));
+            return Err(ConfigError(
+                "refusal_audit_interval_seconds must be positive".into(),
+            ));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError("tls_cert and tls_key must be given together".into()));

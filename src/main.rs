@@ -26,7 +26,7 @@ enum Command {
     /// Run the gRPC server.
     Serve {
         #[command(flatten)]
-        config: ConfigArgs,
+        config: Box<ConfigArgs>,
         /// Do not apply migrations on start (a migration job does).
         #[arg(long, env = "PROCTOR_NO_MIGRATE")]
         no_migrate: bool,

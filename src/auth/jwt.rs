@@ -180,7 +180,9 @@ fn reason(kind: &ErrorKind) -> &'static str {
         ErrorKind::MissingRequiredClaim(c) if c == "aud" => "missing_aud",
         ErrorKind::MissingRequiredClaim(_) => "missing_claim",
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "algorithm",
-        ErrorKind::Json(_) | ErrorKind::Base64(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => "encoding",
+        ErrorKind::Json(_) | ErrorKind::Base64(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => {
+            "encoding"
+        }
         _ => "other",
     }
 }
@@ -605,9 +607,15 @@ mod tests {
         let now = chrono::Utc::now().timestamp();
         let token = |c: serde_json::Value| sign(Algorithm::HS256, None, &hs, &claims(c));
         let day = 86_400;
-        assert!(v.verify(&token(serde_json::json!({"iat": now, "exp": now + day}))).is_ok());
+        assert!(
+            v.verify(&token(serde_json::json!({"iat": now, "exp": now + day})))
+                .is_ok()
+        );
         for (what, c) in [
-            ("exp - iat too long", serde_json::json!({"iat": now, "exp": now + day + 31})),
+            (
+                "exp - iat too long",
+                serde_json::json!({"iat": now, "exp": now + day + 31}),
+            ),
             ("no iat, exp far away", serde_json::json!({"exp": now + 2 * day})),
             ("year 2^62", serde_json::json!({"exp": 1_i64 << 62})),
             (

@@ -13,7 +13,7 @@ use std::time::Duration;
 use governor::clock::Clock as _;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
-use governor::state::keyed::DashMapStateStore;
+use governor::state::keyed::HashMapStateStore;
 use governor::{Quota, RateLimiter};
 
 use crate::clock::SharedClock;
@@ -43,7 +43,8 @@ impl RateLimit {
     /// the whole calls in `burst`.
     fn quota(&self) -> Quota {
         let period_ns = (1e9 / self.rate).ceil().clamp(1.0, u64::MAX as f64) as u64;
-        let burst = NonZeroU32::new(self.burst.clamp(1.0, f64::from(u32::MAX)) as u32).unwrap_or(NonZeroU32::MIN);
+        let burst =
+            NonZeroU32::new(self.burst.clamp(1.0, f64::from(u32::MAX)) as u32).unwrap_or(NonZeroU32::MIN);
         Quota::with_period(Duration::from_nanos(period_ns))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(burst)
@@ -74,7 +75,7 @@ const PRUNE_EVERY: u64 = 1_024;
 pub struct KeyedLimiter<K: Hash + Eq + Clone> {
     limit: RateLimit,
     clock: InjectedClock,
-    limiter: RateLimiter<K, DashMapStateStore<K>, InjectedClock, NoOpMiddleware<Nanos>>,
+    limiter: RateLimiter<K, HashMapStateStore<K>, InjectedClock, NoOpMiddleware<Nanos>>,
     calls: AtomicU64,
 }
 
@@ -93,7 +94,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         let clock = InjectedClock(clock);
         Self {
             limit,
-            limiter: RateLimiter::new(limit.quota(), DashMapStateStore::default(), clock.clone()),
+            limiter: RateLimiter::new(limit.quota(), HashMapStateStore::default(), clock.clone()),
             clock,
             calls: AtomicU64::new(0),
         }
@@ -106,7 +107,12 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
 
     /// Admits one call of `key`, or says how long until one would be.
     pub fn check(&self, key: &K) -> Result<(), Duration> {
-        if self.calls.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == 0 && self.limiter.len() > PRUNE_ABOVE {
+        if self
+            .calls
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PRUNE_EVERY)
+            && self.limiter.len() > PRUNE_ABOVE
+        {
             self.limiter.retain_recent();
             self.limiter.shrink_to_fit();
         }

@@ -193,7 +193,11 @@ mod tests {
         assert_eq!(d["outcomes"]["malformed_token"], 1000);
         assert_eq!(d["outcomes"]["missing_token"], 1);
         assert_eq!(d["rpcs"]["/proctor.v1.InboxService/Pull"], 1001);
-        assert_eq!(d["actors"], serde_json::json!({}), "no subject for anonymous callers");
+        assert_eq!(
+            d["actors"],
+            serde_json::json!({}),
+            "no subject for anonymous callers"
+        );
         let tenant = events.iter().find(|e| e.role == "tenant").unwrap();
         assert_eq!(tenant.tenant_id.as_deref(), Some("t1"));
         assert_eq!(detail(tenant)["actors"]["user-of-t1"], 1);
@@ -229,7 +233,10 @@ mod tests {
         let mut w = RefusalWindow::default();
         for i in 0..(MAX_CLASSES + 50) {
             let tenant = format!("t{i}");
-            w.record(t(0), &refused(&format!("u{i}"), "tenant", Some(&tenant), "other_tenant"));
+            w.record(
+                t(0),
+                &refused(&format!("u{i}"), "tenant", Some(&tenant), "other_tenant"),
+            );
         }
         let events = w.entries(t(60));
         assert_eq!(events.len(), MAX_CLASSES + 1, "the overflow shares one class");

@@ -15,10 +15,11 @@
 //! affected. Unauthenticated paths (health, reflection) are not limited, so
 //! probes keep working under a flood.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use chrono::{DateTime, Utc};
@@ -159,7 +160,7 @@ const BLOCKED_PRUNE_ABOVE: usize = 10_000;
 #[derive(Debug)]
 struct PeerGuard {
     failures: KeyedLimiter<IpAddr>,
-    blocked: dashmap::DashMap<IpAddr, DateTime<Utc>>,
+    blocked: Mutex<HashMap<IpAddr, DateTime<Utc>>>,
     clock: SharedClock,
 }
 
@@ -167,15 +168,19 @@ impl PeerGuard {
     /// Before authentication: refused (with the wait) while `peer` is
     /// blocked.
     fn admit(&self, peer: &IpAddr) -> Result<(), std::time::Duration> {
-        let Some(until) = self.blocked.get(peer).map(|u| *u) else {
+        let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(until) = blocked.get(peer).copied() else {
             return Ok(());
         };
         let now = self.clock.now();
         if until <= now {
-            self.blocked.remove_if(peer, |_, u| *u <= now);
+            blocked.remove(peer);
             return Ok(());
         }
-        Err((until - now).to_std().unwrap_or_default().max(std::time::Duration::from_millis(1)))
+        Err((until - now)
+            .to_std()
+            .unwrap_or_default()
+            .max(std::time::Duration::from_millis(1)))
     }
 
     /// After a call of `peer` failed authentication: spends one from its
@@ -183,11 +188,12 @@ impl PeerGuard {
     fn charge(&self, peer: IpAddr) {
         if let Err(wait) = self.failures.check(&peer) {
             let now = self.clock.now();
-            if self.blocked.len() > BLOCKED_PRUNE_ABOVE {
-                self.blocked.retain(|_, u| *u > now);
-            }
             let until = now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(1));
-            self.blocked.insert(peer, until);
+            let mut blocked = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+            if blocked.len() > BLOCKED_PRUNE_ABOVE {
+                blocked.retain(|_, u| *u > now);
+            }
+            blocked.insert(peer, until);
         }
     }
 }
@@ -210,7 +216,7 @@ impl PeerRateLimitLayer {
             guard: limit.map(|limit| {
                 Arc::new(PeerGuard {
                     failures: KeyedLimiter::new(limit, clock.clone()),
-                    blocked: dashmap::DashMap::new(),
+                    blocked: Mutex::new(HashMap::new()),
                     clock,
                 })
             }),
@@ -274,7 +280,11 @@ where
                 trace_id: String::new(),
                 detail: String::new(),
             });
-            let status = exhausted(guard.failures.limit(), "of failed authentications per peer address", retry_after);
+            let status = exhausted(
+                guard.failures.limit(),
+                "of failed authentications per peer address",
+                retry_after,
+            );
             return Box::pin(async move { Ok(status.into_http()) });
         }
         let guard = guard.clone();

@@ -61,11 +61,7 @@ async fn refusals(b: Backend) {
             .unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated, "{what}");
         // No parser or validation detail for the caller to learn from.
-        assert_eq!(
-            e.message(),
-            proctor::auth::jwt::UNAUTHENTICATED_MESSAGE,
-            "{what}"
-        );
+        assert_eq!(e.message(), proctor::auth::jwt::UNAUTHENTICATED_MESSAGE, "{what}");
     }
     // Tampered payload: valid signature of other claims.
     let good = k.tenant("t1");
@@ -141,7 +137,10 @@ async fn refusals(b: Backend) {
     );
     // Three classes: anonymous, the sre token, the tenant t1 token.
     assert_eq!(refused.len(), 3, "{refused:#?}");
-    let total: u64 = refused.iter().map(|e| refusal_detail(e)["count"].as_u64().unwrap()).sum();
+    let total: u64 = refused
+        .iter()
+        .map(|e| refusal_detail(e)["count"].as_u64().unwrap())
+        .sum();
     // 1 missing + 6 attacks + 1 tampered + 2 roles + 1 other tenant + 1 unauthenticated
     assert_eq!(total, 12, "{refused:#?}");
     assert_eq!(refused_count(&refused, "missing_token"), 2);
@@ -300,7 +299,10 @@ async fn refusals_survive_shutdown(b: Backend) {
     let d: serde_json::Value = serde_json::from_str(&refused[0].entry.detail).unwrap();
     assert_eq!(d["outcomes"]["missing_token"], 3);
 }
-on_both_backends!(refusals_counted_at_shutdown_are_written, refusals_survive_shutdown);
+on_both_backends!(
+    refusals_counted_at_shutdown_are_written,
+    refusals_survive_shutdown
+);
 
 /// The per-peer limit can be turned off (a proxy that already limits).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,10 +388,26 @@ async fn tokens_living_too_long_are_refused() {
     let app = spawn_app(Backend::Sqlite).await;
     let k = &app.keys;
     let cases = [
-        ("a day from iat", json!({"iat": now - 60, "exp": now + day - 120}), Code::Ok),
-        ("two days from iat", json!({"iat": now, "exp": now + 2 * day}), Code::Unauthenticated),
-        ("two days, no iat", json!({"exp": now + 2 * day}), Code::Unauthenticated),
-        ("until the year 2^62", json!({"exp": 1_i64 << 62}), Code::Unauthenticated),
+        (
+            "a day from iat",
+            json!({"iat": now - 60, "exp": now + day - 120}),
+            Code::Ok,
+        ),
+        (
+            "two days from iat",
+            json!({"iat": now, "exp": now + 2 * day}),
+            Code::Unauthenticated,
+        ),
+        (
+            "two days, no iat",
+            json!({"exp": now + 2 * day}),
+            Code::Unauthenticated,
+        ),
+        (
+            "until the year 2^62",
+            json!({"exp": 1_i64 << 62}),
+            Code::Unauthenticated,
+        ),
         (
             "a future iat does not hide a far exp",
             json!({"iat": (1_i64 << 62) - 60, "exp": 1_i64 << 62}),
@@ -449,7 +467,11 @@ async fn the_jwks_is_reread_so_keys_rotate_without_a_restart() {
     both["keys"].as_array_mut().unwrap().push(new_jwk.clone());
     std::fs::write(&path, both.to_string()).unwrap();
     until(&app, &new_token, Code::Ok).await;
-    assert_eq!(pull_code(&app, &old_token).await, Code::Ok, "the old key stays meanwhile");
+    assert_eq!(
+        pull_code(&app, &old_token).await,
+        Code::Ok,
+        "the old key stays meanwhile"
+    );
 
     // An unusable file: logged, and the last good keys stay.
     std::fs::write(&path, "{not json").unwrap();

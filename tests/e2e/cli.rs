@@ -240,7 +240,13 @@ fn fixture(rel: &str) -> String {
 fn flags_of(help: &str) -> Vec<String> {
     help.split_whitespace()
         .filter(|w| w.starts_with("--"))
-        .map(|w| w.trim_end_matches([',', '.']).split('=').next().unwrap().to_owned())
+        .map(|w| {
+            w.trim_end_matches([',', '.'])
+                .split('=')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
         .filter(|w| w != "--help" && w != "--version")
         .collect()
 }
@@ -271,9 +277,19 @@ fn each_command_lists_only_its_own_flags() {
         assert!(serve.iter().any(|s| s == f), "serve lacks {f}: {serve:?}");
     }
     assert!(serve.len() >= 26, "{serve:?}");
-    let server_only = ["--listen", "--tls-cert", "--rate-limit-per-second", "--jwt-jwks", "--max-message-bytes"];
+    let server_only = [
+        "--listen",
+        "--tls-cert",
+        "--rate-limit-per-second",
+        "--jwt-jwks",
+        "--max-message-bytes",
+    ];
     let cases: [(&[&str], &[&str], &[&str]); 6] = [
-        (&["migrate"], &["--database-url", "--config"], &["--identifier-hash-key-file", "--jwt-issuer"]),
+        (
+            &["migrate"],
+            &["--database-url", "--config"],
+            &["--identifier-hash-key-file", "--jwt-issuer"],
+        ),
         (
             &["keys", "status"],
             &["--database-url", "--identifier-encryption-key-file"],
@@ -291,7 +307,13 @@ fn each_command_lists_only_its_own_flags() {
         ),
         (
             &["token", "mint"],
-            &["--role", "--jwt-issuer", "--jwt-audience", "--jwt-hs256-secret-file", "--data-dir"],
+            &[
+                "--role",
+                "--jwt-issuer",
+                "--jwt-audience",
+                "--jwt-hs256-secret-file",
+                "--data-dir",
+            ],
             &["--database-url", "--identifier-hash-key-file"],
         ),
         (
@@ -319,7 +341,10 @@ fn logs_stay_off_stdout_and_uncoloured() {
     let cwd = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", cwd.path().join("p.db").display());
     let looks_like_a_log = |l: &str| {
-        l.contains(" INFO ") || l.contains(" WARN ") || l.contains("\u{1b}[") || l.starts_with("20") && l.contains('Z')
+        l.contains(" INFO ")
+            || l.contains(" WARN ")
+            || l.contains("\u{1b}[")
+            || l.starts_with("20") && l.contains('Z')
     };
     let (ok, out, err) = run_raw(cwd.path(), &["migrate", "--database-url", &db]);
     assert!(ok, "{err}");
@@ -328,8 +353,14 @@ fn logs_stay_off_stdout_and_uncoloured() {
     // warns about it: on stderr, uncoloured.
     let (ok, out, err) = run_raw(cwd.path(), &["keys", "status", "--database-url", &db]);
     assert!(ok, "{out} {err}");
-    assert!(err.contains("WARN"), "the development-key warning goes to stderr: {err}");
-    assert!(!err.contains('\u{1b}'), "no escape codes in a log that is no terminal: {err:?}");
+    assert!(
+        err.contains("WARN"),
+        "the development-key warning goes to stderr: {err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "no escape codes in a log that is no terminal: {err:?}"
+    );
     assert!(out.lines().all(|l| !looks_like_a_log(l)), "{out}");
     assert!(out.contains("nothing depends on other keys"), "{out}");
     let dir = fixture("ofac/fixture_small");
@@ -340,7 +371,10 @@ fn logs_stay_off_stdout_and_uncoloured() {
     assert!(ok, "{err}");
     assert!(!err.contains('\u{1b}'), "{err:?}");
     assert_eq!(out.lines().count(), 2, "only the import's own report: {out}");
-    assert!(out.starts_with("ofac_sdn version 1: 17 entries (+17 added"), "{out}");
+    assert!(
+        out.starts_with("ofac_sdn version 1: 17 entries (+17 added"),
+        "{out}"
+    );
 }
 
 /// Importing the same files again says nothing changed; a file given to
@@ -356,7 +390,14 @@ fn lists_import_explains_unchanged_and_mismatched_files() {
     args.extend(files.iter().map(String::as_str));
     let (ok, first, err) = run_raw(cwd.path(), &args);
     assert!(ok, "{err}");
-    let sha = first.split("sha256 ").nth(1).unwrap().lines().next().unwrap().to_owned();
+    let sha = first
+        .split("sha256 ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
     let (ok, again, err) = run_raw(cwd.path(), &args);
     assert!(ok, "{err}");
     assert_eq!(
@@ -368,17 +409,41 @@ fn lists_import_explains_unchanged_and_mismatched_files() {
     let sdn = format!("{dir}/sdn.csv");
     let csl = fixture("us_csl/csl.csv");
     let cases = [
-        ("ofac_sdn", &eu, "fsf_1_1_excerpt_2026-08-05.xml", "OFAC CSV set", "Saddam"),
-        ("eu_fsf", &sdn, "sdn.csv", "EU financial sanctions (FSF) XML", "LOGAN MOREY"),
-        ("un_sc", &csl, "csl.csv", "UN Security Council consolidated list XML", "Entity List"),
+        (
+            "ofac_sdn",
+            &eu,
+            "fsf_1_1_excerpt_2026-08-05.xml",
+            "OFAC CSV set",
+            "Saddam",
+        ),
+        (
+            "eu_fsf",
+            &sdn,
+            "sdn.csv",
+            "EU financial sanctions (FSF) XML",
+            "LOGAN MOREY",
+        ),
+        (
+            "un_sc",
+            &csl,
+            "csl.csv",
+            "UN Security Council consolidated list XML",
+            "Entity List",
+        ),
     ];
     for (source, file, name, expected, content) in cases {
-        let (ok, out, err) = run_raw(cwd.path(), &["lists", "import", "--source", source, "--database-url", &db, file]);
+        let (ok, out, err) = run_raw(
+            cwd.path(),
+            &["lists", "import", "--source", source, "--database-url", &db, file],
+        );
         assert!(!ok, "{source} {name} was imported: {out}");
         for want in [format!("source {source}"), name.to_owned(), expected.to_owned()] {
             assert!(err.contains(&want), "{source}/{name}: no {want:?} in {err}");
         }
-        assert!(!err.contains(content), "{source}/{name}: file content printed: {err}");
+        assert!(
+            !err.contains(content),
+            "{source}/{name}: file content printed: {err}"
+        );
         assert!(err.lines().count() <= 3, "{err}");
     }
 }

@@ -177,7 +177,10 @@ async fn attacks(b: Backend) {
         .unwrap()
         .into_inner()
         .events;
-    let total: u64 = refused.iter().map(|e| refusal_detail(e)["count"].as_u64().unwrap()).sum();
+    let total: u64 = refused
+        .iter()
+        .map(|e| refusal_detail(e)["count"].as_u64().unwrap())
+        .sum();
     assert_eq!(total, cases.len() as u64 + 2, "{refused:#?}");
     for (what, _, label) in &cases {
         assert!(

@@ -123,8 +123,13 @@ enum Format {
 /// handled where both are accepted.
 fn expected_format(source: &str) -> Option<Format> {
     Some(match source {
-        "ofac_sdn" | "ofac_cons" => Format::Text("the OFAC CSV set (sdn.csv alt.csv add.csv sdn_comments.csv) or its XML file (root <sdnList>)"),
-        "un_sc" => Format::Xml("CONSOLIDATED_LIST", "the UN Security Council consolidated list XML"),
+        "ofac_sdn" | "ofac_cons" => Format::Text(
+            "the OFAC CSV set (sdn.csv alt.csv add.csv sdn_comments.csv) or its XML file (root <sdnList>)",
+        ),
+        "un_sc" => Format::Xml(
+            "CONSOLIDATED_LIST",
+            "the UN Security Council consolidated list XML",
+        ),
         "eu_fsf" => Format::Xml("export", "the EU financial sanctions (FSF) XML export"),
         "uk_fcdo" => Format::Xml("Designations", "the UK FCDO sanctions list XML"),
         "ch_seco" => Format::Xml("swiss-sanctions-list", "the Swiss SECO sanctions list XML"),
@@ -137,7 +142,10 @@ fn expected_format(source: &str) -> Option<Format> {
 /// The local name of a file's root element, or `None` when it does not
 /// start like XML. Reads no further than the first element.
 fn xml_root(data: &[u8]) -> Option<String> {
-    let body = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data).trim_ascii_start();
+    let body = data
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(data)
+        .trim_ascii_start();
     if !body.starts_with(b"<") {
         return None;
     }
@@ -165,7 +173,10 @@ fn check_format(source: &str, files: &[ListFile]) -> Result<(), ParseError> {
         let root = xml_root(&f.data);
         let wrong = match (format, root.as_deref()) {
             (Format::Xml(want, _), Some(got)) if got == want => None,
-            (Format::Xml(_, what), Some("")) => Some(format!("source {source} expects {what}; {} is not well-formed XML", f.name)),
+            (Format::Xml(_, what), Some("")) => Some(format!(
+                "source {source} expects {what}; {} is not well-formed XML",
+                f.name
+            )),
             (Format::Xml(want, what), Some(got)) => Some(format!(
                 "source {source} expects {what} (root <{want}>); {} is XML with root <{got}>, another list",
                 f.name
