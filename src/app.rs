@@ -44,6 +44,10 @@ pub const LIVENESS_SERVICE: &str = "liveness";
 /// How often health re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How often the JWKS refresher looks whether a reread is due; the refresh
+/// interval itself is measured on the injected clock.
+const JWKS_TICK: Duration = Duration::from_millis(250);
+
 /// Names reported by the health service besides the overall `""`.
 const SERVED: &[&str] = &[
     "proctor.v1.InboxService",
@@ -78,6 +82,7 @@ pub struct Application {
     config: Config,
     store: Store,
     verifier: Arc<Verifier>,
+    jwks_path: Option<std::path::PathBuf>,
     subject_secrets: Arc<SubjectSecrets>,
     /// Whether the keys were checked against the database's records at
     /// build; if not (schema behind with `no_migrate`), health checks them
@@ -118,9 +123,27 @@ pub fn load_tls(config: &Config) -> Result<Option<ServerTlsConfig>, StartError> 
     Ok(Some(tls))
 }
 
-/// Builds the token verifier from the configuration; with no key configured,
-/// creates (or reuses) the development key in the data folder.
-pub fn load_verifier(config: &Config) -> Result<Verifier, StartError> {
+/// Reads and parses a JWKS file.
+fn read_jwks(path: &std::path::Path) -> Result<jsonwebtoken::jwk::JwkSet, String> {
+    let raw =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read JWKS {}: {e}", path.display()))?;
+    serde_json::from_str(&raw).map_err(|e| format!("bad JWKS {}: {e}", path.display()))
+}
+
+/// The verifier's rules from the configuration.
+fn token_rules(config: &Config) -> crate::auth::jwt::Rules {
+    crate::auth::jwt::Rules {
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+        leeway_seconds: config.jwt_leeway_seconds,
+        max_lifetime_seconds: config.jwt_max_lifetime_seconds,
+    }
+}
+
+/// Builds the token verifier from the configuration, with the JWKS file it
+/// read (to be reread for rotation); with no key configured, creates (or
+/// reuses) the development key in the data folder.
+pub fn load_verifier(config: &Config) -> Result<(Verifier, Option<std::path::PathBuf>), StartError> {
     let hs = match &config.jwt_hs256_secret_file {
         Some(p) => Some(
             std::fs::read(p)
@@ -145,24 +168,59 @@ pub fn load_verifier(config: &Config) -> Result<Verifier, StartError> {
         }
     };
     let jwks = match &jwks_path {
-        Some(p) => {
-            let raw = std::fs::read_to_string(p)
-                .map_err(|e| StartError::Config(format!("cannot read JWKS {}: {e}", p.display())))?;
-            Some(
-                serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&raw)
-                    .map_err(|e| StartError::Config(format!("bad JWKS {}: {e}", p.display())))?,
-            )
-        }
+        Some(p) => Some(read_jwks(p).map_err(StartError::Config)?),
         None => None,
     };
-    Verifier::new(
-        jwks.as_ref(),
-        hs.as_deref(),
-        config.jwt_issuer.clone(),
-        config.jwt_audience.clone(),
-        config.jwt_leeway_seconds,
-    )
-    .map_err(|e| StartError::Config(e.to_string()))
+    let verifier = Verifier::new(jwks.as_ref(), hs.as_deref(), token_rules(config))
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    Ok((verifier, jwks_path))
+}
+
+/// Rereads the JWKS file every `every` (on `clock`), so a key added to or
+/// removed from it takes effect without a restart. A file that cannot be
+/// read or used is logged and the last good keys stay.
+async fn refresh_jwks(
+    verifier: Arc<Verifier>,
+    path: std::path::PathBuf,
+    every: chrono::Duration,
+    clock: SharedClock,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut last_read = clock.now();
+    let mut last_text = std::fs::read_to_string(&path).ok();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(JWKS_TICK) => {}
+            _ = async { let _ = stopping.wait_for(|s| *s).await; } => return,
+        }
+        let now = clock.now();
+        if now < last_read + every {
+            continue;
+        }
+        last_read = now;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(jwks = %path.display(), error = %e, "cannot reread the JWKS; keeping the last good keys");
+                continue;
+            }
+        };
+        if last_text.as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        let replaced = serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&text)
+            .map_err(|e| e.to_string())
+            .and_then(|set| verifier.replace_jwks(&set).map_err(|e| e.to_string()));
+        match replaced {
+            Ok(n) => {
+                tracing::info!(jwks = %path.display(), keys = n, "JWKS reloaded");
+                last_text = Some(text);
+            }
+            Err(e) => {
+                tracing::warn!(jwks = %path.display(), error = %e, "unusable JWKS; keeping the last good keys")
+            }
+        }
+    }
 }
 
 /// Connects to the configured database.
@@ -184,7 +242,8 @@ impl Application {
                 tracing::info!(count = applied.len(), "applied migrations");
             }
         }
-        let verifier = Arc::new(load_verifier(&config)?);
+        let (verifier, jwks_path) = load_verifier(&config)?;
+        let verifier = Arc::new(verifier);
         let subject_secrets = Arc::new(SubjectSecrets::load(&config).map_err(StartError::Config)?);
         let keys_checked = store.migrations_current().await?;
         if keys_checked {
@@ -197,6 +256,7 @@ impl Application {
             config,
             store,
             verifier,
+            jwks_path,
             subject_secrets,
             keys_checked,
             tls,
@@ -224,6 +284,7 @@ impl Application {
             config,
             store,
             verifier,
+            jwks_path,
             subject_secrets,
             keys_checked,
             tls,
@@ -231,11 +292,29 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let decisions = Decisions::start(store.clone()).await;
         decisions.clone().follow(stop_rx.clone());
+        let refusals = grpc::refusals::Refusals::new(
+            store.clone(),
+            Duration::from_secs(config.refusal_audit_interval_seconds),
+        );
+        tokio::spawn(refusals.clone().run(stop_rx.clone()));
+        if let (Some(path), true) = (jwks_path, config.jwt_jwks_refresh_seconds > 0) {
+            let every = chrono::Duration::seconds(
+                i64::try_from(config.jwt_jwks_refresh_seconds).unwrap_or(i64::MAX / 1000),
+            );
+            tokio::spawn(refresh_jwks(
+                verifier.clone(),
+                path,
+                every,
+                store.clock().clone(),
+                stop_rx.clone(),
+            ));
+        }
         let state = AppState {
             store: store.clone(),
             stopping: stop_rx.clone(),
             decisions: decisions.clone(),
             secrets: subject_secrets.clone(),
+            refusals: refusals.clone(),
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -293,11 +372,8 @@ impl Application {
             .build_v1()
             .map_err(|e| StartError::Config(format!("reflection: {e}")))?;
 
-        let audit_store = store.clone();
-        let hook: AuditHook = Arc::new(move |entry| {
-            let store = audit_store.clone();
-            Box::pin(async move { grpc::record_denial(&store, entry).await })
-        });
+        let counter = refusals.clone();
+        let hook: AuditHook = Arc::new(move |entry| counter.record(&entry));
 
         let live = grpc::screening::LiveIndex::new(store.clone());
         if let Err(e) = live.refresh().await {
@@ -316,6 +392,11 @@ impl Application {
             .timeout(Duration::from_secs(config.request_timeout_seconds))
             .layer(GrpcTraceLayer::new(RpcMetrics::new(&meter)))
             .layer(grpc::limits::MessageLimitLayer)
+            .layer(grpc::rate_limit::PeerRateLimitLayer::new(
+                RateLimit::new(config.peer_rate_limit_per_second, config.peer_rate_limit_burst),
+                store.clock().clone(),
+                hook.clone(),
+            ))
             .layer(AuthLayer::new(verifier, hook))
             .layer(grpc::rate_limit::RateLimitLayer::new(
                 RateLimit::new(config.rate_limit_per_second, config.rate_limit_burst),
@@ -394,6 +475,8 @@ impl Application {
                 tokio::time::sleep(grace).await;
             } => tracing::warn!("grace period over; dropping remaining calls"),
         }
+        // Refusals counted while the last calls finished.
+        refusals.flush(true).await;
         Ok(())
     }
 }

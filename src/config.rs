@@ -52,6 +52,10 @@ pub struct Config {
     pub jwt_hs256_secret_file: Option<PathBuf>,
     /// Clock skew tolerated on `exp`/`nbf`, capped at 30 s.
     pub jwt_leeway_seconds: u64,
+    /// Longest token lifetime accepted (`exp - iat`, or `exp - now`); 0 = no limit.
+    pub jwt_max_lifetime_seconds: u64,
+    /// How often the JWKS file is reread, so keys rotate without a restart; 0 = never.
+    pub jwt_jwks_refresh_seconds: u64,
     /// Skip applying migrations on start (a migration job runs them).
     pub no_migrate: bool,
     /// Largest request or response message, bytes.
@@ -96,6 +100,15 @@ pub struct Config {
     pub rate_limit_per_second: f64,
     /// Calls a rested caller may make at once above the rate.
     pub rate_limit_burst: f64,
+    /// Failed authentications per second one peer address may cause; a
+    /// peer over it is refused before its token is read until the budget
+    /// refills. 0 turns the limit off.
+    pub peer_rate_limit_per_second: f64,
+    /// Failed authentications a rested peer address may cause at once.
+    pub peer_rate_limit_burst: f64,
+    /// Seconds over which refused calls are counted into one audit event
+    /// per caller class.
+    pub refusal_audit_interval_seconds: u64,
     /// Seconds between the passes that seal rows still holding personal
     /// data in the clear (from before sealing, or from a previous version's
     /// replica); the first runs at start. 0 = never (`proctor keys reseal`
@@ -114,6 +127,8 @@ impl Default for Config {
             jwt_audience: None,
             jwt_hs256_secret_file: None,
             jwt_leeway_seconds: 30,
+            jwt_max_lifetime_seconds: 86_400,
+            jwt_jwks_refresh_seconds: 300,
             no_migrate: false,
             max_message_bytes: 4 * 1024 * 1024,
             request_timeout_seconds: 30,
@@ -133,59 +148,47 @@ impl Default for Config {
             tls_client_ca: None,
             rate_limit_per_second: 0.0,
             rate_limit_burst: 100.0,
+            peer_rate_limit_per_second: 20.0,
+            peer_rate_limit_burst: 200.0,
+            refusal_audit_interval_seconds: 60,
             seal_clear_interval_seconds: 300,
         }
     }
 }
 
-/// Flags (each also read from its `PROCTOR_*` variable) that override the
-/// file; unset ones leave the lower layers alone.
+// Flags are grouped by what they configure; each command flattens only the
+// groups it reads, so its `--help` lists its own settings. Each flag is also
+// read from its `PROCTOR_*` variable, and unset ones leave the lower layers
+// (file, defaults) alone. A new setting goes into the group of the commands
+// that read it.
+
+/// Settings every command reads: the configuration file, the data folder
+/// (embedded database, development keys) and the log format.
 #[derive(Debug, Clone, Default, Serialize, clap::Args)]
-pub struct ConfigArgs {
+#[command(next_help_heading = "Configuration")]
+pub struct BaseArgs {
     /// TOML file with the same keys as the flags (snake_case).
     #[arg(long, env = "PROCTOR_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// gRPC listen address [default: 127.0.0.1:50051].
-    #[arg(long, env = "PROCTOR_LISTEN")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
-    /// Database URL [default: sqlite://DATA_DIR/proctor.db].
-    #[arg(long, env = "PROCTOR_DATABASE_URL")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub database_url: Option<String>,
     /// Folder for the embedded database and development keys [default: ./proctor-data].
     #[arg(long, env = "PROCTOR_DATA_DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
-    /// JSON Web Key Set file of accepted public keys (RS256, ES256, EdDSA).
-    #[arg(long, env = "PROCTOR_JWT_JWKS")]
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "PROCTOR_LOG_FORMAT", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub jwt_jwks: Option<PathBuf>,
-    /// Required token issuer (`iss`).
-    #[arg(long, env = "PROCTOR_JWT_ISSUER")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Where the database is and how it is connected to.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+#[command(next_help_heading = "Database")]
+pub struct DatabaseArgs {
+    /// Database URL [default: sqlite://DATA_DIR/proctor.db].
+    #[arg(long, env = "PROCTOR_DATABASE_URL")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub jwt_issuer: Option<String>,
-    /// Required token audience (`aud`).
-    #[arg(long, env = "PROCTOR_JWT_AUDIENCE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub jwt_audience: Option<String>,
-    /// File with an HS256 secret (>= 32 bytes), for development only.
-    #[arg(long, env = "PROCTOR_JWT_HS256_SECRET_FILE")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub jwt_hs256_secret_file: Option<PathBuf>,
-    /// Clock skew tolerated on exp/nbf, seconds (at most 30) [default: 30].
-    #[arg(long, env = "PROCTOR_JWT_LEEWAY_SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub jwt_leeway_seconds: Option<u64>,
-    /// Largest gRPC message, bytes [default: 4194304].
-    #[arg(long, env = "PROCTOR_MAX_MESSAGE_BYTES")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_message_bytes: Option<usize>,
-    /// Request timeout, seconds [default: 30].
-    #[arg(long, env = "PROCTOR_REQUEST_TIMEOUT_SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_timeout_seconds: Option<u64>,
+    pub database_url: Option<String>,
     /// Database connections per replica [default: 4 on SQLite, 16 on PostgreSQL].
     #[arg(long, env = "PROCTOR_DB_POOL_SIZE")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -194,14 +197,12 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_DB_TIMEOUT_SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub db_timeout_seconds: Option<u64>,
-    /// Seconds in-flight calls get after SIGTERM [default: 20].
-    #[arg(long, env = "PROCTOR_SHUTDOWN_GRACE_SECONDS")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub shutdown_grace_seconds: Option<u64>,
-    /// Log format: text or json [default: text].
-    #[arg(long, env = "PROCTOR_LOG_FORMAT", value_enum)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_format: Option<LogFormat>,
+}
+
+/// The server secrets that seal, hash and sign subject data.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+#[command(next_help_heading = "Secrets")]
+pub struct SecretArgs {
     /// Key ring for subject identifiers at rest: one 32-byte key per line
     /// (base64 or hex), the first encrypts [default: development key in the data folder].
     #[arg(long, env = "PROCTOR_IDENTIFIER_ENCRYPTION_KEY_FILE")]
@@ -215,7 +216,7 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_RECEIPT_SIGNING_KEY_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receipt_signing_key_file: Option<PathBuf>,
-    /// Ed25519 PKCS#8 PEM key signing audit checkpoints [required on PostgreSQL unless --dev-keys; else a development key in the data folder].
+    /// Ed25519 PKCS#8 PEM key signing audit checkpoints [required on PostgreSQL, unless dev keys are allowed; else a development key in the data folder].
     #[arg(long, env = "PROCTOR_AUDIT_SIGNING_KEY_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_signing_key_file: Option<PathBuf>,
@@ -224,14 +225,83 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_DEV_KEYS")]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dev_keys: bool,
-    /// Hours an export bundle is kept after its first download [default: 168].
-    #[arg(long, env = "PROCTOR_EXPORT_RETENTION_HOURS")]
+}
+
+/// What tokens are minted for and checked against: issuer, audience and
+/// the development HS256 secret (`token mint` and `serve`).
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+#[command(next_help_heading = "Tokens")]
+pub struct TokenArgs {
+    /// Required token issuer (`iss`).
+    #[arg(long, env = "PROCTOR_JWT_ISSUER")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub export_retention_hours: Option<u64>,
+    pub jwt_issuer: Option<String>,
+    /// Required token audience (`aud`).
+    #[arg(long, env = "PROCTOR_JWT_AUDIENCE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
+    /// File with an HS256 secret (>= 32 bytes), for development only.
+    #[arg(long, env = "PROCTOR_JWT_HS256_SECRET_FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+}
+
+/// How the server verifies tokens: the trusted keys and the time rules.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+#[command(next_help_heading = "Token verification")]
+pub struct JwtArgs {
+    /// JSON Web Key Set file of accepted public keys (RS256, ES256, EdDSA).
+    #[arg(long, env = "PROCTOR_JWT_JWKS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_jwks: Option<PathBuf>,
+    /// Clock skew tolerated on exp/nbf, seconds (at most 30) [default: 30].
+    #[arg(long, env = "PROCTOR_JWT_LEEWAY_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_leeway_seconds: Option<u64>,
+    /// Longest token lifetime accepted, exp - iat (or exp - now without iat), seconds; 0 = no limit [default: 86400].
+    #[arg(long, env = "PROCTOR_JWT_MAX_LIFETIME_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_max_lifetime_seconds: Option<u64>,
+    /// Seconds between rereads of the JWKS file, so keys rotate without a restart; 0 = never [default: 300].
+    #[arg(long, env = "PROCTOR_JWT_JWKS_REFRESH_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_jwks_refresh_seconds: Option<u64>,
+}
+
+/// Screening settings shared by the server and `lists import`.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+#[command(next_help_heading = "Screening")]
+pub struct ScreeningArgs {
     /// Screening review threshold, 0..1 [default: 0.8; see docs/screening.md].
     #[arg(long, env = "PROCTOR_SCREENING_REVIEW_THRESHOLD")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub screening_review_threshold: Option<f64>,
+}
+
+/// The server's own settings: listening, limits, TLS, retention.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+#[command(next_help_heading = "Server")]
+pub struct ServerArgs {
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "PROCTOR_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Largest gRPC message, bytes [default: 4194304].
+    #[arg(long, env = "PROCTOR_MAX_MESSAGE_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<usize>,
+    /// Request timeout, seconds [default: 30].
+    #[arg(long, env = "PROCTOR_REQUEST_TIMEOUT_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_timeout_seconds: Option<u64>,
+    /// Seconds in-flight calls get after SIGTERM [default: 20].
+    #[arg(long, env = "PROCTOR_SHUTDOWN_GRACE_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_seconds: Option<u64>,
+    /// Hours an export bundle is kept after its first download [default: 168].
+    #[arg(long, env = "PROCTOR_EXPORT_RETENTION_HOURS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_retention_hours: Option<u64>,
     /// PEM certificate chain; with --tls-key, serve gRPC over TLS only.
     #[arg(long, env = "PROCTOR_TLS_CERT")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -252,10 +322,65 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_RATE_LIMIT_BURST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit_burst: Option<f64>,
+    /// Failed authentications per second per peer address; over it, the peer is refused before authentication, 0 = unlimited [default: 20].
+    #[arg(long, env = "PROCTOR_PEER_RATE_LIMIT_PER_SECOND")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_rate_limit_per_second: Option<f64>,
+    /// Failed authentications a rested peer address may burst above its rate [default: 200].
+    #[arg(long, env = "PROCTOR_PEER_RATE_LIMIT_BURST")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_rate_limit_burst: Option<f64>,
+    /// Seconds over which refused calls are counted into one audit event per caller class [default: 60].
+    #[arg(long, env = "PROCTOR_REFUSAL_AUDIT_INTERVAL_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal_audit_interval_seconds: Option<u64>,
     /// Seconds between passes sealing rows still in the clear, first at start; 0 = never [default: 300].
     #[arg(long, env = "PROCTOR_SEAL_CLEAR_INTERVAL_SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seal_clear_interval_seconds: Option<u64>,
+}
+
+/// Every setting `serve` reads: all the groups.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub base: BaseArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub secrets: SecretArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub tokens: TokenArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub jwt: JwtArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub screening: ScreeningArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub server: ServerArgs,
+}
+
+/// A group of flags as the settings it overrides, so a command can merge
+/// the groups it has without one struct per command.
+pub trait FlagGroup {
+    /// The flags given, by setting name.
+    fn settings(&self) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError>;
+}
+
+impl<T: Serialize> FlagGroup for T {
+    fn settings(&self) -> Result<serde_json::Map<String, serde_json::Value>, ConfigError> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => Ok(m),
+            Ok(_) => Ok(serde_json::Map::new()),
+            Err(e) => Err(ConfigError(e.to_string())),
+        }
+    }
 }
 
 /// The configuration is unusable.
@@ -317,7 +442,17 @@ impl Config {
 
     /// Loads from parsed flags (their env variables included).
     pub fn from_args(args: &ConfigArgs) -> Result<Self, ConfigError> {
-        Self::load(args.config.as_deref(), args)
+        Self::load(args.base.config.as_deref(), args)
+    }
+
+    /// Loads from the flag groups a command has (see [`BaseArgs`]): the
+    /// others keep their file or default values.
+    pub fn from_groups(base: &BaseArgs, groups: &[&dyn FlagGroup]) -> Result<Self, ConfigError> {
+        let mut all = serde_json::Map::new();
+        for g in std::iter::once(base as &dyn FlagGroup).chain(groups.iter().copied()) {
+            all.extend(g.settings()?);
+        }
+        Self::load(base.config.as_deref(), &all)
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -337,6 +472,19 @@ impl Config {
         }
         if !(self.rate_limit_burst >= 1.0 && self.rate_limit_burst.is_finite()) {
             return Err(ConfigError("rate_limit_burst must be at least 1".into()));
+        }
+        if !(self.peer_rate_limit_per_second >= 0.0 && self.peer_rate_limit_per_second.is_finite()) {
+            return Err(ConfigError(
+                "peer_rate_limit_per_second must be 0 (off) or positive".into(),
+            ));
+        }
+        if !(self.peer_rate_limit_burst >= 1.0 && self.peer_rate_limit_burst.is_finite()) {
+            return Err(ConfigError("peer_rate_limit_burst must be at least 1".into()));
+        }
+        if self.refusal_audit_interval_seconds == 0 {
+            return Err(ConfigError(
+                "refusal_audit_interval_seconds must be positive".into(),
+            ));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError("tls_cert and tls_key must be given together".into()));
@@ -388,7 +536,10 @@ mod tests {
             "sqlite://./proctor-data/proctor.db"
         );
         let moved = ConfigArgs {
-            data_dir: Some("/var/lib/proctor".into()),
+            base: BaseArgs {
+                data_dir: Some("/var/lib/proctor".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(
@@ -396,8 +547,14 @@ mod tests {
             "sqlite:///var/lib/proctor/proctor.db"
         );
         let both = ConfigArgs {
-            data_dir: Some("/var/lib/proctor".into()),
-            database_url: Some("postgres://db/proctor".into()),
+            base: BaseArgs {
+                data_dir: Some("/var/lib/proctor".into()),
+                ..Default::default()
+            },
+            database: DatabaseArgs {
+                database_url: Some("postgres://db/proctor".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(
@@ -416,7 +573,10 @@ mod tests {
         )
         .unwrap();
         let args = ConfigArgs {
-            db_pool_size: Some(9),
+            database: DatabaseArgs {
+                db_pool_size: Some(9),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let c = Config::load(Some(&file), &args).unwrap();
@@ -436,31 +596,56 @@ mod tests {
 
     #[test]
     fn tls_files_come_together() {
-        let only_cert = ConfigArgs {
+        let server = |s: ServerArgs| ConfigArgs {
+            server: s,
+            ..Default::default()
+        };
+        let only_cert = server(ServerArgs {
             tls_cert: Some("c.pem".into()),
             ..Default::default()
-        };
+        });
         assert!(Config::from_args(&only_cert).is_err());
-        let ca_alone = ConfigArgs {
+        let ca_alone = server(ServerArgs {
             tls_client_ca: Some("ca.pem".into()),
             ..Default::default()
-        };
+        });
         assert!(Config::from_args(&ca_alone).is_err());
-        let full = ConfigArgs {
+        let full = server(ServerArgs {
             tls_cert: Some("c.pem".into()),
             tls_key: Some("k.pem".into()),
             tls_client_ca: Some("ca.pem".into()),
             ..Default::default()
-        };
+        });
         assert!(Config::from_args(&full).is_ok());
     }
 
     #[test]
     fn leeway_is_capped() {
         let args = ConfigArgs {
-            jwt_leeway_seconds: Some(31),
+            jwt: JwtArgs {
+                jwt_leeway_seconds: Some(31),
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert!(Config::from_args(&args).is_err());
+    }
+
+    #[test]
+    fn groups_override_only_their_own_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.toml");
+        std::fs::write(&file, "db_pool_size = 3\nlisten = \"127.0.0.1:7000\"\n").unwrap();
+        let base = BaseArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let db = DatabaseArgs {
+            db_pool_size: Some(5),
+            ..Default::default()
+        };
+        let c = Config::from_groups(&base, &[&db, &SecretArgs::default()]).unwrap();
+        assert_eq!(c.db_pool_size, 5);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7000", "the file still applies");
     }
 }

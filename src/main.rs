@@ -10,7 +10,7 @@ use proctor::app::{Application, connect_store};
 use proctor::auth::jwt::Claims;
 use proctor::auth::{Role, keys};
 use proctor::clock::SystemClock;
-use proctor::config::{Config, ConfigArgs};
+use proctor::config::{BaseArgs, Config, ConfigArgs, DatabaseArgs, ScreeningArgs, SecretArgs, TokenArgs};
 
 /// proctor: processor-compliance service (controller instructions,
 /// sub-processors, screening, subject requests, breaches, audit).
@@ -26,7 +26,7 @@ enum Command {
     /// Run the gRPC server.
     Serve {
         #[command(flatten)]
-        config: ConfigArgs,
+        config: Box<ConfigArgs>,
         /// Do not apply migrations on start (a migration job does).
         #[arg(long, env = "PROCTOR_NO_MIGRATE")]
         no_migrate: bool,
@@ -34,7 +34,9 @@ enum Command {
     /// Apply pending database migrations and exit.
     Migrate {
         #[command(flatten)]
-        config: ConfigArgs,
+        base: BaseArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Probe `grpc.health.v1.Health/Check` and exit 0 only on SERVING: the
     /// container HEALTHCHECK and exec probes run it, since the image has no
@@ -56,7 +58,9 @@ enum Command {
         #[arg(long, group = "identifier")]
         external_id: Option<String>,
         #[command(flatten)]
-        config: ConfigArgs,
+        base: BaseArgs,
+        #[command(flatten)]
+        secrets: SecretArgs,
     },
     /// Development tokens.
     Token {
@@ -94,13 +98,13 @@ enum KeysCommand {
         #[arg(long)]
         force: bool,
         #[command(flatten)]
-        config: ConfigArgs,
+        store: StoreArgs,
     },
     /// Count the sealed rows per key; fails while any row is not under the
     /// active key (keys other than the first must then stay in the ring).
     Status {
         #[command(flatten)]
-        config: ConfigArgs,
+        store: StoreArgs,
     },
     /// Make the configured receipt and audit signing keys the ones the
     /// database expects, to rotate a signing key: run it with the new key
@@ -109,7 +113,7 @@ enum KeysCommand {
     /// way: the ring rotates by its runbook, the hash key never.
     Adopt {
         #[command(flatten)]
-        config: ConfigArgs,
+        store: StoreArgs,
     },
 }
 
@@ -131,8 +135,29 @@ enum ListsCommand {
         #[arg(long, env = "USER", default_value = "cli")]
         actor: String,
         #[command(flatten)]
-        config: ConfigArgs,
+        base: BaseArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[command(flatten)]
+        screening: ScreeningArgs,
     },
+}
+
+/// What the `keys` commands read: the database and the secrets sealing it.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    #[command(flatten)]
+    base: BaseArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    secrets: SecretArgs,
+}
+
+impl StoreArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        Ok(Config::from_groups(&self.base, &[&self.database, &self.secrets])?)
+    }
 }
 
 /// Where and how `healthcheck` calls the health service.
@@ -186,7 +211,9 @@ enum TokenCommand {
         #[arg(long, default_value_t = 3600)]
         ttl_seconds: i64,
         #[command(flatten)]
-        config: ConfigArgs,
+        base: BaseArgs,
+        #[command(flatten)]
+        tokens: TokenArgs,
     },
 }
 
@@ -212,8 +239,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry.shutdown();
             result
         }
-        Command::Migrate { config } => {
-            let cfg = Config::from_args(&config)?;
+        Command::Migrate { base, database } => {
+            let cfg = Config::from_groups(&base, &[&database])?;
             let _telemetry = proctor::telemetry::init(cfg.log_format)?;
             let store = connect_store(&cfg, Arc::new(SystemClock))?;
             let applied = store.migrate().await?;
@@ -238,10 +265,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             email,
             phone,
             external_id,
-            config,
+            base,
+            secrets,
         } => {
             use proctor::domain::subject_requests as sr;
-            let cfg = Config::from_args(&config)?;
+            let cfg = Config::from_groups(&base, &[&secrets])?;
             let secrets = proctor::secrets::SubjectSecrets::load(&cfg).map_err(anyhow::Error::msg)?;
             let (kind, value) = match (email, phone, external_id) {
                 (Some(e), None, None) => (sr::IdKind::Email, sr::normalize_email(&e)),
@@ -259,10 +287,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     source,
                     files,
                     actor,
-                    config,
+                    base,
+                    database,
+                    screening,
                 },
         } => {
-            let cfg = Config::from_args(&config)?;
+            let cfg = Config::from_groups(&base, &[&database, &screening])?;
             let _telemetry = proctor::telemetry::init(cfg.log_format)?;
             lists_import(cfg, source, files, actor).await
         }
@@ -274,10 +304,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     tenant,
                     sub,
                     ttl_seconds,
-                    config,
+                    base,
+                    tokens,
                 },
         } => {
-            let cfg = Config::from_args(&config)?;
+            let cfg = Config::from_groups(&base, &[&tokens])?;
             println!("{}", mint(&cfg, roles, tenant, sub, ttl_seconds)?);
             Ok(())
         }
@@ -290,17 +321,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// than the active one, so the runbook's last step can be scripted.
 async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     use proctor::store::reseal;
-    let (config, reseal_with) = match command {
+    let (store_args, reseal_with) = match command {
         KeysCommand::Reseal {
             batch,
             actor,
             force,
-            config,
-        } => (config, Some((batch, actor, force))),
-        KeysCommand::Status { config } => (config, None),
-        KeysCommand::Adopt { config } => return adopt_signing_keys(config).await,
+            store,
+        } => (store, Some((batch, actor, force))),
+        KeysCommand::Status { store } => (store, None),
+        KeysCommand::Adopt { store } => return adopt_signing_keys(store).await,
     };
-    let cfg = Config::from_args(&config)?;
+    let cfg = store_args.load()?;
     let _telemetry = proctor::telemetry::init(cfg.log_format)?;
     let secrets = proctor::secrets::SubjectSecrets::load(&cfg).map_err(anyhow::Error::msg)?;
     let ring = Arc::new(secrets.ring);
@@ -369,9 +400,9 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
 
 /// `keys adopt`: records the configured signing keys as current, so
 /// replicas started with them afterwards pass the key check.
-async fn adopt_signing_keys(config: ConfigArgs) -> anyhow::Result<()> {
+async fn adopt_signing_keys(store_args: StoreArgs) -> anyhow::Result<()> {
     use proctor::domain::server_keys::Purpose;
-    let cfg = Config::from_args(&config)?;
+    let cfg = store_args.load()?;
     let _telemetry = proctor::telemetry::init(cfg.log_format)?;
     let secrets = proctor::secrets::SubjectSecrets::load(&cfg).map_err(anyhow::Error::msg)?;
     let store = connect_store(&cfg, Arc::new(SystemClock))?;
@@ -475,6 +506,13 @@ async fn lists_import(cfg: Config, source: String, files: Vec<PathBuf>, actor: S
     .await;
     spin.finish_and_clear();
     let v = res?;
+    if v.unchanged {
+        println!(
+            "{} unchanged: version {} already loaded (sha256 {}), nothing imported",
+            v.source, v.version, v.sha256
+        );
+        return Ok(());
+    }
     println!(
         "{} version {}: {} entries (+{} added, -{} removed, ~{} changed), sha256 {}",
         v.source, v.version, v.entries, v.added, v.removed, v.changed, v.sha256
@@ -591,7 +629,7 @@ fn mint(
         nbf: None,
         iat: Some(now),
         iss: cfg.jwt_issuer.clone(),
-        aud: cfg.jwt_audience.clone(),
+        aud: cfg.jwt_audience.clone().map(Into::into),
     };
     let token = match &cfg.jwt_hs256_secret_file {
         Some(p) => {

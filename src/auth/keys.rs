@@ -121,7 +121,7 @@ mod tests {
         );
         let jwks: jsonwebtoken::jwk::JwkSet =
             serde_json::from_str(&std::fs::read_to_string(&paths.jwks).unwrap()).unwrap();
-        let v = Verifier::new(Some(&jwks), None, None, None, 30).unwrap();
+        let v = Verifier::new(Some(&jwks), None, crate::auth::jwt::Rules::default()).unwrap();
         let claims = Claims {
             sub: "crm".into(),
             roles: vec!["platform".into()],

@@ -1,7 +1,8 @@
 //! The tower layer that authenticates and authorises every call before any
 //! handler runs: token -> identity -> role allowed by [`super::policy`].
-//! Refusals never reach a handler; each is written to the audit log (class of
-//! failure, never the token) before the status goes back.
+//! Refusals never reach a handler; each is counted for the audit log (class
+//! of failure, never the token: see [`crate::domain::refusals`]) and the
+//! status goes back at once, without waiting for any write.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,9 +17,16 @@ use super::jwt::{TokenError, Verifier};
 use super::{Caller, policy};
 use crate::domain::audit::AuditEntry;
 
-/// Writes an audit entry for a refused call; given by the application so
-/// this layer needs no storage of its own.
-pub type AuditHook = Arc<dyn Fn(AuditEntry) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+/// Counts a refused call, described as an audit entry; given by the
+/// application so this layer needs no storage of its own. It must not
+/// block: it runs on the request path of every refused call.
+pub type AuditHook = Arc<dyn Fn(AuditEntry) + Send + Sync>;
+
+/// Marks a response refused because the call was not authenticated (no,
+/// bad or unusable token), so the per-peer limit in front of this layer
+/// can charge the peer without reading statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthRefused;
 
 /// Applies authentication and the RPC -> roles table.
 #[derive(Clone)]
@@ -57,6 +65,9 @@ pub struct Auth<S> {
 struct Refusal {
     status: Box<Status>,
     audit: Option<AuditEntry>,
+    /// Whether the caller was not authenticated (as opposed to a valid
+    /// token without the role).
+    unauthenticated: bool,
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, TokenError> {
@@ -91,6 +102,7 @@ fn refusal(
             trace_id: crate::telemetry::current_trace_id(),
             detail: String::new(),
         }),
+        unauthenticated: false,
     }
 }
 
@@ -100,19 +112,27 @@ impl<S> Auth<S> {
             return Err(Box::new(Refusal {
                 status: Box::new(Status::unimplemented(format!("unknown method {path}"))),
                 audit: None,
+                unauthenticated: false,
             }));
         };
         let identity = bearer(headers)
             .and_then(|t| self.verifier.verify(t))
             .map_err(|e| {
-                Box::new(refusal(
-                    path,
-                    "anonymous",
-                    "",
-                    None,
-                    e.label(),
-                    Status::unauthenticated(e.to_string()),
-                ))
+                // The reason is a fixed word (never token content), for the
+                // operator only; the caller learns nothing it could use to
+                // fix a forgery.
+                tracing::debug!(rpc = %path, reason = %e, "token refused");
+                Box::new(Refusal {
+                    unauthenticated: true,
+                    ..refusal(
+                        path,
+                        crate::domain::refusals::ANONYMOUS,
+                        "",
+                        None,
+                        e.label(),
+                        Status::unauthenticated(super::jwt::UNAUTHENTICATED_MESSAGE),
+                    )
+                })
             })?;
         let Some(role) = policy::acting_role(allowed, &identity.roles) else {
             let held = identity
@@ -180,15 +200,16 @@ where
                     if !a.role.is_empty() {
                         span.record("enduser.role", a.role.as_str());
                     }
-                    tracing::info!(rpc = %path, outcome = %a.outcome, "call refused");
+                    tracing::debug!(rpc = %path, outcome = %a.outcome, "call refused");
                 }
-                let hook = self.audit.clone();
-                Box::pin(async move {
-                    if let Some(entry) = refused.audit {
-                        hook(entry).await;
-                    }
-                    Ok(refused.status.into_http())
-                })
+                if let Some(entry) = refused.audit {
+                    (self.audit)(entry);
+                }
+                let mut response = refused.status.into_http();
+                if refused.unauthenticated {
+                    response.extensions_mut().insert(AuthRefused);
+                }
+                Box::pin(async move { Ok(response) })
             }
         }
     }

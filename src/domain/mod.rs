@@ -9,6 +9,7 @@ pub mod page;
 #[cfg(test)]
 mod proptests;
 pub mod rate_limit;
+pub mod refusals;
 pub mod screening;
 pub mod server_keys;
 pub mod subject_requests;

@@ -1,10 +1,22 @@
-//! Per-caller rate limits, so one tenant (or one platform system) cannot
-//! starve the others: a token bucket per caller that refills at a steady
-//! rate up to a burst. Pure arithmetic on injected instants; the tower layer
-//! in `grpc::rate_limit` keys the buckets and turns a refusal into
-//! RESOURCE_EXHAUSTED with retry info.
+//! Rate limits, so one caller (a tenant, a platform system, or one peer
+//! address before it has even shown a token) cannot starve the others. The
+//! arithmetic is the `governor` crate's GCRA, keyed per caller; time comes
+//! from the injected clock so tests cross refill points without sleeping.
+//! The tower layers in `grpc::rate_limit` choose the keys and turn a
+//! refusal into RESOURCE_EXHAUSTED with retry info.
 
+use std::hash::Hash;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use governor::clock::Clock as _;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
+
+use crate::clock::SharedClock;
 
 /// How fast callers may call: `rate` requests per second on average, up to
 /// `burst` at once. A rate of zero turns limiting off.
@@ -25,93 +37,145 @@ impl RateLimit {
             burst: if burst.is_finite() { burst.max(1.0) } else { 1.0 },
         })
     }
+
+    /// The governor quota: one call per `1 / rate` (rounded up to the
+    /// nanosecond, so the limit is never looser than configured), bursts of
+    /// the whole calls in `burst`.
+    fn quota(&self) -> Quota {
+        let period_ns = (1e9 / self.rate).ceil().clamp(1.0, u64::MAX as f64) as u64;
+        let burst =
+            NonZeroU32::new(self.burst.clamp(1.0, f64::from(u32::MAX)) as u32).unwrap_or(NonZeroU32::MIN);
+        Quota::with_period(Duration::from_nanos(period_ns))
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(burst)
+    }
 }
 
-/// One caller's bucket.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Bucket {
-    tokens: f64,
-    /// Microseconds since the epoch of the last refill.
-    at_us: i64,
+/// The injected clock as governor reads time: nanoseconds since the epoch.
+/// An instant before the limiter's start counts as its start, so a clock
+/// moving backwards grants nothing.
+#[derive(Debug, Clone)]
+struct InjectedClock(SharedClock);
+
+impl governor::clock::Clock for InjectedClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        let ns = self.0.now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        Nanos::new(u64::try_from(ns).unwrap_or(0))
+    }
 }
 
-impl Bucket {
-    /// A full bucket at `now_us`.
-    pub fn full(limit: &RateLimit, now_us: i64) -> Self {
+/// Keys kept before ones that are back at a full burst are forgotten.
+const PRUNE_ABOVE: usize = 10_000;
+/// Calls between checks of whether pruning is due.
+const PRUNE_EVERY: u64 = 1_024;
+
+/// A rate limit per key (a tenant, a subject, a peer address).
+pub struct KeyedLimiter<K: Hash + Eq + Clone> {
+    limit: RateLimit,
+    clock: InjectedClock,
+    limiter: RateLimiter<K, HashMapStateStore<K>, InjectedClock, NoOpMiddleware<Nanos>>,
+    calls: AtomicU64,
+}
+
+impl<K: Hash + Eq + Clone> std::fmt::Debug for KeyedLimiter<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedLimiter")
+            .field("limit", &self.limit)
+            .field("keys", &self.limiter.len())
+            .finish()
+    }
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
+    /// A limiter applying `limit` to each key, reading time from `clock`.
+    pub fn new(limit: RateLimit, clock: SharedClock) -> Self {
+        let clock = InjectedClock(clock);
         Self {
-            tokens: limit.burst,
-            at_us: now_us,
+            limit,
+            limiter: RateLimiter::new(limit.quota(), HashMapStateStore::default(), clock.clone()),
+            clock,
+            calls: AtomicU64::new(0),
         }
     }
 
-    /// Takes one token at `now_us`, or says how long until one is available.
-    /// A clock that moved backwards refills nothing and takes nothing away.
-    pub fn take(&mut self, limit: &RateLimit, now_us: i64) -> Result<(), Duration> {
-        let elapsed = now_us.saturating_sub(self.at_us).max(0) as f64 / 1e6;
-        self.tokens = (self.tokens + elapsed * limit.rate).min(limit.burst);
-        self.at_us = self.at_us.max(now_us);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - self.tokens) / limit.rate;
-            Err(Duration::from_secs_f64(wait.clamp(0.001, 3600.0)))
-        }
+    /// The limit applied.
+    pub fn limit(&self) -> RateLimit {
+        self.limit
     }
 
-    /// Whether the bucket has refilled completely by `now_us` (an idle caller
-    /// whose bucket can be forgotten).
-    pub fn is_full_at(&self, limit: &RateLimit, now_us: i64) -> bool {
-        let elapsed = now_us.saturating_sub(self.at_us).max(0) as f64 / 1e6;
-        self.tokens + elapsed * limit.rate >= limit.burst
+    /// Admits one call of `key`, or says how long until one would be.
+    pub fn check(&self, key: &K) -> Result<(), Duration> {
+        if self
+            .calls
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PRUNE_EVERY)
+            && self.limiter.len() > PRUNE_ABOVE
+        {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        self.limiter.check_key(key).map_err(|not_until| {
+            not_until
+                .wait_time_from(self.clock.now())
+                .clamp(Duration::from_millis(1), Duration::from_secs(3600))
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
+    use chrono::TimeZone;
 
-    const S: i64 = 1_000_000;
+    fn at(s: i64) -> std::sync::Arc<ManualClock> {
+        ManualClock::new(chrono::Utc.timestamp_opt(1_800_000_000 + s, 0).unwrap())
+    }
 
     #[test]
     fn burst_then_steady_rate() {
-        let l = RateLimit::new(2.0, 3.0).unwrap();
-        let mut b = Bucket::full(&l, 0);
+        let clock = at(0);
+        let l = KeyedLimiter::new(RateLimit::new(2.0, 3.0).unwrap(), clock.clone());
         for _ in 0..3 {
-            assert!(b.take(&l, 0).is_ok());
+            assert!(l.check(&"a").is_ok());
         }
-        let wait = b.take(&l, 0).unwrap_err();
-        assert_eq!(wait, Duration::from_millis(500));
-        assert!(b.take(&l, S / 2).is_ok(), "half a second refills one at 2/s");
-        assert!(b.take(&l, S / 2).is_err());
-        assert!(b.is_full_at(&l, 10 * S));
-        assert!(!b.is_full_at(&l, S));
+        assert_eq!(l.check(&"a").unwrap_err(), Duration::from_millis(500));
+        assert!(l.check(&"b").is_ok(), "keys are limited apart");
+        clock.advance(chrono::Duration::milliseconds(500));
+        assert!(l.check(&"a").is_ok(), "half a second refills one at 2/s");
+        assert!(l.check(&"a").is_err());
     }
 
     #[test]
     fn refill_is_capped_at_the_burst() {
-        let l = RateLimit::new(100.0, 2.0).unwrap();
-        let mut b = Bucket::full(&l, 0);
-        b.take(&l, 0).unwrap();
-        b.take(&l, 0).unwrap();
+        let clock = at(0);
+        let l = KeyedLimiter::new(RateLimit::new(100.0, 2.0).unwrap(), clock.clone());
+        l.check(&1).unwrap();
+        l.check(&1).unwrap();
         // An hour idle gives back the burst, not 360 000 calls.
+        clock.advance(chrono::Duration::hours(1));
         for _ in 0..2 {
-            b.take(&l, 3600 * S).unwrap();
+            l.check(&1).unwrap();
         }
-        assert!(b.take(&l, 3600 * S).is_err());
+        assert!(l.check(&1).is_err());
     }
 
     #[test]
     fn clock_going_backwards_grants_nothing() {
-        let l = RateLimit::new(1.0, 1.0).unwrap();
-        let mut b = Bucket::full(&l, 10 * S);
-        b.take(&l, 10 * S).unwrap();
-        assert!(b.take(&l, 0).is_err());
+        let clock = at(10);
+        let l = KeyedLimiter::new(RateLimit::new(1.0, 1.0).unwrap(), clock.clone());
+        l.check(&1).unwrap();
+        clock.advance(chrono::Duration::seconds(-10));
+        assert!(l.check(&1).is_err());
+        clock.advance(chrono::Duration::seconds(10));
         assert!(
-            b.take(&l, 10 * S).is_err(),
+            l.check(&1).is_err(),
             "the earlier instant did not reset the refill point"
         );
-        assert!(b.take(&l, 11 * S).is_ok());
+        clock.advance(chrono::Duration::seconds(1));
+        assert!(l.check(&1).is_ok());
     }
 
     #[test]

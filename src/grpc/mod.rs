@@ -10,6 +10,7 @@ pub mod inbox;
 pub mod instructions;
 pub mod limits;
 pub mod rate_limit;
+pub mod refusals;
 pub mod screening;
 pub mod status;
 pub mod subject_requests;
@@ -35,6 +36,9 @@ pub struct AppState {
     pub decisions: std::sync::Arc<crate::decisions::Decisions>,
     /// Seals personal data at rest (identifiers, exports, case answers).
     pub secrets: std::sync::Arc<crate::secrets::SubjectSecrets>,
+    /// Refused calls, counted into one audit event per caller class and
+    /// interval instead of one row per call.
+    pub refusals: std::sync::Arc<refusals::Refusals>,
 }
 
 impl AppState {
@@ -87,7 +91,8 @@ pub fn audit_entry(
 
 impl AppState {
     /// Resolves the tenant a request acts on (see [`Caller::scope_tenant`]);
-    /// a tenant token naming another tenant is PERMISSION_DENIED and audited.
+    /// a tenant token naming another tenant is PERMISSION_DENIED and counted
+    /// with the refused calls.
     pub async fn scope_tenant(
         &self,
         caller: &Caller,
@@ -128,21 +133,9 @@ impl AppState {
             .ok_or_else(|| crate::error::Error::invalid("tenant_id", "is required").into())
     }
 
-    /// Writes a refusal to the audit log (see [`record_denial`]).
+    /// Counts a refusal for the audit log (see [`refusals`]): one event per
+    /// caller class and interval, so refused calls cannot flood the chain.
     pub async fn record_denial(&self, entry: AuditEntry) {
-        record_denial(&self.store, entry).await;
-    }
-}
-
-/// Writes a refusal to the audit log in its own transaction; a failure to
-/// do so is logged and does not change the refusal.
-pub async fn record_denial(store: &Store, entry: AuditEntry) {
-    let res = store
-        .write("audit.denial", move |conn, clock| {
-            crate::store::audit::append(conn, clock.now(), entry).map(|_| ())
-        })
-        .await;
-    if let Err(e) = res {
-        tracing::error!(error = %e, "could not audit a refused call");
+        self.refusals.record(&entry);
     }
 }

@@ -70,6 +70,9 @@ pub struct VersionInfo {
     pub rescreened: u64,
     /// Cases opened by that re-screening.
     pub cases_opened: u64,
+    /// True when the import was byte for byte the latest version already
+    /// loaded, so nothing was stored: the counts are that version's.
+    pub unchanged: bool,
 }
 
 #[derive(Queryable, Insertable)]
@@ -101,6 +104,7 @@ impl From<VersionRow> for VersionInfo {
             imported_at: from_us(r.imported_at_us),
             rescreened: 0,
             cases_opened: 0,
+            unchanged: false,
         }
     }
 }
@@ -455,7 +459,10 @@ pub fn import(
         .first(conn)
         .optional()?;
     if let Some(l) = latest.as_ref().filter(|l| l.sha256 == sha256) {
-        return version(conn, l.seq);
+        return Ok(VersionInfo {
+            unchanged: true,
+            ..version(conn, l.seq)?
+        });
     }
     let prev: HashMap<String, String> = match &latest {
         Some(l) => en::screening_entries

@@ -12,6 +12,7 @@ pub mod gauges;
 pub mod layer;
 pub mod rpc_metrics;
 
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -131,10 +132,22 @@ pub fn init(format: LogFormat) -> Result<Telemetry, TelemetryError> {
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("proctor"))
         .with_tracked_inactivity(false);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The SDK announces its own set-up at info; that is noise on every CLI run.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,opentelemetry=warn,opentelemetry_sdk=warn"));
+    // Logs are diagnostics: stderr, so a command's stdout carries only its
+    // own output, and colour only when a person watches stderr (a file or a
+    // log pipeline gets no escape codes).
+    let ansi = std::io::stderr().is_terminal();
     let fmt = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_target(false).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_target(false)
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
             .json()
             .with_current_span(true)
             .with_span_list(false)

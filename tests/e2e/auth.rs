@@ -1,6 +1,6 @@
 //! Authentication and authorisation at the edge: every refusal is the right
-//! status, never reaches a handler, and lands in the audit log without the
-//! token.
+//! status, never reaches a handler, and is counted in the audit log (one
+//! event per caller class and interval) without the token.
 
 use proctor::proto::v1::audit_service_client::AuditServiceClient;
 use proctor::proto::v1::inbox_service_client::InboxServiceClient;
@@ -12,7 +12,7 @@ use serde_json::json;
 use tonic::{Code, Request};
 
 use crate::on_both_backends;
-use crate::support::{Backend, authed, spawn_app};
+use crate::support::{Backend, authed, flushed_refusals, refusal_detail, refused_count, spawn_app};
 
 async fn refusals(b: Backend) {
     let app = spawn_app(b).await;
@@ -27,6 +27,7 @@ async fn refusals(b: Backend) {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
+    assert_eq!(e.message(), proctor::auth::jwt::UNAUTHENTICATED_MESSAGE);
 
     let base = json!({"sub": "x", "roles": ["tenant"], "tenant_id": "t1", "iss": "https://issuer.test", "aud": "proctor"});
     let with = |extra: serde_json::Value| {
@@ -59,6 +60,8 @@ async fn refusals(b: Backend) {
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::Unauthenticated, "{what}");
+        // No parser or validation detail for the caller to learn from.
+        assert_eq!(e.message(), proctor::auth::jwt::UNAUTHENTICATED_MESSAGE, "{what}");
     }
     // Tampered payload: valid signature of other claims.
     let good = k.tenant("t1");
@@ -113,7 +116,9 @@ async fn refusals(b: Backend) {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
 
-    // Every refusal is in the audit log, and no token is.
+    // Every refusal is counted in the audit log, per caller class, and no
+    // token is.
+    let refused = flushed_refusals(&app).await;
     let events = audit
         .list_audit_events(authed(
             ListAuditEventsRequest {
@@ -126,19 +131,29 @@ async fn refusals(b: Backend) {
         .unwrap()
         .into_inner()
         .events;
-    let denied: Vec<_> = events.iter().filter(|e| e.action == "auth.denied").collect();
+    assert!(
+        !events.iter().any(|e| e.action == "auth.denied"),
+        "no event per refused call"
+    );
+    // Three classes: anonymous, the sre token, the tenant t1 token.
+    assert_eq!(refused.len(), 3, "{refused:#?}");
+    let total: u64 = refused
+        .iter()
+        .map(|e| refusal_detail(e)["count"].as_u64().unwrap())
+        .sum();
     // 1 missing + 6 attacks + 1 tampered + 2 roles + 1 other tenant + 1 unauthenticated
-    assert_eq!(denied.len(), 12, "{denied:#?}");
-    assert!(
-        denied
-            .iter()
-            .any(|e| e.outcome == "other_tenant" && e.tenant_id == "t1")
-    );
-    assert!(
-        denied
-            .iter()
-            .any(|e| e.outcome == "role_not_allowed" && e.role == "sre")
-    );
+    assert_eq!(total, 12, "{refused:#?}");
+    assert_eq!(refused_count(&refused, "missing_token"), 2);
+    assert_eq!(refused_count(&refused, "malformed_token"), 1);
+    assert_eq!(refused_count(&refused, "invalid_token"), 6);
+    let anonymous = refused.iter().find(|e| e.actor == "anonymous").unwrap();
+    assert_eq!(refusal_detail(anonymous)["count"], 9);
+    let tenant = refused.iter().find(|e| e.tenant_id == "t1").unwrap();
+    assert_eq!(tenant.role, "tenant");
+    assert_eq!(refusal_detail(tenant)["outcomes"]["other_tenant"], 1);
+    assert_eq!(refusal_detail(tenant)["outcomes"]["role_not_allowed"], 1);
+    let sre = refused.iter().find(|e| e.role == "sre").unwrap();
+    assert_eq!(refusal_detail(sre)["outcomes"]["role_not_allowed"], 1);
     for e in &events {
         let text = format!("{e:?}");
         assert!(!text.contains("eyJ"), "a token leaked into the audit log: {text}");
@@ -193,5 +208,279 @@ async fn hs256_secret_is_accepted_only_when_configured() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
+    app.stop().await;
+}
+
+/// A flood of garbage tokens from one peer: each call is refused at once,
+/// the peer is cut off before authentication once its budget of failed
+/// authentications is spent (valid tokens from it too, until it refills),
+/// and the whole flood adds one audit row, not one per call.
+async fn garbage_flood(b: Backend) {
+    let app = spawn_app(b).await;
+    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    let before = crate::support::audit_events(&app).await.len();
+    let flood = 300;
+    let mut exhausted = 0;
+    for i in 0..flood {
+        let e = inbox
+            .pull(authed(PullRequest::default(), &format!("garbage.{i}.token")))
+            .await
+            .unwrap_err();
+        match e.code() {
+            Code::Unauthenticated => {}
+            Code::ResourceExhausted => exhausted += 1,
+            other => panic!("call {i}: {other:?} {e:?}"),
+        }
+    }
+    // The default budget is 200 failed authentications at once.
+    assert!(
+        (90..=100).contains(&exhausted),
+        "{exhausted} of {flood} calls refused before authentication"
+    );
+    let e = inbox
+        .pull(authed(PullRequest::default(), &app.keys.tenant("t1")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "the peer is cut off");
+    assert!(
+        tonic_types::StatusExt::get_details_retry_info(&e).is_some(),
+        "with a retry delay"
+    );
+
+    let refused = flushed_refusals(&app).await;
+    let events = crate::support::audit_events(&app).await;
+    assert_eq!(
+        events.len() - before,
+        1,
+        "{flood} refused calls add one counted event: {refused:#?}"
+    );
+    let d = refusal_detail(&refused[0]);
+    assert_eq!(d["count"].as_u64().unwrap(), flood + 1);
+    assert_eq!(
+        refused_count(&refused, "peer_rate_limited"),
+        exhausted + 1,
+        "refusals before authentication are counted too"
+    );
+    // The minute the flush waited for refilled the budget.
+    inbox
+        .pull(authed(PullRequest::default(), &app.keys.tenant("t1")))
+        .await
+        .expect("the peer's budget refilled");
+    app.stop().await;
+}
+on_both_backends!(a_garbage_flood_adds_a_bounded_number_of_audit_rows, garbage_flood);
+
+/// Refusals still counted when the server stops are written on the way
+/// out, not lost with the process.
+async fn refusals_survive_shutdown(b: Backend) {
+    let mut app = spawn_app(b).await;
+    // Keep the database past the server's stop.
+    let shared = crate::support::TestDb::shared_with(&app.db);
+    let _db = std::mem::replace(&mut app.db, shared);
+    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    for _ in 0..3 {
+        let e = inbox
+            .pull(Request::new(PullRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated);
+    }
+    let store = app.store.clone();
+    app.stop().await;
+    let events = store
+        .read("test.audit", |c, _| proctor::store::audit::list(c, None, 0, 1000))
+        .await
+        .unwrap();
+    let refused: Vec<_> = events
+        .iter()
+        .filter(|e| e.entry.action == "auth.refused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{events:#?}");
+    let d: serde_json::Value = serde_json::from_str(&refused[0].entry.detail).unwrap();
+    assert_eq!(d["outcomes"]["missing_token"], 3);
+}
+on_both_backends!(
+    refusals_counted_at_shutdown_are_written,
+    refusals_survive_shutdown
+);
+
+/// The per-peer limit can be turned off (a proxy that already limits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_limit_can_be_turned_off() {
+    use crate::support::{TestDb, TestKeys, spawn_with, test_config};
+    let db = TestDb::new(Backend::Sqlite);
+    let keys = TestKeys::new();
+    let mut cfg = test_config(&db, &keys);
+    cfg.peer_rate_limit_per_second = 0.0;
+    let app = spawn_with(db, keys, cfg).await;
+    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    for i in 0..250 {
+        let e = inbox
+            .pull(Request::new(PullRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "call {i}");
+    }
+    inbox
+        .pull(authed(PullRequest::default(), &app.keys.tenant("t1")))
+        .await
+        .expect("no peer limit");
+    app.stop().await;
+}
+
+/// A second Ed25519 key: its JWK (kid `kid`) and what signs with it.
+fn ed_key(kid: &str) -> (serde_json::Value, jsonwebtoken::EncodingKey) {
+    use base64::Engine;
+    use ed25519_dalek::pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding};
+    let signing = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let pem = signing.to_pkcs8_pem(LineEnding::LF).unwrap();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes());
+    (
+        json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA"}),
+        jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
+    )
+}
+
+fn sign_with(kid: &str, key: &jsonwebtoken::EncodingKey, claims: &serde_json::Value) -> String {
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    h.kid = Some(kid.into());
+    jsonwebtoken::encode(&h, claims, key).unwrap()
+}
+
+fn claims(extra: serde_json::Value) -> serde_json::Value {
+    let mut c = json!({
+        "sub": "crm", "roles": ["platform"], "iss": "https://issuer.test", "aud": "proctor",
+        "exp": chrono::Utc::now().timestamp() + 600,
+    });
+    c.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    c
+}
+
+async fn pull_code(app: &crate::support::TestApp, token: &str) -> Code {
+    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    match inbox.pull(authed(PullRequest::default(), token)).await {
+        Ok(_) => Code::Ok,
+        Err(e) => e.code(),
+    }
+}
+
+/// `aud` as an array is accepted when it holds the audience.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audience_array_holding_ours_is_accepted() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let k = &app.keys;
+    let ours = k.sign(&claims(json!({"aud": ["billing", "proctor"]})));
+    assert_eq!(pull_code(&app, &ours).await, Code::Ok);
+    let theirs = k.sign(&claims(json!({"aud": ["billing", "crm"]})));
+    assert_eq!(pull_code(&app, &theirs).await, Code::Unauthenticated);
+    app.stop().await;
+}
+
+/// Tokens living longer than `--jwt-max-lifetime-seconds` are refused,
+/// measured from `iat`, or from now without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_living_too_long_are_refused() {
+    let now = chrono::Utc::now().timestamp();
+    let day = 86_400;
+    // The default: a day.
+    let app = spawn_app(Backend::Sqlite).await;
+    let k = &app.keys;
+    let cases = [
+        (
+            "a day from iat",
+            json!({"iat": now - 60, "exp": now + day - 120}),
+            Code::Ok,
+        ),
+        (
+            "two days from iat",
+            json!({"iat": now, "exp": now + 2 * day}),
+            Code::Unauthenticated,
+        ),
+        (
+            "two days, no iat",
+            json!({"exp": now + 2 * day}),
+            Code::Unauthenticated,
+        ),
+        (
+            "until the year 2^62",
+            json!({"exp": 1_i64 << 62}),
+            Code::Unauthenticated,
+        ),
+        (
+            "a future iat does not hide a far exp",
+            json!({"iat": (1_i64 << 62) - 60, "exp": 1_i64 << 62}),
+            Code::Unauthenticated,
+        ),
+    ];
+    for (what, extra, want) in cases {
+        assert_eq!(pull_code(&app, &k.sign(&claims(extra))).await, want, "{what}");
+    }
+    let refused = flushed_refusals(&app).await;
+    assert_eq!(refused_count(&refused, "lifetime_too_long"), 4);
+    app.stop().await;
+
+    // Configured shorter.
+    use crate::support::{TestDb, TestKeys, spawn_with, test_config};
+    let db = TestDb::new(Backend::Sqlite);
+    let keys = TestKeys::new();
+    let mut cfg = test_config(&db, &keys);
+    cfg.jwt_max_lifetime_seconds = 3600;
+    let app = spawn_with(db, keys, cfg).await;
+    let k = &app.keys;
+    let hour = k.sign(&claims(json!({"iat": now, "exp": now + 3600})));
+    assert_eq!(pull_code(&app, &hour).await, Code::Ok);
+    let two = k.sign(&claims(json!({"iat": now, "exp": now + 7200})));
+    assert_eq!(pull_code(&app, &two).await, Code::Unauthenticated);
+    app.stop().await;
+}
+
+/// The JWKS file is reread every `--jwt-jwks-refresh-seconds` (on the
+/// server's clock): an added key is trusted and a removed one is not,
+/// without a restart; an unusable file keeps the last good keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwks_is_reread_so_keys_rotate_without_a_restart() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let path = app.keys.jwks_path.clone();
+    let original: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let old_token = app.keys.sign(&claims(json!({})));
+    let (new_jwk, new_key) = ed_key("rotated");
+    let new_token = sign_with("rotated", &new_key, &claims(json!({})));
+    assert_eq!(pull_code(&app, &old_token).await, Code::Ok);
+    assert_eq!(pull_code(&app, &new_token).await, Code::Unauthenticated);
+
+    // Waits (bounded) for the refresher to apply what the file says.
+    async fn until(app: &crate::support::TestApp, token: &str, want: Code) {
+        app.clock.advance(chrono::Duration::seconds(301));
+        for _ in 0..100 {
+            if pull_code(app, token).await == want {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the JWKS reread never gave {want:?}");
+    }
+
+    // Step 1 of a rotation: the new key is added beside the old one.
+    let mut both = original.clone();
+    both["keys"].as_array_mut().unwrap().push(new_jwk.clone());
+    std::fs::write(&path, both.to_string()).unwrap();
+    until(&app, &new_token, Code::Ok).await;
+    assert_eq!(
+        pull_code(&app, &old_token).await,
+        Code::Ok,
+        "the old key stays meanwhile"
+    );
+
+    // An unusable file: logged, and the last good keys stay.
+    std::fs::write(&path, "{not json").unwrap();
+    app.clock.advance(chrono::Duration::seconds(301));
+    // Step 2: the old key is removed (after the bad file was seen or not,
+    // the outcome must be the same).
+    let only_new = json!({"keys": [new_jwk]});
+    std::fs::write(&path, only_new.to_string()).unwrap();
+    until(&app, &old_token, Code::Unauthenticated).await;
+    assert_eq!(pull_code(&app, &new_token).await, Code::Ok);
     app.stop().await;
 }

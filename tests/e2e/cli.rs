@@ -213,3 +213,239 @@ async fn bad_database_url_fails_fast_with_a_clear_error() {
         "no pool timeout hides the error"
     );
 }
+
+/// Runs `proctor` with piped output (stderr is no terminal) and returns
+/// (success, stdout, stderr).
+fn run_raw(cwd: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .current_dir(cwd)
+        .args(args)
+        .env_remove("PROCTOR_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn fixture(rel: &str) -> String {
+    format!("{}/tests/fixtures/sanctions/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The long flags a `--help` text lists.
+fn flags_of(help: &str) -> Vec<String> {
+    help.split_whitespace()
+        .filter(|w| w.starts_with("--"))
+        .map(|w| {
+            w.trim_end_matches([',', '.'])
+                .split('=')
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .filter(|w| w != "--help" && w != "--version")
+        .collect()
+}
+
+/// Each subcommand's `--help` lists the settings it reads, not all of the
+/// server's.
+#[test]
+fn each_command_lists_only_its_own_flags() {
+    let cwd = tempfile::tempdir().unwrap();
+    let help = |cmd: &[&str]| {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        flags_of(&run(cwd.path(), &args))
+    };
+    let serve = help(&["serve"]);
+    for f in [
+        "--listen",
+        "--database-url",
+        "--jwt-jwks",
+        "--jwt-max-lifetime-seconds",
+        "--jwt-jwks-refresh-seconds",
+        "--peer-rate-limit-per-second",
+        "--peer-rate-limit-burst",
+        "--refusal-audit-interval-seconds",
+        "--identifier-hash-key-file",
+        "--tls-cert",
+    ] {
+        assert!(serve.iter().any(|s| s == f), "serve lacks {f}: {serve:?}");
+    }
+    assert!(serve.len() >= 26, "{serve:?}");
+    let server_only = [
+        "--listen",
+        "--tls-cert",
+        "--rate-limit-per-second",
+        "--jwt-jwks",
+        "--max-message-bytes",
+    ];
+    let cases: [(&[&str], &[&str], &[&str]); 6] = [
+        (
+            &["migrate"],
+            &["--database-url", "--config"],
+            &["--identifier-hash-key-file", "--jwt-issuer"],
+        ),
+        (
+            &["keys", "status"],
+            &["--database-url", "--identifier-encryption-key-file"],
+            &["--jwt-issuer"],
+        ),
+        (
+            &["keys", "reseal"],
+            &["--batch", "--database-url", "--identifier-encryption-key-file"],
+            &["--jwt-issuer"],
+        ),
+        (
+            &["lists", "import"],
+            &["--source", "--database-url", "--screening-review-threshold"],
+            &["--identifier-hash-key-file", "--jwt-issuer"],
+        ),
+        (
+            &["token", "mint"],
+            &[
+                "--role",
+                "--jwt-issuer",
+                "--jwt-audience",
+                "--jwt-hs256-secret-file",
+                "--data-dir",
+            ],
+            &["--database-url", "--identifier-hash-key-file"],
+        ),
+        (
+            &["subject-ref"],
+            &["--tenant", "--identifier-hash-key-file"],
+            &["--database-url", "--jwt-issuer"],
+        ),
+    ];
+    for (cmd, has, lacks) in cases {
+        let flags = help(cmd);
+        for f in has {
+            assert!(flags.iter().any(|s| s == f), "{cmd:?} lacks {f}: {flags:?}");
+        }
+        for f in lacks.iter().chain(&server_only) {
+            assert!(!flags.iter().any(|s| s == f), "{cmd:?} lists {f}: {flags:?}");
+        }
+        assert!(flags.len() < 15, "{cmd:?} lists {} flags: {flags:?}", flags.len());
+    }
+}
+
+/// Logs go to stderr, without colour codes when stderr is no terminal;
+/// stdout carries only each command's own output.
+#[test]
+fn logs_stay_off_stdout_and_uncoloured() {
+    let cwd = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", cwd.path().join("p.db").display());
+    let looks_like_a_log = |l: &str| {
+        l.contains(" INFO ")
+            || l.contains(" WARN ")
+            || l.contains("\u{1b}[")
+            || l.starts_with("20") && l.contains('Z')
+    };
+    let (ok, out, err) = run_raw(cwd.path(), &["migrate", "--database-url", &db]);
+    assert!(ok, "{err}");
+    assert!(out.lines().all(|l| !looks_like_a_log(l)), "{out}");
+    // `keys status` on a fresh data folder creates the development keys and
+    // warns about it: on stderr, uncoloured.
+    let (ok, out, err) = run_raw(cwd.path(), &["keys", "status", "--database-url", &db]);
+    assert!(ok, "{out} {err}");
+    assert!(
+        err.contains("WARN"),
+        "the development-key warning goes to stderr: {err}"
+    );
+    assert!(
+        !err.contains('\u{1b}'),
+        "no escape codes in a log that is no terminal: {err:?}"
+    );
+    assert!(out.lines().all(|l| !looks_like_a_log(l)), "{out}");
+    assert!(out.contains("nothing depends on other keys"), "{out}");
+    let dir = fixture("ofac/fixture_small");
+    let files = ["sdn.csv", "alt.csv", "add.csv", "sdn_comments.csv"].map(|f| format!("{dir}/{f}"));
+    let mut args = vec!["lists", "import", "--source", "ofac_sdn", "--database-url", &db];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, out, err) = run_raw(cwd.path(), &args);
+    assert!(ok, "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+    assert_eq!(out.lines().count(), 2, "only the import's own report: {out}");
+    assert!(
+        out.starts_with("ofac_sdn version 1: 17 entries (+17 added"),
+        "{out}"
+    );
+}
+
+/// Importing the same files again says nothing changed; a file given to
+/// the wrong source is named with what was expected, and none of its
+/// content is printed.
+#[test]
+fn lists_import_explains_unchanged_and_mismatched_files() {
+    let cwd = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", cwd.path().join("p.db").display());
+    let dir = fixture("ofac/fixture_small");
+    let files = ["sdn.csv", "alt.csv", "add.csv", "sdn_comments.csv"].map(|f| format!("{dir}/{f}"));
+    let mut args = vec!["lists", "import", "--source", "ofac_sdn", "--database-url", &db];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, first, err) = run_raw(cwd.path(), &args);
+    assert!(ok, "{err}");
+    let sha = first
+        .split("sha256 ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let (ok, again, err) = run_raw(cwd.path(), &args);
+    assert!(ok, "{err}");
+    assert_eq!(
+        again.trim(),
+        format!("ofac_sdn unchanged: version 1 already loaded (sha256 {sha}), nothing imported")
+    );
+
+    let eu = fixture("eu/fsf_1_1_excerpt_2026-08-05.xml");
+    let sdn = format!("{dir}/sdn.csv");
+    let csl = fixture("us_csl/csl.csv");
+    let cases = [
+        (
+            "ofac_sdn",
+            &eu,
+            "fsf_1_1_excerpt_2026-08-05.xml",
+            "OFAC CSV set",
+            "Saddam",
+        ),
+        (
+            "eu_fsf",
+            &sdn,
+            "sdn.csv",
+            "EU financial sanctions (FSF) XML",
+            "LOGAN MOREY",
+        ),
+        (
+            "un_sc",
+            &csl,
+            "csl.csv",
+            "UN Security Council consolidated list XML",
+            "Entity List",
+        ),
+    ];
+    for (source, file, name, expected, content) in cases {
+        let (ok, out, err) = run_raw(
+            cwd.path(),
+            &["lists", "import", "--source", source, "--database-url", &db, file],
+        );
+        assert!(!ok, "{source} {name} was imported: {out}");
+        for want in [format!("source {source}"), name.to_owned(), expected.to_owned()] {
+            assert!(err.contains(&want), "{source}/{name}: no {want:?} in {err}");
+        }
+        assert!(
+            !err.contains(content),
+            "{source}/{name}: file content printed: {err}"
+        );
+        // The development-key warnings are log lines; the error itself is short.
+        let message = err.lines().filter(|l| !l.contains(" WARN ")).count();
+        assert!(message <= 3, "{err}");
+    }
+}

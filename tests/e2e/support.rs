@@ -457,3 +457,35 @@ pub fn authed<T>(msg: T, token: &str) -> Request<T> {
     );
     r
 }
+
+/// Moves the clock past the refusal interval (60 s by default) and waits
+/// for the flusher to write the counted refusals: the `auth.refused`
+/// events, one per caller class.
+pub async fn flushed_refusals(app: &TestApp) -> Vec<proctor::proto::v1::AuditEvent> {
+    app.clock.advance(chrono::Duration::seconds(61));
+    for _ in 0..100 {
+        let refused: Vec<_> = audit_events(app)
+            .await
+            .into_iter()
+            .filter(|e| e.action == "auth.refused")
+            .collect();
+        if !refused.is_empty() {
+            return refused;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the refused calls were never written to the audit log");
+}
+
+/// The JSON detail of a counted-refusals event.
+pub fn refusal_detail(e: &proctor::proto::v1::AuditEvent) -> serde_json::Value {
+    serde_json::from_str(&e.detail).expect("auth.refused detail is JSON")
+}
+
+/// How many refusals of class `outcome` the events count together.
+pub fn refused_count(events: &[proctor::proto::v1::AuditEvent], outcome: &str) -> u64 {
+    events
+        .iter()
+        .map(|e| refusal_detail(e)["outcomes"][outcome].as_u64().unwrap_or(0))
+        .sum()
+}

@@ -23,7 +23,10 @@ use tonic::Code;
 use tonic::metadata::MetadataValue;
 
 use crate::on_both_backends;
-use crate::support::{Backend, TestDb, TestKeys, authed, spawn_with, test_config};
+use crate::support::{
+    Backend, TestDb, TestKeys, authed, flushed_refusals, refusal_detail, refused_count, spawn_with,
+    test_config,
+};
 
 /// Adds an RS256 key (`kid` "test-rsa") to the test key set and returns
 /// its private and public PEM.
@@ -130,6 +133,11 @@ async fn attacks(b: Backend) {
             .await
             .expect_err(what);
         assert_eq!(e.code(), Code::Unauthenticated, "{what}: {e:?}");
+        assert_eq!(
+            e.message(),
+            proctor::auth::jwt::UNAUTHENTICATED_MESSAGE,
+            "{what}: no parser detail"
+        );
     }
     // 8 KiB of garbage as the whole header, not even "Bearer".
     let mut req = tonic::Request::new(PullRequest::default());
@@ -155,6 +163,7 @@ async fn attacks(b: Backend) {
     assert_eq!(e.code(), Code::PermissionDenied);
 
     // Every refusal is counted, by class, and no token is stored.
+    let refused = flushed_refusals(&app).await;
     let mut audit = AuditServiceClient::new(app.channel.clone());
     let events = audit
         .list_audit_events(authed(
@@ -168,18 +177,23 @@ async fn attacks(b: Backend) {
         .unwrap()
         .into_inner()
         .events;
-    let denied: Vec<_> = events.iter().filter(|e| e.action == "auth.denied").collect();
-    assert_eq!(denied.len(), cases.len() + 2, "{denied:#?}");
+    let total: u64 = refused
+        .iter()
+        .map(|e| refusal_detail(e)["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, cases.len() as u64 + 2, "{refused:#?}");
     for (what, _, label) in &cases {
         assert!(
-            denied.iter().any(|e| e.outcome == *label),
-            "{what}: no audit event with outcome {label}: {denied:#?}"
+            refused_count(&refused, label) > 0,
+            "{what}: no refusal counted with outcome {label}: {refused:#?}"
         );
     }
+    // alg none, the 8 KiB garbage token and the bare garbage header.
+    assert_eq!(refused_count(&refused, "malformed_token"), 3);
     assert!(
-        denied
+        refused
             .iter()
-            .any(|e| e.outcome == "other_tenant" && e.tenant_id == "t1")
+            .any(|e| e.tenant_id == "t1" && refusal_detail(e)["outcomes"]["other_tenant"] == 1)
     );
     for e in &events {
         let text = format!("{e:?}");

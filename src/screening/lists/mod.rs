@@ -108,8 +108,102 @@ fn is_xml(files: &[ListFile]) -> bool {
     }
 }
 
+/// What a source's file looks like, for telling a wrong source/file pair
+/// apart from a damaged file before any parser runs (a parser's error on
+/// the wrong format quoted the file's content back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// XML with this root element, described for people.
+    Xml(&'static str, &'static str),
+    /// Delimited text (CSV, or tab-separated), described for people.
+    Text(&'static str),
+}
+
+/// The format each source is published in; OFAC's XML alternative is
+/// handled where both are accepted.
+fn expected_format(source: &str) -> Option<Format> {
+    Some(match source {
+        "ofac_sdn" | "ofac_cons" => Format::Text(
+            "the OFAC CSV set (sdn.csv alt.csv add.csv sdn_comments.csv) or its XML file (root <sdnList>)",
+        ),
+        "un_sc" => Format::Xml(
+            "CONSOLIDATED_LIST",
+            "the UN Security Council consolidated list XML",
+        ),
+        "eu_fsf" => Format::Xml("export", "the EU financial sanctions (FSF) XML export"),
+        "uk_fcdo" => Format::Xml("Designations", "the UK FCDO sanctions list XML"),
+        "ch_seco" => Format::Xml("swiss-sanctions-list", "the Swiss SECO sanctions list XML"),
+        "us_csl" => Format::Text("the US Consolidated Screening List CSV"),
+        "us_dpl" => Format::Text("the US BIS Denied Persons List (tab-separated text)"),
+        _ => return None,
+    })
+}
+
+/// The local name of a file's root element, or `None` when it does not
+/// start like XML. Reads no further than the first element.
+fn xml_root(data: &[u8]) -> Option<String> {
+    let body = data
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(data)
+        .trim_ascii_start();
+    if !body.starts_with(b"<") {
+        return None;
+    }
+    let mut reader = quick_xml::Reader::from_reader(body);
+    let mut buf = Vec::new();
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(quick_xml::events::Event::Start(e) | quick_xml::events::Event::Empty(e)) => {
+                return Some(String::from_utf8_lossy(e.local_name().as_ref()).into_owned());
+            }
+            Ok(quick_xml::events::Event::Eof) | Err(_) => return Some(String::new()),
+            Ok(_) => buf.clear(),
+        }
+    }
+}
+
+/// Refuses a file that is plainly not in `source`'s format, with a message
+/// naming the source, the file and what was expected, and nothing of the
+/// file's content (the root element's name at most).
+fn check_format(source: &str, files: &[ListFile]) -> Result<(), ParseError> {
+    let Some(format) = expected_format(source) else {
+        return Ok(());
+    };
+    for f in files {
+        let root = xml_root(&f.data);
+        let wrong = match (format, root.as_deref()) {
+            (Format::Xml(want, _), Some(got)) if got == want => None,
+            (Format::Xml(_, what), Some("")) => Some(format!(
+                "source {source} expects {what}; {} is not well-formed XML",
+                f.name
+            )),
+            (Format::Xml(want, what), Some(got)) => Some(format!(
+                "source {source} expects {what} (root <{want}>); {} is XML with root <{got}>, another list",
+                f.name
+            )),
+            (Format::Xml(want, what), None) => Some(format!(
+                "source {source} expects {what} (root <{want}>); {} is not XML",
+                f.name
+            )),
+            // OFAC also publishes one XML file; its parser checks the root.
+            (Format::Text(_), Some("sdnList")) if source.starts_with("ofac_") => None,
+            (Format::Text(_), Some("")) => None,
+            (Format::Text(what), Some(got)) => Some(format!(
+                "source {source} expects {what}; {} is XML (root <{got}>), another list",
+                f.name
+            )),
+            (Format::Text(_), None) => None,
+        };
+        if let Some(message) = wrong {
+            return Err(ParseError::new(&f.name, "format", message));
+        }
+    }
+    Ok(())
+}
+
 /// Parses the files of one import of `source` into entries, sorted by id.
 pub fn parse(source: &str, files: &[ListFile]) -> Result<Vec<ListEntry>, ParseError> {
+    check_format(source, files)?;
     let single = || -> Result<&ListFile, ParseError> {
         match files {
             [f] => Ok(f),

@@ -346,3 +346,47 @@ fn lines_count_from_one_and_give_a_break_to_the_record_after_it() {
     assert_eq!(lines.at(u64::MAX), 4);
     assert_eq!(super::Lines::new(b"").at(0), 1);
 }
+
+#[test]
+fn a_wrong_source_for_the_file_is_named_without_its_content() {
+    let file = |name: &str, data: &str| ListFile {
+        name: name.into(),
+        data: data.as_bytes().to_vec(),
+    };
+    let csv = file("sdn.csv", "36,\"AEROCARIBBEAN AIRLINES\",-0- ,\"CUBA\"\n");
+    let eu = file(
+        "fsf.xml",
+        "<?xml version=\"1.0\"?>\n<!-- comment -->\n<export><sanctionEntity>SECRET NAME</sanctionEntity></export>",
+    );
+    let cases = [
+        (
+            "eu_fsf",
+            &csv,
+            "source eu_fsf expects the EU financial sanctions (FSF) XML export (root <export>); sdn.csv is not XML",
+        ),
+        (
+            "ofac_sdn",
+            &eu,
+            "source ofac_sdn expects the OFAC CSV set (sdn.csv alt.csv add.csv sdn_comments.csv) or its XML file (root <sdnList>); fsf.xml is XML (root <export>), another list",
+        ),
+        (
+            "un_sc",
+            &eu,
+            "source un_sc expects the UN Security Council consolidated list XML (root <CONSOLIDATED_LIST>); fsf.xml is XML with root <export>, another list",
+        ),
+        (
+            "us_csl",
+            &eu,
+            "source us_csl expects the US Consolidated Screening List CSV; fsf.xml is XML (root <export>), another list",
+        ),
+    ];
+    for (source, f, want) in cases {
+        let e = parse(source, std::slice::from_ref(f)).unwrap_err();
+        assert_eq!(e.message, want, "{source}");
+        let text = e.to_string();
+        assert!(
+            !text.contains("AEROCARIBBEAN") && !text.contains("SECRET NAME"),
+            "{text}"
+        );
+    }
+}
