@@ -210,6 +210,7 @@ impl Application {
             stopping: stop_rx.clone(),
             decisions: decisions.clone(),
             secrets: subject_secrets.clone(),
+            streams: grpc::streams::StreamSlots::new(config.max_streams_per_caller),
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();

@@ -91,6 +91,16 @@ pub struct Config {
     pub rate_limit_per_second: f64,
     /// Calls a rested caller may make at once above the rate.
     pub rate_limit_burst: f64,
+    /// Server streams one caller (a tenant, or a token subject in its role)
+    /// holds open at once; 0 = no cap.
+    pub max_streams_per_caller: usize,
+    /// Threads of the name-matching pool; 0 = one per core.
+    pub screening_threads: usize,
+    /// Screenings of one caller matching or queued at once; 0 = one per
+    /// matching thread.
+    pub screening_jobs_per_caller: usize,
+    /// Most rows (CSV records, XML entries) one list import may hold.
+    pub max_import_rows: u64,
 }
 
 impl Default for Config {
@@ -121,6 +131,10 @@ impl Default for Config {
             tls_client_ca: None,
             rate_limit_per_second: 0.0,
             rate_limit_burst: 100.0,
+            max_streams_per_caller: 16,
+            screening_threads: 0,
+            screening_jobs_per_caller: 0,
+            max_import_rows: 1_000_000,
         }
     }
 }
@@ -230,6 +244,22 @@ pub struct ConfigArgs {
     #[arg(long, env = "PROCTOR_RATE_LIMIT_BURST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit_burst: Option<f64>,
+    /// Server streams one caller holds open at once, 0 = no cap [default: 16].
+    #[arg(long, env = "PROCTOR_MAX_STREAMS_PER_CALLER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_streams_per_caller: Option<usize>,
+    /// Threads matching names, apart from the request threads, 0 = one per core [default: 0].
+    #[arg(long, env = "PROCTOR_SCREENING_THREADS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screening_threads: Option<usize>,
+    /// Screenings one caller has matching or queued at once, 0 = one per screening thread [default: 0].
+    #[arg(long, env = "PROCTOR_SCREENING_JOBS_PER_CALLER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screening_jobs_per_caller: Option<usize>,
+    /// Most rows (CSV records, XML entries) of one list import [default: 1000000].
+    #[arg(long, env = "PROCTOR_MAX_IMPORT_ROWS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_import_rows: Option<u64>,
 }
 
 /// The configuration is unusable.
@@ -311,6 +341,9 @@ impl Config {
         }
         if !(self.rate_limit_burst >= 1.0 && self.rate_limit_burst.is_finite()) {
             return Err(ConfigError("rate_limit_burst must be at least 1".into()));
+        }
+        if self.max_import_rows == 0 {
+            return Err(ConfigError("max_import_rows must be at least 1".into()));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError("tls_cert and tls_key must be given together".into()));

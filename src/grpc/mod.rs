@@ -12,6 +12,7 @@ pub mod limits;
 pub mod rate_limit;
 pub mod screening;
 pub mod status;
+pub mod streams;
 pub mod subject_requests;
 pub mod subprocessors;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub decisions: std::sync::Arc<crate::decisions::Decisions>,
     /// Seals personal data at rest (identifiers, exports, case answers).
     pub secrets: std::sync::Arc<crate::secrets::SubjectSecrets>,
+    /// Server streams each caller holds open (`--max-streams-per-caller`).
+    pub streams: std::sync::Arc<streams::StreamSlots>,
 }
 
 impl AppState {

@@ -566,6 +566,7 @@ impl ScreeningService for Screening {
         req: Request<Streaming<pb::ScreenRequest>>,
     ) -> Result<Response<Self::BatchScreenStream>, Status> {
         let who = Arc::new(caller(&req)?);
+        let slot = self.state.streams.open(&who)?;
         let input = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let me = Arc::new(self.clone());
@@ -603,7 +604,7 @@ impl ScreeningService for Screening {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(super::streams::hold(slot, ReceiverStream::new(rx))))
     }
 
     async fn list_cases(

@@ -581,6 +581,7 @@ impl SubjectRequestService for SubjectRequests {
         req: Request<pb::WatchSubjectRequestRequest>,
     ) -> Result<Response<Self::WatchSubjectRequestStream>, Status> {
         let who = caller(&req)?;
+        let slot = self.state.streams.open(&who)?;
         let id = req.into_inner().id;
         required_id(&id, "id")?;
         let tenant = visible_tenant(&who)?;
@@ -588,7 +589,10 @@ impl SubjectRequestService for SubjectRequests {
         self.load(tenant.clone(), id.clone()).await?;
         let (tx, rx) = mpsc::channel(16);
         let this = self.clone();
-        let mut changes = self.state.store.subscribe_changes();
+        let mut changes = self
+            .state
+            .store
+            .follow(crate::store::notify::Topic::SubjectRequest(id.clone()));
         let mut stopping = self.state.stopping.clone();
         let reveal = who.role == Role::Tenant;
         tokio::spawn(async move {
@@ -618,7 +622,7 @@ impl SubjectRequestService for SubjectRequests {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(super::streams::hold(slot, ReceiverStream::new(rx))))
     }
 
     async fn cancel_subject_request(
@@ -688,6 +692,7 @@ impl SubjectRequestService for SubjectRequests {
         req: Request<pb::GetExportRequest>,
     ) -> Result<Response<Self::GetExportStream>, Status> {
         let who = caller(&req)?;
+        let slot = self.state.streams.open(&who)?;
         let id = req.into_inner().id;
         required_id(&id, "id")?;
         let tenant = visible_tenant(&who)?.unwrap_or_default();
@@ -794,7 +799,7 @@ impl SubjectRequestService for SubjectRequests {
             }
             let _ = send(b"]}".to_vec(), "").await;
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(super::streams::hold(slot, ReceiverStream::new(rx))))
     }
 
     async fn compute_subject_ref(
