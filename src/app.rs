@@ -262,7 +262,9 @@ impl Application {
             tracing::warn!(error = %e, "screening indexes not loaded at start; the poller retries");
         }
         live.spawn_poller(stop_rx.clone());
-        let screener = grpc::screening::NameScreener::new(live, config.screening_review_threshold);
+        let pool = grpc::match_pool::MatchPool::new(config.screening_threads, config.screening_jobs_per_caller)
+            .map_err(StartError::Config)?;
+        let screener = grpc::screening::NameScreener::new(live, config.screening_review_threshold, pool);
 
         let max = config.max_message_bytes;
         let tls_on = tls.is_some();

@@ -9,6 +9,7 @@ pub mod convert;
 pub mod inbox;
 pub mod instructions;
 pub mod limits;
+pub mod match_pool;
 pub mod rate_limit;
 pub mod screening;
 pub mod status;

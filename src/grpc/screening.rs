@@ -19,6 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::ts;
+use super::match_pool::MatchPool;
+use super::streams::caller_key;
 use super::{AppState, audit_entry, caller};
 use crate::auth::{Caller, Role};
 use crate::domain::page::Page;
@@ -169,15 +171,17 @@ pub struct NameScreener {
     live: Arc<LiveIndex>,
     params: Params,
     threshold: f64,
+    pool: Arc<MatchPool>,
 }
 
 impl NameScreener {
-    /// A screener over `live` alerting at `threshold`.
-    pub fn new(live: Arc<LiveIndex>, threshold: f64) -> Self {
+    /// A screener over `live` alerting at `threshold`, matching on `pool`.
+    pub fn new(live: Arc<LiveIndex>, threshold: f64, pool: Arc<MatchPool>) -> Self {
         Self {
             live,
             params: Params::default(),
             threshold,
+            pool,
         }
     }
 
@@ -196,18 +200,29 @@ impl NameScreener {
         &self.params
     }
 
-    /// The hits of `q` at or above the threshold, or None while this
-    /// replica has no list loaded (nothing can be called clear then).
-    pub fn hits(&self, q: &Query) -> Option<Vec<Hit>> {
-        self.search(q, self.threshold, 20).ok()
+    /// The hits of `q` at or above the threshold for `who`, or None while
+    /// this replica has no list loaded (nothing can be called clear then).
+    pub async fn hits(&self, who: &Caller, q: Query) -> Result<Option<Vec<Hit>>, Error> {
+        match self.search(who, q, self.threshold, 20).await {
+            Ok(hits) => Ok(Some(hits)),
+            Err(Error::FailedPrecondition(_) | Error::Unavailable(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The best `limit` (at least 20) hits of `q` scoring `min_score` or
     /// more, or why there are no lists to search ([`LiveIndex::usable`]).
-    pub fn search(&self, q: &Query, min_score: f64, limit: usize) -> Result<Vec<Hit>, Error> {
+    /// Matching runs on the matching pool, within `who`'s share of it.
+    pub async fn search(&self, who: &Caller, q: Query, min_score: f64, limit: usize) -> Result<Vec<Hit>, Error> {
         let set = self.live.usable()?;
-        let _s = tracing::info_span!("screening.match", screening.lists = set.by_source.len()).entered();
-        Ok(set.search(q, &self.params, min_score, limit.max(20)))
+        let span = tracing::info_span!("screening.match", screening.lists = set.by_source.len());
+        let params = self.params;
+        self.pool
+            .run(&caller_key(who), move || {
+                let _s = span.enter();
+                set.search(&q, &params, min_score, limit.max(20))
+            })
+            .await
     }
 }
 
@@ -434,7 +449,8 @@ impl Screening {
         let limit = if req.limit == 0 { DEFAULT_LIMIT } else { req.limit } as usize;
         let hits = self
             .screener
-            .search(&q, min_score.min(self.screener.threshold()), limit)?;
+            .search(who, q, min_score.min(self.screener.threshold()), limit)
+            .await?;
         let shown: Vec<pb::Hit> = hits
             .iter()
             .filter(|h| h.score >= min_score)

@@ -24,6 +24,7 @@ mod rate_limit;
 mod reseal;
 mod sanctions_effects;
 mod screening;
+mod screening_pool;
 mod streams;
 mod subject_requests;
 mod subprocessors;
