@@ -263,7 +263,7 @@ fn grpc_load(_c: &mut Criterion) {
                 trace_id: String::new(),
                 detail: String::new(),
             };
-            proctor::grpc::screening::import_files(&store, entry, src.into(), files.iter().map(|f| file(f)).collect(), Params::default(), 0.8)
+            proctor::grpc::screening::import_files(&store, entry, src.into(), files.iter().map(|f| file(f)).collect(), proctor::store::screening::Review { params: Params::default(), threshold: 0.8 }, proctor::screening::lists::Budget::unlimited())
                 .await
                 .unwrap();
         }

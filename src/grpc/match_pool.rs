@@ -99,14 +99,16 @@ impl MatchPool {
                 let _ = tx.send(f());
             }
         });
-        rx.await
-            .map_err(|_| Error::Internal("screening failed".into()))
+        rx.await.map_err(|_| Error::Internal("screening failed".into()))
     }
 
     /// The semaphore of `caller`'s slots, shared by its calls while any
     /// holds or waits for one.
     fn caller(&self, caller: &str) -> Arc<Semaphore> {
-        let mut map = self.callers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .callers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(s) = map.get(caller).and_then(Weak::upgrade) {
             return s;
         }
@@ -173,7 +175,11 @@ mod tests {
         for j in jobs.collect::<Vec<_>>() {
             j.await.unwrap().unwrap();
         }
-        assert_eq!(peak.load(Ordering::SeqCst), 2, "never more than the caller's share");
+        assert_eq!(
+            peak.load(Ordering::SeqCst),
+            2,
+            "never more than the caller's share"
+        );
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ use crate::error::Error;
 use crate::proto::v1 as pb;
 use crate::proto::v1::screening_service_server::ScreeningService;
 use crate::screening::index::{Hit, Index, IndexSet, Query};
-use crate::screening::lists::{ListFile, SOURCES, parse};
+use crate::screening::lists::{Budget, CANCELLED, ListFile, SOURCES, parse_within};
 use crate::screening::matcher::{Params, PreparedName, Uniform, compare};
 use crate::screening::model::EntityKind;
 use crate::store::Store;
@@ -213,7 +214,13 @@ impl NameScreener {
     /// The best `limit` (at least 20) hits of `q` scoring `min_score` or
     /// more, or why there are no lists to search ([`LiveIndex::usable`]).
     /// Matching runs on the matching pool, within `who`'s share of it.
-    pub async fn search(&self, who: &Caller, q: Query, min_score: f64, limit: usize) -> Result<Vec<Hit>, Error> {
+    pub async fn search(
+        &self,
+        who: &Caller,
+        q: Query,
+        min_score: f64,
+        limit: usize,
+    ) -> Result<Vec<Hit>, Error> {
         let set = self.live.usable()?;
         let span = tracing::info_span!("screening.match", screening.lists = set.by_source.len());
         let params = self.params;
@@ -233,12 +240,29 @@ pub struct Screening {
     /// The same screener the sub-processor registry uses, so `Screen` and a
     /// registration can never disagree on indexes, scorer or threshold.
     screener: NameScreener,
+    /// Most rows one `ImportList` takes (`--max-import-rows`).
+    max_import_rows: u64,
 }
 
 impl Screening {
-    /// A service over `state` screening with `screener`.
-    pub fn new(state: AppState, screener: NameScreener) -> Self {
-        Self { state, screener }
+    /// A service over `state` screening with `screener`, taking imports of
+    /// at most `max_import_rows` rows.
+    pub fn new(state: AppState, screener: NameScreener, max_import_rows: u64) -> Self {
+        Self {
+            state,
+            screener,
+            max_import_rows,
+        }
+    }
+}
+
+/// Sets its flag when dropped: tells work running on other threads that
+/// the call it serves has ended.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -329,14 +353,16 @@ pub fn import_digest(files: &[ListFile]) -> String {
 
 /// Parses and stores an import as one transaction; shared by `ImportList`
 /// and the CLI. A parse error is INVALID_ARGUMENT naming file and line, and
-/// nothing is stored.
+/// nothing is stored. `budget` caps the rows, and once its flag is set
+/// (the call ended) the parse stops and the transaction rolls back, so an
+/// abandoned import neither burns CPU to the end nor writes a version.
 pub async fn import_files(
     store: &Store,
     actor: crate::domain::audit::AuditEntry,
     source: String,
     files: Vec<ListFile>,
-    params: Params,
-    threshold: f64,
+    review: st::Review,
+    budget: Budget,
 ) -> Result<VersionInfo, Error> {
     if !SOURCES.contains(&source.as_str()) {
         return Err(Error::invalid(
@@ -347,24 +373,26 @@ pub async fn import_files(
     let sha = import_digest(&files);
     let src = source.clone();
     let span = tracing::info_span!("screening.parse", screening.source = %source);
-    let entries = tokio::task::spawn_blocking(move || {
+    let cancelled = budget.cancelled.clone();
+    let parsed = tokio::task::spawn_blocking(move || {
         let _e = span.enter();
-        parse(&src, &files)
+        parse_within(&src, &files, &budget)
     })
     .await
-    .map_err(|e| Error::Internal(format!("parser failed: {e}")))?
-    .map_err(|e| Error::invalid("data", e.to_string()))?;
+    .map_err(|e| Error::Internal(format!("parser failed: {e}")))?;
+    let entries = match parsed {
+        Ok(entries) => entries,
+        Err(e) if e.message == CANCELLED => return Err(Error::Aborted(CANCELLED.into())),
+        Err(e) => return Err(Error::invalid("data", e.to_string())),
+    };
     store
         .write("screening.import", move |c, clock| {
-            st::import(
-                c,
-                clock.now(),
-                actor,
-                &source,
-                &sha,
-                entries,
-                st::Review { params, threshold },
-            )
+            let info = st::import(c, clock.now(), actor, &source, &sha, entries, review)?;
+            // The last moment to give up: after this the version commits.
+            if cancelled.load(Ordering::Relaxed) {
+                return Err(Error::Aborted(CANCELLED.into()));
+            }
+            Ok(info)
         })
         .await
 }
@@ -555,15 +583,19 @@ impl ScreeningService for Screening {
         );
         v.finish()?;
         let actor = audit_entry(&who, None, "screening.import", &source, "ok");
-        let info = import_files(
-            &self.state.store,
-            actor,
-            source,
-            files,
-            *self.screener.params(),
-            self.screener.threshold(),
-        )
-        .await?;
+        // Dropped with this call, whether it returns, its client goes away
+        // or its deadline passes: then the import's work stops.
+        let on_end = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let budget = Budget {
+            max_rows: self.max_import_rows,
+            cancelled: on_end.0.clone(),
+        };
+        let review = st::Review {
+            params: *self.screener.params(),
+            threshold: self.screener.threshold(),
+        };
+        let info = import_files(&self.state.store, actor, source, files, review, budget).await?;
+        drop(on_end);
         self.screener.live().refresh().await?;
         // Sub-processors screened clear by this version may now be active.
         self.state.follow_decisions().await;

@@ -43,7 +43,10 @@ impl StreamSlots {
     /// Takes one of `who`'s slots, or RESOURCE_EXHAUSTED when all are held.
     pub fn open(self: &Arc<Self>, who: &Caller) -> Result<StreamSlot, Status> {
         let key = caller_key(who);
-        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = open.entry(key.clone()).or_insert(0);
         if self.max > 0 && *n >= self.max {
             return Err(Status::resource_exhausted(format!(
@@ -60,7 +63,10 @@ impl StreamSlots {
 
     /// Streams `key` (see [`caller_key`]) holds open now.
     pub fn held(&self, key: &str) -> usize {
-        let open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         open.get(key).copied().unwrap_or(0)
     }
 }
@@ -169,7 +175,10 @@ mod tests {
         use futures::StreamExt;
         let slots = StreamSlots::new(1);
         let c = who(Role::Sre, "x", None);
-        let mut s = hold(slots.open(&c).unwrap(), futures::stream::iter([Ok::<_, Status>(1)]));
+        let mut s = hold(
+            slots.open(&c).unwrap(),
+            futures::stream::iter([Ok::<_, Status>(1)]),
+        );
         assert!(slots.open(&c).is_err());
         assert_eq!(s.next().await.unwrap().unwrap(), 1);
         drop(s);

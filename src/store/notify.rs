@@ -73,7 +73,10 @@ impl Hub {
     /// Starts following `topic`; the topic is forgotten when its last
     /// follower is dropped.
     pub fn follow(self: &Arc<Self>, topic: Topic) -> Follower {
-        let mut map = self.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .topics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = match map.get(&topic).and_then(Weak::upgrade) {
             Some(e) => e,
             None => {
@@ -99,7 +102,10 @@ impl Hub {
         if topics.is_empty() {
             return;
         }
-        let map = self.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self
+            .topics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for t in topics {
             if let Some(e) = map.get(t).and_then(Weak::upgrade) {
                 e.signals.fetch_add(1, Ordering::Relaxed);
@@ -112,7 +118,10 @@ impl Hub {
     /// first follower (0 when it has none): what proves a write wakes
     /// only the streams it concerns.
     pub fn signals(&self, topic: &Topic) -> u64 {
-        let map = self.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self
+            .topics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(topic)
             .and_then(Weak::upgrade)
             .map_or(0, |e| e.signals.load(Ordering::Relaxed))
@@ -120,7 +129,10 @@ impl Hub {
 
     /// Topics with at least one follower.
     pub fn followed(&self) -> usize {
-        let map = self.topics.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self
+            .topics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.values().filter(|w| w.strong_count() > 0).count()
     }
 }

@@ -15,6 +15,7 @@ mod healthcheck;
 mod inbox;
 mod instructions;
 // The load generator of the benchmarks; its short form runs here.
+mod list_imports;
 #[path = "../../benches/load/mod.rs"]
 mod load;
 mod load_short;

@@ -15,18 +15,53 @@ use crate::support::{Backend, TestApp, authed, spawn_app};
 /// Tokens the synthetic list and the queries share, so that every query
 /// name has many candidates to score.
 const TOKENS: &[&str] = &[
-    "AHMAD", "MOHAMMED", "ALI", "HASSAN", "HUSSEIN", "ABDUL", "KARIM", "RAHMAN", "YUSUF", "IBRAHIM",
-    "OMAR", "KHALID", "SAID", "MAHMOUD", "MUSTAFA", "SALEH", "NASSER", "JAMAL", "FAROUK", "TARIQ",
-    "IVANOV", "PETROV", "SMIRNOV", "VOLKOV", "POPOV", "SOKOLOV", "LEBEDEV", "KOZLOV", "NOVIKOV",
-    "MOROZOV", "TRADING", "GROUP", "HOLDING", "SHIPPING", "INTERNATIONAL", "COMPANY", "LIMITED",
+    "AHMAD",
+    "MOHAMMED",
+    "ALI",
+    "HASSAN",
+    "HUSSEIN",
+    "ABDUL",
+    "KARIM",
+    "RAHMAN",
+    "YUSUF",
+    "IBRAHIM",
+    "OMAR",
+    "KHALID",
+    "SAID",
+    "MAHMOUD",
+    "MUSTAFA",
+    "SALEH",
+    "NASSER",
+    "JAMAL",
+    "FAROUK",
+    "TARIQ",
+    "IVANOV",
+    "PETROV",
+    "SMIRNOV",
+    "VOLKOV",
+    "POPOV",
+    "SOKOLOV",
+    "LEBEDEV",
+    "KOZLOV",
+    "NOVIKOV",
+    "MOROZOV",
+    "TRADING",
+    "GROUP",
+    "HOLDING",
+    "SHIPPING",
+    "INTERNATIONAL",
+    "COMPANY",
+    "LIMITED",
 ];
 
 /// A deterministic CSL list of `n` entries of four shared tokens each.
-fn synthetic_csl(n: usize) -> Vec<u8> {
+pub(crate) fn synthetic_csl(n: usize) -> Vec<u8> {
     let mut out = String::from("_id,source,entity_number,type,programs,name,alt_names\n");
     let mut x: u64 = 0x9e37_79b9;
     let mut next = || {
-        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         TOKENS[(x >> 33) as usize % TOKENS.len()]
     };
     for i in 0..n {
@@ -60,7 +95,9 @@ fn long_query(i: usize) -> pb::ScreenRequest {
 async fn probe(app: &TestApp) -> (Duration, Duration) {
     let t = Instant::now();
     let health = HealthClient::new(app.channel.clone())
-        .check(HealthCheckRequest { service: String::new() })
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
         .await
         .expect("health answers")
         .into_inner();
@@ -130,9 +167,20 @@ async fn decisions_stay_fast_while_screening_is_saturated(b: Backend) {
         worst = (worst.0.max(h), worst.1.max(c));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("idle: health {idle_health:?}, check {idle_check:?}; saturated worst: health {:?}, check {:?}", worst.0, worst.1);
-    assert!(worst.0 < Duration::from_secs(1), "health took {:?} while screening", worst.0);
-    assert!(worst.1 < Duration::from_secs(1), "CheckProcessing took {:?} while screening", worst.1);
+    eprintln!(
+        "idle: health {idle_health:?}, check {idle_check:?}; saturated worst: health {:?}, check {:?}",
+        worst.0, worst.1
+    );
+    assert!(
+        worst.0 < Duration::from_secs(1),
+        "health took {:?} while screening",
+        worst.0
+    );
+    assert!(
+        worst.1 < Duration::from_secs(1),
+        "CheckProcessing took {:?} while screening",
+        worst.1
+    );
     assert!(
         streams.iter().all(|s| !s.is_finished()),
         "screening was still saturated while probing (else the probes prove nothing)"

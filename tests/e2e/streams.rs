@@ -33,7 +33,10 @@ async fn the_cap_is_per_caller(b: Backend) {
     }
     let refused = subscribe(&app, &t1).await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
-    assert!(refused.message().contains("max-streams-per-caller"), "{refused:?}");
+    assert!(
+        refused.message().contains("max-streams-per-caller"),
+        "{refused:?}"
+    );
     // Streams of the other kinds count against the same cap.
     let watch = crate::subject_requests::client(&app)
         .watch_subject_request(authed(pb::WatchSubjectRequestRequest { id: "r1".into() }, &t1))
@@ -43,10 +46,17 @@ async fn the_cap_is_per_caller(b: Backend) {
 
     // Other callers are unaffected: another tenant, a platform system, and
     // the compliance team's audit export.
-    let _t2 = subscribe(&app, &app.keys.tenant("t2")).await.expect("t2 has its own slots");
-    let _crm = subscribe(&app, &app.keys.platform("crm")).await.expect("crm has its own");
+    let _t2 = subscribe(&app, &app.keys.tenant("t2"))
+        .await
+        .expect("t2 has its own slots");
+    let _crm = subscribe(&app, &app.keys.platform("crm"))
+        .await
+        .expect("crm has its own");
     let mut export = proctor::proto::v1::audit_service_client::AuditServiceClient::new(app.channel.clone())
-        .export_audit_log(authed(pb::ExportAuditLogRequest::default(), &app.keys.compliance()))
+        .export_audit_log(authed(
+            pb::ExportAuditLogRequest::default(),
+            &app.keys.compliance(),
+        ))
         .await
         .expect("compliance has its own slots")
         .into_inner();
@@ -70,7 +80,10 @@ async fn the_cap_is_per_caller(b: Backend) {
     .expect("the closed stream's slot is released");
     open.push(reopened);
     // ...and exactly one: the cap holds again.
-    assert_eq!(subscribe(&app, &t1).await.unwrap_err().code(), Code::ResourceExhausted);
+    assert_eq!(
+        subscribe(&app, &t1).await.unwrap_err().code(),
+        Code::ResourceExhausted
+    );
     drop(open);
     app.stop().await;
 }
@@ -87,10 +100,7 @@ async fn writes_wake_only_their_streams(b: Backend) {
 
     // Writes to tenant A and to nobody's inbox.
     let ids = crate::inbox::put(&app.store, a.clone(), "breach.notice", 1).await;
-    app.store
-        .write("test.other", |_, _| Ok(()))
-        .await
-        .unwrap();
+    app.store.write("test.other", |_, _| Ok(())).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(5), sa.message())
         .await
         .expect("A's stream gets its envelope")
@@ -106,7 +116,10 @@ async fn writes_wake_only_their_streams(b: Backend) {
     let (_w1, _w2) = (app.store.follow(r1.clone()), app.store.follow(r2.clone()));
     crate::inbox::put(&app.store, bb, "breach.notice", 1).await;
     assert_eq!(hub.signals(&topic_b), 1);
-    assert_eq!((hub.signals(&r1), hub.signals(&r2), hub.signals(&topic_a)), (0, 0, 1));
+    assert_eq!(
+        (hub.signals(&r1), hub.signals(&r2), hub.signals(&topic_a)),
+        (0, 0, 1)
+    );
     app.stop().await;
 }
 on_both_backends!(a_write_wakes_only_its_streams, writes_wake_only_their_streams);
@@ -136,7 +149,10 @@ async fn watch_wakes_on_its_request(b: Backend) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(w1.message().await.unwrap().unwrap().status, pb::Status::InProgress as i32);
+    assert_eq!(
+        w1.message().await.unwrap().unwrap().status,
+        pb::Status::InProgress as i32
+    );
     c.cancel_subject_request(authed(
         pb::CancelSubjectRequestRequest {
             id: ids[0].clone(),
