@@ -264,7 +264,7 @@ fn grpc_load(_c: &mut Criterion) {
                 trace_id: String::new(),
                 detail: String::new(),
             };
-            proctor::grpc::screening::import_files(&store, secrets.clone(), entry, src.into(), files.iter().map(|f| file(f)).collect(), Params::default(), 0.8)
+            proctor::grpc::screening::import_files(&store, secrets.clone(), entry, src.into(), files.iter().map(|f| file(f)).collect(), proctor::grpc::screening::Scoring { params: Params::default(), threshold: 0.8 }, proctor::screening::lists::Budget::unlimited())
                 .await
                 .unwrap();
         }

@@ -315,6 +315,7 @@ impl Application {
             decisions: decisions.clone(),
             secrets: subject_secrets.clone(),
             refusals: refusals.clone(),
+            streams: grpc::streams::StreamSlots::new(config.max_streams_per_caller),
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -380,7 +381,10 @@ impl Application {
             tracing::warn!(error = %e, "screening indexes not loaded at start; the poller retries");
         }
         live.spawn_poller(stop_rx.clone());
-        let screener = grpc::screening::NameScreener::new(live, config.screening_review_threshold);
+        let pool =
+            grpc::match_pool::MatchPool::new(config.screening_threads, config.screening_jobs_per_caller)
+                .map_err(StartError::Config)?;
+        let screener = grpc::screening::NameScreener::new(live, config.screening_review_threshold, pool);
 
         let max = config.max_message_bytes;
         let tls_on = tls.is_some();
@@ -433,9 +437,13 @@ impl Application {
                 .max_encoding_message_size(max),
             )
             .add_service(
-                ScreeningServiceServer::new(grpc::screening::Screening::new(state.clone(), screener.clone()))
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
+                ScreeningServiceServer::new(grpc::screening::Screening::new(
+                    state.clone(),
+                    screener.clone(),
+                    config.max_import_rows,
+                ))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
             )
             .add_service(
                 SubProcessorServiceServer::new(grpc::subprocessors::SubProcessors::new(

@@ -114,6 +114,16 @@ pub struct Config {
     /// replica); the first runs at start. 0 = never (`proctor keys reseal`
     /// then does it).
     pub seal_clear_interval_seconds: u64,
+    /// Server streams one caller (a tenant, or a token subject in its role)
+    /// holds open at once; 0 = no cap.
+    pub max_streams_per_caller: usize,
+    /// Threads of the name-matching pool; 0 = one per core.
+    pub screening_threads: usize,
+    /// Screenings of one caller matching or queued at once; 0 = one per
+    /// matching thread.
+    pub screening_jobs_per_caller: usize,
+    /// Most rows (CSV records, XML entries) one list import may hold.
+    pub max_import_rows: u64,
 }
 
 impl Default for Config {
@@ -152,6 +162,10 @@ impl Default for Config {
             peer_rate_limit_burst: 200.0,
             refusal_audit_interval_seconds: 60,
             seal_clear_interval_seconds: 300,
+            max_streams_per_caller: 16,
+            screening_threads: 0,
+            screening_jobs_per_caller: 0,
+            max_import_rows: 1_000_000,
         }
     }
 }
@@ -276,6 +290,10 @@ pub struct ScreeningArgs {
     #[arg(long, env = "PROCTOR_SCREENING_REVIEW_THRESHOLD")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub screening_review_threshold: Option<f64>,
+    /// Most rows (CSV records, XML entries) of one list import [default: 1000000].
+    #[arg(long, env = "PROCTOR_MAX_IMPORT_ROWS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_import_rows: Option<u64>,
 }
 
 /// The server's own settings: listening, limits, TLS, retention.
@@ -338,6 +356,18 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCTOR_SEAL_CLEAR_INTERVAL_SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seal_clear_interval_seconds: Option<u64>,
+    /// Server streams one caller holds open at once, 0 = no cap [default: 16].
+    #[arg(long, env = "PROCTOR_MAX_STREAMS_PER_CALLER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_streams_per_caller: Option<usize>,
+    /// Threads matching names, apart from the request threads, 0 = one per core [default: 0].
+    #[arg(long, env = "PROCTOR_SCREENING_THREADS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screening_threads: Option<usize>,
+    /// Screenings one caller has matching or queued at once, 0 = one per screening thread [default: 0].
+    #[arg(long, env = "PROCTOR_SCREENING_JOBS_PER_CALLER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub screening_jobs_per_caller: Option<usize>,
 }
 
 /// Every setting `serve` reads: all the groups.
@@ -485,6 +515,9 @@ impl Config {
             return Err(ConfigError(
                 "refusal_audit_interval_seconds must be positive".into(),
             ));
+        }
+        if self.max_import_rows == 0 {
+            return Err(ConfigError("max_import_rows must be at least 1".into()));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError("tls_cert and tls_key must be given together".into()));

@@ -500,8 +500,14 @@ async fn lists_import(cfg: Config, source: String, files: Vec<PathBuf>, actor: S
         entry,
         source,
         list_files,
-        proctor::screening::matcher::Params::default(),
-        cfg.screening_review_threshold,
+        proctor::grpc::screening::Scoring {
+            params: proctor::screening::matcher::Params::default(),
+            threshold: cfg.screening_review_threshold,
+        },
+        proctor::screening::lists::Budget {
+            max_rows: cfg.max_import_rows,
+            ..proctor::screening::lists::Budget::unlimited()
+        },
     )
     .await;
     spin.finish_and_clear();

@@ -106,6 +106,7 @@ impl AuditService for Audit {
         req: Request<pb::ExportAuditLogRequest>,
     ) -> Result<Response<Self::ExportAuditLogStream>, Status> {
         let who = caller(&req)?;
+        let slot = self.state.streams.open(&who)?;
         let tenant = self
             .state
             .scope_tenant(&who, &req.get_ref().tenant_id, "AuditService/ExportAuditLog")
@@ -141,6 +142,6 @@ impl AuditService for Audit {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(super::streams::hold(slot, ReceiverStream::new(rx))))
     }
 }

@@ -18,6 +18,7 @@ use crate::proto::v1 as pb;
 use crate::proto::v1::inbox_service_server::InboxService;
 use crate::store::case_answers;
 use crate::store::inbox::{self, Envelope};
+use crate::store::notify::Topic;
 
 /// Most ids one `Ack` takes.
 pub const MAX_ACK_IDS: usize = 1000;
@@ -78,12 +79,14 @@ impl InboxService for Inbox {
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let to = recipient(&caller(&req)?)?;
+        let who = caller(&req)?;
+        let to = recipient(&who)?;
+        let slot = self.state.streams.open(&who)?;
         let mut cursor = i64::try_from(req.get_ref().after_cursor)
             .map_err(|_| crate::error::Error::invalid("after_cursor", "is out of range"))?;
         let (tx, rx) = mpsc::channel(SUBSCRIBE_BATCH as usize);
         let store = self.state.store.clone();
-        let mut changes = store.subscribe_changes();
+        let mut changes = store.follow(Topic::Inbox(to.clone()));
         let mut stopping = self.state.stopping.clone();
         tokio::spawn(async move {
             loop {
@@ -117,7 +120,7 @@ impl InboxService for Inbox {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(super::streams::hold(slot, ReceiverStream::new(rx))))
     }
 
     async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<pb::PullResponse>, Status> {

@@ -9,10 +9,12 @@ pub mod convert;
 pub mod inbox;
 pub mod instructions;
 pub mod limits;
+pub mod match_pool;
 pub mod rate_limit;
 pub mod refusals;
 pub mod screening;
 pub mod status;
+pub mod streams;
 pub mod subject_requests;
 pub mod subprocessors;
 
@@ -39,6 +41,8 @@ pub struct AppState {
     /// Refused calls, counted into one audit event per caller class and
     /// interval instead of one row per call.
     pub refusals: std::sync::Arc<refusals::Refusals>,
+    /// Server streams each caller holds open (`--max-streams-per-caller`).
+    pub streams: std::sync::Arc<streams::StreamSlots>,
 }
 
 impl AppState {

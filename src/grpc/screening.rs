@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::ts;
+use super::match_pool::MatchPool;
+use super::streams::caller_key;
 use super::{AppState, audit_entry, caller};
 use crate::auth::{Caller, Role};
 use crate::domain::page::Page;
@@ -28,7 +31,7 @@ use crate::error::Error;
 use crate::proto::v1 as pb;
 use crate::proto::v1::screening_service_server::ScreeningService;
 use crate::screening::index::{Hit, Index, IndexSet, Query};
-use crate::screening::lists::{ListFile, SOURCES, parse};
+use crate::screening::lists::{Budget, CANCELLED, ListFile, SOURCES, parse_within};
 use crate::screening::matcher::{Params, PreparedName, Uniform, compare};
 use crate::screening::model::EntityKind;
 use crate::store::Store;
@@ -169,15 +172,17 @@ pub struct NameScreener {
     live: Arc<LiveIndex>,
     params: Params,
     threshold: f64,
+    pool: Arc<MatchPool>,
 }
 
 impl NameScreener {
-    /// A screener over `live` alerting at `threshold`.
-    pub fn new(live: Arc<LiveIndex>, threshold: f64) -> Self {
+    /// A screener over `live` alerting at `threshold`, matching on `pool`.
+    pub fn new(live: Arc<LiveIndex>, threshold: f64, pool: Arc<MatchPool>) -> Self {
         Self {
             live,
             params: Params::default(),
             threshold,
+            pool,
         }
     }
 
@@ -196,18 +201,35 @@ impl NameScreener {
         &self.params
     }
 
-    /// The hits of `q` at or above the threshold, or None while this
-    /// replica has no list loaded (nothing can be called clear then).
-    pub fn hits(&self, q: &Query) -> Option<Vec<Hit>> {
-        self.search(q, self.threshold, 20).ok()
+    /// The hits of `q` at or above the threshold for `who`, or None while
+    /// this replica has no list loaded (nothing can be called clear then).
+    pub async fn hits(&self, who: &Caller, q: Query) -> Result<Option<Vec<Hit>>, Error> {
+        match self.search(who, q, self.threshold, 20).await {
+            Ok(hits) => Ok(Some(hits)),
+            Err(Error::FailedPrecondition(_) | Error::Unavailable(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The best `limit` (at least 20) hits of `q` scoring `min_score` or
     /// more, or why there are no lists to search ([`LiveIndex::usable`]).
-    pub fn search(&self, q: &Query, min_score: f64, limit: usize) -> Result<Vec<Hit>, Error> {
+    /// Matching runs on the matching pool, within `who`'s share of it.
+    pub async fn search(
+        &self,
+        who: &Caller,
+        q: Query,
+        min_score: f64,
+        limit: usize,
+    ) -> Result<Vec<Hit>, Error> {
         let set = self.live.usable()?;
-        let _s = tracing::info_span!("screening.match", screening.lists = set.by_source.len()).entered();
-        Ok(set.search(q, &self.params, min_score, limit.max(20)))
+        let span = tracing::info_span!("screening.match", screening.lists = set.by_source.len());
+        let params = self.params;
+        self.pool
+            .run(&caller_key(who), move || {
+                let _s = span.enter();
+                set.search(&q, &params, min_score, limit.max(20))
+            })
+            .await
     }
 }
 
@@ -218,12 +240,29 @@ pub struct Screening {
     /// The same screener the sub-processor registry uses, so `Screen` and a
     /// registration can never disagree on indexes, scorer or threshold.
     screener: NameScreener,
+    /// Most rows one `ImportList` takes (`--max-import-rows`).
+    max_import_rows: u64,
 }
 
 impl Screening {
-    /// A service over `state` screening with `screener`.
-    pub fn new(state: AppState, screener: NameScreener) -> Self {
-        Self { state, screener }
+    /// A service over `state` screening with `screener`, taking imports of
+    /// at most `max_import_rows` rows.
+    pub fn new(state: AppState, screener: NameScreener, max_import_rows: u64) -> Self {
+        Self {
+            state,
+            screener,
+            max_import_rows,
+        }
+    }
+}
+
+/// Sets its flag when dropped: tells work running on other threads that
+/// the call it serves has ended.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -312,18 +351,29 @@ pub fn import_digest(files: &[ListFile]) -> String {
     hex::encode(h.finalize())
 }
 
+/// How an import's re-screening scores the registered parties.
+#[derive(Debug, Clone, Copy)]
+pub struct Scoring {
+    /// Scorer parameters.
+    pub params: crate::screening::matcher::Params,
+    /// Score from which a hit is a possible match.
+    pub threshold: f64,
+}
+
 /// Parses and stores an import as one transaction; shared by `ImportList`
 /// and the CLI. A parse error is INVALID_ARGUMENT naming file and line, and
 /// nothing is stored. `secrets` open the registered parties re-screened
-/// against the new entries.
+/// against the new entries. `budget` caps the rows, and once its flag is set
+/// (the call ended) the parse stops and the transaction rolls back, so an
+/// abandoned import neither burns CPU to the end nor writes a version.
 pub async fn import_files(
     store: &Store,
     secrets: std::sync::Arc<crate::secrets::SubjectSecrets>,
     actor: crate::domain::audit::AuditEntry,
     source: String,
     files: Vec<ListFile>,
-    params: Params,
-    threshold: f64,
+    scoring: Scoring,
+    budget: Budget,
 ) -> Result<VersionInfo, Error> {
     if !SOURCES.contains(&source.as_str()) {
         return Err(Error::invalid(
@@ -334,28 +384,31 @@ pub async fn import_files(
     let sha = import_digest(&files);
     let src = source.clone();
     let span = tracing::info_span!("screening.parse", screening.source = %source);
-    let entries = tokio::task::spawn_blocking(move || {
+    let cancelled = budget.cancelled.clone();
+    let parsed = tokio::task::spawn_blocking(move || {
         let _e = span.enter();
-        parse(&src, &files)
+        parse_within(&src, &files, &budget)
     })
     .await
-    .map_err(|e| Error::Internal(format!("parser failed: {e}")))?
-    .map_err(|e| Error::invalid("data", e.to_string()))?;
+    .map_err(|e| Error::Internal(format!("parser failed: {e}")))?;
+    let entries = match parsed {
+        Ok(entries) => entries,
+        Err(e) if e.message == CANCELLED => return Err(Error::Aborted(CANCELLED.into())),
+        Err(e) => return Err(Error::invalid("data", e.to_string())),
+    };
     store
         .write("screening.import", move |c, clock| {
-            st::import(
-                c,
-                clock.now(),
-                actor,
-                &source,
-                &sha,
-                entries,
-                st::Review {
-                    params,
-                    threshold,
-                    ring: &secrets.ring,
-                },
-            )
+            let review = st::Review {
+                params: scoring.params,
+                threshold: scoring.threshold,
+                ring: &secrets.ring,
+            };
+            let info = st::import(c, clock.now(), actor, &source, &sha, entries, review)?;
+            // The last moment to give up: after this the version commits.
+            if cancelled.load(Ordering::Relaxed) {
+                return Err(Error::Aborted(CANCELLED.into()));
+            }
+            Ok(info)
         })
         .await
 }
@@ -441,7 +494,8 @@ impl Screening {
         let limit = if req.limit == 0 { DEFAULT_LIMIT } else { req.limit } as usize;
         let hits = self
             .screener
-            .search(&q, min_score.min(self.screener.threshold()), limit)?;
+            .search(who, q, min_score.min(self.screener.threshold()), limit)
+            .await?;
         let shown: Vec<pb::Hit> = hits
             .iter()
             .filter(|h| h.score >= min_score)
@@ -547,16 +601,27 @@ impl ScreeningService for Screening {
         );
         v.finish()?;
         let actor = audit_entry(&who, None, "screening.import", &source, "ok");
+        // Dropped with this call, whether it returns, its client goes away
+        // or its deadline passes: then the import's work stops.
+        let on_end = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+        let budget = Budget {
+            max_rows: self.max_import_rows,
+            cancelled: on_end.0.clone(),
+        };
         let info = import_files(
             &self.state.store,
             self.state.secrets.clone(),
             actor,
             source,
             files,
-            *self.screener.params(),
-            self.screener.threshold(),
+            Scoring {
+                params: *self.screener.params(),
+                threshold: self.screener.threshold(),
+            },
+            budget,
         )
         .await?;
+        drop(on_end);
         self.screener.live().refresh().await?;
         // Sub-processors screened clear by this version may now be active.
         self.state.follow_decisions().await;
@@ -575,6 +640,7 @@ impl ScreeningService for Screening {
         req: Request<Streaming<pb::ScreenRequest>>,
     ) -> Result<Response<Self::BatchScreenStream>, Status> {
         let who = Arc::new(caller(&req)?);
+        let slot = self.state.streams.open(&who)?;
         let input = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let me = Arc::new(self.clone());
@@ -612,7 +678,7 @@ impl ScreeningService for Screening {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(super::streams::hold(slot, ReceiverStream::new(rx))))
     }
 
     async fn list_cases(

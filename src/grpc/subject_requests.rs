@@ -592,6 +592,7 @@ impl SubjectRequestService for SubjectRequests {
         req: Request<pb::WatchSubjectRequestRequest>,
     ) -> Result<Response<Self::WatchSubjectRequestStream>, Status> {
         let who = caller(&req)?;
+        let slot = self.state.streams.open(&who)?;
         let id = req.into_inner().id;
         required_id(&id, "id")?;
         let tenant = visible_tenant(&who)?;
@@ -599,7 +600,10 @@ impl SubjectRequestService for SubjectRequests {
         self.load(tenant.clone(), id.clone()).await?;
         let (tx, rx) = mpsc::channel(16);
         let this = self.clone();
-        let mut changes = self.state.store.subscribe_changes();
+        let mut changes = self
+            .state
+            .store
+            .follow(crate::store::notify::Topic::SubjectRequest(id.clone()));
         let mut stopping = self.state.stopping.clone();
         let reveal = who.role == Role::Tenant;
         tokio::spawn(async move {
@@ -629,7 +633,7 @@ impl SubjectRequestService for SubjectRequests {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(super::streams::hold(slot, ReceiverStream::new(rx))))
     }
 
     async fn cancel_subject_request(
@@ -708,6 +712,7 @@ impl SubjectRequestService for SubjectRequests {
         req: Request<pb::GetExportRequest>,
     ) -> Result<Response<Self::GetExportStream>, Status> {
         let who = caller(&req)?;
+        let slot = self.state.streams.open(&who)?;
         let id = req.into_inner().id;
         required_id(&id, "id")?;
         let tenant = visible_tenant(&who)?.unwrap_or_default();
@@ -814,7 +819,7 @@ impl SubjectRequestService for SubjectRequests {
             }
             let _ = send(b"]}".to_vec(), "").await;
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(super::streams::hold(slot, ReceiverStream::new(rx))))
     }
 
     async fn compute_subject_ref(

@@ -239,7 +239,7 @@ impl SubProcessorService for SubProcessors {
             legal_name: reg.legal_name.clone(),
             country: reg.country.clone(),
         };
-        let hits = self.screener.hits(&party.query());
+        let hits = self.screener.hits(&who, party.query()).await?;
         let threshold = self.screener.threshold();
         let secrets = self.state.secrets.clone();
         let out = self

@@ -79,6 +79,7 @@ pub fn enqueue(
         acked_at_us: None,
     };
     diesel::insert_into(e::envelopes).values(&row).execute(conn)?;
+    super::notify::changed(super::notify::Topic::Inbox(to.clone()));
     Ok(row.into())
 }
 

@@ -15,6 +15,7 @@ pub mod case_answers;
 pub mod gauges;
 pub mod inbox;
 pub mod instructions;
+pub mod notify;
 pub mod reseal;
 pub mod schema;
 pub mod screening;
@@ -28,16 +29,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::SharedClock;
+use crate::error::{Error, Result};
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection};
 use diesel::sqlite::SqliteConnection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
-use tokio::sync::watch;
-
-use crate::clock::SharedClock;
-use crate::error::{Error, Result};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -187,9 +186,9 @@ pub struct Store {
     pool: Pool<DbManager>,
     url: Arc<DbUrl>,
     clock: SharedClock,
-    /// Bumped after every committed write on this replica, so streams
-    /// (inbox `Subscribe`) wake at once instead of waiting for their poll.
-    changes: Arc<watch::Sender<u64>>,
+    /// Wakes the streams following what a committed write changed, so they
+    /// answer at once instead of waiting for their poll ([`notify`]).
+    hub: Arc<notify::Hub>,
 }
 
 impl std::fmt::Debug for Store {
@@ -216,7 +215,7 @@ impl Store {
             pool,
             url: Arc::new(url),
             clock,
-            changes: Arc::new(watch::channel(0).0),
+            hub: Arc::new(notify::Hub::default()),
         })
     }
 
@@ -241,9 +240,15 @@ impl Store {
         &self.clock
     }
 
-    /// A receiver that changes after each committed write on this replica.
-    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+    /// Follows `topic`: the follower wakes after each committed write on
+    /// this replica that changed it (see [`notify`]).
+    pub fn follow(&self, topic: notify::Topic) -> notify::Follower {
+        self.hub.follow(topic)
+    }
+
+    /// The followers of this replica's streams, for tests and gauges.
+    pub fn hub(&self) -> &Arc<notify::Hub> {
+        &self.hub
     }
 
     /// Applies pending migrations; on PostgreSQL one replica at a time.
@@ -310,13 +315,14 @@ impl Store {
         F: FnOnce(&mut DbConnection, &SharedClock) -> Result<T> + Send + 'static,
     {
         let clock = self.clock.clone();
-        let out = self
-            .blocking(op, move |conn| write_transaction(conn, |c| f(c, &clock)))
-            .await;
-        if out.is_ok() {
-            self.changes.send_modify(|n| *n = n.wrapping_add(1));
-        }
-        out
+        let (out, topics) = self
+            .blocking(op, move |conn| {
+                let (out, topics) = notify::collect(|| write_transaction(conn, |c| f(c, &clock)));
+                out.map(|v| (v, topics))
+            })
+            .await?;
+        self.hub.notify(&topics);
+        Ok(out)
     }
 
     async fn blocking<T, F>(&self, op: &'static str, f: F) -> Result<T>

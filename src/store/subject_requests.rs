@@ -758,6 +758,7 @@ fn set_status(conn: &mut DbConnection, now: DateTime<Utc>, id: &str, from: Statu
     if n != 1 {
         return Err(Error::Aborted("the request changed concurrently; retry".into()));
     }
+    new_version(id);
     Ok(())
 }
 
@@ -765,7 +766,14 @@ fn touch(conn: &mut DbConnection, now: DateTime<Utc>, id: &str) -> Result<()> {
     diesel::update(r::subject_requests.filter(r::id.eq(id)))
         .set((r::updated_at_us.eq(to_us(now)), r::version.eq(r::version + 1)))
         .execute(conn)?;
+    new_version(id);
     Ok(())
+}
+
+/// Wakes the watchers of request `id` once this transaction commits: each
+/// place that bumps a request's version calls it.
+fn new_version(id: &str) {
+    super::notify::changed(super::notify::Topic::SubjectRequest(id.to_owned()));
 }
 
 /// Recomputes the flags of `refs` from every live controller request
@@ -1042,6 +1050,7 @@ pub fn extend(
             r::version.eq(r::version + 1),
         ))
         .execute(conn)?;
+    new_version(id);
     entry.target = id.to_owned();
     entry.detail = serde_json::json!({
         "from": to_us(req.due_at),

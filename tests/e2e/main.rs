@@ -15,6 +15,7 @@ mod healthcheck;
 mod inbox;
 mod instructions;
 // The load generator of the benchmarks; its short form runs here.
+mod list_imports;
 #[path = "../../benches/load/mod.rs"]
 mod load;
 mod load_short;
@@ -25,8 +26,10 @@ mod reseal;
 mod review;
 mod sanctions_effects;
 mod screening;
+mod screening_pool;
 mod sealing;
 mod server_keys;
+mod streams;
 mod subject_requests;
 mod subprocessors;
 mod support;

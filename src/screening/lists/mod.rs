@@ -12,7 +12,83 @@ pub mod uk;
 pub mod un;
 pub mod xml;
 
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::model::ListEntry;
+
+/// Bounds of one import's parse: at most `max_rows` rows (CSV records, XML
+/// entries), and a flag that stops the parse when the call that asked for
+/// it has ended (the client went away or its deadline passed).
+#[derive(Debug, Clone)]
+pub struct Budget {
+    /// Most rows the import may hold.
+    pub max_rows: u64,
+    /// Set when nobody waits for the result any more.
+    pub cancelled: Arc<AtomicBool>,
+}
+
+impl Budget {
+    /// No row cap and no cancellation (tests, benchmarks).
+    pub fn unlimited() -> Self {
+        Self {
+            max_rows: u64::MAX,
+            cancelled: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// What one parse on this thread has used of its budget.
+struct Spent {
+    budget: Budget,
+    rows: u64,
+}
+
+thread_local! {
+    /// The budget of the parse running on this thread: parsing is one
+    /// synchronous call, so the row and cancellation checks deep in each
+    /// format's loop reach it without every parser carrying it.
+    static SPENT: RefCell<Option<Spent>> = const { RefCell::new(None) };
+}
+
+/// Why a parse stopped early because the call ended.
+pub const CANCELLED: &str = "the import was cancelled: its call ended";
+
+/// Counts one row of `file` at `location` against the budget; over the cap
+/// or after cancellation the parse stops with an error.
+pub(crate) fn row(file: &str, location: impl Fn() -> String) -> Result<(), ParseError> {
+    SPENT.with(|s| {
+        let mut s = s.borrow_mut();
+        let Some(s) = s.as_mut() else { return Ok(()) };
+        s.rows += 1;
+        if s.rows > s.budget.max_rows {
+            return Err(ParseError::new(
+                file,
+                location(),
+                format!(
+                    "the import has more than {} rows, the most one import takes (--max-import-rows)",
+                    s.budget.max_rows
+                ),
+            ));
+        }
+        Ok(())
+    })?;
+    alive(file, location)
+}
+
+/// Stops the parse once its call has ended.
+pub(crate) fn alive(file: &str, location: impl FnOnce() -> String) -> Result<(), ParseError> {
+    let cancelled = SPENT.with(|s| {
+        s.borrow()
+            .as_ref()
+            .is_some_and(|s| s.budget.cancelled.load(Ordering::Relaxed))
+    });
+    if cancelled {
+        return Err(ParseError::new(file, location(), CANCELLED));
+    }
+    Ok(())
+}
 
 /// Why a list file was refused: which file, where, what.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -199,6 +275,33 @@ fn check_format(source: &str, files: &[ListFile]) -> Result<(), ParseError> {
         }
     }
     Ok(())
+}
+
+/// Parses the files of one import of `source` into entries, sorted by id,
+/// within `budget`: an import of more rows than the cap, or whose call
+/// ended, stops where it is.
+pub fn parse_within(source: &str, files: &[ListFile], budget: &Budget) -> Result<Vec<ListEntry>, ParseError> {
+    SPENT.with(|s| {
+        *s.borrow_mut() = Some(Spent {
+            budget: budget.clone(),
+            rows: 0,
+        });
+    });
+    let out = parse(source, files);
+    let rows = SPENT.with(|s| s.borrow_mut().take()).map_or(0, |s| s.rows);
+    let entries = out?;
+    // XML formats count entries rather than rows: check them here.
+    if rows == 0 && entries.len() as u64 > budget.max_rows {
+        return Err(ParseError::new(
+            "",
+            "entries",
+            format!(
+                "the import has more than {} entries, the most one import takes (--max-import-rows)",
+                budget.max_rows
+            ),
+        ));
+    }
+    Ok(entries)
 }
 
 /// Parses the files of one import of `source` into entries, sorted by id.

@@ -54,6 +54,7 @@ fn rows(f: &ListFile, want: usize) -> Result<Vec<(u64, Vec<String>)>, ParseError
             ParseError::new(&f.name, format!("line {line}"), format!("malformed CSV: {e}"))
         })?;
         let line = lines.of(rec.position());
+        super::row(&f.name, || format!("line {line}"))?;
         if rec.len() == 1
             && rec
                 .get(0)

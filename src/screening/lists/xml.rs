@@ -77,6 +77,7 @@ pub fn walk(
                 .count();
             counted = pos.min(data.len());
         }
+        super::alive(file, || format!("line {line}"))?;
         let ev = reader.read_event_into(&mut buf).map_err(|e| {
             let at = reader.error_position() as usize;
             let l = 1 + data[..at.min(data.len())].iter().filter(|b| **b == b'\n').count();
