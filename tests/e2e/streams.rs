@@ -153,6 +153,10 @@ async fn watch_wakes_on_its_request(b: Backend) {
         w1.message().await.unwrap().unwrap().status,
         pb::Status::InProgress as i32
     );
+    // Held here so the topic's count outlives w1's stream, which ends (and
+    // drops its own follower) as soon as it sees the cancellation.
+    let hub = app.store.hub().clone();
+    let _held = hub.follow(Topic::SubjectRequest(ids[0].clone()));
     c.cancel_subject_request(authed(
         pb::CancelSubjectRequestRequest {
             id: ids[0].clone(),
@@ -162,7 +166,6 @@ async fn watch_wakes_on_its_request(b: Backend) {
     ))
     .await
     .unwrap();
-    let hub = app.store.hub().clone();
     assert_eq!(hub.signals(&Topic::SubjectRequest(ids[0].clone())), 1);
     assert_eq!(
         hub.signals(&Topic::SubjectRequest(ids[1].clone())),
