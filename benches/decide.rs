@@ -9,9 +9,9 @@ use std::hint::black_box;
 
 use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
-use proctor::domain::instructions::decide::{Check, TenantPolicy, decide};
-use proctor::domain::instructions::{CategoryRule, InstructionSet};
-use proctor::domain::subprocessors::{
+use proctor::instructions::model::decide::{Check, TenantPolicy, decide};
+use proctor::instructions::model::{CategoryRule, InstructionSet};
+use proctor::subprocessors::model::{
     AuthorizationMode, ChangeKind, Notice, Registry, Scope, Screening, SubProcessor, TenantAnswers,
     TransferMechanism,
 };

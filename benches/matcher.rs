@@ -23,7 +23,7 @@ use proctor::screening::model::EntityKind;
 
 /// What `Screen` searches with when a request leaves `min_score` and
 /// `limit` unset (`DEFAULT_MIN_SCORE`, and at least 20 hits).
-const MIN_SCORE: f64 = proctor::grpc::screening::DEFAULT_MIN_SCORE;
+const MIN_SCORE: f64 = proctor::screening::grpc::DEFAULT_MIN_SCORE;
 const LIMIT: usize = 20;
 
 fn file(rel: &str) -> ListFile {
@@ -254,7 +254,7 @@ fn grpc_load(_c: &mut Criterion) {
             ("us_dpl", vec!["us_bis_dpl/dpl.txt"]),
         ];
         for (src, files) in sources {
-            let entry = proctor::domain::audit::AuditEntry {
+            let entry = proctor::audit::model::AuditEntry {
                 actor: "bench".into(),
                 role: "compliance".into(),
                 tenant_id: None,
@@ -264,11 +264,11 @@ fn grpc_load(_c: &mut Criterion) {
                 trace_id: String::new(),
                 detail: String::new(),
             };
-            proctor::grpc::screening::import_files(&store, secrets.clone(), entry, src.into(), files.iter().map(|f| file(f)).collect(), proctor::grpc::screening::Scoring { params: Params::default(), threshold: 0.8 }, proctor::screening::lists::Budget::unlimited())
+            proctor::screening::grpc::import_files(&store, secrets.clone(), entry, src.into(), files.iter().map(|f| file(f)).collect(), proctor::screening::grpc::Scoring { params: Params::default(), threshold: 0.8 }, proctor::screening::lists::Budget::unlimited())
                 .await
                 .unwrap();
         }
-        let live = proctor::grpc::screening::LiveIndex::new(store.clone());
+        let live = proctor::screening::grpc::LiveIndex::new(store.clone());
         let t = Instant::now();
         live.refresh().await.unwrap();
         println!("index build from the database (8 sources): {:?}", t.elapsed());

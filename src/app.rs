@@ -21,9 +21,8 @@ use crate::auth::keys;
 use crate::auth::layer::{AuditHook, AuthLayer};
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::decisions::Decisions;
-use crate::domain::rate_limit::RateLimit;
-use crate::grpc::{self, AppState};
+use crate::db::{Store, StoreOptions};
+use crate::instructions::snapshots::Decisions;
 use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::breach_service_server::BreachServiceServer;
 use crate::proto::v1::inbox_service_server::InboxServiceServer;
@@ -31,8 +30,9 @@ use crate::proto::v1::instruction_service_server::InstructionServiceServer;
 use crate::proto::v1::screening_service_server::ScreeningServiceServer;
 use crate::proto::v1::sub_processor_service_server::SubProcessorServiceServer;
 use crate::proto::v1::subject_request_service_server::SubjectRequestServiceServer;
+use crate::rpc::AppState;
+use crate::rpc::bucket::RateLimit;
 use crate::secrets::SubjectSecrets;
-use crate::store::{Store, StoreOptions};
 use crate::telemetry::layer::GrpcTraceLayer;
 use crate::telemetry::rpc_metrics::RpcMetrics;
 
@@ -92,13 +92,13 @@ pub struct Application {
 }
 
 /// Checks the secrets' key ids against the ones the database recorded, and
-/// records them on a first start ([`crate::store::server_keys`]): a
+/// records them on a first start ([`crate::secrets::server_keys_repo`]): a
 /// replica whose keys differ gets a configuration error naming each key.
 pub async fn check_server_keys(store: &Store, secrets: &SubjectSecrets) -> Result<(), StartError> {
     let ids = secrets.key_ids();
     store
         .write("server_keys.verify", move |c, clock| {
-            crate::store::server_keys::verify_and_record(c, clock.now(), &ids)
+            crate::secrets::server_keys_repo::verify_and_record(c, clock.now(), &ids)
         })
         .await
         .map_err(|e| match e {
@@ -292,7 +292,7 @@ impl Application {
         let (stop_tx, stop_rx) = watch::channel(false);
         let decisions = Decisions::start(store.clone()).await;
         decisions.clone().follow(stop_rx.clone());
-        let refusals = grpc::refusals::Refusals::new(
+        let refusals = crate::audit::refusals::Refusals::new(
             store.clone(),
             Duration::from_secs(config.refusal_audit_interval_seconds),
         );
@@ -315,7 +315,7 @@ impl Application {
             decisions: decisions.clone(),
             secrets: subject_secrets.clone(),
             refusals: refusals.clone(),
-            streams: grpc::streams::StreamSlots::new(config.max_streams_per_caller),
+            streams: crate::rpc::streams::StreamSlots::new(config.max_streams_per_caller),
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -341,18 +341,18 @@ impl Application {
         let export_retention = chrono::Duration::hours(
             i64::try_from(config.export_retention_hours).unwrap_or(i64::MAX / 3_600_000_000),
         );
-        tokio::spawn(crate::jobs::sweep_exports(
+        tokio::spawn(crate::subject_requests::jobs::sweep_exports(
             store.clone(),
             export_retention,
             stop_rx.clone(),
         ));
-        tokio::spawn(crate::jobs::contract_end_erasures(
+        tokio::spawn(crate::subject_requests::jobs::contract_end_erasures(
             store.clone(),
             subject_secrets.clone(),
             stop_rx.clone(),
         ));
         if config.seal_clear_interval_seconds > 0 {
-            tokio::spawn(crate::jobs::seal_clear_rows(
+            tokio::spawn(crate::subject_requests::jobs::seal_clear_rows(
                 store.clone(),
                 subject_secrets.clone(),
                 Duration::from_secs(config.seal_clear_interval_seconds),
@@ -376,15 +376,18 @@ impl Application {
         let counter = refusals.clone();
         let hook: AuditHook = Arc::new(move |entry| counter.record(&entry));
 
-        let live = grpc::screening::LiveIndex::new(store.clone());
+        let live = crate::screening::grpc::LiveIndex::new(store.clone());
         if let Err(e) = live.refresh().await {
             tracing::warn!(error = %e, "screening indexes not loaded at start; the poller retries");
         }
         live.spawn_poller(stop_rx.clone());
-        let pool =
-            grpc::match_pool::MatchPool::new(config.screening_threads, config.screening_jobs_per_caller)
-                .map_err(StartError::Config)?;
-        let screener = grpc::screening::NameScreener::new(live, config.screening_review_threshold, pool);
+        let pool = crate::screening::match_pool::MatchPool::new(
+            config.screening_threads,
+            config.screening_jobs_per_caller,
+        )
+        .map_err(StartError::Config)?;
+        let screener =
+            crate::screening::grpc::NameScreener::new(live, config.screening_review_threshold, pool);
 
         let max = config.max_message_bytes;
         let tls_on = tls.is_some();
@@ -395,41 +398,41 @@ impl Application {
         let router = server
             .timeout(Duration::from_secs(config.request_timeout_seconds))
             .layer(GrpcTraceLayer::new(RpcMetrics::new(&meter)))
-            .layer(grpc::limits::MessageLimitLayer)
-            .layer(grpc::rate_limit::PeerRateLimitLayer::new(
+            .layer(crate::rpc::limits::MessageLimitLayer)
+            .layer(crate::rpc::rate_limit::PeerRateLimitLayer::new(
                 RateLimit::new(config.peer_rate_limit_per_second, config.peer_rate_limit_burst),
                 store.clock().clone(),
                 hook.clone(),
             ))
             .layer(AuthLayer::new(verifier, hook))
-            .layer(grpc::rate_limit::RateLimitLayer::new(
+            .layer(crate::rpc::rate_limit::RateLimitLayer::new(
                 RateLimit::new(config.rate_limit_per_second, config.rate_limit_burst),
                 store.clock().clone(),
             ))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(
-                InboxServiceServer::new(grpc::inbox::Inbox::new(state.clone()))
+                InboxServiceServer::new(crate::inbox::grpc::Inbox::new(state.clone()))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             )
             .add_service(
-                InstructionServiceServer::new(grpc::instructions::Instructions::new(state.clone()))
+                InstructionServiceServer::new(crate::instructions::grpc::Instructions::new(state.clone()))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             )
             .add_service(
-                BreachServiceServer::new(grpc::breaches::Breaches::new(state.clone()))
+                BreachServiceServer::new(crate::breaches::grpc::Breaches::new(state.clone()))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             )
             .add_service(
-                AuditServiceServer::new(grpc::audit::Audit::new(state.clone()))
+                AuditServiceServer::new(crate::audit::grpc::Audit::new(state.clone()))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             )
             .add_service(
-                SubjectRequestServiceServer::new(grpc::subject_requests::SubjectRequests::new(
+                SubjectRequestServiceServer::new(crate::subject_requests::grpc::SubjectRequests::new(
                     state.clone(),
                     export_retention,
                 ))
@@ -437,7 +440,7 @@ impl Application {
                 .max_encoding_message_size(max),
             )
             .add_service(
-                ScreeningServiceServer::new(grpc::screening::Screening::new(
+                ScreeningServiceServer::new(crate::screening::grpc::Screening::new(
                     state.clone(),
                     screener.clone(),
                     config.max_import_rows,
@@ -446,7 +449,7 @@ impl Application {
                 .max_encoding_message_size(max),
             )
             .add_service(
-                SubProcessorServiceServer::new(grpc::subprocessors::SubProcessors::new(
+                SubProcessorServiceServer::new(crate::subprocessors::grpc::SubProcessors::new(
                     state.clone(),
                     screener,
                 ))

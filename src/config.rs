@@ -152,7 +152,7 @@ impl Default for Config {
             audit_signing_key_file: None,
             dev_keys: false,
             export_retention_hours: 168,
-            screening_review_threshold: crate::domain::screening::DEFAULT_REVIEW_THRESHOLD,
+            screening_review_threshold: crate::screening::cases::DEFAULT_REVIEW_THRESHOLD,
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,

@@ -2,35 +2,43 @@
 //! platform.
 //!
 //! # Layout
-//! - [`grpc`]: tonic service implementations, thin: check the caller's scope,
-//!   convert wire types to domain types, delegate, convert back.
-//! - [`auth`]: JWT verification, the RPC -> roles table, tenant scoping, and the
-//!   tower layer that applies them to every call.
-//! - [`telemetry`]: tracing subscriber, OTLP export, the per-RPC span layer.
-//! - [`domain`]: pure rules (audit chain, inbox leases, validation) with no
-//!   I/O, knowing nothing of tonic or diesel.
-//! - [`store`]: diesel on PostgreSQL or SQLite through one code path; every
-//!   command is one transaction run on the blocking pool.
-//! - [`secrets`]: keys protecting data subjects (identifier encryption,
-//!   the `subject_ref` hash key, receipt signing).
-//! - [`private_fs`]: the data folder and database file, private to the
-//!   service's user.
+//! One folder per capability, each with the same rooms: `model` (pure rules
+//! and types, no tonic, no diesel), `repo` (rows and queries), `grpc.rs`
+//! (the service's handlers) and, where it has any, `jobs`. The map a
+//! newcomer reads first is `docs/ARCHITECTURE.md`.
+//! - Capabilities: [`instructions`] (with the decision snapshots),
+//!   [`subprocessors`], [`screening`] (list engine, live index, cases,
+//!   effects), [`subject_requests`], [`breaches`], and the backbone they
+//!   share: [`audit`] (the log and the refusal counts) and [`inbox`] (every
+//!   envelope kind named in one place).
+//! - Shared: [`rpc`] (the handlers' state, caller, limits, rate limits,
+//!   stream slots, the one error-to-status conversion), [`db`] (the store,
+//!   the schema, targeted wake-ups), [`auth`] (JWT, the RPC -> roles table,
+//!   the tower layer), [`secrets`] (keys protecting data subjects, their
+//!   recorded ids, sealing and resealing), [`telemetry`], [`validate`].
 //! - [`app`]: wires the parts into a server that `main` and the tests both run.
 //!
-//! Dependencies point grpc -> domain <- store.
+//! Dependencies point inward: grpc -> repo/model, repo -> db; a model
+//! imports neither tonic nor diesel.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
+pub mod breaches;
 pub mod clock;
 pub mod config;
-pub mod decisions;
-pub mod domain;
+pub mod db;
 pub mod error;
-pub mod grpc;
-pub mod jobs;
+pub mod inbox;
+pub mod instructions;
 pub mod private_fs;
+#[cfg(test)]
+mod proptests;
 pub mod proto;
+pub mod rpc;
 pub mod screening;
 pub mod secrets;
-pub mod store;
+pub mod subject_requests;
+pub mod subprocessors;
 pub mod telemetry;
+pub mod validate;

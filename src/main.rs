@@ -268,7 +268,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             base,
             secrets,
         } => {
-            use proctor::domain::subject_requests as sr;
+            use proctor::subject_requests::model as sr;
             let cfg = Config::from_groups(&base, &[&secrets])?;
             let secrets = proctor::secrets::SubjectSecrets::load(&cfg).map_err(anyhow::Error::msg)?;
             let (kind, value) = match (email, phone, external_id) {
@@ -320,7 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// the rows each key sealed, and fail while rows still need another key
 /// than the active one, so the runbook's last step can be scripted.
 async fn keys(command: KeysCommand) -> anyhow::Result<()> {
-    use proctor::store::reseal;
+    use proctor::secrets::reseal;
     let (store_args, reseal_with) = match command {
         KeysCommand::Reseal {
             batch,
@@ -351,7 +351,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
              a server without it could not read what this reseals. Roll it out first (docs/OPERATIONS.md, \
              key rotation), or pass --force once every replica runs with it"
         );
-        let entry = proctor::domain::audit::AuditEntry {
+        let entry = proctor::audit::model::AuditEntry {
             actor: format!("cli:{actor}"),
             role: "sre".into(),
             tenant_id: None,
@@ -401,7 +401,7 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
 /// `keys adopt`: records the configured signing keys as current, so
 /// replicas started with them afterwards pass the key check.
 async fn adopt_signing_keys(store_args: StoreArgs) -> anyhow::Result<()> {
-    use proctor::domain::server_keys::Purpose;
+    use proctor::secrets::server_keys::Purpose;
     let cfg = store_args.load()?;
     let _telemetry = proctor::telemetry::init(cfg.log_format)?;
     let secrets = proctor::secrets::SubjectSecrets::load(&cfg).map_err(anyhow::Error::msg)?;
@@ -417,7 +417,7 @@ async fn adopt_signing_keys(store_args: StoreArgs) -> anyhow::Result<()> {
     let wanted = keys.clone();
     let changed = store
         .write("server_keys.adopt", move |c, clock| {
-            proctor::store::server_keys::adopt(c, clock.now(), &wanted)
+            proctor::secrets::server_keys_repo::adopt(c, clock.now(), &wanted)
         })
         .await?;
     for (p, id) in &keys {
@@ -431,7 +431,7 @@ async fn adopt_signing_keys(store_args: StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_counts(label: &str, c: &proctor::store::reseal::Counts) {
+fn print_counts(label: &str, c: &proctor::secrets::reseal::Counts) {
     println!("{label}: {}", c.describe());
 }
 
@@ -482,7 +482,7 @@ async fn lists_import(cfg: Config, source: String, files: Vec<PathBuf>, actor: S
     spin.set_message(format!("parsing, diffing and storing {source}"));
     let store = connect_store(&cfg, Arc::new(SystemClock))?;
     store.migrate().await?;
-    let entry = proctor::domain::audit::AuditEntry {
+    let entry = proctor::audit::model::AuditEntry {
         actor: format!("cli:{actor}"),
         role: "compliance".into(),
         tenant_id: None,
@@ -494,13 +494,13 @@ async fn lists_import(cfg: Config, source: String, files: Vec<PathBuf>, actor: S
     };
     // Re-screening opens the registered parties' sealed identities.
     let secrets = proctor::secrets::SubjectSecrets::load(&cfg).map_err(anyhow::Error::msg)?;
-    let res = proctor::grpc::screening::import_files(
+    let res = proctor::screening::grpc::import_files(
         &store,
         Arc::new(secrets),
         entry,
         source,
         list_files,
-        proctor::grpc::screening::Scoring {
+        proctor::screening::grpc::Scoring {
             params: proctor::screening::matcher::Params::default(),
             threshold: cfg.screening_review_threshold,
         },

@@ -1,7 +1,7 @@
 //! The tower layer that authenticates and authorises every call before any
 //! handler runs: token -> identity -> role allowed by [`super::policy`].
 //! Refusals never reach a handler; each is counted for the audit log (class
-//! of failure, never the token: see [`crate::domain::refusals`]) and the
+//! of failure, never the token: see [`crate::audit::refusals_model`]) and the
 //! status goes back at once, without waiting for any write.
 
 use std::future::Future;
@@ -15,7 +15,7 @@ use tower::{Layer, Service};
 
 use super::jwt::{TokenError, Verifier};
 use super::{Caller, policy};
-use crate::domain::audit::AuditEntry;
+use crate::audit::model::AuditEntry;
 
 /// Counts a refused call, described as an audit entry; given by the
 /// application so this layer needs no storage of its own. It must not
@@ -126,7 +126,7 @@ impl<S> Auth<S> {
                     unauthenticated: true,
                     ..refusal(
                         path,
-                        crate::domain::refusals::ANONYMOUS,
+                        crate::audit::refusals_model::ANONYMOUS,
                         "",
                         None,
                         e.label(),

@@ -5,8 +5,13 @@
 //! no diesel: the store persists what the parsers produce and the gRPC layer
 //! asks the index.
 
+pub mod case_answers;
+pub mod cases;
+pub mod effects;
+pub mod grpc;
 pub mod index;
 pub mod lists;
+pub mod match_pool;
 pub mod matcher;
 pub mod model;
 pub mod normalize;
@@ -14,3 +19,4 @@ pub mod normalize;
 mod proptests;
 #[cfg(test)]
 mod quality;
+pub mod repo;

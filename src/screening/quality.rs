@@ -12,7 +12,7 @@ use super::index::{IndexSet, Query};
 use super::lists::{ListFile, parse};
 use super::matcher::Params;
 use super::model::EntityKind;
-use crate::domain::screening::DEFAULT_REVIEW_THRESHOLD;
+use crate::screening::cases::DEFAULT_REVIEW_THRESHOLD;
 
 fn fixture(rel: &str) -> ListFile {
     let path = format!("{}/tests/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"));

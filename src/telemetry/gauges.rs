@@ -18,8 +18,8 @@ use opentelemetry::metrics::{Counter, Meter, ObservableGauge};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use crate::store::Store;
-use crate::store::gauges::Sample;
+use crate::db::Store;
+use crate::db::gauges::Sample;
 
 /// Registers the pool gauges on `meter`. They cost nothing between exports.
 pub fn register_pool(meter: &Meter, store: &Store) -> Vec<ObservableGauge<u64>> {
@@ -204,7 +204,7 @@ pub fn spawn_sampler(meter: &Meter, store: Store, interval: Duration, mut stoppi
             }
             let read = store
                 .read("metrics.sample", |c, clock| {
-                    crate::store::gauges::sample(c, clock.now())
+                    crate::db::gauges::sample(c, clock.now())
                 })
                 .await;
             match read {

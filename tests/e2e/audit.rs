@@ -1,14 +1,14 @@
 //! The audit log: chained, tamper-evident, per-tenant export, and state
 //! changes recorded in the same transaction.
 
-use proctor::domain::audit::AuditEntry;
-use proctor::domain::inbox::Recipient;
+use proctor::audit::model::AuditEntry;
+use proctor::audit::repo as audit;
+use proctor::inbox::model::Recipient;
 use proctor::proto::v1::audit_service_client::AuditServiceClient;
 use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::{
     AckRequest, ExportAuditLogRequest, ListAuditEventsRequest, PullRequest, VerifyAuditLogRequest,
 };
-use proctor::store::audit;
 use tonic::Code;
 
 use crate::inbox::put;

@@ -288,7 +288,7 @@ async fn refusals_survive_shutdown(b: Backend) {
     let store = app.store.clone();
     app.stop().await;
     let events = store
-        .read("test.audit", |c, _| proctor::store::audit::list(c, None, 0, 1000))
+        .read("test.audit", |c, _| proctor::audit::repo::list(c, None, 0, 1000))
         .await
         .unwrap();
     let refused: Vec<_> = events

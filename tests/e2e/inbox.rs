@@ -5,11 +5,12 @@
 use std::collections::HashSet;
 
 use chrono::Duration;
-use proctor::domain::inbox::Recipient;
+use proctor::db::Store;
 use proctor::error::Error;
+use proctor::inbox::model::Recipient;
+use proctor::inbox::repo as inbox;
 use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::{AckRequest, PullRequest, SubscribeRequest};
-use proctor::store::{Store, inbox};
 use tonic::Code;
 use tonic_types::StatusExt;
 

@@ -16,7 +16,7 @@ use crate::support::{Backend, TestApp, TestDb, TestKeys, authed, spawn_with, tes
 async fn versions(app: &TestApp) -> i64 {
     app.store
         .read("test.versions", |c, _| {
-            use proctor::store::schema::screening_list_versions::dsl as lv;
+            use proctor::db::schema::screening_list_versions::dsl as lv;
             Ok(lv::screening_list_versions.count().get_result(c)?)
         })
         .await

@@ -13,16 +13,16 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
+use proctor::db::schema::breaches::dsl as br;
+use proctor::db::schema::screening_case_answers::dsl as ca;
+use proctor::db::schema::screening_cases::dsl as sc;
+use proctor::db::schema::screening_parties::dsl as pa;
+use proctor::db::schema::subject_export_chunks::dsl as x;
+use proctor::db::schema::subject_requests::dsl as r;
+use proctor::db::schema::subject_tasks::dsl as t;
 use proctor::proto::v1::{self as pb, PartyType, Resolution, ResolveCaseRequest};
 use proctor::secrets::KeyRing;
-use proctor::store::reseal;
-use proctor::store::schema::breaches::dsl as br;
-use proctor::store::schema::screening_case_answers::dsl as ca;
-use proctor::store::schema::screening_cases::dsl as sc;
-use proctor::store::schema::screening_parties::dsl as pa;
-use proctor::store::schema::subject_export_chunks::dsl as x;
-use proctor::store::schema::subject_requests::dsl as r;
-use proctor::store::schema::subject_tasks::dsl as t;
+use proctor::secrets::reseal;
 
 use crate::cli::BIN;
 use crate::on_both_backends;
@@ -132,8 +132,10 @@ async fn sealed_rows(app: &TestApp) -> Sealed {
 
 /// The rows in the clear, opened with `ring`; panics if one does not open.
 fn opened(rows: &Sealed, ring: &KeyRing) -> Vec<(&'static str, String)> {
-    use proctor::store::sealed::{Field, StoredText};
-    use proctor::store::{case_answers, screening::StoredNote, subject_requests as sr};
+    use proctor::screening::case_answers;
+    use proctor::screening::repo::StoredNote;
+    use proctor::secrets::sealed::{Field, StoredText};
+    use proctor::subject_requests::repo as sr;
     let text_of = |field: Field, id: &str, key: &Option<String>, text: &str| match key {
         None => Ok(text.to_owned()),
         Some(k) => {
@@ -320,7 +322,7 @@ async fn reseal_retires_the_old_key(b: Backend) {
     let envs = app
         .store
         .read("test.questions", |c, _| {
-            proctor::store::inbox::after(c, &proctor::domain::inbox::Recipient::Tenant("t1".into()), 0, 100)
+            proctor::inbox::repo::after(c, &proctor::inbox::model::Recipient::Tenant("t1".into()), 0, 100)
         })
         .await
         .unwrap();
@@ -496,7 +498,8 @@ async fn reseal_retires_the_old_key(b: Backend) {
     let (k3, lost) = (rand::random::<[u8; 32]>(), rand::random::<[u8; 32]>());
     let lost_ring = KeyRing::new(&[lost]).unwrap();
     let (lost_key, lost_text) =
-        proctor::store::case_answers::seal_text(&lost_ring, &cases[0], "sealed under a lost key").unwrap();
+        proctor::screening::case_answers::seal_text(&lost_ring, &cases[0], "sealed under a lost key")
+            .unwrap();
     let (case0, lk, lt) = (cases[0].clone(), lost_key.clone(), lost_text.clone());
     app.store
         .write("test.lost_key_row", move |c, _| {
@@ -592,7 +595,7 @@ async fn reseal_never_revives_identifiers_a_close_deleted() {
     // The reseal reads the committed (still sealed) row, then waits on the
     // close's row lock.
     let ring = std::sync::Arc::new(KeyRing::new(&[k2, k1]).unwrap());
-    let actor = proctor::domain::audit::AuditEntry {
+    let actor = proctor::audit::model::AuditEntry {
         actor: "test".into(),
         role: "sre".into(),
         tenant_id: None,

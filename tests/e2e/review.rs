@@ -283,7 +283,7 @@ async fn f5_owned_party_refs_are_refused(b: Backend) {
         app.store
             .read("test.party", move |c, _| {
                 use diesel::prelude::*;
-                use proctor::store::schema::screening_parties::dsl as pa;
+                use proctor::db::schema::screening_parties::dsl as pa;
                 Ok(pa::screening_parties
                     .filter(pa::party_ref.eq(format!("subprocessors/{id}")))
                     .select(pa::party_ref)

@@ -5,10 +5,10 @@
 //! party's side answering a clarification request through its inbox.
 
 use chrono::Duration;
-use proctor::domain::inbox::Recipient;
+use proctor::inbox::model::Recipient;
+use proctor::inbox::repo as inbox;
 use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::*;
-use proctor::store::inbox;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -358,7 +358,7 @@ async fn clarification_answered_through_the_inbox(b: Backend) {
         .store
         .read("test.raw_answers", |c, _| {
             use diesel::prelude::*;
-            use proctor::store::schema::screening_case_answers::dsl as ca;
+            use proctor::db::schema::screening_case_answers::dsl as ca;
             Ok(ca::screening_case_answers
                 .select((ca::text, ca::key_id))
                 .load(c)?)
@@ -426,7 +426,7 @@ async fn clarification_answered_through_the_inbox(b: Backend) {
         .store
         .read("test.raw_note", move |c, _| {
             use diesel::prelude::*;
-            use proctor::store::schema::screening_cases::dsl as sc;
+            use proctor::db::schema::screening_cases::dsl as sc;
             Ok(sc::screening_cases
                 .filter(sc::id.eq(&case.id))
                 .select((sc::note, sc::note_key_id))

@@ -6,13 +6,14 @@
 
 use std::time::Duration;
 
-use proctor::domain::inbox::Recipient;
+use proctor::inbox::model::Recipient;
+use proctor::inbox::repo as inbox;
 use proctor::proto::v1::screening_service_client::ScreeningServiceClient;
 use proctor::proto::v1::{
     CaseStatus, GetCaseRequest, ImportListChunk, ListCasesRequest, ListVersion, Outcome, Party, PartyType,
     Resolution, ResolveCaseRequest, ScoreNamesRequest, ScreenRequest, ScreenResponse,
 };
-use proctor::store::{inbox, screening as st};
+use proctor::screening::repo as st;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
@@ -651,7 +652,7 @@ async fn batch_screen_answers_in_request_order(b: Backend) {
         .store
         .read("test.parties", |c, _| {
             use diesel::prelude::*;
-            use proctor::store::schema::screening_parties::dsl as pa;
+            use proctor::db::schema::screening_parties::dsl as pa;
             Ok(pa::screening_parties
                 .filter(pa::party_ref.like("%-second"))
                 .select(pa::party_ref)

@@ -9,13 +9,13 @@
 //! folder are private to the service's user.
 
 use diesel::prelude::*;
+use proctor::db::schema::breaches::dsl as br;
+use proctor::db::schema::screening_parties::dsl as pa;
+use proctor::db::schema::subject_requests::dsl as r;
+use proctor::db::schema::subject_tasks::dsl as t;
 use proctor::proto::v1::breach_service_client::BreachServiceClient;
 use proctor::proto::v1::{self as pb, PartyType};
-use proctor::store::reseal;
-use proctor::store::schema::breaches::dsl as br;
-use proctor::store::schema::screening_parties::dsl as pa;
-use proctor::store::schema::subject_requests::dsl as r;
-use proctor::store::schema::subject_tasks::dsl as t;
+use proctor::secrets::reseal;
 
 use crate::on_both_backends;
 use crate::screening::{client as screening, import, ofac_set};

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use proctor::domain::inbox::Recipient;
+use proctor::db::notify::Topic;
+use proctor::inbox::model::Recipient;
 use proctor::proto::v1 as pb;
 use proctor::proto::v1::inbox_service_client::InboxServiceClient;
-use proctor::store::notify::Topic;
 use tonic::Code;
 use tonic::codec::Streaming;
 

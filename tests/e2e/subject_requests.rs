@@ -5,11 +5,11 @@
 
 use chrono::{Duration, TimeZone, Utc};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
-use proctor::domain::subject_requests::receipt_message;
 use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::subject_request_service_client::SubjectRequestServiceClient as Client;
 use proctor::proto::v1::{self as pb, compute_subject_ref_request::Identifier};
-use proctor::store::subject_requests as store;
+use proctor::subject_requests::model::receipt_message;
+use proctor::subject_requests::repo as store;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -130,7 +130,7 @@ async fn subject_ref(app: &TestApp, tenant: &str) -> String {
         .subject_ref
 }
 
-async fn flags(app: &TestApp, tenant: &str, sref: &str) -> proctor::domain::subject_requests::SubjectFlags {
+async fn flags(app: &TestApp, tenant: &str, sref: &str) -> proctor::subject_requests::model::SubjectFlags {
     let (t, s) = (tenant.to_owned(), sref.to_owned());
     app.store
         .read("test.flags", move |c, _| store::subject_flags(c, &t, &s))
@@ -375,7 +375,7 @@ async fn access_export(b: Backend) {
         .store
         .read("test.raw_chunks", |c, _| {
             use diesel::prelude::*;
-            use proctor::store::schema::subject_export_chunks::dsl as x;
+            use proctor::db::schema::subject_export_chunks::dsl as x;
             Ok(x::subject_export_chunks.select((x::data, x::key_id)).load(c)?)
         })
         .await
@@ -996,7 +996,7 @@ async fn contract_end_fans_out(b: Backend) {
     let signer = std::sync::Arc::new(proctor::secrets::SubjectSecrets::load(&app.config).unwrap());
     let run = |signer: std::sync::Arc<proctor::secrets::SubjectSecrets>| {
         app.store.write("test.contract_end", move |c, clock| {
-            let entry = proctor::domain::audit::AuditEntry {
+            let entry = proctor::audit::model::AuditEntry {
                 actor: "proctor".into(),
                 role: "service".into(),
                 tenant_id: Some("t1".into()),

@@ -6,10 +6,10 @@
 
 use chrono::Duration;
 use proctor::clock::Clock;
-use proctor::domain::subprocessors::Screening;
 use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::sub_processor_service_client::SubProcessorServiceClient;
 use proctor::proto::v1::*;
+use proctor::subprocessors::model::Screening;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -96,7 +96,7 @@ async fn screen(app: &TestApp, id: &str, outcome: Screening) {
     let id = id.to_owned();
     app.store
         .write("test.screen", move |c, clock| {
-            proctor::store::subprocessors::record_screening(c, clock.now(), &id, outcome)
+            proctor::subprocessors::repo::record_screening(c, clock.now(), &id, outcome)
         })
         .await
         .unwrap();

@@ -21,7 +21,7 @@ use proctor::app::Application;
 use proctor::auth::jwt::Claims;
 use proctor::clock::ManualClock;
 use proctor::config::Config;
-use proctor::store::Store;
+use proctor::db::Store;
 use tokio::sync::oneshot;
 use tonic::Request;
 use tonic::metadata::MetadataValue;

@@ -1,0 +1,170 @@
+//! Inbox envelopes: enqueued inside the transaction of the change that
+//! causes them, leased to one consumer at a time, acknowledged by id.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use crate::db::schema::envelopes::dsl as e;
+use crate::db::{DbConnection, chain_lock, from_us, to_us};
+use crate::error::{Error, Result};
+use crate::inbox::model::{PullSpec, Recipient};
+
+/// An envelope as a consumer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Unique id, what `Ack` takes.
+    pub id: String,
+    /// Position in delivery order (global, so also strictly increasing per
+    /// recipient).
+    pub cursor: i64,
+    /// Dotted kind, e.g. `breach.notice`.
+    pub kind: String,
+    /// JSON naming the id of what it is about.
+    pub payload: String,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// How many times it was handed out.
+    pub delivery_count: i32,
+    /// End of the current lease, if any.
+    pub lease_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Queryable, Insertable)]
+#[diesel(table_name = crate::db::schema::envelopes)]
+struct Row {
+    seq: i64,
+    id: String,
+    recipient: String,
+    kind: String,
+    payload: String,
+    created_at_us: i64,
+    lease_until_us: Option<i64>,
+    delivery_count: i32,
+    acked_at_us: Option<i64>,
+}
+
+impl From<Row> for Envelope {
+    fn from(r: Row) -> Self {
+        Envelope {
+            id: r.id,
+            cursor: r.seq,
+            kind: r.kind,
+            payload: r.payload,
+            created_at: from_us(r.created_at_us),
+            delivery_count: r.delivery_count,
+            lease_until: r.lease_until_us.map(from_us),
+        }
+    }
+}
+
+/// Puts an envelope in `to`'s inbox as part of the caller's transaction.
+pub fn enqueue(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    to: &Recipient,
+    kind: &str,
+    payload: &serde_json::Value,
+) -> Result<Envelope> {
+    chain_lock(conn)?;
+    let last: Option<i64> = e::envelopes.select(diesel::dsl::max(e::seq)).first(conn)?;
+    let row = Row {
+        seq: last.unwrap_or(0) + 1,
+        id: uuid::Uuid::new_v4().to_string(),
+        recipient: to.to_string(),
+        kind: kind.to_owned(),
+        payload: payload.to_string(),
+        created_at_us: to_us(now),
+        lease_until_us: None,
+        delivery_count: 0,
+        acked_at_us: None,
+    };
+    diesel::insert_into(e::envelopes).values(&row).execute(conn)?;
+    crate::db::notify::changed(crate::db::notify::Topic::Inbox(to.clone()));
+    Ok(row.into())
+}
+
+/// Leases up to `spec.max` available envelopes, oldest first. On PostgreSQL
+/// rows another replica is leasing right now are skipped, never waited on
+/// and never handed out twice.
+pub fn pull(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    to: &Recipient,
+    spec: PullSpec,
+) -> Result<Vec<Envelope>> {
+    let now_us = to_us(now);
+    let until = now_us + i64::from(spec.lease_seconds) * 1_000_000;
+    let available = e::envelopes
+        .select(e::seq)
+        .filter(e::recipient.eq(to.to_string()))
+        .filter(e::acked_at_us.is_null())
+        .filter(e::lease_until_us.is_null().or(e::lease_until_us.le(now_us)))
+        .order(e::seq.asc())
+        .limit(i64::from(spec.max));
+    let seqs: Vec<i64> = match conn {
+        DbConnection::Pg(c) => available.for_update().skip_locked().load(c)?,
+        DbConnection::Sqlite(c) => available.load(c)?,
+    };
+    if seqs.is_empty() {
+        return Ok(Vec::new());
+    }
+    diesel::update(e::envelopes.filter(e::seq.eq_any(&seqs)))
+        .set((
+            e::lease_until_us.eq(until),
+            e::delivery_count.eq(e::delivery_count + 1),
+        ))
+        .execute(conn)?;
+    let rows: Vec<Row> = e::envelopes
+        .filter(e::seq.eq_any(&seqs))
+        .order(e::seq.asc())
+        .load(conn)?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// One envelope of `to`'s inbox, acknowledged or not; another
+/// recipient's envelope is NOT_FOUND, as if it did not exist.
+pub fn get(conn: &mut DbConnection, to: &Recipient, id: &str) -> Result<Envelope> {
+    let row: Option<Row> = e::envelopes
+        .filter(e::recipient.eq(to.to_string()))
+        .filter(e::id.eq(id))
+        .first(conn)
+        .optional()?;
+    row.map(Into::into)
+        .ok_or_else(|| Error::NotFound(format!("envelope {id}")))
+}
+
+/// Unacknowledged envelopes after `cursor`, for a subscription stream.
+pub fn after(conn: &mut DbConnection, to: &Recipient, cursor: i64, limit: i64) -> Result<Vec<Envelope>> {
+    let rows: Vec<Row> = e::envelopes
+        .filter(e::recipient.eq(to.to_string()))
+        .filter(e::acked_at_us.is_null())
+        .filter(e::seq.gt(cursor))
+        .order(e::seq.asc())
+        .limit(limit)
+        .load(conn)?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// Acknowledges envelopes of `to`. All or nothing: an id that is not in this
+/// recipient's inbox is NOT_FOUND and nothing is acknowledged. Acknowledging
+/// twice is harmless (at-least-once consumers retry). Returns how many were
+/// newly acknowledged.
+pub fn ack(conn: &mut DbConnection, now: DateTime<Utc>, to: &Recipient, ids: &[String]) -> Result<usize> {
+    let mine: Vec<String> = e::envelopes
+        .select(e::id)
+        .filter(e::recipient.eq(to.to_string()))
+        .filter(e::id.eq_any(ids))
+        .load(conn)?;
+    if let Some(missing) = ids.iter().find(|id| !mine.contains(id)) {
+        return Err(Error::NotFound(format!("envelope {missing}")));
+    }
+    let n = diesel::update(
+        e::envelopes
+            .filter(e::recipient.eq(to.to_string()))
+            .filter(e::id.eq_any(ids))
+            .filter(e::acked_at_us.is_null()),
+    )
+    .set((e::acked_at_us.eq(to_us(now)), e::lease_until_us.eq(None::<i64>)))
+    .execute(conn)?;
+    Ok(n)
+}

@@ -1,0 +1,426 @@
+//! `InstructionService`: tenants write versioned instructions; platform
+//! services ask for decisions, answered from the in-memory snapshots of
+//! [`crate::instructions::snapshots`] without a database round trip.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::instructions::model::decide;
+use crate::instructions::model::decide::{Check, DenyReason};
+use crate::instructions::model::retention;
+use crate::instructions::model::{
+    CategoryRule, InstructionSet, MAX_REASON, PutInstructions, Taxonomy, TaxonomyKind, valid_region,
+    valid_taxonomy_key,
+};
+use crate::instructions::repo as st;
+use crate::instructions::repo::{StoredVersion, TAXONOMY_CHANGE};
+use crate::instructions::snapshots::Decisions;
+use crate::proto::v1 as pb;
+use crate::proto::v1::instruction_service_server::InstructionService;
+use crate::rpc::convert::{from_ts, ts};
+use crate::rpc::page::Page;
+use crate::rpc::{AppState, audit_entry, caller};
+use crate::validate::Violations;
+
+/// Most checks in one `BatchCheckProcessing`.
+pub const MAX_BATCH: usize = 10_000;
+
+/// The instruction service.
+#[derive(Debug, Clone)]
+pub struct Instructions {
+    state: AppState,
+    /// The state's decision snapshots, held directly for the hot path.
+    decisions: Arc<Decisions>,
+}
+
+impl Instructions {
+    /// A service over `state`, answering checks from its decision snapshots.
+    pub fn new(state: AppState) -> Self {
+        let decisions = state.decisions.clone();
+        Self { state, decisions }
+    }
+}
+
+fn set_from_pb(s: pb::InstructionSet) -> InstructionSet {
+    InstructionSet {
+        rules: s
+            .rules
+            .into_iter()
+            .map(|r| CategoryRule {
+                category: r.category,
+                retention_days: r.retention_days,
+                purposes: r.purposes,
+                regions: r.regions,
+                restricted: r.restricted,
+                allow_anonymized_analytics: r.allow_anonymized_analytics,
+            })
+            .collect(),
+        termination_grace_days: s.termination_grace_days,
+    }
+}
+
+fn set_to_pb(s: InstructionSet) -> pb::InstructionSet {
+    pb::InstructionSet {
+        rules: s
+            .rules
+            .into_iter()
+            .map(|r| pb::CategoryRule {
+                category: r.category,
+                retention_days: r.retention_days,
+                purposes: r.purposes,
+                regions: r.regions,
+                restricted: r.restricted,
+                allow_anonymized_analytics: r.allow_anonymized_analytics,
+            })
+            .collect(),
+        termination_grace_days: s.termination_grace_days,
+    }
+}
+
+fn version_to_pb(v: StoredVersion) -> pb::InstructionsVersion {
+    pb::InstructionsVersion {
+        tenant_id: v.tenant_id,
+        version: v.version,
+        created_at: Some(ts(v.created_at)),
+        author: v.author,
+        reason: v.reason,
+        instructions: Some(set_to_pb(v.set)),
+    }
+}
+
+fn reason_to_pb(r: DenyReason) -> i32 {
+    r as i32
+}
+
+/// Validates one check; field paths are prefixed (`checks[3].` in a batch).
+fn validate_check(c: &pb::CheckProcessingRequest, tax: &Taxonomy, prefix: &str, v: &mut Violations) {
+    let f = |n: &str| format!("{prefix}{n}");
+    if c.tenant_id.is_empty() || c.tenant_id.len() > 128 {
+        v.add(f("tenant_id"), "is required (at most 128 characters)");
+    }
+    if c.category.is_empty() {
+        v.add(f("category"), "is required");
+    } else if !tax.knows(TaxonomyKind::Category, &c.category) {
+        v.add(f("category"), "unknown category");
+    }
+    if c.purpose.is_empty() {
+        v.add(f("purpose"), "is required");
+    } else if !tax.knows(TaxonomyKind::Purpose, &c.purpose) {
+        v.add(f("purpose"), "unknown purpose");
+    }
+    if !c.region.is_empty() && !valid_region(&c.region) {
+        v.add(f("region"), "not an ISO 3166-1 alpha-2 code");
+    }
+    v.check(
+        c.sub_processor_id.len() > 128,
+        f("sub_processor_id"),
+        "at most 128 characters",
+    );
+    v.check(
+        c.subject_ref.len() > 256,
+        f("subject_ref"),
+        "at most 256 characters",
+    );
+}
+
+impl Instructions {
+    fn decide_one(&self, c: &pb::CheckProcessingRequest, now: chrono::DateTime<chrono::Utc>) -> pb::Decision {
+        let check = Check {
+            category: &c.category,
+            purpose: &c.purpose,
+            region: &c.region,
+            sub_processor_id: &c.sub_processor_id,
+            subject_ref: &c.subject_ref,
+        };
+        let d = self
+            .decisions
+            .with_policy(&c.tenant_id, |p| decide::decide(p, &check, now));
+        pb::Decision {
+            verdict: if d.allowed() {
+                pb::Verdict::Allow as i32
+            } else {
+                pb::Verdict::Deny as i32
+            },
+            reasons: d.reasons.iter().map(reason_to_pb).collect(),
+            instruction_version: d.instruction_version,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl InstructionService for Instructions {
+    async fn put_instructions(
+        &self,
+        req: Request<pb::PutInstructionsRequest>,
+    ) -> Result<Response<pb::InstructionsVersion>, Status> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let tenant = self
+            .state
+            .require_tenant(&who, &r.tenant_id, "InstructionService/PutInstructions")
+            .await?;
+        let set = r.instructions.map(set_from_pb);
+        let (expected, reason) = (r.expected_version, r.reason);
+        let mut entry = audit_entry(&who, Some(&tenant), "instructions.put", "", "ok");
+        let author = who.sub.clone();
+        let t = tenant.clone();
+        let stored = self
+            .state
+            .store
+            .write("instructions.put", move |c, clock| {
+                let now = clock.now();
+                // Validate against the taxonomy as committed, not a snapshot.
+                let tax = st::taxonomy(c)?;
+                let cmd = PutInstructions::parse(t, expected, set, reason, &tax)?;
+                let v = st::put(
+                    c,
+                    now,
+                    &cmd.tenant_id,
+                    cmd.expected_version,
+                    &author,
+                    &cmd.reason,
+                    &cmd.set,
+                )?;
+                entry.target = format!("instructions/{}/v{}", v.tenant_id, v.version);
+                crate::audit::repo::append(c, now, entry)?;
+                Ok(v)
+            })
+            .await?;
+        self.decisions.refresh(&tenant).await?;
+        Ok(Response::new(version_to_pb(stored)))
+    }
+
+    async fn get_instructions(
+        &self,
+        req: Request<pb::GetInstructionsRequest>,
+    ) -> Result<Response<pb::InstructionsVersion>, Status> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let tenant = self
+            .state
+            .require_tenant(&who, &r.tenant_id, "InstructionService/GetInstructions")
+            .await?;
+        let v = self
+            .state
+            .store
+            .read("instructions.get", move |c, _| match r.version {
+                0 => st::current(c, &tenant)?
+                    .ok_or_else(|| Error::NotFound(format!("tenant {tenant} has no instructions"))),
+                n => st::version(c, &tenant, n),
+            })
+            .await?;
+        Ok(Response::new(version_to_pb(v)))
+    }
+
+    async fn list_instruction_versions(
+        &self,
+        req: Request<pb::ListInstructionVersionsRequest>,
+    ) -> Result<Response<pb::ListInstructionVersionsResponse>, Status> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let tenant = self
+            .state
+            .require_tenant(&who, &r.tenant_id, "InstructionService/ListInstructionVersions")
+            .await?;
+        let page = Page::parse(r.page_size, &r.page_token)?;
+        let (after, size) = (page.after, page.size);
+        let versions = self
+            .state
+            .store
+            .read("instructions.list", move |c, _| {
+                st::versions(c, &tenant, after, size)
+            })
+            .await?;
+        let next = page.next_token(versions.len(), versions.last().map(|v| v.version as i64));
+        Ok(Response::new(pb::ListInstructionVersionsResponse {
+            versions: versions.into_iter().map(version_to_pb).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn check_processing(
+        &self,
+        req: Request<pb::CheckProcessingRequest>,
+    ) -> Result<Response<pb::Decision>, Status> {
+        let c = req.into_inner();
+        let mut v = Violations::new();
+        validate_check(&c, &self.decisions.taxonomy(), "", &mut v);
+        v.finish()?;
+        tracing::Span::current().record("tenant.id", c.tenant_id.as_str());
+        let now = self.state.store.clock().now();
+        Ok(Response::new(self.decide_one(&c, now)))
+    }
+
+    async fn batch_check_processing(
+        &self,
+        req: Request<pb::BatchCheckProcessingRequest>,
+    ) -> Result<Response<pb::BatchCheckProcessingResponse>, Status> {
+        let checks = req.into_inner().checks;
+        let mut v = Violations::new();
+        v.check(
+            checks.len() > MAX_BATCH,
+            "checks",
+            format!("at most {MAX_BATCH} checks per batch"),
+        );
+        let tax = self.decisions.taxonomy();
+        for (i, c) in checks.iter().enumerate().take(MAX_BATCH) {
+            validate_check(c, &tax, &format!("checks[{i}]."), &mut v);
+        }
+        v.finish()?;
+        let now = self.state.store.clock().now();
+        Ok(Response::new(pb::BatchCheckProcessingResponse {
+            decisions: checks.iter().map(|c| self.decide_one(c, now)).collect(),
+        }))
+    }
+
+    async fn get_retention_cutoffs(
+        &self,
+        req: Request<pb::GetRetentionCutoffsRequest>,
+    ) -> Result<Response<pb::GetRetentionCutoffsResponse>, Status> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let tenant = self
+            .state
+            .require_tenant(&who, &r.tenant_id, "InstructionService/GetRetentionCutoffs")
+            .await?;
+        let as_of = from_ts(r.as_of.as_ref(), "as_of")?;
+        let (current, now) = self
+            .state
+            .store
+            .read("instructions.retention", move |c, clock| {
+                Ok((st::current(c, &tenant)?, clock.now()))
+            })
+            .await?;
+        let current =
+            current.ok_or_else(|| Error::FailedPrecondition("the tenant has no instructions".into()))?;
+        let cutoffs = retention::cutoffs(&current.set, as_of.unwrap_or(now));
+        Ok(Response::new(pb::GetRetentionCutoffsResponse {
+            cutoffs: cutoffs
+                .into_iter()
+                .map(|c| pb::RetentionCutoff {
+                    category: c.category,
+                    cutoff: c.cutoff.map(ts),
+                })
+                .collect(),
+            instruction_version: current.version,
+        }))
+    }
+
+    async fn terminate_tenant(
+        &self,
+        req: Request<pb::TerminateTenantRequest>,
+    ) -> Result<Response<pb::TerminateTenantResponse>, Status> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        v.required_text("tenant_id", &r.tenant_id, 128);
+        v.required_text("reason", &r.reason, MAX_REASON);
+        let effective = from_ts(r.effective_at.as_ref(), "effective_at")?;
+        v.finish()?;
+        tracing::Span::current().record("tenant.id", r.tenant_id.as_str());
+        let entry = audit_entry(
+            &who,
+            Some(&r.tenant_id),
+            "tenant.terminate",
+            &format!("tenant/{}", r.tenant_id),
+            "ok",
+        );
+        let tenant = r.tenant_id.clone();
+        let state = self
+            .state
+            .store
+            .write("tenant.terminate", move |c, clock| {
+                let now = clock.now();
+                let at = effective.unwrap_or(now);
+                if at < now {
+                    return Err(Error::invalid(
+                        "effective_at",
+                        "must not lie in the past (termination is never retroactive)",
+                    ));
+                }
+                let s = st::terminate(c, now, &tenant, at, &r.reason)?;
+                crate::audit::repo::append(c, now, entry)?;
+                Ok(s)
+            })
+            .await?;
+        self.decisions.refresh(&r.tenant_id).await?;
+        Ok(Response::new(pb::TerminateTenantResponse {
+            tenant_id: state.tenant_id,
+            effective_at: state.terminated_at.map(ts),
+            erasure_due_at: state.erasure_due_at.map(ts),
+        }))
+    }
+
+    async fn add_taxonomy_key(
+        &self,
+        req: Request<pb::AddTaxonomyKeyRequest>,
+    ) -> Result<Response<pb::TaxonomyKey>, Status> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        let kind = match pb::TaxonomyKind::try_from(r.kind) {
+            Ok(pb::TaxonomyKind::Category) => Some(TaxonomyKind::Category),
+            Ok(pb::TaxonomyKind::Purpose) => Some(TaxonomyKind::Purpose),
+            _ => {
+                v.add("kind", "must be TAXONOMY_KIND_CATEGORY or TAXONOMY_KIND_PURPOSE");
+                None
+            }
+        };
+        v.check(
+            !valid_taxonomy_key(&r.key),
+            "key",
+            "lower-case letters, digits, '_' and '.', starting with a letter, at most 64",
+        );
+        v.required_text("description", &r.description, 500);
+        v.finish()?;
+        let kind = kind.ok_or_else(|| Error::invalid("kind", "is required"))?;
+        let entry = audit_entry(
+            &who,
+            None,
+            "taxonomy.add",
+            &format!("{}/{}", kind.as_str(), r.key),
+            "ok",
+        );
+        let (key, desc) = (r.key.clone(), r.description.clone());
+        self.state
+            .store
+            .write("taxonomy.add", move |c, clock| {
+                let now = clock.now();
+                st::add_taxonomy_key(c, now, kind, &key, &desc)?;
+                crate::audit::repo::append(c, now, entry).map(|_| ())
+            })
+            .await?;
+        self.decisions.refresh(TAXONOMY_CHANGE).await?;
+        Ok(Response::new(pb::TaxonomyKey {
+            kind: r.kind,
+            key: r.key,
+            description: r.description,
+        }))
+    }
+
+    async fn list_taxonomy(
+        &self,
+        _req: Request<pb::ListTaxonomyRequest>,
+    ) -> Result<Response<pb::ListTaxonomyResponse>, Status> {
+        let entries = self
+            .state
+            .store
+            .read("taxonomy.list", |c, _| st::taxonomy_entries(c))
+            .await?;
+        Ok(Response::new(pb::ListTaxonomyResponse {
+            keys: entries
+                .into_iter()
+                .map(|(k, key, description)| pb::TaxonomyKey {
+                    kind: match k {
+                        TaxonomyKind::Category => pb::TaxonomyKind::Category as i32,
+                        TaxonomyKind::Purpose => pb::TaxonomyKind::Purpose as i32,
+                    },
+                    key,
+                    description,
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,138 @@
+//! gRPC services: one file per proto service, each handler thin: read the
+//! caller, resolve its tenant scope, validate into domain types, run one store
+//! command, convert back. Services of capabilities that have not landed are
+//! not registered, so their RPCs answer UNIMPLEMENTED (after auth).
+
+pub mod bucket;
+pub mod convert;
+pub mod limits;
+pub mod page;
+pub mod rate_limit;
+pub mod status;
+pub mod streams;
+
+use tokio::sync::watch;
+use tonic::{Request, Status};
+
+use crate::audit::model::AuditEntry;
+use crate::auth::{Caller, Role};
+use crate::db::Store;
+
+/// What every service handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// Flips to true when the server begins shutting down, so long-lived
+    /// streams end and let the graceful shutdown finish.
+    pub stopping: watch::Receiver<bool>,
+    /// Decision snapshots; writes that change what decisions depend on
+    /// refresh them before replying, so the next check here sees the change.
+    pub decisions: std::sync::Arc<crate::instructions::snapshots::Decisions>,
+    /// Seals personal data at rest (identifiers, exports, case answers).
+    pub secrets: std::sync::Arc<crate::secrets::SubjectSecrets>,
+    /// Refused calls, counted into one audit event per caller class and
+    /// interval instead of one row per call.
+    pub refusals: std::sync::Arc<crate::audit::refusals::Refusals>,
+    /// Server streams each caller holds open (`--max-streams-per-caller`).
+    pub streams: std::sync::Arc<streams::StreamSlots>,
+}
+
+impl AppState {
+    /// Applies logged decision changes before an RPC returns, so the next
+    /// check on this replica already sees its write (other replicas follow
+    /// the log on their own). The write has committed by then, so a failure
+    /// only delays freshness: it is logged, never returned.
+    pub async fn follow_decisions(&self) {
+        for _ in 0..100 {
+            match self.decisions.catch_up().await {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "refreshing decision snapshots failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The authenticated caller the auth layer attached to the request.
+pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
+}
+
+/// An audit entry for `caller` doing `action` on `target`, stamped with the
+/// current trace id.
+pub fn audit_entry(
+    caller: &Caller,
+    tenant: Option<&str>,
+    action: &str,
+    target: &str,
+    outcome: &str,
+) -> AuditEntry {
+    AuditEntry {
+        actor: caller.sub.clone(),
+        role: caller.role.as_str().to_owned(),
+        tenant_id: tenant.map(str::to_owned),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        outcome: outcome.to_owned(),
+        trace_id: crate::telemetry::current_trace_id(),
+        detail: String::new(),
+    }
+}
+
+impl AppState {
+    /// Resolves the tenant a request acts on (see [`Caller::scope_tenant`]);
+    /// a tenant token naming another tenant is PERMISSION_DENIED and counted
+    /// with the refused calls.
+    pub async fn scope_tenant(
+        &self,
+        caller: &Caller,
+        requested: &str,
+        rpc: &str,
+    ) -> Result<Option<String>, Status> {
+        match caller.scope_tenant(requested) {
+            Ok(t) => {
+                if let Some(t) = t.as_deref().filter(|_| caller.role != Role::Tenant) {
+                    tracing::Span::current().record("tenant.id", t);
+                }
+                Ok(t)
+            }
+            Err(e) => {
+                let entry = audit_entry(
+                    caller,
+                    caller.tenant_id.as_deref(),
+                    "auth.denied",
+                    rpc,
+                    "other_tenant",
+                );
+                self.record_denial(entry).await;
+                Err(Status::permission_denied(e.to_string()))
+            }
+        }
+    }
+
+    /// Like [`AppState::scope_tenant`], for RPCs that always act on one
+    /// tenant: naming none is INVALID_ARGUMENT.
+    pub async fn require_tenant(
+        &self,
+        caller: &Caller,
+        requested: &str,
+        rpc: &str,
+    ) -> Result<String, Status> {
+        self.scope_tenant(caller, requested, rpc)
+            .await?
+            .ok_or_else(|| crate::error::Error::invalid("tenant_id", "is required").into())
+    }
+
+    /// Counts a refusal for the audit log (see [`crate::audit::refusals`]): one event per
+    /// caller class and interval, so refused calls cannot flood the chain.
+    pub async fn record_denial(&self, entry: AuditEntry) {
+        self.refusals.record(&entry);
+    }
+}

@@ -1,0 +1,10 @@
+//! Data-subject requests: forwarded to the controller, or submitted by it and
+//! fanned out as tasks to the platform systems holding the data, tracked to
+//! their legal deadline, with receipts, exports and the subject flags that
+//! `CheckProcessing` reads; [`jobs`] runs the export sweep and the
+//! contract-end erasure.
+
+pub mod grpc;
+pub mod jobs;
+pub mod model;
+pub mod repo;

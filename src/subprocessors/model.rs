@@ -1,0 +1,1132 @@
+//! The sub-processor registry's rules, with no I/O: what a valid
+//! registration and change notice are, the status a sub-processor has at a
+//! given instant, and whether a tenant has authorised it (GDPR Art. 28(2)
+//! and (4)).
+//!
+//! Nothing here is flipped by a timer. Every answer is computed from the
+//! notices, the tenant's answers and mode history, and the instant asked
+//! about. The decision hot path gets the same answer from
+//! [`SubProcessorGrants`], compiled once per write into a step function per
+//! sub-processor so a check is a hash lookup and a short scan, allocation-free.
+//!
+//! Why the step function is exact: decisions are only ever asked about the
+//! present, and every input that is not a date fixed in advance (an answer,
+//! a mode change, a screening outcome) is a write that recompiles the
+//! snapshot. So the only instants at which the answer changes without a write
+//! are notices' `effective_at`, and those are the steps.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::error::{Error, Result};
+use crate::instructions::model::{Taxonomy, TaxonomyKind, valid_region};
+use crate::validate::Violations;
+
+/// Objection window when `ProposeChange` names no deadline.
+pub const DEFAULT_OBJECTION_WINDOW: Duration = Duration::days(30);
+/// Longest legal name.
+pub const MAX_NAME: usize = 300;
+/// Longest description of services.
+pub const MAX_SERVICES: usize = 2_000;
+/// Longest objection reason.
+pub const MAX_REASON: usize = 2_000;
+/// Most categories or purposes in one scope.
+pub const MAX_SCOPE: usize = 100;
+
+/// European Economic Area members (EU 27 plus Iceland, Liechtenstein,
+/// Norway): data processed there is not a transfer.
+pub const EEA: [&str; 30] = [
+    "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV", "LT",
+    "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO",
+];
+
+/// Whether `country` (ISO 3166-1 alpha-2) lies in the EEA.
+pub fn in_eea(country: &str) -> bool {
+    EEA.contains(&country)
+}
+
+/// Legal basis of a transfer outside the EEA. Values match the wire enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransferMechanism {
+    /// No transfer: processing stays in the EEA.
+    Eea = 1,
+    /// Adequacy decision of the Commission (Art. 45).
+    Adequacy = 2,
+    /// Standard contractual clauses (Art. 46(2)(c)).
+    Scc = 3,
+    /// EU-US Data Privacy Framework.
+    Dpf = 4,
+    /// Binding corporate rules (Art. 47).
+    Bcr = 5,
+}
+
+impl TransferMechanism {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eea => "eea",
+            Self::Adequacy => "adequacy",
+            Self::Scc => "scc",
+            Self::Dpf => "dpf",
+            Self::Bcr => "bcr",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Eea, Self::Adequacy, Self::Scc, Self::Dpf, Self::Bcr]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+
+    /// From the wire value (0 and unknown values are `None`).
+    pub fn from_i32(v: i32) -> Option<Self> {
+        [Self::Eea, Self::Adequacy, Self::Scc, Self::Dpf, Self::Bcr]
+            .into_iter()
+            .find(|m| *m as i32 == v)
+    }
+}
+
+/// What a change notice announces. Values match the wire enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// Engaging the sub-processor.
+    Add = 1,
+    /// Ending its engagement.
+    Remove = 2,
+    /// Changing its categories or purposes.
+    ScopeChange = 3,
+}
+
+impl ChangeKind {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Add => "add",
+            Self::Remove => "remove",
+            Self::ScopeChange => "scope_change",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Add, Self::Remove, Self::ScopeChange]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+
+    /// From the wire value.
+    pub fn from_i32(v: i32) -> Option<Self> {
+        [Self::Add, Self::Remove, Self::ScopeChange]
+            .into_iter()
+            .find(|k| *k as i32 == v)
+    }
+}
+
+/// How a tenant authorises sub-processors. Values match the wire enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AuthorizationMode {
+    /// General written authorisation: bound by a change unless it objects
+    /// before the deadline. The default, as in most processor contracts.
+    #[default]
+    General = 1,
+    /// Specific authorisation: bound only by changes it approves.
+    Specific = 2,
+}
+
+impl AuthorizationMode {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::General => "general",
+            Self::Specific => "specific",
+        }
+    }
+
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::General, Self::Specific]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+
+    /// From the wire value.
+    pub fn from_i32(v: i32) -> Option<Self> {
+        [Self::General, Self::Specific]
+            .into_iter()
+            .find(|m| *m as i32 == v)
+    }
+}
+
+/// Where the screening of a legal name stands: the hook the screening
+/// capability sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Screening {
+    /// Not screened yet, or a possible match awaits its case.
+    Pending,
+    /// Screened clear, or its case was cleared: may become ACTIVE.
+    Clear,
+    /// A confirmed sanctions match: BLOCKED.
+    Confirmed,
+}
+
+impl Screening {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Clear => "clear",
+            Self::Confirmed => "confirmed",
+        }
+    }
+
+    /// Parses the stored form (unknown reads as pending: fail closed).
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "clear" => Self::Clear,
+            "confirmed" => Self::Confirmed,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// A sub-processor's status, always computed. Values match the wire enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// No ADD in effect yet (or not screened clear).
+    Proposed = 1,
+    /// An ADD took effect and it is screened clear.
+    Active = 2,
+    /// A REMOVE took effect.
+    Retired = 3,
+    /// A confirmed sanctions match.
+    Blocked = 4,
+}
+
+/// Categories and purposes a sub-processor may process.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Scope {
+    /// Taxonomy keys of data categories.
+    pub categories: Vec<String>,
+    /// Taxonomy keys of purposes.
+    pub purposes: Vec<String>,
+}
+
+impl Scope {
+    /// Whether `self` is no wider than `outer`.
+    pub fn within(&self, outer: &Scope) -> bool {
+        self.categories.iter().all(|c| outer.categories.contains(c))
+            && self.purposes.iter().all(|p| outer.purposes.contains(p))
+    }
+
+    /// What both allow.
+    pub fn intersect(&self, other: &Scope) -> Scope {
+        Scope {
+            categories: self
+                .categories
+                .iter()
+                .filter(|c| other.categories.contains(c))
+                .cloned()
+                .collect(),
+            purposes: self
+                .purposes
+                .iter()
+                .filter(|p| other.purposes.contains(p))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Checks both lists against the taxonomy (non-empty, known, no
+    /// duplicates); fields are `{prefix}categories[i]` etc.
+    pub fn validate(&self, tax: &Taxonomy, prefix: &str, v: &mut Violations) {
+        for (name, list, kind) in [
+            ("categories", &self.categories, TaxonomyKind::Category),
+            ("purposes", &self.purposes, TaxonomyKind::Purpose),
+        ] {
+            let field = format!("{prefix}{name}");
+            if list.is_empty() {
+                v.add(&field, "at least one is required");
+            }
+            if list.len() > MAX_SCOPE {
+                v.add(&field, format!("at most {MAX_SCOPE}"));
+                continue;
+            }
+            for (i, k) in list.iter().enumerate() {
+                if !tax.knows(kind, k) {
+                    v.add(format!("{field}[{i}]"), format!("unknown {}", kind.as_str()));
+                } else if list[..i].contains(k) {
+                    v.add(format!("{field}[{i}]"), "duplicate");
+                }
+            }
+        }
+    }
+}
+
+/// A registered sub-processor, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubProcessor {
+    /// UUID.
+    pub id: String,
+    /// Registered company name.
+    pub legal_name: String,
+    /// ISO 3166-1 alpha-2 country where it processes.
+    pub country: String,
+    /// What it does for the platform.
+    pub services: String,
+    /// The scope it was registered with (notices may change it later).
+    pub scope: Scope,
+    /// Legal basis of the transfer, if outside the EEA.
+    pub transfer_mechanism: TransferMechanism,
+    /// The sub-processor that engages it, for chains.
+    pub parent_id: Option<String>,
+    /// When the data-processing agreement was signed.
+    pub dpa_signed_at: Option<DateTime<Utc>>,
+    /// When the non-disclosure agreement was signed.
+    pub nda_signed_at: Option<DateTime<Utc>>,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+    /// The screening gate.
+    pub screening: Screening,
+    /// When the screening state last changed.
+    pub screened_at: Option<DateTime<Utc>>,
+}
+
+/// A change notice, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// UUID.
+    pub id: String,
+    /// Registry order (ties of `effective_at` are broken by it).
+    pub seq: i64,
+    /// What it is about.
+    pub sub_processor_id: String,
+    /// What it announces.
+    pub kind: ChangeKind,
+    /// The scope it sets (ADD, SCOPE_CHANGE); empty for REMOVE.
+    pub scope: Scope,
+    /// From when it applies; nobody is bound by it before.
+    pub effective_at: DateTime<Utc>,
+    /// Last instant (exclusive) a tenant may object.
+    pub objection_deadline: DateTime<Utc>,
+    /// When it was proposed.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One tenant's answer to one notice.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Answer {
+    /// The notice reached the tenant's inbox.
+    pub notified: bool,
+    /// When the tenant approved it.
+    pub approved_at: Option<DateTime<Utc>>,
+    /// When the tenant objected.
+    pub objected_at: Option<DateTime<Utc>>,
+}
+
+/// Everything registered: sub-processors and all their notices.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    /// In registration order (a parent always before its children).
+    pub sub_processors: Vec<SubProcessor>,
+    /// In registry order.
+    pub notices: Vec<Notice>,
+}
+
+/// What one tenant has said: its mode history and its answers by notice id.
+#[derive(Debug, Clone, Default)]
+pub struct TenantAnswers {
+    /// `(since, mode)`, oldest first; GENERAL before the first entry.
+    pub modes: Vec<(DateTime<Utc>, AuthorizationMode)>,
+    /// Answers by notice id.
+    pub answers: HashMap<String, Answer>,
+}
+
+impl TenantAnswers {
+    /// The mode in force at `t`.
+    pub fn mode_at(&self, t: DateTime<Utc>) -> AuthorizationMode {
+        self.modes
+            .iter()
+            .rev()
+            .find(|(since, _)| *since <= t)
+            .map(|(_, m)| *m)
+            .unwrap_or_default()
+    }
+
+    /// The mode in force now (the latest).
+    pub fn current_mode(&self) -> AuthorizationMode {
+        self.modes.last().map(|(_, m)| *m).unwrap_or_default()
+    }
+}
+
+impl Registry {
+    /// One sub-processor by id.
+    pub fn get(&self, id: &str) -> Option<&SubProcessor> {
+        self.sub_processors.iter().find(|s| s.id == id)
+    }
+
+    /// Notices of `id` in the order they take effect.
+    pub fn notices_of(&self, id: &str) -> Vec<&Notice> {
+        let mut v: Vec<&Notice> = self.notices.iter().filter(|n| n.sub_processor_id == id).collect();
+        v.sort_by_key(|n| (n.effective_at, n.seq));
+        v
+    }
+
+    /// The scope `id` is declared to have once every notice so far has
+    /// taken effect (what a new child or scope change is checked against).
+    pub fn declared_scope(&self, id: &str) -> Option<Scope> {
+        let sp = self.get(id)?;
+        Some(
+            self.notices_of(id)
+                .into_iter()
+                .rev()
+                .find(|n| n.kind != ChangeKind::Remove)
+                .map_or_else(|| sp.scope.clone(), |n| n.scope.clone()),
+        )
+    }
+
+    /// The scope in effect at `now`: that of the last ADD or SCOPE_CHANGE
+    /// in effect, else the registered one.
+    pub fn scope_at(&self, id: &str, now: DateTime<Utc>) -> Option<Scope> {
+        let sp = self.get(id)?;
+        Some(
+            self.notices_of(id)
+                .into_iter()
+                .rev()
+                .find(|n| n.effective_at <= now && n.kind != ChangeKind::Remove)
+                .map_or_else(|| sp.scope.clone(), |n| n.scope.clone()),
+        )
+    }
+
+    /// Status at `now`: BLOCKED on a confirmed match; else by the last ADD
+    /// or REMOVE in effect (none: PROPOSED); an ADD in effect makes it
+    /// ACTIVE only when screened clear.
+    pub fn status(&self, id: &str, now: DateTime<Utc>) -> Option<Status> {
+        let sp = self.get(id)?;
+        if sp.screening == Screening::Confirmed {
+            return Some(Status::Blocked);
+        }
+        let last = self
+            .notices_of(id)
+            .into_iter()
+            .rev()
+            .find(|n| n.effective_at <= now && n.kind != ChangeKind::ScopeChange)
+            .map(|n| n.kind);
+        Some(match last {
+            Some(ChangeKind::Remove) => Status::Retired,
+            Some(ChangeKind::Add) if sp.screening == Screening::Clear => Status::Active,
+            _ => Status::Proposed,
+        })
+    }
+
+    /// Ids of `id`'s parents, the top-level one first.
+    pub fn chain(&self, id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur = self.get(id).and_then(|s| s.parent_id.clone());
+        while let Some(p) = cur {
+            if out.contains(&p) || out.len() > self.sub_processors.len() {
+                break;
+            }
+            cur = self.get(&p).and_then(|s| s.parent_id.clone());
+            out.push(p);
+        }
+        out.reverse();
+        out
+    }
+
+    /// The authorisation of `id` for a tenant as a step function: from each
+    /// instant, the scope it is authorised for (`None`: not authorised).
+    /// Its own notices only; the chain is checked by the caller.
+    pub fn timeline(&self, id: &str, t: &TenantAnswers) -> Vec<(DateTime<Utc>, Option<Scope>)> {
+        let Some(sp) = self.get(id) else {
+            return Vec::new();
+        };
+        if sp.screening != Screening::Clear {
+            // The gate: never authorised before screened clear; a confirmed
+            // match withdraws it for everyone.
+            return Vec::new();
+        }
+        let mut state: Option<Scope> = None;
+        let mut steps = Vec::new();
+        for n in self.notices_of(id) {
+            let a = t.answers.get(&n.id).cloned().unwrap_or_default();
+            let objected = a.objected_at.is_some();
+            // Bound once the deadline passes without objection (GENERAL,
+            // judged by the mode in force at the deadline) or by approval.
+            let accepted = !objected
+                && (a.approved_at.is_some() || t.mode_at(n.objection_deadline) == AuthorizationMode::General);
+            state = match n.kind {
+                ChangeKind::Add => accepted.then(|| n.scope.clone()),
+                ChangeKind::Remove => None,
+                ChangeKind::ScopeChange => match state {
+                    None => None,
+                    Some(_) if objected => None,
+                    Some(_) if accepted => Some(n.scope.clone()),
+                    // Not approved (SPECIFIC): only what both scopes allow.
+                    Some(old) => Some(old.intersect(&n.scope)),
+                },
+            };
+            steps.push((n.effective_at, state.clone()));
+        }
+        steps
+    }
+
+    /// What a tenant sees about every sub-processor that applies to it:
+    /// those it was notified of or answered, those authorised for it whose
+    /// scope touches a category its instructions cover (`covered`), and
+    /// their parents.
+    pub fn tenant_view(&self, t: &TenantAnswers, covered: &[String], now: DateTime<Utc>) -> Vec<TenantEntry> {
+        let mut own: HashMap<&str, bool> = HashMap::new();
+        for sp in &self.sub_processors {
+            let authorized = self
+                .timeline(&sp.id, t)
+                .iter()
+                .rev()
+                .find(|(at, _)| *at <= now)
+                .is_some_and(|(_, s)| s.is_some());
+            own.insert(&sp.id, authorized);
+        }
+        let mode = t.current_mode();
+        let mut entries: Vec<TenantEntry> = self
+            .sub_processors
+            .iter()
+            .map(|sp| {
+                let chain = self.chain(&sp.id);
+                let authorized = own.get(sp.id.as_str()).copied().unwrap_or(false)
+                    && chain
+                        .iter()
+                        .all(|p| own.get(p.as_str()).copied().unwrap_or(false));
+                let notices = self.notices_of(&sp.id);
+                let answer = |n: &Notice| t.answers.get(&n.id).cloned().unwrap_or_default();
+                let notified = notices.iter().any(|n| t.answers.contains_key(&n.id));
+                let touches = self
+                    .scope_at(&sp.id, now)
+                    .is_some_and(|s| s.categories.iter().any(|c| covered.contains(c)));
+                let objected = notices.iter().any(|n| answer(n).objected_at.is_some());
+                let pending_notice = notices.iter().any(|n| {
+                    let a = answer(n);
+                    a.objected_at.is_none()
+                        && (n.effective_at > now
+                            || (mode == AuthorizationMode::Specific
+                                && n.kind != ChangeKind::Remove
+                                && a.approved_at.is_none()))
+                });
+                TenantEntry {
+                    id: sp.id.clone(),
+                    chain,
+                    authorized,
+                    objected,
+                    pending_notice,
+                    applies: notified || (authorized && touches),
+                }
+            })
+            .collect();
+        // A sub-processor applies when one of its children does.
+        let needed: Vec<String> = entries
+            .iter()
+            .filter(|e| e.applies)
+            .flat_map(|e| e.chain.clone())
+            .collect();
+        for e in &mut entries {
+            if needed.contains(&e.id) {
+                e.applies = true;
+            }
+        }
+        entries.retain(|e| e.applies);
+        entries
+    }
+
+    /// Compiles what the decision hot path needs for one tenant.
+    pub fn grants(&self, t: &TenantAnswers) -> SubProcessorGrants {
+        let index: HashMap<Box<str>, u32> = self
+            .sub_processors
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.as_str().into(), i as u32))
+            .collect();
+        let entries = self
+            .sub_processors
+            .iter()
+            .map(|sp| GrantEntry {
+                parent: sp.parent_id.as_deref().and_then(|p| index.get(p).copied()),
+                steps: self
+                    .timeline(&sp.id, t)
+                    .into_iter()
+                    .map(|(at, s)| (at, s.map(CompiledScope::from)))
+                    .collect(),
+            })
+            .collect();
+        SubProcessorGrants { index, entries }
+    }
+}
+
+/// One row of a tenant's list of sub-processors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantEntry {
+    /// The sub-processor.
+    pub id: String,
+    /// Its parents, top first.
+    pub chain: Vec<String>,
+    /// Authorised now, its whole chain included.
+    pub authorized: bool,
+    /// The tenant objected to one of its notices.
+    pub objected: bool,
+    /// A notice awaits its effective date or the tenant's approval.
+    pub pending_notice: bool,
+    applies: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CompiledScope {
+    categories: Box<[Box<str>]>,
+    purposes: Box<[Box<str>]>,
+}
+
+impl From<Scope> for CompiledScope {
+    fn from(s: Scope) -> Self {
+        Self {
+            categories: s.categories.iter().map(|c| c.as_str().into()).collect(),
+            purposes: s.purposes.iter().map(|p| p.as_str().into()).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GrantEntry {
+    parent: Option<u32>,
+    /// `(from, scope)` in time order; before the first step: not authorised.
+    steps: Box<[(DateTime<Utc>, Option<CompiledScope>)]>,
+}
+
+/// One tenant's sub-processor authorisations, compiled for
+/// [`crate::instructions::model::decide`]: immutable, read without locks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SubProcessorGrants {
+    index: HashMap<Box<str>, u32>,
+    entries: Box<[GrantEntry]>,
+}
+
+impl SubProcessorGrants {
+    /// Whether `id`, and every parent up its chain, is authorised at `now`
+    /// for `category` and `purpose`. Unknown ids are not authorised.
+    /// Allocation-free.
+    pub fn permits(&self, id: &str, category: &str, purpose: &str, now: DateTime<Utc>) -> bool {
+        let Some(mut i) = self.index.get(id).copied() else {
+            return false;
+        };
+        // Bounded by the number of entries, so even a corrupt cycle ends.
+        for _ in 0..self.entries.len() {
+            let e = &self.entries[i as usize];
+            let at = e.steps.partition_point(|(from, _)| *from <= now);
+            let ok = at > 0
+                && e.steps[at - 1].1.as_ref().is_some_and(|s| {
+                    s.categories.iter().any(|c| &**c == category)
+                        && s.purposes.iter().any(|p| &**p == purpose)
+                });
+            if !ok {
+                return false;
+            }
+            match e.parent {
+                Some(p) => i = p,
+                None => return true,
+            }
+        }
+        false
+    }
+}
+
+/// A validated `RegisterSubProcessor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// Company name, trimmed.
+    pub legal_name: String,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+    /// What it does.
+    pub services: String,
+    /// What it may process.
+    pub scope: Scope,
+    /// Transfer basis.
+    pub transfer_mechanism: TransferMechanism,
+    /// Parent, for chains.
+    pub parent_id: Option<String>,
+    /// DPA signature.
+    pub dpa_signed_at: Option<DateTime<Utc>>,
+    /// NDA signature.
+    pub nda_signed_at: Option<DateTime<Utc>>,
+}
+
+impl Registration {
+    /// Checks everything that needs no other row: texts, country, scope
+    /// against the taxonomy, the EEA transfer rule, dates not in the future.
+    pub fn validate(&self, tax: &Taxonomy, now: DateTime<Utc>) -> Result<()> {
+        let mut v = Violations::new();
+        v.required_text("legal_name", &self.legal_name, MAX_NAME);
+        v.required_text("services", &self.services, MAX_SERVICES);
+        v.check(
+            !valid_region(&self.country),
+            "country",
+            "not an ISO 3166-1 alpha-2 code",
+        );
+        self.scope.validate(tax, "", &mut v);
+        v.check(
+            valid_region(&self.country)
+                && !in_eea(&self.country)
+                && self.transfer_mechanism == TransferMechanism::Eea,
+            "transfer_mechanism",
+            "a sub-processor outside the EEA needs a transfer mechanism (ADEQUACY, SCC, DPF or BCR)",
+        );
+        for (f, t) in [
+            ("dpa_signed_at", self.dpa_signed_at),
+            ("nda_signed_at", self.nda_signed_at),
+        ] {
+            v.check(t.is_some_and(|t| t > now), f, "lies in the future");
+        }
+        v.check(
+            self.parent_id
+                .as_ref()
+                .is_some_and(|p| p.is_empty() || p.len() > 64),
+            "parent_id",
+            "at most 64 characters",
+        );
+        v.finish()
+    }
+
+    /// Checks the scope against the parent's declared scope.
+    pub fn check_parent(&self, parent_scope: &Scope) -> Result<()> {
+        check_within_parent(&self.scope, parent_scope, "")
+    }
+}
+
+/// A child's scope may never be wider than its parent's.
+pub fn check_within_parent(scope: &Scope, parent: &Scope, prefix: &str) -> Result<()> {
+    let mut v = Violations::new();
+    for (i, c) in scope.categories.iter().enumerate() {
+        v.check(
+            !parent.categories.contains(c),
+            format!("{prefix}categories[{i}]"),
+            "not in the parent's scope",
+        );
+    }
+    for (i, p) in scope.purposes.iter().enumerate() {
+        v.check(
+            !parent.purposes.contains(p),
+            format!("{prefix}purposes[{i}]"),
+            "not in the parent's scope",
+        );
+    }
+    v.finish()
+}
+
+/// Checks a notice's dates: `effective_at` in the future, the deadline
+/// (default `now` + 30 days) in the future and not after `effective_at`.
+/// Returns the deadline to store.
+pub fn notice_dates(
+    now: DateTime<Utc>,
+    effective_at: Option<DateTime<Utc>>,
+    deadline: Option<DateTime<Utc>>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
+    let mut v = Violations::new();
+    let Some(effective_at) = effective_at else {
+        return Err(Error::invalid("effective_at", "is required"));
+    };
+    v.check(
+        effective_at <= now,
+        "effective_at",
+        "must lie in the future: nothing is retroactive",
+    );
+    let defaulted = deadline.is_none();
+    let deadline = deadline.unwrap_or(now + DEFAULT_OBJECTION_WINDOW);
+    v.check(deadline <= now, "objection_deadline", "must lie in the future");
+    v.check(
+        deadline > effective_at,
+        "objection_deadline",
+        if defaulted {
+            "defaults to 30 days from now, which is after effective_at: set it explicitly"
+        } else {
+            "must not be after effective_at"
+        },
+    );
+    v.finish()?;
+    Ok((effective_at, deadline))
+}
+
+/// Whether `kind` may follow the notices `existing` (all of one
+/// sub-processor, in effect order): ADD only when not engaged (none yet, or
+/// the last ADD/REMOVE is a REMOVE); REMOVE and SCOPE_CHANGE only when
+/// engaged; never effective before a notice already announced, so the
+/// history reads in order; never for a BLOCKED one.
+pub fn check_sequence(
+    kind: ChangeKind,
+    existing: &[&Notice],
+    effective_at: DateTime<Utc>,
+    screening: Screening,
+) -> Result<()> {
+    if screening == Screening::Confirmed {
+        return Err(Error::FailedPrecondition(
+            "the sub-processor is BLOCKED by a confirmed sanctions match".into(),
+        ));
+    }
+    if let Some(last) = existing.last()
+        && last.effective_at > effective_at
+    {
+        return Err(Error::FailedPrecondition(format!(
+            "effective_at precedes notice {} already announced for this sub-processor",
+            last.id
+        )));
+    }
+    let engaged = existing
+        .iter()
+        .rev()
+        .find(|n| n.kind != ChangeKind::ScopeChange)
+        .is_some_and(|n| n.kind == ChangeKind::Add);
+    match kind {
+        ChangeKind::Add if engaged => Err(Error::FailedPrecondition(
+            "the sub-processor is already added (or an ADD is pending)".into(),
+        )),
+        ChangeKind::Remove | ChangeKind::ScopeChange if !engaged => Err(Error::FailedPrecondition(
+            "the sub-processor is not added (or a REMOVE is pending)".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a tenant may still object to `n` at `now`.
+pub fn check_objection(n: &Notice, now: DateTime<Utc>) -> Result<()> {
+    if n.kind == ChangeKind::Remove {
+        return Err(Error::FailedPrecondition(
+            "a removal cannot be objected to".into(),
+        ));
+    }
+    if now >= n.objection_deadline {
+        return Err(Error::FailedPrecondition(format!(
+            "the objection deadline of notice {} has passed",
+            n.id
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, day, 0, 0, 0).unwrap()
+    }
+
+    fn scope(c: &[&str], p: &[&str]) -> Scope {
+        Scope {
+            categories: c.iter().map(|s| s.to_string()).collect(),
+            purposes: p.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn sp(id: &str, parent: Option<&str>, screening: Screening) -> SubProcessor {
+        SubProcessor {
+            id: id.into(),
+            legal_name: format!("{id} Ltd"),
+            country: "DE".into(),
+            services: "hosting".into(),
+            scope: scope(
+                &["recording", "transcript"],
+                &["service_delivery", "transcription"],
+            ),
+            transfer_mechanism: TransferMechanism::Eea,
+            parent_id: parent.map(Into::into),
+            dpa_signed_at: None,
+            nda_signed_at: None,
+            created_at: t(1),
+            screening,
+            screened_at: None,
+        }
+    }
+
+    fn notice(seq: i64, id: &str, kind: ChangeKind, s: Scope, deadline: u32, eff: u32) -> Notice {
+        Notice {
+            id: format!("n{seq}"),
+            seq,
+            sub_processor_id: id.into(),
+            kind,
+            scope: s,
+            effective_at: t(eff),
+            objection_deadline: t(deadline),
+            created_at: t(1),
+        }
+    }
+
+    fn full() -> Scope {
+        scope(
+            &["recording", "transcript"],
+            &["service_delivery", "transcription"],
+        )
+    }
+
+    fn reg(sps: Vec<SubProcessor>, notices: Vec<Notice>) -> Registry {
+        Registry {
+            sub_processors: sps,
+            notices,
+        }
+    }
+
+    fn answers(mode: AuthorizationMode, a: &[(&str, Answer)]) -> TenantAnswers {
+        TenantAnswers {
+            modes: vec![(t(1), mode)],
+            answers: a.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        }
+    }
+
+    fn permits(r: &Registry, a: &TenantAnswers, id: &str, cat: &str, now: DateTime<Utc>) -> bool {
+        r.grants(a).permits(id, cat, "transcription", now)
+    }
+
+    #[test]
+    fn general_mode_is_bound_from_effective_at_without_objection() {
+        let r = reg(
+            vec![sp("a", None, Screening::Clear)],
+            vec![notice(1, "a", ChangeKind::Add, full(), 10, 20)],
+        );
+        let g = answers(AuthorizationMode::General, &[]);
+        assert!(!permits(&r, &g, "a", "recording", t(15)), "before effective_at");
+        assert!(permits(&r, &g, "a", "recording", t(20)));
+        assert!(!permits(&r, &g, "a", "contact", t(20)), "outside its scope");
+        assert!(!r.grants(&g).permits("a", "recording", "billing", t(20)));
+        assert!(!permits(&r, &g, "nope", "recording", t(20)), "unknown id");
+        assert_eq!(r.status("a", t(15)), Some(Status::Proposed));
+        assert_eq!(r.status("a", t(20)), Some(Status::Active));
+    }
+
+    #[test]
+    fn objection_withdraws_and_specific_needs_approval() {
+        let r = reg(
+            vec![sp("a", None, Screening::Clear)],
+            vec![notice(1, "a", ChangeKind::Add, full(), 10, 20)],
+        );
+        let objected = Answer {
+            notified: true,
+            objected_at: Some(t(5)),
+            ..Default::default()
+        };
+        let g = answers(AuthorizationMode::General, &[("n1", objected)]);
+        assert!(!permits(&r, &g, "a", "recording", t(25)));
+        let s = answers(AuthorizationMode::Specific, &[]);
+        assert!(!permits(&r, &s, "a", "recording", t(25)));
+        let approved = Answer {
+            approved_at: Some(t(3)),
+            ..Default::default()
+        };
+        let s = answers(AuthorizationMode::Specific, &[("n1", approved)]);
+        assert!(
+            !permits(&r, &s, "a", "recording", t(15)),
+            "approval does not pre-date"
+        );
+        assert!(permits(&r, &s, "a", "recording", t(25)));
+    }
+
+    #[test]
+    fn mode_in_force_at_the_deadline_decides() {
+        let r = reg(
+            vec![sp("a", None, Screening::Clear)],
+            vec![notice(1, "a", ChangeKind::Add, full(), 10, 20)],
+        );
+        // General until day 12: bound at the deadline (day 10); switching
+        // to specific afterwards does not unbind.
+        let mut a = answers(AuthorizationMode::General, &[]);
+        a.modes.push((t(12), AuthorizationMode::Specific));
+        assert!(permits(&r, &a, "a", "recording", t(25)));
+        // Switched before the deadline: not bound without approval.
+        let mut a = answers(AuthorizationMode::General, &[]);
+        a.modes.push((t(8), AuthorizationMode::Specific));
+        assert!(!permits(&r, &a, "a", "recording", t(25)));
+    }
+
+    #[test]
+    fn remove_retires_and_scope_changes_narrow() {
+        let r = reg(
+            vec![sp("a", None, Screening::Clear)],
+            vec![
+                notice(1, "a", ChangeKind::Add, full(), 2, 3),
+                notice(
+                    2,
+                    "a",
+                    ChangeKind::ScopeChange,
+                    scope(&["transcript"], &["transcription"]),
+                    8,
+                    10,
+                ),
+                notice(3, "a", ChangeKind::Remove, Scope::default(), 18, 20),
+            ],
+        );
+        let g = answers(AuthorizationMode::General, &[]);
+        assert!(permits(&r, &g, "a", "recording", t(5)));
+        assert!(!permits(&r, &g, "a", "recording", t(10)), "narrowed");
+        assert!(permits(&r, &g, "a", "transcript", t(10)));
+        assert!(!permits(&r, &g, "a", "transcript", t(20)), "removed");
+        assert_eq!(r.status("a", t(10)), Some(Status::Active));
+        assert_eq!(r.status("a", t(20)), Some(Status::Retired));
+        assert_eq!(r.scope_at("a", t(10)).unwrap().categories, ["transcript"]);
+        // SPECIFIC without approving the scope change: what both allow.
+        let s = answers(
+            AuthorizationMode::Specific,
+            &[(
+                "n1",
+                Answer {
+                    approved_at: Some(t(1)),
+                    ..Default::default()
+                },
+            )],
+        );
+        assert!(permits(&r, &s, "a", "transcript", t(10)));
+        assert!(!permits(&r, &s, "a", "recording", t(10)));
+    }
+
+    #[test]
+    fn chain_needs_every_parent() {
+        let r = reg(
+            vec![
+                sp("root", None, Screening::Clear),
+                sp("mid", Some("root"), Screening::Clear),
+                sp("leaf", Some("mid"), Screening::Clear),
+            ],
+            vec![
+                notice(1, "root", ChangeKind::Add, full(), 2, 3),
+                notice(2, "mid", ChangeKind::Add, full(), 2, 3),
+                notice(3, "leaf", ChangeKind::Add, full(), 2, 3),
+                notice(
+                    4,
+                    "root",
+                    ChangeKind::ScopeChange,
+                    scope(&["transcript"], &["transcription"]),
+                    8,
+                    10,
+                ),
+            ],
+        );
+        let g = answers(AuthorizationMode::General, &[]);
+        assert!(permits(&r, &g, "leaf", "recording", t(5)));
+        assert!(!permits(&r, &g, "leaf", "recording", t(10)), "root narrowed");
+        assert!(permits(&r, &g, "leaf", "transcript", t(10)));
+        let objected_mid = Answer {
+            objected_at: Some(t(1)),
+            ..Default::default()
+        };
+        let notified = Answer {
+            notified: true,
+            ..Default::default()
+        };
+        let o = answers(
+            AuthorizationMode::General,
+            &[("n2", objected_mid), ("n3", notified)],
+        );
+        assert!(permits(&r, &o, "root", "recording", t(5)));
+        assert!(!permits(&r, &o, "leaf", "recording", t(5)), "mid withdrawn");
+        assert_eq!(r.chain("leaf"), ["root", "mid"]);
+        let view = r.tenant_view(&o, &[], t(5));
+        assert_eq!(view.len(), 3, "notified (leaf), answered (mid), their parent");
+        let leaf = view.iter().find(|e| e.id == "leaf").unwrap();
+        assert!(!leaf.authorized);
+        let mid = view.iter().find(|e| e.id == "mid").unwrap();
+        assert!(mid.objected && !mid.authorized);
+    }
+
+    #[test]
+    fn screening_gate() {
+        let n = vec![notice(1, "a", ChangeKind::Add, full(), 2, 3)];
+        let g = answers(AuthorizationMode::General, &[]);
+        let pending = reg(vec![sp("a", None, Screening::Pending)], n.clone());
+        assert!(!permits(&pending, &g, "a", "recording", t(5)));
+        assert_eq!(pending.status("a", t(5)), Some(Status::Proposed));
+        let blocked = reg(vec![sp("a", None, Screening::Confirmed)], n);
+        assert!(!permits(&blocked, &g, "a", "recording", t(5)));
+        assert_eq!(blocked.status("a", t(5)), Some(Status::Blocked));
+    }
+
+    #[test]
+    fn notice_dates_rules() {
+        let now = t(1);
+        assert!(notice_dates(now, None, None).is_err());
+        // Default deadline 30 days out must not pass effective_at.
+        assert!(notice_dates(now, Some(t(20)), None).is_err());
+        let (e, d) = notice_dates(now, Some(now + Duration::days(40)), None).unwrap();
+        assert_eq!(d, now + Duration::days(30));
+        assert_eq!(e, now + Duration::days(40));
+        assert!(
+            notice_dates(now, Some(t(20)), Some(t(21))).is_err(),
+            "after effective"
+        );
+        assert!(notice_dates(now, Some(t(20)), Some(now)).is_err(), "not future");
+        assert!(notice_dates(now, Some(now), Some(now)).is_err(), "retroactive");
+        assert!(
+            notice_dates(now, Some(t(20)), Some(t(20))).is_ok(),
+            "equal is fine"
+        );
+    }
+
+    #[test]
+    fn sequence_rules() {
+        let add = notice(1, "a", ChangeKind::Add, full(), 2, 3);
+        let rm = notice(2, "a", ChangeKind::Remove, Scope::default(), 5, 6);
+        let c = Screening::Clear;
+        assert!(check_sequence(ChangeKind::Add, &[], t(3), c).is_ok());
+        assert!(check_sequence(ChangeKind::Remove, &[], t(3), c).is_err());
+        assert!(check_sequence(ChangeKind::Add, &[&add], t(4), c).is_err());
+        assert!(check_sequence(ChangeKind::ScopeChange, &[&add], t(4), c).is_ok());
+        assert!(
+            check_sequence(ChangeKind::ScopeChange, &[&add], t(2), c).is_err(),
+            "out of order"
+        );
+        assert!(check_sequence(ChangeKind::Add, &[&add, &rm], t(7), c).is_ok());
+        assert!(check_sequence(ChangeKind::Add, &[], t(3), Screening::Confirmed).is_err());
+        assert!(check_objection(&add, t(1)).is_ok());
+        assert!(check_objection(&add, t(2)).is_err(), "at the deadline");
+        assert!(check_objection(&rm, t(1)).is_err());
+    }
+
+    #[test]
+    fn registration_rules() {
+        let tax = Taxonomy::default();
+        let _ = tax;
+        let mut r = Registration {
+            legal_name: "Acme".into(),
+            country: "US".into(),
+            services: "speech to text".into(),
+            scope: Scope::default(),
+            transfer_mechanism: TransferMechanism::Eea,
+            parent_id: None,
+            dpa_signed_at: None,
+            nda_signed_at: None,
+        };
+        let fields = |r: &Registration| match r.validate(&Taxonomy::default(), t(1)) {
+            Err(Error::InvalidArgument(v)) => v.into_iter().map(|f| f.field).collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        let f = fields(&r);
+        assert!(f.contains(&"transfer_mechanism".to_string()), "{f:?}");
+        assert!(f.contains(&"categories".to_string()), "{f:?}");
+        r.country = "DE".into();
+        assert!(!fields(&r).contains(&"transfer_mechanism".to_string()));
+        r.country = "XX".into();
+        assert!(fields(&r).contains(&"country".to_string()));
+        r.country = "US".into();
+        r.transfer_mechanism = TransferMechanism::Scc;
+        r.dpa_signed_at = Some(t(2));
+        let f = fields(&r);
+        assert!(f.contains(&"dpa_signed_at".to_string()) && !f.contains(&"transfer_mechanism".to_string()));
+        assert!(in_eea("NO") && !in_eea("CH") && !in_eea("GB"));
+    }
+
+    #[test]
+    fn parent_scope_bounds_children() {
+        let parent = scope(&["recording"], &["transcription"]);
+        assert!(check_within_parent(&scope(&["recording"], &["transcription"]), &parent, "").is_ok());
+        match check_within_parent(&scope(&["recording", "contact"], &["billing"]), &parent, "") {
+            Err(Error::InvalidArgument(v)) => {
+                let f: Vec<_> = v.iter().map(|x| x.field.as_str()).collect();
+                assert_eq!(f, ["categories[1]", "purposes[0]"]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
