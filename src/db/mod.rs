@@ -11,6 +11,7 @@
 
 pub mod gauges;
 pub mod notify;
+pub mod pipeline;
 pub mod schema;
 
 use std::path::PathBuf;

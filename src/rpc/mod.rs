@@ -39,6 +39,27 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Runs a command through the pipeline ([`crate::db::pipeline`]): one
+    /// transaction, then, when it changed decisions, this replica's
+    /// snapshots catch up before the caller hears back, so its next check
+    /// here already sees the write.
+    pub async fn command<T, F>(
+        &self,
+        op: &'static str,
+        actor: crate::db::pipeline::Actor,
+        f: F,
+    ) -> crate::error::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut crate::db::pipeline::Tx<'_>) -> crate::error::Result<T> + Send + 'static,
+    {
+        let done = self.store.command(op, actor, f).await?;
+        if !done.changes.is_empty() {
+            self.follow_decisions().await;
+        }
+        Ok(done.value)
+    }
+
     /// Applies logged decision changes before an RPC returns, so the next
     /// check on this replica already sees its write (other replicas follow
     /// the log on their own). The write has committed by then, so a failure
