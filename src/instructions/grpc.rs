@@ -6,22 +6,21 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::service;
+use crate::db::pipeline::Actor;
 use crate::error::Error;
 use crate::instructions::model::decide;
 use crate::instructions::model::decide::{Check, DenyReason};
-use crate::instructions::model::retention;
 use crate::instructions::model::{
-    CategoryRule, InstructionSet, MAX_REASON, PutInstructions, Taxonomy, TaxonomyKind, valid_region,
-    valid_taxonomy_key,
+    CategoryRule, InstructionSet, MAX_REASON, Taxonomy, TaxonomyKind, valid_region, valid_taxonomy_key,
 };
-use crate::instructions::repo as st;
-use crate::instructions::repo::{StoredVersion, TAXONOMY_CHANGE};
+use crate::instructions::repo::StoredVersion;
 use crate::instructions::snapshots::Decisions;
 use crate::proto::v1 as pb;
 use crate::proto::v1::instruction_service_server::InstructionService;
 use crate::rpc::convert::{from_ts, ts};
 use crate::rpc::page::Page;
-use crate::rpc::{AppState, audit_entry, caller};
+use crate::rpc::{AppState, caller};
 use crate::validate::Violations;
 
 /// Most checks in one `BatchCheckProcessing`.
@@ -161,34 +160,13 @@ impl InstructionService for Instructions {
             .state
             .require_tenant(&who, &r.tenant_id, "InstructionService/PutInstructions")
             .await?;
-        let set = r.instructions.map(set_from_pb);
-        let (expected, reason) = (r.expected_version, r.reason);
-        let mut entry = audit_entry(&who, Some(&tenant), "instructions.put", "", "ok");
-        let author = who.sub.clone();
-        let t = tenant.clone();
-        let stored = self
-            .state
-            .store
-            .write("instructions.put", move |c, clock| {
-                let now = clock.now();
-                // Validate against the taxonomy as committed, not a snapshot.
-                let tax = st::taxonomy(c)?;
-                let cmd = PutInstructions::parse(t, expected, set, reason, &tax)?;
-                let v = st::put(
-                    c,
-                    now,
-                    &cmd.tenant_id,
-                    cmd.expected_version,
-                    &author,
-                    &cmd.reason,
-                    &cmd.set,
-                )?;
-                entry.target = format!("instructions/{}/v{}", v.tenant_id, v.version);
-                crate::audit::repo::append(c, now, entry)?;
-                Ok(v)
-            })
-            .await?;
-        self.decisions.refresh(&tenant).await?;
+        let req = service::PutRequest {
+            tenant_id: tenant,
+            expected_version: r.expected_version,
+            set: r.instructions.map(set_from_pb),
+            reason: r.reason,
+        };
+        let stored = service::put(&self.state, Actor::of(&who), req).await?;
         Ok(Response::new(version_to_pb(stored)))
     }
 
@@ -202,15 +180,7 @@ impl InstructionService for Instructions {
             .state
             .require_tenant(&who, &r.tenant_id, "InstructionService/GetInstructions")
             .await?;
-        let v = self
-            .state
-            .store
-            .read("instructions.get", move |c, _| match r.version {
-                0 => st::current(c, &tenant)?
-                    .ok_or_else(|| Error::NotFound(format!("tenant {tenant} has no instructions"))),
-                n => st::version(c, &tenant, n),
-            })
-            .await?;
+        let v = service::get(&self.state, tenant, r.version).await?;
         Ok(Response::new(version_to_pb(v)))
     }
 
@@ -226,13 +196,7 @@ impl InstructionService for Instructions {
             .await?;
         let page = Page::parse(r.page_size, &r.page_token)?;
         let (after, size) = (page.after, page.size);
-        let versions = self
-            .state
-            .store
-            .read("instructions.list", move |c, _| {
-                st::versions(c, &tenant, after, size)
-            })
-            .await?;
+        let versions = service::versions(&self.state, tenant, after, size).await?;
         let next = page.next_token(versions.len(), versions.last().map(|v| v.version as i64));
         Ok(Response::new(pb::ListInstructionVersionsResponse {
             versions: versions.into_iter().map(version_to_pb).collect(),
@@ -286,16 +250,7 @@ impl InstructionService for Instructions {
             .require_tenant(&who, &r.tenant_id, "InstructionService/GetRetentionCutoffs")
             .await?;
         let as_of = from_ts(r.as_of.as_ref(), "as_of")?;
-        let (current, now) = self
-            .state
-            .store
-            .read("instructions.retention", move |c, clock| {
-                Ok((st::current(c, &tenant)?, clock.now()))
-            })
-            .await?;
-        let current =
-            current.ok_or_else(|| Error::FailedPrecondition("the tenant has no instructions".into()))?;
-        let cutoffs = retention::cutoffs(&current.set, as_of.unwrap_or(now));
+        let (cutoffs, version) = service::retention_cutoffs(&self.state, tenant, as_of).await?;
         Ok(Response::new(pb::GetRetentionCutoffsResponse {
             cutoffs: cutoffs
                 .into_iter()
@@ -304,7 +259,7 @@ impl InstructionService for Instructions {
                     cutoff: c.cutoff.map(ts),
                 })
                 .collect(),
-            instruction_version: current.version,
+            instruction_version: version,
         }))
     }
 
@@ -320,32 +275,12 @@ impl InstructionService for Instructions {
         let effective = from_ts(r.effective_at.as_ref(), "effective_at")?;
         v.finish()?;
         tracing::Span::current().record("tenant.id", r.tenant_id.as_str());
-        let entry = audit_entry(
-            &who,
-            Some(&r.tenant_id),
-            "tenant.terminate",
-            &format!("tenant/{}", r.tenant_id),
-            "ok",
-        );
-        let tenant = r.tenant_id.clone();
-        let state = self
-            .state
-            .store
-            .write("tenant.terminate", move |c, clock| {
-                let now = clock.now();
-                let at = effective.unwrap_or(now);
-                if at < now {
-                    return Err(Error::invalid(
-                        "effective_at",
-                        "must not lie in the past (termination is never retroactive)",
-                    ));
-                }
-                let s = st::terminate(c, now, &tenant, at, &r.reason)?;
-                crate::audit::repo::append(c, now, entry)?;
-                Ok(s)
-            })
-            .await?;
-        self.decisions.refresh(&r.tenant_id).await?;
+        let cmd = service::Terminate {
+            tenant_id: r.tenant_id,
+            effective_at: effective,
+            reason: r.reason,
+        };
+        let state = service::terminate(&self.state, Actor::of(&who), cmd).await?;
         Ok(Response::new(pb::TerminateTenantResponse {
             tenant_id: state.tenant_id,
             effective_at: state.terminated_at.map(ts),
@@ -376,23 +311,12 @@ impl InstructionService for Instructions {
         v.required_text("description", &r.description, 500);
         v.finish()?;
         let kind = kind.ok_or_else(|| Error::invalid("kind", "is required"))?;
-        let entry = audit_entry(
-            &who,
-            None,
-            "taxonomy.add",
-            &format!("{}/{}", kind.as_str(), r.key),
-            "ok",
-        );
-        let (key, desc) = (r.key.clone(), r.description.clone());
-        self.state
-            .store
-            .write("taxonomy.add", move |c, clock| {
-                let now = clock.now();
-                st::add_taxonomy_key(c, now, kind, &key, &desc)?;
-                crate::audit::repo::append(c, now, entry).map(|_| ())
-            })
-            .await?;
-        self.decisions.refresh(TAXONOMY_CHANGE).await?;
+        let cmd = service::AddTaxonomyKey {
+            kind,
+            key: r.key.clone(),
+            description: r.description.clone(),
+        };
+        service::add_taxonomy_key(&self.state, Actor::of(&who), cmd).await?;
         Ok(Response::new(pb::TaxonomyKey {
             kind: r.kind,
             key: r.key,
@@ -404,11 +328,7 @@ impl InstructionService for Instructions {
         &self,
         _req: Request<pb::ListTaxonomyRequest>,
     ) -> Result<Response<pb::ListTaxonomyResponse>, Status> {
-        let entries = self
-            .state
-            .store
-            .read("taxonomy.list", |c, _| st::taxonomy_entries(c))
-            .await?;
+        let entries = service::taxonomy(&self.state).await?;
         Ok(Response::new(pb::ListTaxonomyResponse {
             keys: entries
                 .into_iter()

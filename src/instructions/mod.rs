@@ -6,4 +6,5 @@
 pub mod grpc;
 pub mod model;
 pub mod repo;
+pub mod service;
 pub mod snapshots;
