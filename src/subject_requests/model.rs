@@ -25,15 +25,18 @@ pub const MAX_SLA_DAYS: u32 = 90;
 macro_rules! str_enum {
     ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($(#[$vm])* $v),+ }
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash,
+            strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
+        )]
+        pub enum $name { $($(#[$vm])* #[strum(serialize = $s)] $v),+ }
         impl $name {
             /// Every value, for exhaustive tests and lookups.
-            pub const ALL: &'static [$name] = &[$($name::$v),+];
+            pub const ALL: &'static [$name] = <$name as strum::VariantArray>::VARIANTS;
             /// The stored form.
-            pub fn as_str(self) -> &'static str { match self { $($name::$v => $s),+ } }
+            pub fn as_str(self) -> &'static str { self.into() }
             /// Parses the stored form.
-            pub fn parse(s: &str) -> Option<Self> { Self::ALL.iter().copied().find(|v| v.as_str() == s) }
+            pub fn parse(s: &str) -> Option<Self> { s.parse().ok() }
         }
     };
 }
