@@ -193,6 +193,9 @@ where
                     span.record("tenant.id", t);
                 }
                 req.extensions_mut().insert(caller);
+                if let Some(rule) = policy::rule_of(&path) {
+                    req.extensions_mut().insert(rule);
+                }
                 Box::pin(self.inner.call(req))
             }
             Err(refused) => {

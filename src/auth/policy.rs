@@ -5,84 +5,200 @@
 
 use super::Role;
 use Role::{Compliance as C, Platform as P, Sre as S, Tenant as T};
+use TenantFrom::{Named, NamedOrAll, NotNamed};
 
-/// `(full method path, roles allowed)`.
-pub const RULES: &[(&str, &[Role])] = &[
+/// Where an RPC's tenant comes from: what the one scoping idiom
+/// ([`crate::rpc::AppState::scope`]) does with the request's `tenant_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantFrom {
+    /// The request names the one tenant it acts on: a tenant token its own
+    /// (empty = its own, another = PERMISSION_DENIED, counted); any other
+    /// role must name one (empty = INVALID_ARGUMENT on `tenant_id`).
+    Named,
+    /// As `Named`, but roles other than `tenant` may name none, meaning
+    /// every tenant (lists, counts, the platform forwarding for any tenant).
+    NamedOrAll,
+    /// Not scoped to the token's tenant: no tenant token may call it (a
+    /// platform check, a compliance command), or it names a resource by id
+    /// and the handler scopes what it loads (another tenant's is NOT_FOUND).
+    NotNamed,
+}
+
+/// One RPC's rule: who may call it and where its tenant comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// Full method path, `/proctor.v1.Service/Method`.
+    pub path: &'static str,
+    /// Roles allowed.
+    pub roles: &'static [Role],
+    /// Where the tenant it acts on comes from.
+    pub tenant: TenantFrom,
+}
+
+const fn rule(path: &'static str, roles: &'static [Role], tenant: TenantFrom) -> Rule {
+    Rule { path, roles, tenant }
+}
+
+/// Every RPC's rule.
+pub const RULES: &[Rule] = &[
     // Controller instructions: tenants write their own; platform asks for
     // decisions; compliance reads all, extends the taxonomy, terminates.
-    ("/proctor.v1.InstructionService/PutInstructions", &[T]),
-    ("/proctor.v1.InstructionService/GetInstructions", &[T, C, P]),
-    (
+    rule("/proctor.v1.InstructionService/PutInstructions", &[T], Named),
+    rule(
+        "/proctor.v1.InstructionService/GetInstructions",
+        &[T, C, P],
+        Named,
+    ),
+    rule(
         "/proctor.v1.InstructionService/ListInstructionVersions",
         &[T, C, P],
+        Named,
     ),
-    ("/proctor.v1.InstructionService/CheckProcessing", &[P]),
-    ("/proctor.v1.InstructionService/BatchCheckProcessing", &[P]),
-    ("/proctor.v1.InstructionService/GetRetentionCutoffs", &[P, T]),
-    ("/proctor.v1.InstructionService/TerminateTenant", &[C]),
-    ("/proctor.v1.InstructionService/AddTaxonomyKey", &[C]),
-    ("/proctor.v1.InstructionService/ListTaxonomy", &[P, T, C]),
+    rule("/proctor.v1.InstructionService/CheckProcessing", &[P], NotNamed),
+    rule(
+        "/proctor.v1.InstructionService/BatchCheckProcessing",
+        &[P],
+        NotNamed,
+    ),
+    rule(
+        "/proctor.v1.InstructionService/GetRetentionCutoffs",
+        &[P, T],
+        Named,
+    ),
+    rule("/proctor.v1.InstructionService/TerminateTenant", &[C], NotNamed),
+    rule("/proctor.v1.InstructionService/AddTaxonomyKey", &[C], NotNamed),
+    rule(
+        "/proctor.v1.InstructionService/ListTaxonomy",
+        &[P, T, C],
+        NotNamed,
+    ),
     // Sub-processor registry: compliance registers and proposes; tenants
     // set their mode, answer and read their own list; platform reads.
-    ("/proctor.v1.SubProcessorService/RegisterSubProcessor", &[C]),
-    ("/proctor.v1.SubProcessorService/GetSubProcessor", &[C, T, P]),
-    ("/proctor.v1.SubProcessorService/ProposeChange", &[C]),
-    ("/proctor.v1.SubProcessorService/SetAuthorizationMode", &[T, C]),
-    ("/proctor.v1.SubProcessorService/ApproveChange", &[T]),
-    ("/proctor.v1.SubProcessorService/ObjectToChange", &[T]),
-    ("/proctor.v1.SubProcessorService/ListChangeNotices", &[T, C, P]),
-    ("/proctor.v1.SubProcessorService/ListSubProcessors", &[T, C, P]),
-    ("/proctor.v1.SubProcessorService/ExportSubProcessors", &[T, C, P]),
+    rule(
+        "/proctor.v1.SubProcessorService/RegisterSubProcessor",
+        &[C],
+        NotNamed,
+    ),
+    rule(
+        "/proctor.v1.SubProcessorService/GetSubProcessor",
+        &[C, T, P],
+        NotNamed,
+    ),
+    rule("/proctor.v1.SubProcessorService/ProposeChange", &[C], NotNamed),
+    rule(
+        "/proctor.v1.SubProcessorService/SetAuthorizationMode",
+        &[T, C],
+        Named,
+    ),
+    rule("/proctor.v1.SubProcessorService/ApproveChange", &[T], Named),
+    rule("/proctor.v1.SubProcessorService/ObjectToChange", &[T], Named),
+    rule(
+        "/proctor.v1.SubProcessorService/ListChangeNotices",
+        &[T, C, P],
+        NamedOrAll,
+    ),
+    rule(
+        "/proctor.v1.SubProcessorService/ListSubProcessors",
+        &[T, C, P],
+        Named,
+    ),
+    rule(
+        "/proctor.v1.SubProcessorService/ExportSubProcessors",
+        &[T, C, P],
+        Named,
+    ),
     // Screening.
-    ("/proctor.v1.ScreeningService/ImportList", &[C]),
-    ("/proctor.v1.ScreeningService/Screen", &[P, C]),
-    ("/proctor.v1.ScreeningService/BatchScreen", &[P, C]),
+    rule("/proctor.v1.ScreeningService/ImportList", &[C], NotNamed),
+    rule("/proctor.v1.ScreeningService/Screen", &[P, C], NotNamed),
+    rule("/proctor.v1.ScreeningService/BatchScreen", &[P, C], NotNamed),
     // Tenants see the cases of their own parties (filtered by tenant).
-    ("/proctor.v1.ScreeningService/ListCases", &[C, T]),
-    ("/proctor.v1.ScreeningService/GetCase", &[C, T]),
-    ("/proctor.v1.ScreeningService/ResolveCase", &[C]),
-    ("/proctor.v1.ScreeningService/ScoreNames", &[C]),
+    rule("/proctor.v1.ScreeningService/ListCases", &[C, T], NotNamed),
+    rule("/proctor.v1.ScreeningService/GetCase", &[C, T], NotNamed),
+    rule("/proctor.v1.ScreeningService/ResolveCase", &[C], NotNamed),
+    rule("/proctor.v1.ScreeningService/ScoreNames", &[C], NotNamed),
     // Subject requests.
-    ("/proctor.v1.SubjectRequestService/ForwardToController", &[P]),
-    ("/proctor.v1.SubjectRequestService/SubmitSubjectRequest", &[T]),
-    ("/proctor.v1.SubjectRequestService/GetSubjectRequest", &[T, C]),
-    ("/proctor.v1.SubjectRequestService/ListSubjectRequests", &[T, C]),
-    ("/proctor.v1.SubjectRequestService/WatchSubjectRequest", &[T, C]),
-    ("/proctor.v1.SubjectRequestService/CancelSubjectRequest", &[T]),
-    ("/proctor.v1.SubjectRequestService/RejectSubjectRequest", &[T]),
-    ("/proctor.v1.SubjectRequestService/ExtendDeadline", &[T]),
-    ("/proctor.v1.SubjectRequestService/GetExport", &[T]),
-    ("/proctor.v1.SubjectRequestService/ComputeSubjectRef", &[P, T]),
-    ("/proctor.v1.SubjectRequestService/RegisterSystem", &[C]),
-    ("/proctor.v1.SubjectRequestService/PullTasks", &[P]),
-    ("/proctor.v1.SubjectRequestService/CompleteTask", &[P]),
-    ("/proctor.v1.SubjectRequestService/FailTask", &[P]),
-    ("/proctor.v1.SubjectRequestService/CountSubjectRequests", &[S, C]),
-    (
+    rule(
+        "/proctor.v1.SubjectRequestService/ForwardToController",
+        &[P],
+        NamedOrAll,
+    ),
+    rule(
+        "/proctor.v1.SubjectRequestService/SubmitSubjectRequest",
+        &[T],
+        NamedOrAll,
+    ),
+    rule(
+        "/proctor.v1.SubjectRequestService/GetSubjectRequest",
+        &[T, C],
+        NotNamed,
+    ),
+    rule(
+        "/proctor.v1.SubjectRequestService/ListSubjectRequests",
+        &[T, C],
+        NamedOrAll,
+    ),
+    rule(
+        "/proctor.v1.SubjectRequestService/WatchSubjectRequest",
+        &[T, C],
+        NotNamed,
+    ),
+    rule(
+        "/proctor.v1.SubjectRequestService/CancelSubjectRequest",
+        &[T],
+        NotNamed,
+    ),
+    rule(
+        "/proctor.v1.SubjectRequestService/RejectSubjectRequest",
+        &[T],
+        NotNamed,
+    ),
+    rule("/proctor.v1.SubjectRequestService/ExtendDeadline", &[T], NotNamed),
+    rule("/proctor.v1.SubjectRequestService/GetExport", &[T], NotNamed),
+    rule(
+        "/proctor.v1.SubjectRequestService/ComputeSubjectRef",
+        &[P, T],
+        NamedOrAll,
+    ),
+    rule("/proctor.v1.SubjectRequestService/RegisterSystem", &[C], NotNamed),
+    rule("/proctor.v1.SubjectRequestService/PullTasks", &[P], NotNamed),
+    rule("/proctor.v1.SubjectRequestService/CompleteTask", &[P], NotNamed),
+    rule("/proctor.v1.SubjectRequestService/FailTask", &[P], NotNamed),
+    rule(
+        "/proctor.v1.SubjectRequestService/CountSubjectRequests",
+        &[S, C],
+        NamedOrAll,
+    ),
+    rule(
         "/proctor.v1.SubjectRequestService/SetSubjectRequestSettings",
         &[T, C],
+        NamedOrAll,
     ),
-    (
+    rule(
         "/proctor.v1.SubjectRequestService/GetSubjectRequestSettings",
         &[T, C],
+        NamedOrAll,
     ),
-    ("/proctor.v1.SubjectRequestService/GetReceiptKey", &[T, C, P, S]),
+    rule(
+        "/proctor.v1.SubjectRequestService/GetReceiptKey",
+        &[T, C, P, S],
+        NotNamed,
+    ),
     // Inboxes belong to tenants and platform systems.
-    ("/proctor.v1.InboxService/Subscribe", &[T, P]),
-    ("/proctor.v1.InboxService/Pull", &[T, P]),
-    ("/proctor.v1.InboxService/Ack", &[T, P]),
-    ("/proctor.v1.InboxService/Reply", &[T, P]),
+    rule("/proctor.v1.InboxService/Subscribe", &[T, P], NotNamed),
+    rule("/proctor.v1.InboxService/Pull", &[T, P], NotNamed),
+    rule("/proctor.v1.InboxService/Ack", &[T, P], NotNamed),
+    rule("/proctor.v1.InboxService/Reply", &[T, P], NotNamed),
     // Breach register.
-    ("/proctor.v1.BreachService/ReportBreach", &[C]),
-    ("/proctor.v1.BreachService/UpdateBreach", &[C]),
-    ("/proctor.v1.BreachService/GetBreach", &[C, T]),
-    ("/proctor.v1.BreachService/ListBreaches", &[C, T, S]),
-    ("/proctor.v1.BreachService/NotifyAuthority", &[C]),
-    ("/proctor.v1.BreachService/RenderNotification", &[C]),
+    rule("/proctor.v1.BreachService/ReportBreach", &[C], NotNamed),
+    rule("/proctor.v1.BreachService/UpdateBreach", &[C], NotNamed),
+    rule("/proctor.v1.BreachService/GetBreach", &[C, T], NotNamed),
+    rule("/proctor.v1.BreachService/ListBreaches", &[C, T, S], NotNamed),
+    rule("/proctor.v1.BreachService/NotifyAuthority", &[C], NotNamed),
+    rule("/proctor.v1.BreachService/RenderNotification", &[C], NotNamed),
     // Audit.
-    ("/proctor.v1.AuditService/ListAuditEvents", &[C, T]),
-    ("/proctor.v1.AuditService/VerifyAuditLog", &[C, S]),
-    ("/proctor.v1.AuditService/ExportAuditLog", &[C, T]),
+    rule("/proctor.v1.AuditService/ListAuditEvents", &[C, T], NamedOrAll),
+    rule("/proctor.v1.AuditService/VerifyAuditLog", &[C, S], NotNamed),
+    rule("/proctor.v1.AuditService/ExportAuditLog", &[C, T], NamedOrAll),
 ];
 
 /// Paths anyone may call without a token: health probes and reflection.
@@ -90,9 +206,14 @@ pub fn is_public(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
 }
 
+/// The rule of `path`, or `None` when the path has none.
+pub fn rule_of(path: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|r| r.path == path)
+}
+
 /// The roles allowed to call `path`, or `None` when the path has no rule.
 pub fn allowed(path: &str) -> Option<&'static [Role]> {
-    RULES.iter().find(|(p, _)| *p == path).map(|(_, r)| *r)
+    rule_of(path).map(|r| r.roles)
 }
 
 /// The role under which `held` may call an RPC allowing `allowed`: the
@@ -110,7 +231,7 @@ mod tests {
 
     #[test]
     fn rules_are_unique() {
-        let mut paths: Vec<_> = RULES.iter().map(|(p, _)| *p).collect();
+        let mut paths: Vec<_> = RULES.iter().map(|r| r.path).collect();
         paths.sort();
         let n = paths.len();
         paths.dedup();

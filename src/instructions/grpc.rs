@@ -154,12 +154,8 @@ impl InstructionService for Instructions {
         &self,
         req: Request<pb::PutInstructionsRequest>,
     ) -> Result<Response<pb::InstructionsVersion>, Status> {
-        let who = caller(&req)?;
+        let (who, tenant) = self.state.scope(&req, &req.get_ref().tenant_id).await?.one()?;
         let r = req.into_inner();
-        let tenant = self
-            .state
-            .require_tenant(&who, &r.tenant_id, "InstructionService/PutInstructions")
-            .await?;
         let req = service::PutRequest {
             tenant_id: tenant,
             expected_version: r.expected_version,
@@ -174,12 +170,8 @@ impl InstructionService for Instructions {
         &self,
         req: Request<pb::GetInstructionsRequest>,
     ) -> Result<Response<pb::InstructionsVersion>, Status> {
-        let who = caller(&req)?;
+        let (_, tenant) = self.state.scope(&req, &req.get_ref().tenant_id).await?.one()?;
         let r = req.into_inner();
-        let tenant = self
-            .state
-            .require_tenant(&who, &r.tenant_id, "InstructionService/GetInstructions")
-            .await?;
         let v = service::get(&self.state, tenant, r.version).await?;
         Ok(Response::new(version_to_pb(v)))
     }
@@ -188,12 +180,8 @@ impl InstructionService for Instructions {
         &self,
         req: Request<pb::ListInstructionVersionsRequest>,
     ) -> Result<Response<pb::ListInstructionVersionsResponse>, Status> {
-        let who = caller(&req)?;
+        let (_, tenant) = self.state.scope(&req, &req.get_ref().tenant_id).await?.one()?;
         let r = req.into_inner();
-        let tenant = self
-            .state
-            .require_tenant(&who, &r.tenant_id, "InstructionService/ListInstructionVersions")
-            .await?;
         let page = Page::parse(r.page_size, &r.page_token)?;
         let (after, size) = (page.after, page.size);
         let versions = service::versions(&self.state, tenant, after, size).await?;
@@ -243,12 +231,8 @@ impl InstructionService for Instructions {
         &self,
         req: Request<pb::GetRetentionCutoffsRequest>,
     ) -> Result<Response<pb::GetRetentionCutoffsResponse>, Status> {
-        let who = caller(&req)?;
+        let (_, tenant) = self.state.scope(&req, &req.get_ref().tenant_id).await?.one()?;
         let r = req.into_inner();
-        let tenant = self
-            .state
-            .require_tenant(&who, &r.tenant_id, "InstructionService/GetRetentionCutoffs")
-            .await?;
         let as_of = from_ts(r.as_of.as_ref(), "as_of")?;
         let (cutoffs, version) = service::retention_cutoffs(&self.state, tenant, as_of).await?;
         Ok(Response::new(pb::GetRetentionCutoffsResponse {

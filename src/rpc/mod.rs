@@ -38,7 +38,49 @@ pub struct AppState {
     pub streams: std::sync::Arc<streams::StreamSlots>,
 }
 
+/// The caller of an RPC and the tenant it acts on, as its rule in the
+/// policy table says ([`crate::auth::policy::TenantFrom`]).
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// Who calls.
+    pub caller: Caller,
+    /// The tenant acted on; `None` only where the rule lets a non-tenant
+    /// caller name none (every tenant).
+    pub tenant: Option<String>,
+}
+
+impl Scope {
+    /// The one tenant of an RPC whose rule is `Named`.
+    pub fn one(self) -> Result<(Caller, String), Status> {
+        match self.tenant {
+            Some(t) => Ok((self.caller, t)),
+            None => Err(crate::error::Error::invalid("tenant_id", "is required").into()),
+        }
+    }
+}
+
 impl AppState {
+    /// The one scoping idiom: the caller and the tenant `req` acts on,
+    /// `requested` being the request's `tenant_id`, resolved as the RPC's
+    /// rule in the policy table says. A tenant token naming another tenant
+    /// is PERMISSION_DENIED and counted with the refused calls; a `Named`
+    /// rule naming none (for other roles) is INVALID_ARGUMENT.
+    pub async fn scope<T>(&self, req: &Request<T>, requested: &str) -> Result<Scope, Status> {
+        use crate::auth::policy::{Rule, TenantFrom};
+        let who = caller(req)?;
+        let rule = req
+            .extensions()
+            .get::<&'static Rule>()
+            .copied()
+            .ok_or_else(|| Status::internal("no policy rule attached to the call"))?;
+        let rpc = rule.path.trim_start_matches("/proctor.v1.");
+        let tenant = self.scope_tenant(&who, requested, rpc).await?;
+        if rule.tenant == TenantFrom::Named && tenant.is_none() {
+            return Err(crate::error::Error::invalid("tenant_id", "is required").into());
+        }
+        Ok(Scope { caller: who, tenant })
+    }
+
     /// Runs a command through the pipeline ([`crate::db::pipeline`]): one
     /// transaction, then, when it changed decisions, this replica's
     /// snapshots catch up before the caller hears back, so its next check

@@ -33,7 +33,7 @@ const REFLECTION: [&str; 2] = [
 static KNOWN: LazyLock<HashMap<&'static str, (&'static str, &'static str)>> = LazyLock::new(|| {
     crate::auth::policy::RULES
         .iter()
-        .map(|(p, _)| *p)
+        .map(|r| r.path)
         .chain(REFLECTION)
         .filter_map(|p| Some((p, p.trim_start_matches('/').split_once('/')?)))
         .collect()
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn every_rule_has_labels() {
-        for (path, _) in crate::auth::policy::RULES {
+        for path in crate::auth::policy::RULES.iter().map(|r| r.path) {
             assert_ne!(labels(path).0, OTHER, "{path}");
         }
     }
