@@ -808,6 +808,228 @@ pub fn check_objection(n: &Notice, now: DateTime<Utc>) -> Result<()> {
     Ok(())
 }
 
+/// Longest id accepted in a request.
+pub const MAX_ID: usize = 64;
+
+/// A required id field of a request: present, not blank, at most
+/// [`MAX_ID`] characters, no NUL.
+pub fn required_id(field: &str, value: String) -> Result<String> {
+    let mut v = Violations::new();
+    v.required_text(field, &value, MAX_ID);
+    v.finish().map(|()| value)
+}
+
+/// A registration as the request states it (texts trimmed), before the
+/// checks that need the taxonomy as committed: [`RegistrationRequest::parse`]
+/// runs inside the registration's transaction, so a key added a moment ago
+/// is accepted and one being removed is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationRequest {
+    /// Company name, trimmed.
+    pub legal_name: String,
+    /// ISO 3166-1 alpha-2, trimmed.
+    pub country: String,
+    /// What it does, trimmed.
+    pub services: String,
+    /// What it may process.
+    pub scope: Scope,
+    /// Transfer basis; None when the request named none (refused).
+    pub transfer_mechanism: Option<TransferMechanism>,
+    /// Parent, for chains.
+    pub parent_id: Option<String>,
+    /// DPA signature.
+    pub dpa_signed_at: Option<DateTime<Utc>>,
+    /// NDA signature.
+    pub nda_signed_at: Option<DateTime<Utc>>,
+}
+
+impl RegistrationRequest {
+    /// The checked [`Registration`], or one INVALID_ARGUMENT naming every
+    /// bad field (a missing transfer mechanism first, then what
+    /// [`Registration::validate`] finds).
+    pub fn parse(self, tax: &Taxonomy, now: DateTime<Utc>) -> Result<Registration> {
+        let mut v = Violations::new();
+        v.check(
+            self.transfer_mechanism.is_none(),
+            "transfer_mechanism",
+            "is required",
+        );
+        let reg = Registration {
+            legal_name: self.legal_name,
+            country: self.country,
+            services: self.services,
+            scope: self.scope,
+            transfer_mechanism: self.transfer_mechanism.unwrap_or(TransferMechanism::Eea),
+            parent_id: self.parent_id,
+            dpa_signed_at: self.dpa_signed_at,
+            nda_signed_at: self.nda_signed_at,
+        };
+        if let Err(Error::InvalidArgument(more)) = reg.validate(tax, now) {
+            for f in more {
+                v.add(f.field, f.description);
+            }
+        }
+        v.finish().map(|()| reg)
+    }
+}
+
+/// A proposed change as parsed from the request: the sub-processor, the
+/// kind, and the scope only a SCOPE_CHANGE carries. The dates and the
+/// scope are checked against the registry in the command's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProposeChange {
+    /// The sub-processor the notice is about.
+    pub sub_processor_id: String,
+    /// What the notice announces.
+    pub kind: ChangeKind,
+    /// The new scope of a SCOPE_CHANGE (empty for the other kinds).
+    pub scope: Scope,
+    /// When the change takes effect (required; checked against `now`).
+    pub effective_at: Option<DateTime<Utc>>,
+    /// The objection deadline; None = the default window.
+    pub objection_deadline: Option<DateTime<Utc>>,
+}
+
+impl ProposeChange {
+    /// Parses the request's fields, reporting every bad one at once: the
+    /// id, a missing kind, and a scope on a kind that carries none.
+    pub fn parse(
+        sub_processor_id: String,
+        kind: i32,
+        scope: Scope,
+        effective_at: Option<DateTime<Utc>>,
+        objection_deadline: Option<DateTime<Utc>>,
+    ) -> Result<Self> {
+        let mut v = Violations::new();
+        v.required_text("sub_processor_id", &sub_processor_id, MAX_ID);
+        let kind = ChangeKind::from_i32(kind);
+        v.check(kind.is_none(), "kind", "is required");
+        if kind != Some(ChangeKind::ScopeChange) {
+            for (field, list) in [("categories", &scope.categories), ("purposes", &scope.purposes)] {
+                v.check(!list.is_empty(), field, "only a SCOPE_CHANGE carries a scope");
+            }
+        }
+        v.finish()?;
+        let kind = kind.ok_or_else(|| Error::invalid("kind", "is required"))?;
+        Ok(Self {
+            sub_processor_id,
+            kind,
+            scope,
+            effective_at,
+            objection_deadline,
+        })
+    }
+}
+
+/// How a tenant answers a change notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// `ApproveChange`.
+    Approve,
+    /// `ObjectToChange`.
+    Object,
+}
+
+impl Reply {
+    /// The audit action of the answer.
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::Approve => "sub_processor.approve",
+            Self::Object => "sub_processor.object",
+        }
+    }
+}
+
+/// A tenant's answer to a notice, for the tenant already scoped to the
+/// caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerNotice {
+    /// The notice answered.
+    pub notice_id: String,
+    /// The tenant answering (for itself).
+    pub tenant_id: String,
+    /// Approve or object.
+    pub reply: Reply,
+    /// Why it objects (free text, kept in the row only; empty when none).
+    pub reason: String,
+}
+
+impl AnswerNotice {
+    /// Checks the notice id and the reason's length, reporting both at once.
+    pub fn parse(notice_id: String, tenant_id: String, reply: Reply, reason: String) -> Result<Self> {
+        let mut v = Violations::new();
+        v.required_text("notice_id", &notice_id, MAX_ID);
+        v.max_len("reason", &reason, MAX_REASON);
+        v.finish()?;
+        Ok(Self {
+            notice_id,
+            tenant_id,
+            reply,
+            reason,
+        })
+    }
+}
+
+/// A tenant's choice of authorisation mode, from now on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetMode {
+    /// The tenant (already scoped to the caller).
+    pub tenant_id: String,
+    /// The mode it chooses.
+    pub mode: AuthorizationMode,
+}
+
+impl SetMode {
+    /// Parses the wire mode; none or an unknown value is INVALID_ARGUMENT.
+    pub fn parse(tenant_id: String, mode: i32) -> Result<Self> {
+        let mode = AuthorizationMode::from_i32(mode).ok_or_else(|| Error::invalid("mode", "is required"))?;
+        Ok(Self { tenant_id, mode })
+    }
+}
+
+/// How the customer-facing list is exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// One JSON document.
+    Json = 1,
+    /// CSV with a header row.
+    Csv = 2,
+}
+
+impl ExportFormat {
+    /// From the wire value: anything but JSON or CSV is INVALID_ARGUMENT.
+    pub fn from_i32(v: i32) -> Result<Self> {
+        [Self::Json, Self::Csv]
+            .into_iter()
+            .find(|f| *f as i32 == v)
+            .ok_or_else(|| Error::invalid("format", "must be EXPORT_FORMAT_JSON or EXPORT_FORMAT_CSV"))
+    }
+}
+
+/// A sub-processor as the registry has it at one instant: the status and
+/// scope computed from its notices, beside what was registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubProcessorView {
+    /// As registered.
+    pub sub_processor: SubProcessor,
+    /// Its status at the instant.
+    pub status: Status,
+    /// The scope in effect at the instant.
+    pub scope: Scope,
+}
+
+impl Registry {
+    /// `s` at `now`: its computed status (PROPOSED when unknown) and the
+    /// scope in effect (the registered one when no notice says otherwise).
+    pub fn view(&self, s: &SubProcessor, now: DateTime<Utc>) -> SubProcessorView {
+        SubProcessorView {
+            status: self.status(&s.id, now).unwrap_or(Status::Proposed),
+            scope: self.scope_at(&s.id, now).unwrap_or_else(|| s.scope.clone()),
+            sub_processor: s.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1115,6 +1337,98 @@ mod tests {
         let f = fields(&r);
         assert!(f.contains(&"dpa_signed_at".to_string()) && !f.contains(&"transfer_mechanism".to_string()));
         assert!(in_eea("NO") && !in_eea("CH") && !in_eea("GB"));
+    }
+
+    fn violations<T: std::fmt::Debug>(r: Result<T>) -> Vec<String> {
+        match r {
+            Err(Error::InvalidArgument(v)) => v.into_iter().map(|f| f.field).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn request() -> RegistrationRequest {
+        RegistrationRequest {
+            legal_name: "Acme".into(),
+            country: "US".into(),
+            services: "speech to text".into(),
+            scope: scope(&["recording"], &["transcription"]),
+            transfer_mechanism: Some(TransferMechanism::Scc),
+            parent_id: None,
+            dpa_signed_at: None,
+            nda_signed_at: None,
+        }
+    }
+
+    #[test]
+    fn registration_request_parses_against_the_taxonomy() {
+        let tax = Taxonomy {
+            categories: ["recording".to_owned()].into(),
+            purposes: ["transcription".to_owned()].into(),
+        };
+        let reg = request().parse(&tax, t(1)).unwrap();
+        assert_eq!(reg.transfer_mechanism, TransferMechanism::Scc);
+        assert_eq!(reg.scope, scope(&["recording"], &["transcription"]));
+        // A key the taxonomy lacks is named with its index.
+        let f = violations(request().parse(&Taxonomy::default(), t(1)));
+        assert_eq!(f, ["categories[0]", "purposes[0]"]);
+        // No mechanism: reported first, beside everything else wrong, and
+        // outside the EEA the missing basis is named again.
+        let mut r = request();
+        r.transfer_mechanism = None;
+        r.legal_name = String::new();
+        let f = violations(r.parse(&tax, t(1)));
+        assert_eq!(f, ["transfer_mechanism", "legal_name", "transfer_mechanism"]);
+    }
+
+    #[test]
+    fn proposals_parse_every_field_at_once() {
+        let s = scope(&["recording"], &[]);
+        let p = ProposeChange::parse(
+            "sp".into(),
+            ChangeKind::ScopeChange as i32,
+            s.clone(),
+            Some(t(3)),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (p.kind, p.scope, p.effective_at),
+            (ChangeKind::ScopeChange, s.clone(), Some(t(3)))
+        );
+        let f = violations(ProposeChange::parse(" ".into(), 0, s.clone(), None, None));
+        assert_eq!(f, ["sub_processor_id", "kind", "categories"]);
+        let f = violations(ProposeChange::parse(
+            "sp".into(),
+            ChangeKind::Add as i32,
+            scope(&[], &["x"]),
+            None,
+            None,
+        ));
+        assert_eq!(f, ["purposes"]);
+    }
+
+    #[test]
+    fn answers_modes_ids_and_formats_parse() {
+        let a = AnswerNotice::parse("n".into(), "t".into(), Reply::Object, "late".into()).unwrap();
+        assert_eq!((a.reply, a.reason.as_str()), (Reply::Object, "late"));
+        let f = violations(AnswerNotice::parse(
+            String::new(),
+            "t".into(),
+            Reply::Object,
+            "x".repeat(MAX_REASON + 1),
+        ));
+        assert_eq!(f, ["notice_id", "reason"]);
+        assert_eq!(Reply::Approve.action(), "sub_processor.approve");
+        assert_eq!(Reply::Object.action(), "sub_processor.object");
+        assert_eq!(
+            SetMode::parse("t".into(), 2).unwrap().mode,
+            AuthorizationMode::Specific
+        );
+        assert_eq!(violations(SetMode::parse("t".into(), 0)), ["mode"]);
+        assert_eq!(required_id("id", "x".into()).unwrap(), "x");
+        assert_eq!(violations(required_id("id", "y".repeat(MAX_ID + 1))), ["id"]);
+        assert_eq!(ExportFormat::from_i32(2).unwrap(), ExportFormat::Csv);
+        assert_eq!(violations(ExportFormat::from_i32(0)), ["format"]);
     }
 
     #[test]

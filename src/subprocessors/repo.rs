@@ -18,7 +18,7 @@ use crate::db::{DbConnection, chain_lock, from_us, to_us};
 use crate::error::{Error, Result};
 use crate::instructions::repo as instructions;
 use crate::subprocessors::model::{
-    Answer, AuthorizationMode, ChangeKind, Notice, Registry, Scope, Screening, SubProcessor,
+    Answer, AuthorizationMode, ChangeKind, Notice, Registry, Reply, Scope, Screening, SubProcessor,
     SubProcessorGrants, TenantAnswers, TransferMechanism,
 };
 
@@ -258,15 +258,6 @@ pub fn mark_notified(conn: &mut DbConnection, notice: &str, tenant: &str) -> Res
         ))
         .execute(conn)?;
     Ok(())
-}
-
-/// How a tenant answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
-    /// `ApproveChange`.
-    Approve,
-    /// `ObjectToChange`.
-    Object,
 }
 
 /// Stores a tenant's answer (an objection replaces an earlier approval) and
