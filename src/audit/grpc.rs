@@ -58,12 +58,9 @@ impl AuditService for Audit {
         &self,
         req: Request<pb::ListAuditEventsRequest>,
     ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
-        let who = caller(&req)?;
+        let crate::rpc::Scope { caller: _, tenant } =
+            self.state.scope(&req, &req.get_ref().tenant_id).await?;
         let r = req.into_inner();
-        let tenant = self
-            .state
-            .scope_tenant(&who, &r.tenant_id, "AuditService/ListAuditEvents")
-            .await?;
         let page = Page::parse(r.page_size, &r.page_token)?;
         let (after, size) = (page.after, page.size);
         let events = self

@@ -523,12 +523,9 @@ impl SubjectRequestService for SubjectRequests {
         &self,
         req: Request<pb::ListSubjectRequestsRequest>,
     ) -> Result<Response<pb::ListSubjectRequestsResponse>, Status> {
-        let who = caller(&req)?;
+        let crate::rpc::Scope { caller: who, tenant } =
+            self.state.scope(&req, &req.get_ref().tenant_id).await?;
         let r = req.into_inner();
-        let tenant = self
-            .state
-            .scope_tenant(&who, &r.tenant_id, "SubjectRequestService/ListSubjectRequests")
-            .await?;
         let page = Page::parse(r.page_size, &r.page_token)?;
         let mut v = Violations::new();
         let status = match pb::Status::try_from(r.status) {
@@ -834,12 +831,9 @@ impl SubjectRequestService for SubjectRequests {
         req: Request<pb::ComputeSubjectRefRequest>,
     ) -> Result<Response<pb::ComputeSubjectRefResponse>, Status> {
         use pb::compute_subject_ref_request::Identifier;
-        let who = caller(&req)?;
+        let crate::rpc::Scope { caller: _, tenant } =
+            self.state.scope(&req, &req.get_ref().tenant_id).await?;
         let r = req.into_inner();
-        let tenant = self
-            .state
-            .scope_tenant(&who, &r.tenant_id, "SubjectRequestService/ComputeSubjectRef")
-            .await?;
         let mut v = Violations::new();
         v.check(tenant.is_none(), "tenant_id", "is required");
         let (kind, value) = match &r.identifier {

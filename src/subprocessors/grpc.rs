@@ -277,12 +277,8 @@ impl SubProcessorService for SubProcessors {
         &self,
         req: Request<pb::SetAuthorizationModeRequest>,
     ) -> Result<Response<pb::SetAuthorizationModeResponse>, Status> {
-        let who = caller(&req)?;
+        let (who, tenant) = self.state.scope(&req, &req.get_ref().tenant_id).await?.one()?;
         let r = req.into_inner();
-        let tenant = self
-            .state
-            .require_tenant(&who, &r.tenant_id, "SubProcessorService/SetAuthorizationMode")
-            .await?;
         let cmd = SetMode::parse(tenant, r.mode)?;
         let set = service::set_authorization_mode(&self.state, Actor::of(&who), cmd).await?;
         Ok(Response::new(pb::SetAuthorizationModeResponse {
@@ -314,12 +310,9 @@ impl SubProcessorService for SubProcessors {
         &self,
         req: Request<pb::ListChangeNoticesRequest>,
     ) -> Result<Response<pb::ListChangeNoticesResponse>, Status> {
-        let who = caller(&req)?;
+        let crate::rpc::Scope { caller: _, tenant } =
+            self.state.scope(&req, &req.get_ref().tenant_id).await?;
         let r = req.into_inner();
-        let tenant = self
-            .state
-            .scope_tenant(&who, &r.tenant_id, "SubProcessorService/ListChangeNotices")
-            .await?;
         let page = Page::parse(r.page_size, &r.page_token)?;
         let rows = service::list_change_notices(&self.state, tenant, page.after, page.size).await?;
         let next = page.next_token(rows.len(), rows.last().map(|n| n.notice.seq));
@@ -333,12 +326,8 @@ impl SubProcessorService for SubProcessors {
         &self,
         req: Request<pb::ListSubProcessorsRequest>,
     ) -> Result<Response<pb::ListSubProcessorsResponse>, Status> {
-        let who = caller(&req)?;
+        let (_, tenant) = self.state.scope(&req, &req.get_ref().tenant_id).await?.one()?;
         let r = req.into_inner();
-        let tenant = self
-            .state
-            .require_tenant(&who, &r.tenant_id, "SubProcessorService/ListSubProcessors")
-            .await?;
         let page = Page::parse(r.page_size, &r.page_token)?;
         let (entries, last) =
             service::list_sub_processors(&self.state, tenant, page.after, page.size).await?;
@@ -353,12 +342,8 @@ impl SubProcessorService for SubProcessors {
         &self,
         req: Request<pb::ExportSubProcessorsRequest>,
     ) -> Result<Response<pb::ExportSubProcessorsResponse>, Status> {
-        let who = caller(&req)?;
+        let (_, tenant) = self.state.scope(&req, &req.get_ref().tenant_id).await?.one()?;
         let r = req.into_inner();
-        let tenant = self
-            .state
-            .require_tenant(&who, &r.tenant_id, "SubProcessorService/ExportSubProcessors")
-            .await?;
         let format = ExportFormat::from_i32(r.format)?;
         let list = service::tenant_list(&self.state, tenant.clone()).await?;
         let (content_type, data) = render_export(&tenant, &list, format)?;
