@@ -54,7 +54,7 @@ for f in handler_files:
     audit_in_handlers += len(re.findall(r"audit(?:::repo)?::append\(|inbox(?:::repo)?::enqueue\(", t))
     inline_roles += len(re.findall(r"\brole\s*[=!]=\s*Role::", t))
     paths += len(re.findall(r"\"[A-Za-z]+Service/[A-Za-z]+\"", t))
-    scopers |= set(re.findall(r"\b(scope_tenant|require_tenant|visible_tenant|tenant_scope|visible|scope_of)\(", t))
+    scopers |= set(re.findall(r"\b(scope|scope_tenant|require_tenant|visible_tenant|tenant_scope|visible)\(", t))
 audit_in_repos = sum(
     len(re.findall(r"audit(?:::repo)?::append\(|inbox(?:::repo)?::enqueue\(", open(f).read())) for f in repo_files
 )
