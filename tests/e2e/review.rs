@@ -4,8 +4,6 @@
 
 use chrono::{Duration, Utc};
 use proctor::clock::Clock;
-use proctor::proto::v1::breach_service_client::BreachServiceClient;
-use proctor::proto::v1::instruction_service_client::InstructionServiceClient;
 use proctor::proto::v1::{self as pb};
 use tonic::Code;
 
@@ -36,7 +34,7 @@ async fn contacts(app: &TestApp, tenant: &str, grace: u32) {
 }
 
 async fn terminate(app: &TestApp, tenant: &str) {
-    InstructionServiceClient::new(app.channel.clone())
+    app.instructions()
         .terminate_tenant(authed(
             pb::TerminateTenantRequest {
                 tenant_id: tenant.into(),
@@ -178,7 +176,7 @@ on_both_backends!(
 /// never the other controllers; compliance sees them all.
 async fn f4_breach_tenants_are_not_shown_to_other_tenants(b: Backend) {
     let app = spawn_app(b).await;
-    let mut bc = BreachServiceClient::new(app.channel.clone());
+    let mut bc = app.breaches();
     let breach = bc
         .report_breach(authed(
             pb::ReportBreachRequest {
