@@ -78,7 +78,7 @@ impl Refusals {
         }
     }
 
-    /// Writes due windows until `stopping` turns true, then whatever is
+    /// Writes due windows until `stop` is cancelled, then whatever is
     /// left, so a shutdown loses no count.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let clock = self.store.clock().clone();
