@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -23,6 +23,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::{Store, StoreOptions};
 use crate::instructions::snapshots::Decisions;
+use crate::periodic::CancellationToken;
 use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::breach_service_server::BreachServiceServer;
 use crate::proto::v1::inbox_service_server::InboxServiceServer;
@@ -43,10 +44,6 @@ pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// How often health re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
-
-/// How often the JWKS refresher looks whether a reread is due; the refresh
-/// interval itself is measured on the injected clock.
-const JWKS_TICK: Duration = Duration::from_millis(250);
 
 /// Names reported by the health service besides the overall `""`.
 const SERVED: &[&str] = &[
@@ -182,43 +179,50 @@ pub fn load_verifier(config: &Config) -> Result<(Verifier, Option<std::path::Pat
 async fn refresh_jwks(
     verifier: Arc<Verifier>,
     path: std::path::PathBuf,
-    every: chrono::Duration,
+    every: Duration,
     clock: SharedClock,
-    mut stopping: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
-    let mut last_read = clock.now();
-    let mut last_text = std::fs::read_to_string(&path).ok();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(JWKS_TICK) => {}
-            _ = async { let _ = stopping.wait_for(|s| *s).await; } => return,
-        }
-        let now = clock.now();
-        if now < last_read + every {
-            continue;
-        }
-        last_read = now;
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(jwks = %path.display(), error = %e, "cannot reread the JWKS; keeping the last good keys");
-                continue;
+    let last_text = std::sync::Mutex::new(std::fs::read_to_string(&path).ok());
+    let mut first = true;
+    crate::periodic::every("jwks_reread", every, &clock, &stop, || {
+        // The file was read at start; the first reread is one period later.
+        let skip = std::mem::take(&mut first);
+        let (verifier, path, last_text) = (&verifier, &path, &last_text);
+        async move {
+            if !skip {
+                reread_jwks(verifier, path, last_text);
             }
-        };
-        if last_text.as_deref() == Some(text.as_str()) {
-            continue;
+            Ok(0)
         }
-        let replaced = serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&text)
-            .map_err(|e| e.to_string())
-            .and_then(|set| verifier.replace_jwks(&set).map_err(|e| e.to_string()));
-        match replaced {
-            Ok(n) => {
-                tracing::info!(jwks = %path.display(), keys = n, "JWKS reloaded");
-                last_text = Some(text);
-            }
-            Err(e) => {
-                tracing::warn!(jwks = %path.display(), error = %e, "unusable JWKS; keeping the last good keys")
-            }
+    })
+    .await;
+}
+
+/// One reread of the JWKS file: replaces the keys when the text changed
+/// and is usable; otherwise logs and keeps the last good keys.
+fn reread_jwks(verifier: &Verifier, path: &std::path::Path, last_text: &std::sync::Mutex<Option<String>>) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(jwks = %path.display(), error = %e, "cannot reread the JWKS; keeping the last good keys");
+            return;
+        }
+    };
+    let mut last = last_text.lock().unwrap_or_else(|p| p.into_inner());
+    if last.as_deref() == Some(text.as_str()) {
+        return;
+    }
+    let replaced = serde_json::from_str::<jsonwebtoken::jwk::JwkSet>(&text)
+        .map_err(|e| e.to_string())
+        .and_then(|set| verifier.replace_jwks(&set).map_err(|e| e.to_string()));
+    match replaced {
+        Ok(n) => {
+            tracing::info!(jwks = %path.display(), keys = n, "JWKS reloaded");
+            *last = Some(text);
+        }
+        Err(e) => {
+            tracing::warn!(jwks = %path.display(), error = %e, "unusable JWKS; keeping the last good keys")
         }
     }
 }
@@ -289,29 +293,29 @@ impl Application {
             keys_checked,
             tls,
         } = self;
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop = CancellationToken::new();
+        // Every way out of here (a refusal, an error) stops the jobs too.
+        let _stop_on_exit = stop.clone().drop_guard();
         let decisions = Decisions::start(store.clone()).await;
-        decisions.clone().follow(stop_rx.clone());
+        decisions.clone().follow(stop.clone());
         let refusals = crate::audit::refusals::Refusals::new(
             store.clone(),
             Duration::from_secs(config.refusal_audit_interval_seconds),
         );
-        tokio::spawn(refusals.clone().run(stop_rx.clone()));
+        tokio::spawn(refusals.clone().run(stop.clone()));
         if let (Some(path), true) = (jwks_path, config.jwt_jwks_refresh_seconds > 0) {
-            let every = chrono::Duration::seconds(
-                i64::try_from(config.jwt_jwks_refresh_seconds).unwrap_or(i64::MAX / 1000),
-            );
+            let every = Duration::from_secs(config.jwt_jwks_refresh_seconds);
             tokio::spawn(refresh_jwks(
                 verifier.clone(),
                 path,
                 every,
                 store.clock().clone(),
-                stop_rx.clone(),
+                stop.clone(),
             ));
         }
         let state = AppState {
             store: store.clone(),
-            stopping: stop_rx.clone(),
+            stopping: stop.clone(),
             decisions: decisions.clone(),
             secrets: subject_secrets.clone(),
             refusals: refusals.clone(),
@@ -330,7 +334,7 @@ impl Application {
             store.clone(),
             decisions.clone(),
             key_gate,
-            stop_rx.clone(),
+            stop.clone(),
         ));
         let refused = async move {
             match refuse_rx.await {
@@ -344,19 +348,19 @@ impl Application {
         tokio::spawn(crate::subject_requests::jobs::sweep_exports(
             store.clone(),
             export_retention,
-            stop_rx.clone(),
+            stop.clone(),
         ));
         tokio::spawn(crate::subject_requests::jobs::contract_end_erasures(
             store.clone(),
             subject_secrets.clone(),
-            stop_rx.clone(),
+            stop.clone(),
         ));
         if config.seal_clear_interval_seconds > 0 {
             tokio::spawn(crate::subject_requests::jobs::seal_clear_rows(
                 store.clone(),
                 subject_secrets.clone(),
                 Duration::from_secs(config.seal_clear_interval_seconds),
-                stop_rx.clone(),
+                stop.clone(),
             ));
         }
 
@@ -364,7 +368,7 @@ impl Application {
         let meter = opentelemetry::global::meter("proctor");
         let _pool_gauges = crate::telemetry::gauges::register_pool(&meter, &store);
         if let Some(every) = crate::telemetry::metrics_sample_interval() {
-            crate::telemetry::gauges::spawn_sampler(&meter, store.clone(), every, stop_rx.clone());
+            crate::telemetry::gauges::spawn_sampler(&meter, store.clone(), every, stop.clone());
         }
 
         let reflection = tonic_reflection::server::Builder::configure()
@@ -380,7 +384,7 @@ impl Application {
         if let Err(e) = live.refresh().await {
             tracing::warn!(error = %e, "screening indexes not loaded at start; the poller retries");
         }
-        live.spawn_poller(stop_rx.clone());
+        live.spawn_poller(stop.clone());
         let pool = crate::screening::match_pool::MatchPool::new(
             config.screening_threads,
             config.screening_jobs_per_caller,
@@ -457,11 +461,11 @@ impl Application {
                 .max_encoding_message_size(max),
             );
 
-        let mut stopped = stop_rx.clone();
+        let stopped = stop.clone();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight calls");
-            let _ = stop_tx.send(true);
+            stop.cancel();
         };
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
         tracing::info!(listen = %listener.local_addr()?, backend = store.backend(), tls = tls_on, "proctor serving");
@@ -482,7 +486,7 @@ impl Application {
                 return Err(StartError::Config(msg));
             }
             _ = async {
-                let _ = stopped.wait_for(|s| *s).await;
+                stopped.cancelled().await;
                 tokio::time::sleep(grace).await;
             } => tracing::warn!("grace period over; dropping remaining calls"),
         }
@@ -500,41 +504,72 @@ async fn watch_health(
     health: HealthReporter,
     store: Store,
     decisions: Arc<Decisions>,
-    mut key_gate: Option<(Arc<SubjectSecrets>, oneshot::Sender<String>)>,
-    mut stopping: watch::Receiver<bool>,
+    key_gate: Option<(Arc<SubjectSecrets>, oneshot::Sender<String>)>,
+    stopping: CancellationToken,
 ) {
-    let mut migrated = false;
-    loop {
-        if !migrated {
-            migrated = store.migrations_current().await.unwrap_or(false);
-            if let (true, Some((secrets, _))) = (migrated, &key_gate) {
-                match check_server_keys(&store, secrets).await {
-                    Ok(()) => key_gate = None,
+    let state = tokio::sync::Mutex::new(HealthState {
+        migrated: false,
+        key_gate,
+        refused: false,
+    });
+    let (health, store, decisions, state) = (&health, &store, &decisions, &state);
+    // Health is probed in real time, in tests too.
+    let wall = crate::periodic::wall();
+    crate::periodic::every("health", HEALTH_INTERVAL, &wall, &stopping, move || async move {
+        let mut state = state.lock().await;
+        if state.check(store, decisions).await {
+            report_health(health, ServingStatus::Serving).await;
+        } else if !state.refused {
+            report_health(health, ServingStatus::NotServing).await;
+        }
+        Ok(0)
+    })
+    .await;
+    if !state.lock().await.refused {
+        report_health(health, ServingStatus::NotServing).await;
+    }
+}
+
+/// What the health watch remembers between rounds.
+struct HealthState {
+    migrated: bool,
+    key_gate: Option<(Arc<SubjectSecrets>, oneshot::Sender<String>)>,
+    /// The keys were refused: the server is stopping, nothing more is reported.
+    refused: bool,
+}
+
+impl HealthState {
+    /// One health round: whether this replica can serve now.
+    async fn check(&mut self, store: &Store, decisions: &Decisions) -> bool {
+        if self.refused {
+            return false;
+        }
+        if !self.migrated {
+            self.migrated = store.migrations_current().await.unwrap_or(false);
+            if let (true, Some((secrets, _))) = (self.migrated, &self.key_gate) {
+                match check_server_keys(store, secrets).await {
+                    Ok(()) => self.key_gate = None,
                     Err(StartError::Config(msg)) => {
-                        if let Some((_, refuse)) = key_gate.take() {
+                        if let Some((_, refuse)) = self.key_gate.take() {
                             let _ = refuse.send(msg);
                         }
-                        return;
+                        self.refused = true;
+                        return false;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "server keys not checked yet; retrying");
-                        migrated = false;
+                        self.migrated = false;
                     }
                 }
             }
         }
-        let ok = migrated && decisions.ready() && store.ping().await.is_ok();
-        let status = if ok && !*stopping.borrow() {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
-        for name in std::iter::once("").chain(SERVED.iter().copied()) {
-            health.set_service_status(name, status).await;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
-            _ = stopping.changed() => {}
-        }
+        self.migrated && decisions.ready() && store.ping().await.is_ok()
+    }
+}
+
+/// Sets `status` on the overall service and every served one.
+async fn report_health(health: &HealthReporter, status: ServingStatus) {
+    for name in std::iter::once("").chain(SERVED.iter().copied()) {
+        health.set_service_status(name, status).await;
     }
 }

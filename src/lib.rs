@@ -31,6 +31,7 @@ pub mod db;
 pub mod error;
 pub mod inbox;
 pub mod instructions;
+pub mod periodic;
 pub mod private_fs;
 #[cfg(test)]
 mod proptests;

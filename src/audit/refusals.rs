@@ -7,15 +7,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::audit::model::AuditEntry;
 use crate::audit::refusals_model::RefusalWindow;
 use crate::db::Store;
+use crate::periodic::CancellationToken;
 
-/// How often the flusher looks whether the window is due. The interval
-/// itself is measured on the store's clock (so tests move it by hand); this
-/// only bounds how late after that a window is written.
+/// How often (on the store's clock, so tests move it by hand) the flusher
+/// looks whether the window is due; this only bounds how late after the
+/// interval a window is written.
 const TICK: Duration = Duration::from_millis(250);
 
 /// Refused calls counted since the last write.
@@ -79,15 +78,15 @@ impl Refusals {
         }
     }
 
-    /// Writes due windows until `stopping` turns true, then whatever is
+    /// Writes due windows until `stop` is cancelled, then whatever is
     /// left, so a shutdown loses no count.
-    pub async fn run(self: Arc<Self>, mut stopping: watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(TICK) => self.flush(false).await,
-                _ = async { let _ = stopping.wait_for(|s| *s).await; } => break,
-            }
-        }
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let clock = self.store.clock().clone();
+        crate::periodic::every("refusal_flush", TICK, &clock, &stop, || async {
+            self.flush(false).await;
+            Ok(0)
+        })
+        .await;
         self.flush(true).await;
     }
 }

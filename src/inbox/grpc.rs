@@ -88,7 +88,7 @@ impl InboxService for Inbox {
         let (tx, rx) = mpsc::channel(SUBSCRIBE_BATCH as usize);
         let store = self.state.store.clone();
         let mut changes = store.follow(Topic::Inbox(to.clone()));
-        let mut stopping = self.state.stopping.clone();
+        let stopping = self.state.stopping.clone();
         tokio::spawn(async move {
             loop {
                 let to2 = to.clone();
@@ -115,7 +115,7 @@ impl InboxService for Inbox {
                 }
                 tokio::select! {
                     _ = tx.closed() => return,
-                    _ = stopping.wait_for(|s| *s) => return,
+                    _ = stopping.cancelled() => return,
                     _ = changes.changed() => {}
                     _ = tokio::time::sleep(SUBSCRIBE_POLL) => {}
                 }

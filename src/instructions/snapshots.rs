@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::watch;
 
 use crate::db::{DbConnection, Store};
 use crate::error::Result;
 use crate::instructions::model::Taxonomy;
 use crate::instructions::model::decide::TenantPolicy;
 use crate::instructions::repo as st;
+use crate::periodic::CancellationToken;
 
 /// How often each replica looks for changes made elsewhere.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
@@ -242,30 +242,37 @@ impl Decisions {
     }
 
     /// Follows the change log until shutdown.
-    pub fn follow(self: Arc<Self>, mut stopping: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    pub fn follow(self: Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut rounds = 0u32;
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(FOLLOW_INTERVAL) => {}
-                    _ = stopping.wait_for(|s| *s) => return,
-                }
-                if let Err(e) = self.catch_up().await {
-                    tracing::warn!(error = %e, "following decision changes failed; retrying");
-                }
+            // Other replicas' writes arrive in real time, in tests too.
+            let wall = crate::periodic::wall();
+            crate::periodic::every("decision_follow", FOLLOW_INTERVAL, &wall, &stop, || {
                 rounds = rounds.wrapping_add(1);
-                if rounds.is_multiple_of(PRUNE_EVERY) {
-                    let res = self
-                        .store
-                        .write("decisions.prune", |c, clock| {
-                            st::prune_changes(c, clock.now() - CHANGE_LOG_RETENTION)
-                        })
-                        .await;
-                    if let Err(e) = res {
-                        tracing::warn!(error = %e, "pruning the decision change log failed");
-                    }
-                }
-            }
+                let prune = rounds.is_multiple_of(PRUNE_EVERY);
+                let me = self.clone();
+                async move { me.follow_round(prune).await }
+            })
+            .await;
         })
+    }
+
+    /// One round of [`Decisions::follow`]: catch up, and every
+    /// [`PRUNE_EVERY`] rounds prune the change log. A failed prune is only
+    /// logged; the round reports the catch-up.
+    async fn follow_round(&self, prune: bool) -> Result<usize> {
+        let caught = self.catch_up().await;
+        if prune {
+            let res = self
+                .store
+                .write("decisions.prune", |c, clock| {
+                    st::prune_changes(c, clock.now() - CHANGE_LOG_RETENTION)
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "pruning the decision change log failed");
+            }
+        }
+        caught
     }
 }

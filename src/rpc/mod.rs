@@ -11,7 +11,6 @@ pub mod rate_limit;
 pub mod status;
 pub mod streams;
 
-use tokio::sync::watch;
 use tonic::{Request, Status};
 
 use crate::audit::model::AuditEntry;
@@ -23,9 +22,9 @@ use crate::db::Store;
 pub struct AppState {
     /// The database.
     pub store: Store,
-    /// Flips to true when the server begins shutting down, so long-lived
+    /// Cancelled when the server begins shutting down, so long-lived
     /// streams end and let the graceful shutdown finish.
-    pub stopping: watch::Receiver<bool>,
+    pub stopping: crate::periodic::CancellationToken,
     /// Decision snapshots; writes that change what decisions depend on
     /// refresh them before replying, so the next check here sees the change.
     pub decisions: std::sync::Arc<crate::instructions::snapshots::Decisions>,

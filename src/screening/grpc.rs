@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -149,18 +149,15 @@ impl LiveIndex {
     }
 
     /// Polls for new versions until the server stops.
-    pub fn spawn_poller(self: &Arc<Self>, mut stopping: watch::Receiver<bool>) {
+    pub fn spawn_poller(self: &Arc<Self>, stop: crate::periodic::CancellationToken) {
         let me = self.clone();
         tokio::spawn(async move {
-            loop {
-                if let Err(e) = me.refresh().await {
-                    tracing::warn!(error = %e, "screening index refresh failed; retrying");
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(INDEX_POLL) => {}
-                    _ = stopping.wait_for(|s| *s) => return,
-                }
-            }
+            // Lists imported through another replica arrive in real time.
+            let wall = crate::periodic::wall();
+            crate::periodic::every("screening_index_refresh", INDEX_POLL, &wall, &stop, || async {
+                me.refresh().await.map(|_| 0)
+            })
+            .await;
         });
     }
 }

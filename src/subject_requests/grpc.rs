@@ -602,7 +602,7 @@ impl SubjectRequestService for SubjectRequests {
             .state
             .store
             .follow(crate::db::notify::Topic::SubjectRequest(id.clone()));
-        let mut stopping = self.state.stopping.clone();
+        let stopping = self.state.stopping.clone();
         let reveal = who.role == Role::Tenant;
         tokio::spawn(async move {
             let mut seen = 0;
@@ -625,7 +625,7 @@ impl SubjectRequestService for SubjectRequests {
                 }
                 tokio::select! {
                     _ = tx.closed() => return,
-                    _ = stopping.wait_for(|s| *s) => return,
+                    _ = stopping.cancelled() => return,
                     _ = changes.changed() => {}
                     _ = tokio::time::sleep(WATCH_POLL) => {}
                 }

@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::audit::model::AuditEntry;
 use crate::db::Store;
 use crate::instructions::repo as instructions;
+use crate::periodic::{CancellationToken, every};
 use crate::secrets::KeyRing;
 use crate::secrets::SubjectSecrets;
 use crate::secrets::reseal;
@@ -22,29 +21,10 @@ pub const CONTRACT_END_INTERVAL: Duration = Duration::from_secs(1);
 /// Rows of each kind sealed per transaction by [`seal_clear_rows`].
 const SEAL_CLEAR_BATCH: i64 = 200;
 
-/// Runs `round` every `every` until shutdown, logging failures (a failed
-/// round is retried at the next one).
-async fn every<F, Fut>(name: &'static str, every: Duration, mut stopping: watch::Receiver<bool>, mut round: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = crate::error::Result<usize>>,
-{
-    loop {
-        match round().await {
-            Ok(n) if n > 0 => tracing::info!(job = name, items = n, "background job did work"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(job = name, error = %e, "background job failed; retrying"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stopping.wait_for(|s| *s) => return,
-        }
-    }
-}
-
 /// Deletes export bundles older than `retention` after first download.
-pub async fn sweep_exports(store: Store, retention: chrono::Duration, stopping: watch::Receiver<bool>) {
-    every("export_sweep", EXPORT_SWEEP_INTERVAL, stopping, || {
+pub async fn sweep_exports(store: Store, retention: chrono::Duration, stop: CancellationToken) {
+    let clock = store.clock().clone();
+    every("export_sweep", EXPORT_SWEEP_INTERVAL, &clock, &stop, || {
         store.write("subject_request.sweep_exports", move |c, clock| {
             subject_requests::sweep_exports(c, clock.now(), retention)
         })
@@ -54,14 +34,15 @@ pub async fn sweep_exports(store: Store, retention: chrono::Duration, stopping: 
 
 /// Opens the contract-end erasure request (all categories, every system) of
 /// each terminated tenant whose grace period has passed.
-pub async fn contract_end_erasures(
-    store: Store,
-    secrets: Arc<SubjectSecrets>,
-    stopping: watch::Receiver<bool>,
-) {
-    every("contract_end_erasure", CONTRACT_END_INTERVAL, stopping, || {
-        contract_end_round(store.clone(), secrets.clone())
-    })
+pub async fn contract_end_erasures(store: Store, secrets: Arc<SubjectSecrets>, stop: CancellationToken) {
+    let clock = store.clock().clone();
+    every(
+        "contract_end_erasure",
+        CONTRACT_END_INTERVAL,
+        &clock,
+        &stop,
+        || contract_end_round(store.clone(), secrets.clone()),
+    )
     .await;
 }
 
@@ -130,9 +111,10 @@ pub async fn seal_clear_rows(
     store: Store,
     secrets: Arc<SubjectSecrets>,
     interval: Duration,
-    stopping: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
-    every("seal_clear_rows", interval, stopping, || {
+    let clock = store.clock().clone();
+    every("seal_clear_rows", interval, &clock, &stop, || {
         let (store, ring) = (store.clone(), RingOf(secrets.clone()));
         async move {
             let actor = AuditEntry {

@@ -10,13 +10,12 @@
 //! has a tenant or personal label.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Meter, ObservableGauge};
-use tokio::sync::watch;
-use tokio::time::MissedTickBehavior;
 
 use crate::db::Store;
 use crate::db::gauges::Sample;
@@ -180,8 +179,13 @@ fn register_sampled(meter: &Meter, latest: &Latest) -> Vec<ObservableGauge<f64>>
 }
 
 /// Registers the sampled gauges on `meter` and samples the database every
-/// `interval` until `stopping` turns true.
-pub fn spawn_sampler(meter: &Meter, store: Store, interval: Duration, mut stopping: watch::Receiver<bool>) {
+/// `interval` until `stop` is cancelled.
+pub fn spawn_sampler(
+    meter: &Meter,
+    store: Store,
+    interval: Duration,
+    stop: crate::periodic::CancellationToken,
+) {
     let latest: Latest = Arc::default();
     let gauges = register_sampled(meter, &latest);
     let failures: Counter<u64> = meter
@@ -191,39 +195,33 @@ pub fn spawn_sampler(meter: &Meter, store: Store, interval: Duration, mut stoppi
     tokio::spawn(async move {
         // The instruments stay registered while the sampler runs.
         let _gauges = gauges;
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stopping.changed() => {}
-            }
-            if *stopping.borrow() {
-                return;
-            }
+        let failing = std::sync::atomic::AtomicBool::new(false);
+        // The export interval is real time, in tests too.
+        let wall = crate::periodic::wall();
+        crate::periodic::every("metrics_sample", interval, &wall, &stop, || async {
             let read = store
                 .read("metrics.sample", |c, clock| {
                     crate::db::gauges::sample(c, clock.now())
                 })
                 .await;
+            // Logged when the state changes, not every round.
             match read {
                 Ok(s) => {
-                    if failing {
+                    if failing.swap(false, Ordering::Relaxed) {
                         tracing::info!("metric gauges read the database again");
                     }
-                    failing = false;
                     latest.store(Some(Arc::new((s, Instant::now()))));
                 }
                 Err(e) => {
-                    if !failing {
+                    if !failing.swap(true, Ordering::Relaxed) {
                         tracing::warn!(error = %e, "metric gauges cannot read the database; they keep their last reading");
                     }
-                    failing = true;
                     failures.add(1, &[]);
                 }
             }
-        }
+            Ok(0)
+        })
+        .await;
     });
 }
 

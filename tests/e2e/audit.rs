@@ -4,8 +4,6 @@
 use proctor::audit::model::AuditEntry;
 use proctor::audit::repo as audit;
 use proctor::inbox::model::Recipient;
-use proctor::proto::v1::audit_service_client::AuditServiceClient;
-use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::{
     AckRequest, ExportAuditLogRequest, ListAuditEventsRequest, PullRequest, VerifyAuditLogRequest,
 };
@@ -40,7 +38,7 @@ async fn tamper_is_named(b: Backend) {
             .unwrap();
         ids.push((ev.seq, ev.id));
     }
-    let mut a = AuditServiceClient::new(app.channel.clone());
+    let mut a = app.audit();
     let ok = a
         .verify_audit_log(authed(VerifyAuditLogRequest {}, &app.keys.compliance()))
         .await
@@ -79,7 +77,8 @@ async fn deleted_row_is_found(b: Backend) {
     }
     app.db
         .execute(&format!("DELETE FROM audit_events WHERE seq = {}", ids[1].0));
-    let bad = AuditServiceClient::new(app.channel.clone())
+    let bad = app
+        .audit()
         .verify_audit_log(authed(VerifyAuditLogRequest {}, &app.keys.sre()))
         .await
         .unwrap()
@@ -98,7 +97,7 @@ async fn tenant_trails(b: Backend) {
     // A real state change: t1 acknowledges its envelopes.
     let ids = put(&app.store, Recipient::Tenant("t1".into()), "breach.notice", 2).await;
     let t1 = app.keys.tenant("t1");
-    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    let mut inbox = app.inbox();
     inbox.pull(authed(PullRequest::default(), &t1)).await.unwrap();
     inbox
         .ack(authed(AckRequest { ids: ids.clone() }, &t1))
@@ -111,7 +110,7 @@ async fn tenant_trails(b: Backend) {
             .await
             .unwrap();
     }
-    let mut a = AuditServiceClient::new(app.channel.clone());
+    let mut a = app.audit();
 
     // t1 sees only its own trail, with the ack in it.
     let mine = a

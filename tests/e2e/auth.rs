@@ -2,9 +2,6 @@
 //! status, never reaches a handler, and is counted in the audit log (one
 //! event per caller class and interval) without the token.
 
-use proctor::proto::v1::audit_service_client::AuditServiceClient;
-use proctor::proto::v1::inbox_service_client::InboxServiceClient;
-use proctor::proto::v1::instruction_service_client::InstructionServiceClient;
 use proctor::proto::v1::{
     CheckProcessingRequest, ListAuditEventsRequest, PullRequest, VerifyAuditLogRequest,
 };
@@ -17,8 +14,8 @@ use crate::support::{Backend, authed, flushed_refusals, refusal_detail, refused_
 async fn refusals(b: Backend) {
     let app = spawn_app(b).await;
     let k = &app.keys;
-    let mut inbox = InboxServiceClient::new(app.channel.clone());
-    let mut audit = AuditServiceClient::new(app.channel.clone());
+    let mut inbox = app.inbox();
+    let mut audit = app.audit();
     let now = chrono::Utc::now().timestamp();
 
     // No token at all.
@@ -104,7 +101,7 @@ async fn refusals(b: Backend) {
 
     // Authorised calls reach the handler (here: refused for bad input);
     // unauthenticated callers learn nothing beyond UNAUTHENTICATED.
-    let mut instr = InstructionServiceClient::new(app.channel.clone());
+    let mut instr = app.instructions();
     let e = instr
         .check_processing(authed(CheckProcessingRequest::default(), &k.platform("crm")))
         .await
@@ -190,7 +187,7 @@ async fn hs256_secret_is_accepted_only_when_configured() {
         aud: Some("proctor".into()),
     };
     let token = proctor::auth::keys::mint_with_secret(b"0123456789abcdef0123456789abcdef", &claims).unwrap();
-    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    let mut inbox = app.inbox();
     inbox.pull(authed(PullRequest::default(), &token)).await.unwrap();
     let wrong = proctor::auth::keys::mint_with_secret(b"another-secret-another-secret-xx", &claims).unwrap();
     let e = inbox
@@ -202,7 +199,7 @@ async fn hs256_secret_is_accepted_only_when_configured() {
 
     // The default test server has no HS256 secret: the same token is refused.
     let app = spawn_app(Backend::Sqlite).await;
-    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    let mut inbox = app.inbox();
     let e = inbox
         .pull(authed(PullRequest::default(), &token))
         .await
@@ -217,7 +214,7 @@ async fn hs256_secret_is_accepted_only_when_configured() {
 /// and the whole flood adds one audit row, not one per call.
 async fn garbage_flood(b: Backend) {
     let app = spawn_app(b).await;
-    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    let mut inbox = app.inbox();
     let before = crate::support::audit_events(&app).await.len();
     let flood = 300;
     let mut exhausted = 0;
@@ -277,7 +274,7 @@ async fn refusals_survive_shutdown(b: Backend) {
     // Keep the database past the server's stop.
     let shared = crate::support::TestDb::shared_with(&app.db);
     let _db = std::mem::replace(&mut app.db, shared);
-    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    let mut inbox = app.inbox();
     for _ in 0..3 {
         let e = inbox
             .pull(Request::new(PullRequest::default()))
@@ -313,7 +310,7 @@ async fn the_peer_limit_can_be_turned_off() {
     let mut cfg = test_config(&db, &keys);
     cfg.peer_rate_limit_per_second = 0.0;
     let app = spawn_with(db, keys, cfg).await;
-    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    let mut inbox = app.inbox();
     for i in 0..250 {
         let e = inbox
             .pull(Request::new(PullRequest::default()))
@@ -359,7 +356,7 @@ fn claims(extra: serde_json::Value) -> serde_json::Value {
 }
 
 async fn pull_code(app: &crate::support::TestApp, token: &str) -> Code {
-    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    let mut inbox = app.inbox();
     match inbox.pull(authed(PullRequest::default(), token)).await {
         Ok(_) => Code::Ok,
         Err(e) => e.code(),
@@ -450,16 +447,10 @@ async fn the_jwks_is_reread_so_keys_rotate_without_a_restart() {
     assert_eq!(pull_code(&app, &old_token).await, Code::Ok);
     assert_eq!(pull_code(&app, &new_token).await, Code::Unauthenticated);
 
-    // Waits (bounded) for the refresher to apply what the file says.
+    // One reread by the refresher applies what the file says.
     async fn until(app: &crate::support::TestApp, token: &str, want: Code) {
-        app.clock.advance(chrono::Duration::seconds(301));
-        for _ in 0..100 {
-            if pull_code(app, token).await == want {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("the JWKS reread never gave {want:?}");
+        app.clock.advance_settled(chrono::Duration::seconds(301)).await;
+        assert_eq!(pull_code(app, token).await, want, "after the JWKS reread");
     }
 
     // Step 1 of a rotation: the new key is added beside the old one.

@@ -12,7 +12,7 @@ use crate::on_both_backends;
 use crate::support::{Backend, TestApp, authed, spawn_app};
 
 fn client(app: &TestApp) -> BreachServiceClient<Channel> {
-    BreachServiceClient::new(app.channel.clone())
+    app.breaches()
 }
 
 fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {

@@ -325,8 +325,8 @@ pub async fn postgres_behind_proxy() -> (Proxy, TestDb) {
 }
 
 async fn health(app: &TestApp) -> i32 {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    HealthClient::new(app.channel.clone())
+    use tonic_health::pb::HealthCheckRequest;
+    app.health()
         .check(HealthCheckRequest {
             service: String::new(),
         })
@@ -358,7 +358,7 @@ async fn postgres_outage_fails_fast_and_recovers_by_itself() {
     cfg.db_timeout_seconds = 1;
     let app = spawn_with(db, keys, cfg).await;
     let t1 = app.keys.tenant("t1");
-    let mut sr = SubjectRequestServiceClient::new(app.channel.clone());
+    let mut sr = app.subject_requests();
     let list = |sr: &mut SubjectRequestServiceClient<Channel>| {
         let mut sr = sr.clone();
         let t1 = t1.clone();
@@ -434,7 +434,7 @@ async fn two_replicas_lease_each_task_once() {
     let cfg = test_config(&db, &keys);
     let b = spawn_with(db, keys, cfg).await;
 
-    let mut sr = SubjectRequestServiceClient::new(a.channel.clone());
+    let mut sr = a.subject_requests();
     sr.register_system(authed(
         pb::RegisterSystemRequest {
             name: "crm".into(),
@@ -454,7 +454,7 @@ async fn two_replicas_lease_each_task_once() {
 
     let mut pullers = Vec::new();
     for (i, app) in [&a, &b, &a, &b].into_iter().enumerate() {
-        let mut c = SubjectRequestServiceClient::new(app.channel.clone());
+        let mut c = app.subject_requests();
         let token = app.keys.platform("crm");
         pullers.push(tokio::spawn(async move {
             let mut got = Vec::new();

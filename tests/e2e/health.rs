@@ -1,17 +1,16 @@
 //! Health needs no token and turns SERVING once migrations ran; reflection
 //! lists every proctor service; oversized messages are refused.
 
-use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::{AckRequest, PullRequest};
 use tonic::Code;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_health::pb::HealthCheckRequest;
 
 use crate::on_both_backends;
 use crate::support::{Backend, authed, spawn_app};
 
 async fn health_and_reflection(b: Backend) {
     let app = spawn_app(b).await;
-    let mut h = HealthClient::new(app.channel.clone());
+    let mut h = app.health();
     for service in ["", "proctor.v1.InboxService", "proctor.v1.AuditService"] {
         let r = h
             .check(HealthCheckRequest {
@@ -61,7 +60,7 @@ on_both_backends!(health_and_reflection_work_without_token, health_and_reflectio
 #[tokio::test]
 async fn oversized_message_is_resource_exhausted() {
     let app = spawn_app(Backend::Sqlite).await;
-    let mut inbox = InboxServiceClient::new(app.channel.clone()).max_encoding_message_size(64 << 20);
+    let mut inbox = app.inbox().max_encoding_message_size(64 << 20);
     let ids: Vec<String> = (0..200_000).map(|i| format!("{i:040}")).collect();
     let err = inbox
         .ack(authed(AckRequest { ids }, &app.keys.tenant("t1")))
@@ -80,7 +79,7 @@ async fn oversized_message_is_resource_exhausted() {
 async fn graceful_shutdown_ends_streams_and_returns() {
     use proctor::proto::v1::SubscribeRequest;
     let app = spawn_app(Backend::Sqlite).await;
-    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    let mut inbox = app.inbox();
     let mut stream = inbox
         .subscribe(authed(
             SubscribeRequest { after_cursor: 0 },

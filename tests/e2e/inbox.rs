@@ -40,7 +40,7 @@ pub async fn put(store: &Store, to: Recipient, kind: &str, n: usize) -> Vec<Stri
 }
 
 fn client(app: &TestApp) -> InboxServiceClient<tonic::transport::Channel> {
-    InboxServiceClient::new(app.channel.clone())
+    app.inbox()
 }
 
 async fn leases_and_acks(b: Backend) {

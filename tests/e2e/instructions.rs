@@ -12,7 +12,7 @@ use crate::on_both_backends;
 use crate::support::{Backend, TestApp, authed, spawn_app, spawn_with, test_config};
 
 fn client(app: &TestApp) -> InstructionServiceClient<Channel> {
-    InstructionServiceClient::new(app.channel.clone())
+    app.instructions()
 }
 
 fn rule(cat: &str, purposes: &[&str], regions: &[&str]) -> CategoryRule {

@@ -3,7 +3,6 @@
 //! on; time (the test's manual clock) refills the bucket.
 
 use proctor::proto::v1::PullRequest;
-use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -18,7 +17,7 @@ async fn one_tenant_cannot_starve_the_others() {
     cfg.rate_limit_burst = 3.0;
     let app = spawn_with(db, keys, cfg).await;
     let k = &app.keys;
-    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    let mut inbox = app.inbox();
     let pull = |token: String| {
         let mut c = inbox.clone();
         async move { c.pull(authed(PullRequest::default(), &token)).await }

@@ -284,7 +284,7 @@ async fn reseal_retires_the_old_key(b: Backend) {
         .await
         .unwrap();
     // ... a breach's nature and contact point ...
-    proctor::proto::v1::breach_service_client::BreachServiceClient::new(app.channel.clone())
+    app.breaches()
         .report_breach(authed(
             pb::ReportBreachRequest {
                 nature: "Lovelace's recordings exposed".into(),
@@ -327,7 +327,7 @@ async fn reseal_retires_the_old_key(b: Backend) {
         .await
         .unwrap();
     assert_eq!(envs.len(), 2, "one clarification request per case");
-    proctor::proto::v1::inbox_service_client::InboxServiceClient::new(app.channel.clone())
+    app.inbox()
         .reply(authed(
             pb::ReplyRequest {
                 id: envs[0].id.clone(),

@@ -7,7 +7,6 @@
 use chrono::Duration;
 use proctor::inbox::model::Recipient;
 use proctor::inbox::repo as inbox;
-use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::*;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -303,7 +302,7 @@ async fn clarification_answered_through_the_inbox(b: Backend) {
     .await
     .unwrap();
     assert_eq!(r.outcome, Outcome::PossibleMatch as i32);
-    let mut ib = InboxServiceClient::new(app.channel.clone());
+    let mut ib = app.inbox();
     let envs = pull(&app, &t1).await;
     assert_eq!(envs.len(), 1);
     let question = envs[0].id.clone();

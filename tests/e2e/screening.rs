@@ -41,7 +41,7 @@ pub(crate) fn ofac_set(dir: &str, with_comments: bool) -> Vec<(String, Vec<u8>)>
 }
 
 pub(crate) fn client(app: &TestApp) -> ScreeningServiceClient<Channel> {
-    ScreeningServiceClient::new(app.channel.clone()).max_decoding_message_size(64 << 20)
+    app.screening().max_decoding_message_size(64 << 20)
 }
 
 /// Streams `files` as `ImportList` chunks.

@@ -5,8 +5,7 @@
 use std::time::{Duration, Instant};
 
 use proctor::proto::v1 as pb;
-use proctor::proto::v1::instruction_service_client::InstructionServiceClient;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_health::pb::HealthCheckRequest;
 
 use crate::on_both_backends;
 use crate::screening::import;
@@ -94,7 +93,8 @@ fn long_query(i: usize) -> pb::ScreenRequest {
 /// succeed.
 async fn probe(app: &TestApp) -> (Duration, Duration) {
     let t = Instant::now();
-    let health = HealthClient::new(app.channel.clone())
+    let health = app
+        .health()
         .check(HealthCheckRequest {
             service: String::new(),
         })
@@ -104,7 +104,7 @@ async fn probe(app: &TestApp) -> (Duration, Duration) {
     assert_eq!(health.status, 1, "SERVING");
     let health_took = t.elapsed();
     let t = Instant::now();
-    InstructionServiceClient::new(app.channel.clone())
+    app.instructions()
         .check_processing(authed(
             pb::CheckProcessingRequest {
                 tenant_id: "t1".into(),

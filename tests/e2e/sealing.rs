@@ -146,7 +146,7 @@ fn assert_party_sealed((name, dob, country, aliases, key, sealed): &PartyCols) {
 }
 
 fn breaches(app: &TestApp) -> BreachServiceClient<tonic::transport::Channel> {
-    BreachServiceClient::new(app.channel.clone())
+    app.breaches()
 }
 
 async fn get_request(app: &TestApp, id: &str) -> pb::SubjectRequest {

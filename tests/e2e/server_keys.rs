@@ -13,7 +13,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use proctor::app::{Application, StartError};
 use proctor::config::Config;
-use proctor::proto::v1::subject_request_service_client::SubjectRequestServiceClient;
 use proctor::proto::v1::{self as pb, compute_subject_ref_request::Identifier};
 
 use crate::cli::{BIN, Server};
@@ -158,7 +157,7 @@ async fn the_sqlite_default_makes_its_keys_and_refuses_once_they_are_lost() {
 }
 
 async fn subject_ref(app: &TestApp) -> String {
-    SubjectRequestServiceClient::new(app.channel.clone())
+    app.subject_requests()
         .compute_subject_ref(authed(
             pb::ComputeSubjectRefRequest {
                 identifier: Some(Identifier::Email("ada@example.org".into())),
@@ -211,7 +210,8 @@ async fn replicas_with_the_same_keys_agree_and_others_refuse_to_start() {
     let b = spawn_with(db, keys, cfg).await;
     crate::subject_requests::register(&a, "crm", &["contact"]).await;
     let t1 = a.keys.tenant("t1");
-    let submitted = SubjectRequestServiceClient::new(a.channel.clone())
+    let submitted = a
+        .subject_requests()
         .submit_subject_request(authed(
             crate::subject_requests::submit(pb::RequestType::Access, "k1", &[]),
             &t1,
@@ -219,7 +219,8 @@ async fn replicas_with_the_same_keys_agree_and_others_refuse_to_start() {
         .await
         .unwrap()
         .into_inner();
-    let read_on_b = SubjectRequestServiceClient::new(b.channel.clone())
+    let read_on_b = b
+        .subject_requests()
         .get_subject_request(authed(
             pb::GetSubjectRequestRequest {
                 id: submitted.id.clone(),

@@ -7,7 +7,6 @@ use std::time::Duration;
 use proctor::db::notify::Topic;
 use proctor::inbox::model::Recipient;
 use proctor::proto::v1 as pb;
-use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use tonic::Code;
 use tonic::codec::Streaming;
 
@@ -15,7 +14,7 @@ use crate::on_both_backends;
 use crate::support::{Backend, TestApp, authed, spawn_app};
 
 async fn subscribe(app: &TestApp, token: &str) -> Result<Streaming<pb::Envelope>, tonic::Status> {
-    InboxServiceClient::new(app.channel.clone())
+    app.inbox()
         .subscribe(authed(pb::SubscribeRequest { after_cursor: 0 }, token))
         .await
         .map(tonic::Response::into_inner)
@@ -52,7 +51,8 @@ async fn the_cap_is_per_caller(b: Backend) {
     let _crm = subscribe(&app, &app.keys.platform("crm"))
         .await
         .expect("crm has its own");
-    let mut export = proctor::proto::v1::audit_service_client::AuditServiceClient::new(app.channel.clone())
+    let mut export = app
+        .audit()
         .export_audit_log(authed(
             pb::ExportAuditLogRequest::default(),
             &app.keys.compliance(),

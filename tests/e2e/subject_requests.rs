@@ -5,7 +5,6 @@
 
 use chrono::{Duration, TimeZone, Utc};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
-use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::subject_request_service_client::SubjectRequestServiceClient as Client;
 use proctor::proto::v1::{self as pb, compute_subject_ref_request::Identifier};
 use proctor::subject_requests::model::receipt_message;
@@ -20,7 +19,7 @@ use crate::support::{Backend, TestApp, authed, spawn_app};
 const EMAIL: &str = "ada.lovelace@example.org";
 
 pub(crate) fn client(app: &TestApp) -> Client<Channel> {
-    Client::new(app.channel.clone())
+    app.subject_requests()
 }
 
 fn ts(t: chrono::DateTime<Utc>) -> prost_types::Timestamp {
@@ -292,7 +291,8 @@ async fn erasure_with_two_systems(b: Backend) {
     // Completing again is refused; the controller heard about completion.
     let e = complete(&app, "crm", &crm[0].id, b"", false).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    let env = InboxServiceClient::new(app.channel.clone())
+    let env = app
+        .inbox()
         .pull(authed(pb::PullRequest::default(), &t1))
         .await
         .unwrap()
@@ -300,7 +300,8 @@ async fn erasure_with_two_systems(b: Backend) {
         .envelopes;
     assert!(env.iter().any(|e| e.kind == "subject_request.completed"));
     // Systems got their tasks announced in their inboxes too.
-    let sys_env = InboxServiceClient::new(app.channel.clone())
+    let sys_env = app
+        .inbox()
         .pull(authed(pb::PullRequest::default(), &app.keys.platform("crm")))
         .await
         .unwrap()
@@ -915,7 +916,7 @@ async fn forwarded_and_encrypted(b: Backend) {
         "the platform does not get identifiers back"
     );
     // The controller finds it in its inbox, reads it with identifiers, acks.
-    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    let mut inbox = app.inbox();
     let t1 = app.keys.tenant("t1");
     let envs = inbox
         .pull(authed(pb::PullRequest::default(), &t1))
@@ -1091,7 +1092,7 @@ async fn contract_end_runs_by_itself(b: Backend) {
     let app = spawn_app(b).await;
     register(&app, "crm", &["contact"]).await;
     contact_for_service_delivery(&app, "t1", 10).await;
-    proctor::proto::v1::instruction_service_client::InstructionServiceClient::new(app.channel.clone())
+    app.instructions()
         .terminate_tenant(authed(
             pb::TerminateTenantRequest {
                 tenant_id: "t1".into(),
@@ -1116,27 +1117,21 @@ async fn contract_end_runs_by_itself(b: Backend) {
             .into_inner()
             .requests
     };
-    // Within the grace period nothing happens.
-    app.clock.advance(Duration::days(9));
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Within the grace period a round runs and opens nothing.
+    app.clock.advance_settled(Duration::days(9)).await;
     assert!(list().await.is_empty(), "no erasure before the grace period ends");
-    app.clock.advance(Duration::days(1));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let requests = loop {
-        let r = list().await;
-        if !r.is_empty() {
-            break r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "contract-end erasure never opened"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
-    assert_eq!(requests.len(), 1);
+    app.clock.advance_settled(Duration::days(1)).await;
+    let requests = list().await;
+    assert_eq!(
+        requests.len(),
+        1,
+        "the round after the grace period opens the erasure"
+    );
     assert_eq!(requests[0].request_type, pb::RequestType::Erasure as i32);
     assert_eq!(requests[0].tasks.len(), 1, "fanned out to the registered system");
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Later rounds find the tenant already erased.
+    app.clock.advance_settled(Duration::seconds(1)).await;
+    app.clock.advance_settled(Duration::seconds(1)).await;
     assert_eq!(list().await.len(), 1, "opened once");
     app.stop().await;
 }

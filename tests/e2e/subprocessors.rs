@@ -6,7 +6,6 @@
 
 use chrono::Duration;
 use proctor::clock::Clock;
-use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::sub_processor_service_client::SubProcessorServiceClient;
 use proctor::proto::v1::*;
 use proctor::subprocessors::model::Screening;
@@ -19,7 +18,7 @@ use crate::on_both_backends;
 use crate::support::{Backend, TestApp, authed, spawn_app};
 
 pub(crate) fn client(app: &TestApp) -> SubProcessorServiceClient<Channel> {
-    SubProcessorServiceClient::new(app.channel.clone())
+    app.subprocessors()
 }
 
 fn ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
@@ -199,7 +198,7 @@ async fn set_mode(app: &TestApp, tenant: &str, mode: AuthorizationMode) {
 /// Pulls and acknowledges everything in `tenant`'s inbox, so a later pull
 /// shows only what arrived since (delivery is at-least-once until acked).
 async fn inbox(app: &TestApp, tenant: &str) -> Vec<serde_json::Value> {
-    let mut ib = InboxServiceClient::new(app.channel.clone());
+    let mut ib = app.inbox();
     let tok = app.keys.tenant(tenant);
     let envelopes = crate::support::pull_inbox(app, &tok, 60).await;
     let ids: Vec<String> = envelopes.iter().map(|e| e.id.clone()).collect();

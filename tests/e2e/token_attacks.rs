@@ -10,9 +10,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use proctor::proto::v1::audit_service_client::AuditServiceClient;
-use proctor::proto::v1::inbox_service_client::InboxServiceClient;
-use proctor::proto::v1::instruction_service_client::InstructionServiceClient;
 use proctor::proto::v1::{
     GetInstructionsRequest, ListAuditEventsRequest, PullRequest, VerifyAuditLogRequest,
 };
@@ -68,7 +65,7 @@ async fn attacks(b: Backend) {
 
     // The RSA key is trusted: a properly signed RS256 token passes.
     let rsa = EncodingKey::from_rsa_pem(rsa_private.as_bytes()).unwrap();
-    let mut inbox = InboxServiceClient::new(app.channel.clone());
+    let mut inbox = app.inbox();
     inbox
         .pull(authed(
             PullRequest::default(),
@@ -149,7 +146,7 @@ async fn attacks(b: Backend) {
     assert_eq!(e.code(), Code::Unauthenticated, "bare garbage header");
 
     // A genuine tenant token naming another tenant.
-    let mut instr = InstructionServiceClient::new(app.channel.clone());
+    let mut instr = app.instructions();
     let e = instr
         .get_instructions(authed(
             GetInstructionsRequest {
@@ -164,7 +161,7 @@ async fn attacks(b: Backend) {
 
     // Every refusal is counted, by class, and no token is stored.
     let refused = flushed_refusals(&app).await;
-    let mut audit = AuditServiceClient::new(app.channel.clone());
+    let mut audit = app.audit();
     let events = audit
         .list_audit_events(authed(
             ListAuditEventsRequest {
