@@ -5,3 +5,4 @@
 pub mod grpc;
 pub mod model;
 pub mod repo;
+pub mod service;
