@@ -9,20 +9,18 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
 use crate::db::notify::Topic;
-use crate::inbox::model::{MAX_REPLY_CHARS, PullSpec, Recipient, ReplyTarget, reply_target};
-use crate::inbox::repo as inbox;
+use crate::db::pipeline::Actor;
+use crate::error::Error;
+use crate::inbox::model::{AckIds, PullSpec, Recipient, Reply, inbox_of, parse_after_cursor};
 use crate::inbox::repo::Envelope;
+use crate::inbox::service;
 use crate::proto::v1 as pb;
 use crate::proto::v1::inbox_service_server::InboxService;
 use crate::rpc::convert::ts;
-use crate::rpc::{AppState, audit_entry, caller};
-use crate::screening::case_answers;
-use crate::validate::Violations;
+use crate::rpc::{AppState, caller};
 
-/// Most ids one `Ack` takes.
-pub const MAX_ACK_IDS: usize = 1000;
 /// Envelopes a subscription reads per query.
 const SUBSCRIBE_BATCH: i64 = 100;
 /// How often a subscription looks for envelopes written by other replicas.
@@ -41,14 +39,9 @@ impl Inbox {
     }
 }
 
-fn recipient(c: &Caller) -> Result<Recipient, Status> {
-    match (c.role, &c.tenant_id) {
-        (Role::Tenant, Some(t)) => Ok(Recipient::Tenant(t.clone())),
-        (Role::Platform, _) => Ok(Recipient::System(c.sub.clone())),
-        _ => Err(Status::permission_denied(
-            "only tenants and platform systems have inboxes",
-        )),
-    }
+/// The caller's own inbox; other roles have none.
+fn recipient(c: &Caller) -> Result<Recipient, Error> {
+    inbox_of(c.role, &c.sub, c.tenant_id.as_deref())
 }
 
 fn to_pb(e: Envelope) -> pb::Envelope {
@@ -60,13 +53,6 @@ fn to_pb(e: Envelope) -> pb::Envelope {
         payload: e.payload.into_bytes(),
         delivery_count: u32::try_from(e.delivery_count).unwrap_or(0),
         lease_expires_at: e.lease_until.map(ts),
-    }
-}
-
-fn tenant_of(r: &Recipient) -> Option<&str> {
-    match r {
-        Recipient::Tenant(t) => Some(t),
-        Recipient::System(_) => None,
     }
 }
 
@@ -83,20 +69,14 @@ impl InboxService for Inbox {
         let who = caller(&req)?;
         let to = recipient(&who)?;
         let slot = self.state.streams.open(&who)?;
-        let mut cursor = i64::try_from(req.get_ref().after_cursor)
-            .map_err(|_| crate::error::Error::invalid("after_cursor", "is out of range"))?;
+        let mut cursor = parse_after_cursor(req.get_ref().after_cursor)?;
         let (tx, rx) = mpsc::channel(SUBSCRIBE_BATCH as usize);
         let store = self.state.store.clone();
         let mut changes = store.follow(Topic::Inbox(to.clone()));
         let stopping = self.state.stopping.clone();
         tokio::spawn(async move {
             loop {
-                let to2 = to.clone();
-                let batch = store
-                    .read("inbox.subscribe", move |c, _| {
-                        inbox::after(c, &to2, cursor, SUBSCRIBE_BATCH)
-                    })
-                    .await;
+                let batch = service::after(&store, &to, cursor, SUBSCRIBE_BATCH).await;
                 match batch {
                     Ok(envs) if !envs.is_empty() => {
                         for e in envs {
@@ -128,15 +108,10 @@ impl InboxService for Inbox {
     }
 
     async fn pull(&self, req: Request<pb::PullRequest>) -> Result<Response<pb::PullResponse>, Status> {
-        let to = recipient(&caller(&req)?)?;
+        let who = caller(&req)?;
+        let to = recipient(&who)?;
         let spec = PullSpec::parse(req.get_ref().max, req.get_ref().lease_seconds)?;
-        let envs = self
-            .state
-            .store
-            .write("inbox.pull", move |c, clock| {
-                inbox::pull(c, clock.now(), &to, spec)
-            })
-            .await?;
+        let envs = service::pull(&self.state, Actor::of(&who), to, spec).await?;
         Ok(Response::new(pb::PullResponse {
             envelopes: envs.into_iter().map(to_pb).collect(),
         }))
@@ -145,41 +120,8 @@ impl InboxService for Inbox {
     async fn ack(&self, req: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
         let who = caller(&req)?;
         let to = recipient(&who)?;
-        let ids = req.into_inner().ids;
-        let mut v = Violations::new();
-        v.check(ids.is_empty(), "ids", "at least one id is required");
-        v.check(
-            ids.len() > MAX_ACK_IDS,
-            "ids",
-            format!("at most {MAX_ACK_IDS} ids per call"),
-        );
-        for (i, id) in ids.iter().enumerate() {
-            v.check(
-                id.is_empty() || id.len() > 64,
-                format!("ids[{i}]"),
-                "is not an envelope id",
-            );
-        }
-        v.finish()?;
-        let entry = audit_entry(
-            &who,
-            tenant_of(&to),
-            "inbox.ack",
-            &format!("{} envelopes", ids.len()),
-            "ok",
-        );
-        let n = self
-            .state
-            .store
-            .write("inbox.ack", move |c, clock| {
-                let now = clock.now();
-                let n = inbox::ack(c, now, &to, &ids)?;
-                let mut entry = entry;
-                entry.detail = serde_json::json!({ "ids": ids }).to_string();
-                crate::audit::repo::append(c, now, entry)?;
-                Ok(n)
-            })
-            .await?;
+        let ids = AckIds::parse(req.into_inner().ids)?;
+        let n = service::ack(&self.state, Actor::of(&who), to, ids).await?;
         Ok(Response::new(pb::AckResponse {
             acknowledged: u32::try_from(n).unwrap_or(u32::MAX),
         }))
@@ -189,36 +131,8 @@ impl InboxService for Inbox {
         let who = caller(&req)?;
         let to = recipient(&who)?;
         let r = req.into_inner();
-        let mut v = Violations::new();
-        v.required_text("id", &r.id, 64);
-        v.required_text("text", &r.text, MAX_REPLY_CHARS);
-        v.finish()?;
-        let entry = audit_entry(&who, tenant_of(&to), "inbox.reply", &r.id, "ok");
-        let secrets = self.state.secrets.clone();
-        let target = self
-            .state
-            .store
-            .write("inbox.reply", move |c, clock| {
-                let now = clock.now();
-                let envelope = inbox::get(c, &to, &r.id)?;
-                let target = match reply_target(&envelope.kind, &envelope.payload)? {
-                    ReplyTarget::ScreeningCase(case) => {
-                        case_answers::answer(
-                            c,
-                            now,
-                            entry,
-                            &secrets.ring,
-                            &case,
-                            tenant_of(&to),
-                            r.text.trim(),
-                        )?;
-                        format!("case/{case}")
-                    }
-                };
-                inbox::ack(c, now, &to, std::slice::from_ref(&r.id))?;
-                Ok(target)
-            })
-            .await?;
+        let cmd = Reply::parse(r.id, r.text)?;
+        let target = service::reply(&self.state, Actor::of(&who), to, cmd).await?;
         Ok(Response::new(pb::ReplyResponse { target }))
     }
 }

@@ -6,3 +6,4 @@
 pub mod grpc;
 pub mod model;
 pub mod repo;
+pub mod service;

@@ -4,7 +4,9 @@
 
 use std::fmt;
 
+use crate::auth::Role;
 use crate::error::Error;
+use crate::validate::Violations;
 
 /// Envelopes handed out by one `Pull` when the request leaves `max` at 0.
 pub const DEFAULT_PULL_MAX: u32 = 10;
@@ -105,6 +107,93 @@ impl PullSpec {
     }
 }
 
+/// Most ids one `Ack` takes.
+pub const MAX_ACK_IDS: usize = 1000;
+/// Longest envelope id a request may name.
+const MAX_ENVELOPE_ID: usize = 64;
+
+/// The inbox a caller reads: a tenant's own, or a platform system's (named
+/// by its token's subject). Other roles have none: PERMISSION_DENIED.
+pub fn inbox_of(role: Role, sub: &str, tenant_id: Option<&str>) -> Result<Recipient, Error> {
+    match (role, tenant_id) {
+        (Role::Tenant, Some(t)) => Ok(Recipient::Tenant(t.to_owned())),
+        (Role::Platform, _) => Ok(Recipient::System(sub.to_owned())),
+        _ => Err(Error::PermissionDenied(
+            "only tenants and platform systems have inboxes".into(),
+        )),
+    }
+}
+
+impl Recipient {
+    /// The tenant an inbox belongs to, for its audit events (None: a
+    /// platform system's).
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Self::Tenant(t) => Some(t),
+            Self::System(_) => None,
+        }
+    }
+}
+
+/// A checked `Ack`: 1 to [`MAX_ACK_IDS`] envelope ids, each well formed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckIds(Vec<String>);
+
+impl AckIds {
+    /// Checks the ids of an `Ack`, naming each bad one.
+    pub fn parse(ids: Vec<String>) -> Result<Self, Error> {
+        let mut v = Violations::new();
+        v.check(ids.is_empty(), "ids", "at least one id is required");
+        v.check(
+            ids.len() > MAX_ACK_IDS,
+            "ids",
+            format!("at most {MAX_ACK_IDS} ids per call"),
+        );
+        for (i, id) in ids.iter().enumerate() {
+            v.check(
+                id.is_empty() || id.len() > MAX_ENVELOPE_ID,
+                format!("ids[{i}]"),
+                "is not an envelope id",
+            );
+        }
+        v.finish()?;
+        Ok(Self(ids))
+    }
+
+    /// The ids, in request order.
+    pub fn ids(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// A checked `Reply`: the envelope answered and the answer, trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The envelope that asked.
+    pub id: String,
+    /// The answer, without surrounding whitespace.
+    pub text: String,
+}
+
+impl Reply {
+    /// Checks a reply: an envelope id and a non-blank, bounded answer.
+    pub fn parse(id: String, text: String) -> Result<Self, Error> {
+        let mut v = Violations::new();
+        v.required_text("id", &id, MAX_ENVELOPE_ID);
+        v.required_text("text", &text, MAX_REPLY_CHARS);
+        v.finish()?;
+        Ok(Self {
+            id,
+            text: text.trim().to_owned(),
+        })
+    }
+}
+
+/// A checked `Subscribe` start: the cursor to read after.
+pub fn parse_after_cursor(after_cursor: u64) -> Result<i64, Error> {
+    i64::try_from(after_cursor).map_err(|_| Error::invalid("after_cursor", "is out of range"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +235,70 @@ mod tests {
             Err(Error::InvalidArgument(v)) => assert_eq!(v.len(), 2),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn fields(e: Error) -> Vec<String> {
+        match e {
+            Error::InvalidArgument(v) => v.into_iter().map(|f| f.field).collect(),
+            other => panic!("not INVALID_ARGUMENT: {other}"),
+        }
+    }
+
+    #[test]
+    fn only_tenants_and_systems_have_inboxes() {
+        assert_eq!(
+            inbox_of(Role::Tenant, "alice", Some("t1")).unwrap(),
+            Recipient::Tenant("t1".into())
+        );
+        assert_eq!(
+            inbox_of(Role::Platform, "crm", Some("t1")).unwrap(),
+            Recipient::System("crm".into())
+        );
+        for (role, tenant) in [
+            (Role::Tenant, None),
+            (Role::Compliance, None),
+            (Role::Sre, Some("t1")),
+        ] {
+            assert!(matches!(
+                inbox_of(role, "x", tenant),
+                Err(Error::PermissionDenied(_))
+            ));
+        }
+        assert_eq!(Recipient::Tenant("t1".into()).tenant(), Some("t1"));
+        assert_eq!(Recipient::System("crm".into()).tenant(), None);
+    }
+
+    #[test]
+    fn ack_takes_one_to_a_thousand_well_formed_ids() {
+        assert_eq!(fields(AckIds::parse(vec![]).unwrap_err()), ["ids"]);
+        let too_many = vec!["e".to_owned(); MAX_ACK_IDS + 1];
+        assert_eq!(fields(AckIds::parse(too_many).unwrap_err()), ["ids"]);
+        assert_eq!(
+            fields(AckIds::parse(vec!["e1".into(), String::new(), "x".repeat(65)]).unwrap_err()),
+            ["ids[1]", "ids[2]"]
+        );
+        assert_eq!(AckIds::parse(vec!["e1".into()]).unwrap().ids(), ["e1"]);
+    }
+
+    #[test]
+    fn reply_needs_id_and_text_and_is_trimmed() {
+        assert_eq!(
+            fields(Reply::parse(String::new(), "  ".into()).unwrap_err()),
+            ["id", "text"]
+        );
+        assert_eq!(
+            fields(Reply::parse("e1".into(), "a".repeat(MAX_REPLY_CHARS + 1)).unwrap_err()),
+            ["text"]
+        );
+        assert_eq!(Reply::parse("e1".into(), " yes \n".into()).unwrap().text, "yes");
+    }
+
+    #[test]
+    fn after_cursor_must_fit() {
+        assert_eq!(parse_after_cursor(7).unwrap(), 7);
+        assert_eq!(
+            fields(parse_after_cursor(u64::MAX).unwrap_err()),
+            ["after_cursor"]
+        );
     }
 }
