@@ -10,12 +10,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
-use crate::db::notify::Topic;
+use crate::db::Store;
+use crate::db::notify::{Follower, Topic};
 use crate::db::pipeline::Actor;
 use crate::error::Error;
 use crate::inbox::model::{AckIds, PullSpec, Recipient, Reply, inbox_of, parse_after_cursor};
 use crate::inbox::repo::Envelope;
 use crate::inbox::service;
+use crate::periodic::CancellationToken;
 use crate::proto::v1 as pb;
 use crate::proto::v1::inbox_service_server::InboxService;
 use crate::rpc::convert::ts;
@@ -56,6 +58,49 @@ fn to_pb(e: Envelope) -> pb::Envelope {
     }
 }
 
+/// What a subscription's background task follows: `to`'s inbox, woken by
+/// this replica's writes and polled for other replicas', until the client
+/// goes away or the server stops.
+struct Feed {
+    store: Store,
+    to: Recipient,
+    changes: Follower,
+    stopping: CancellationToken,
+}
+
+impl Feed {
+    /// Sends every unacknowledged envelope after `cursor` to `tx`, in order,
+    /// then waits for more; a read error ends the stream with its status.
+    async fn run(mut self, mut cursor: i64, tx: mpsc::Sender<Result<pb::Envelope, Status>>) {
+        let (store, to) = (&self.store, &self.to);
+        loop {
+            let batch = service::after(store, to, cursor, SUBSCRIBE_BATCH).await;
+            match batch {
+                Ok(envs) if !envs.is_empty() => {
+                    for e in envs {
+                        cursor = e.cursor;
+                        if tx.send(Ok(to_pb(e))).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = self.stopping.cancelled() => return,
+                _ = self.changes.changed() => {}
+                _ = tokio::time::sleep(SUBSCRIBE_POLL) => {}
+            }
+        }
+    }
+}
+
 type EnvelopeStream = Pin<Box<dyn Stream<Item = Result<pb::Envelope, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -69,38 +114,16 @@ impl InboxService for Inbox {
         let who = caller(&req)?;
         let to = recipient(&who)?;
         let slot = self.state.streams.open(&who)?;
-        let mut cursor = parse_after_cursor(req.get_ref().after_cursor)?;
+        let cursor = parse_after_cursor(req.get_ref().after_cursor)?;
         let (tx, rx) = mpsc::channel(SUBSCRIBE_BATCH as usize);
-        let store = self.state.store.clone();
-        let mut changes = store.follow(Topic::Inbox(to.clone()));
-        let stopping = self.state.stopping.clone();
-        tokio::spawn(async move {
-            loop {
-                let batch = service::after(&store, &to, cursor, SUBSCRIBE_BATCH).await;
-                match batch {
-                    Ok(envs) if !envs.is_empty() => {
-                        for e in envs {
-                            cursor = e.cursor;
-                            if tx.send(Ok(to_pb(e))).await.is_err() {
-                                return;
-                            }
-                        }
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                }
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = stopping.cancelled() => return,
-                    _ = changes.changed() => {}
-                    _ = tokio::time::sleep(SUBSCRIBE_POLL) => {}
-                }
-            }
-        });
+        let changes = self.state.store.follow(Topic::Inbox(to.clone()));
+        let feed = Feed {
+            store: self.state.store.clone(),
+            to,
+            changes,
+            stopping: self.state.stopping.clone(),
+        };
+        tokio::spawn(feed.run(cursor, tx));
         Ok(Response::new(crate::rpc::streams::hold(
             slot,
             ReceiverStream::new(rx),
