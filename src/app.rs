@@ -99,7 +99,7 @@ pub async fn check_server_keys(store: &Store, secrets: &SubjectSecrets) -> Resul
         })
         .await
         .map_err(|e| match e {
-            crate::error::Error::FailedPrecondition(m) => StartError::Config(m),
+            crate::error::Error::WrongState(m) => StartError::Config(m),
             e => StartError::Database(e),
         })
 }

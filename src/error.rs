@@ -3,9 +3,12 @@
 //!
 //! Error policy (after crates.io's): each variant says what the *caller* can
 //! do about it, so the edge can map it to exactly one gRPC status without
-//! guessing. The conversion to `tonic::Status` lives in `grpc::status` so this
-//! module stays free of transport types; database errors are converted in
-//! `store`. Messages never contain personal data: they name fields and ids.
+//! guessing. Variants are named for what went wrong in the domain, not for
+//! the status they become: the one conversion to `tonic::Status` lives in
+//! `rpc::status`, so this module stays free of transport types; database
+//! errors are converted in `db`. The messages (`Display`) keep the words
+//! clients have always seen, and never contain personal data: they name
+//! fields and ids.
 
 use std::time::Duration;
 
@@ -34,25 +37,25 @@ impl FieldViolation {
 pub enum Error {
     /// The request is malformed; nothing was written.
     #[error("invalid argument: {}", describe(.0))]
-    InvalidArgument(Vec<FieldViolation>),
+    Invalid(Vec<FieldViolation>),
     /// The named thing does not exist (or is not visible to the caller).
     #[error("not found: {0}")]
-    NotFound(String),
+    Missing(String),
     /// A create collided with something that exists.
     #[error("already exists: {0}")]
-    AlreadyExists(String),
+    Duplicate(String),
     /// The system is not in the state this command needs.
     #[error("failed precondition: {0}")]
-    FailedPrecondition(String),
+    WrongState(String),
     /// A concurrent writer won; retrying with fresh state may succeed.
     #[error("aborted: {0}")]
-    Aborted(String),
+    Conflict(String),
     /// The caller may not do this (role or tenant scope).
     #[error("permission denied: {0}")]
-    PermissionDenied(String),
+    Forbidden(String),
     /// A limit was hit; retry after the given delay.
     #[error("resource exhausted: {message}")]
-    ResourceExhausted {
+    OverLimit {
         /// Which limit.
         message: String,
         /// When a retry may succeed.
@@ -60,10 +63,10 @@ pub enum Error {
     },
     /// The database cannot be reached right now; retry later.
     #[error("unavailable: {0}")]
-    Unavailable(String),
+    NotReady(String),
     /// A bug or an unexpected state; logged with its cause chain.
     #[error("internal error: {0}")]
-    Internal(String),
+    Unexpected(String),
 }
 
 fn describe(v: &[FieldViolation]) -> String {
@@ -76,7 +79,7 @@ fn describe(v: &[FieldViolation]) -> String {
 impl Error {
     /// A single-field INVALID_ARGUMENT.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+        Self::Invalid(vec![FieldViolation::new(field, description)])
     }
 }
 

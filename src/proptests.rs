@@ -18,7 +18,7 @@ use crate::subject_requests::model::Regime;
 use crate::validate::Violations;
 
 fn is_field_violation(e: &Error) -> bool {
-    matches!(e, Error::InvalidArgument(v) if !v.is_empty() && v.iter().all(|f| !f.field.is_empty() && !f.description.is_empty()))
+    matches!(e, Error::Invalid(v) if !v.is_empty() && v.iter().all(|f| !f.field.is_empty() && !f.description.is_empty()))
 }
 
 /// Dates a request can carry (a protobuf timestamp within chrono's range,

@@ -55,7 +55,7 @@ impl Violations {
         if self.0.is_empty() {
             Ok(())
         } else {
-            Err(Error::InvalidArgument(self.0))
+            Err(Error::Invalid(self.0))
         }
     }
 }
@@ -72,7 +72,7 @@ mod tests {
         v.max_len("c", "abcdef", 3);
         v.check(true, "d", "bad");
         match v.finish() {
-            Err(Error::InvalidArgument(f)) => {
+            Err(Error::Invalid(f)) => {
                 let fields: Vec<_> = f.iter().map(|x| x.field.as_str()).collect();
                 assert_eq!(fields, ["a", "c", "d"]);
             }
@@ -86,7 +86,7 @@ mod tests {
         v.required_text("id", "a\0b", 10);
         v.max_len("note", "\0", 10);
         match v.finish() {
-            Err(Error::InvalidArgument(f)) => {
+            Err(Error::Invalid(f)) => {
                 let got: Vec<_> = f
                     .iter()
                     .map(|x| (x.field.as_str(), x.description.as_str()))

@@ -180,7 +180,7 @@ pub enum AuthorityDecision {
 /// notification needs its reasons; "not required" needs a justification.
 pub fn check_authority_decision(b: &Breach, d: &AuthorityDecision) -> Result<(), Error> {
     if b.status != BreachStatus::Open {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(Error::WrongState(format!(
             "breach {} is already {}",
             b.id,
             b.status.as_str()
@@ -208,7 +208,7 @@ pub fn check_authority_decision(b: &Breach, d: &AuthorityDecision) -> Result<(),
                 missing.push("delay_reasons");
             }
             if !missing.is_empty() {
-                return Err(Error::FailedPrecondition(format!(
+                return Err(Error::WrongState(format!(
                     "notification incomplete; missing: {}",
                     missing.join(", ")
                 )));
@@ -579,7 +579,7 @@ pub fn render(b: &Breach, format: RenderFormat, now: DateTime<Utc>) -> Result<Re
             });
             Rendered {
                 content_type: "application/json",
-                data: serde_json::to_vec_pretty(&doc).map_err(|e| Error::Internal(e.to_string()))?,
+                data: serde_json::to_vec_pretty(&doc).map_err(|e| Error::Unexpected(e.to_string()))?,
             }
         }
         RenderFormat::Markdown => Rendered {
@@ -642,7 +642,7 @@ mod tests {
             reference: String::new(),
             delay_reasons: String::new(),
         };
-        let Err(Error::FailedPrecondition(m)) = check_authority_decision(&b, &d) else {
+        let Err(Error::WrongState(m)) = check_authority_decision(&b, &d) else {
             panic!()
         };
         assert_eq!(
@@ -664,7 +664,7 @@ mod tests {
         };
         assert!(matches!(
             check_authority_decision(&b, &d("")),
-            Err(Error::FailedPrecondition(m)) if m.ends_with("delay_reasons")
+            Err(Error::WrongState(m)) if m.ends_with("delay_reasons")
         ));
         assert!(check_authority_decision(&b, &d("forensics took 4 days")).is_ok());
     }
@@ -675,17 +675,14 @@ mod tests {
         let d = AuthorityDecision::NotRequired {
             justification: " ".into(),
         };
-        assert!(matches!(
-            check_authority_decision(&b, &d),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(matches!(check_authority_decision(&b, &d), Err(Error::Invalid(_))));
         b.status = BreachStatus::AuthorityNotified;
         let ok = AuthorityDecision::NotRequired {
             justification: "encrypted".into(),
         };
         assert!(matches!(
             check_authority_decision(&b, &ok),
-            Err(Error::FailedPrecondition(_))
+            Err(Error::WrongState(_))
         ));
     }
 
@@ -710,7 +707,7 @@ mod tests {
 
     fn fields(e: Error) -> Vec<String> {
         match e {
-            Error::InvalidArgument(v) => v.into_iter().map(|f| f.field).collect(),
+            Error::Invalid(v) => v.into_iter().map(|f| f.field).collect(),
             other => panic!("not INVALID_ARGUMENT: {other}"),
         }
     }

@@ -155,7 +155,7 @@ pub fn get(conn: &mut DbConnection, ring: &KeyRing, id: &str) -> Result<Breach> 
         .filter(br::id.eq(id))
         .first(conn)
         .optional()?
-        .ok_or_else(|| Error::NotFound(format!("breach {id}")))?;
+        .ok_or_else(|| Error::Missing(format!("breach {id}")))?;
     let tenants = tenants_of(conn, id)?;
     from_row(ring, row, tenants)
 }

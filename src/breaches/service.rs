@@ -158,7 +158,7 @@ pub async fn get_breach(state: &AppState, audience: &Audience, id: String) -> Re
         .read("breach.get", move |c, _| st::get(c, &secrets.ring, &id))
         .await?;
     if !audience.may_see(&b) {
-        return Err(Error::NotFound(format!("breach {}", b.id)));
+        return Err(Error::Missing(format!("breach {}", b.id)));
     }
     Ok(b)
 }

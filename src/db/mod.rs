@@ -194,7 +194,7 @@ impl Store {
     pub fn connect(url: &str, opts: &StoreOptions, clock: SharedClock) -> Result<Self> {
         let url = DbUrl::parse(url)?;
         DbManager::connect_url(&url)
-            .map_err(|e| Error::Unavailable(format!("cannot connect to {} database: {e}", url.backend())))?;
+            .map_err(|e| Error::NotReady(format!("cannot connect to {} database: {e}", url.backend())))?;
         let pool = Pool::builder()
             .max_size(opts.pool_size.max(1))
             .min_idle(Some(1))
@@ -257,7 +257,7 @@ impl Store {
                     .run_pending_migrations(SQLITE_MIGRATIONS)
                     .map(|v| v.iter().map(ToString::to_string).collect()),
             };
-            applied.map_err(|e| Error::Internal(format!("migration failed: {e}")))
+            applied.map_err(|e| Error::Unexpected(format!("migration failed: {e}")))
         })
         .await
     }
@@ -271,7 +271,7 @@ impl Store {
             };
             pending
                 .map(|n| n == 0)
-                .map_err(|e| Error::Unavailable(format!("cannot read migrations: {e}")))
+                .map_err(|e| Error::NotReady(format!("cannot read migrations: {e}")))
         })
         .await
     }
@@ -325,11 +325,11 @@ impl Store {
             let _entered = span.enter();
             let mut conn: PooledConnection<DbManager> = pool
                 .get()
-                .map_err(|e: r2d2::PoolError| Error::Unavailable(format!("database unavailable: {e}")))?;
+                .map_err(|e: r2d2::PoolError| Error::NotReady(format!("database unavailable: {e}")))?;
             f(&mut conn)
         })
         .await
-        .map_err(|e| Error::Internal(format!("database task failed: {e}")))?
+        .map_err(|e| Error::Unexpected(format!("database task failed: {e}")))?
     }
 }
 
@@ -369,23 +369,23 @@ impl From<diesel::result::Error> for Error {
     fn from(e: diesel::result::Error) -> Self {
         use diesel::result::{DatabaseErrorKind as K, Error as D};
         match e {
-            D::NotFound => Error::NotFound("no such record".into()),
+            D::NotFound => Error::Missing("no such record".into()),
             D::DatabaseError(K::UniqueViolation, info) => {
-                Error::AlreadyExists(info.constraint_name().unwrap_or("record").to_owned())
+                Error::Duplicate(info.constraint_name().unwrap_or("record").to_owned())
             }
-            D::DatabaseError(K::SerializationFailure, _) => Error::Aborted("concurrent update; retry".into()),
-            D::DatabaseError(K::ClosedConnection, _) => {
-                Error::Unavailable("database connection closed".into())
+            D::DatabaseError(K::SerializationFailure, _) => {
+                Error::Conflict("concurrent update; retry".into())
             }
+            D::DatabaseError(K::ClosedConnection, _) => Error::NotReady("database connection closed".into()),
             // PostgreSQL refuses NUL in text (SQLite stores it): the caller
             // sent it, so it is their error on both backends, not ours.
             D::DatabaseError(_, info) if info.message().contains("0x00") => {
                 Error::invalid("request", "text fields must not contain NUL characters")
             }
             D::DatabaseError(_, info) if info.message().contains("database is locked") => {
-                Error::Aborted("database busy; retry".into())
+                Error::Conflict("database busy; retry".into())
             }
-            other => Error::Internal(format!("database: {other}")),
+            other => Error::Unexpected(format!("database: {other}")),
         }
     }
 }

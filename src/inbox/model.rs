@@ -61,15 +61,13 @@ pub enum ReplyTarget {
 /// envelope that asks nothing is FAILED_PRECONDITION.
 pub fn reply_target(kind: &str, payload: &str) -> Result<ReplyTarget, Error> {
     if kind != crate::screening::cases::CLARIFICATION_KIND {
-        return Err(Error::FailedPrecondition(format!(
-            "a {kind} envelope takes no reply"
-        )));
+        return Err(Error::WrongState(format!("a {kind} envelope takes no reply")));
     }
     serde_json::from_str::<serde_json::Value>(payload)
         .ok()
         .and_then(|v| v.get("case_id")?.as_str().map(str::to_owned))
         .map(ReplyTarget::ScreeningCase)
-        .ok_or_else(|| Error::Internal("clarification envelope without case_id".into()))
+        .ok_or_else(|| Error::Unexpected("clarification envelope without case_id".into()))
 }
 
 /// A validated `Pull`: how many envelopes, for how long.
@@ -118,7 +116,7 @@ pub fn inbox_of(role: Role, sub: &str, tenant_id: Option<&str>) -> Result<Recipi
     match (role, tenant_id) {
         (Role::Tenant, Some(t)) => Ok(Recipient::Tenant(t.to_owned())),
         (Role::Platform, _) => Ok(Recipient::System(sub.to_owned())),
-        _ => Err(Error::PermissionDenied(
+        _ => Err(Error::Forbidden(
             "only tenants and platform systems have inboxes".into(),
         )),
     }
@@ -206,11 +204,11 @@ mod tests {
         );
         assert!(matches!(
             reply_target("breach.notice", r#"{"id":"b"}"#),
-            Err(Error::FailedPrecondition(_))
+            Err(Error::WrongState(_))
         ));
         assert!(matches!(
             reply_target("screening.clarification", "{}"),
-            Err(Error::Internal(_))
+            Err(Error::Unexpected(_))
         ));
     }
 
@@ -232,14 +230,14 @@ mod tests {
             }
         );
         match PullSpec::parse(501, 3601) {
-            Err(Error::InvalidArgument(v)) => assert_eq!(v.len(), 2),
+            Err(Error::Invalid(v)) => assert_eq!(v.len(), 2),
             other => panic!("{other:?}"),
         }
     }
 
     fn fields(e: Error) -> Vec<String> {
         match e {
-            Error::InvalidArgument(v) => v.into_iter().map(|f| f.field).collect(),
+            Error::Invalid(v) => v.into_iter().map(|f| f.field).collect(),
             other => panic!("not INVALID_ARGUMENT: {other}"),
         }
     }
@@ -259,10 +257,7 @@ mod tests {
             (Role::Compliance, None),
             (Role::Sre, Some("t1")),
         ] {
-            assert!(matches!(
-                inbox_of(role, "x", tenant),
-                Err(Error::PermissionDenied(_))
-            ));
+            assert!(matches!(inbox_of(role, "x", tenant), Err(Error::Forbidden(_))));
         }
         assert_eq!(Recipient::Tenant("t1".into()).tenant(), Some("t1"));
         assert_eq!(Recipient::System("crm".into()).tenant(), None);

@@ -130,7 +130,7 @@ pub fn get(conn: &mut DbConnection, to: &Recipient, id: &str) -> Result<Envelope
         .first(conn)
         .optional()?;
     row.map(Into::into)
-        .ok_or_else(|| Error::NotFound(format!("envelope {id}")))
+        .ok_or_else(|| Error::Missing(format!("envelope {id}")))
 }
 
 /// Unacknowledged envelopes after `cursor`, for a subscription stream.
@@ -156,7 +156,7 @@ pub fn ack(conn: &mut DbConnection, now: DateTime<Utc>, to: &Recipient, ids: &[S
         .filter(e::id.eq_any(ids))
         .load(conn)?;
     if let Some(missing) = ids.iter().find(|id| !mine.contains(id)) {
-        return Err(Error::NotFound(format!("envelope {missing}")));
+        return Err(Error::Missing(format!("envelope {missing}")));
     }
     let n = diesel::update(
         e::envelopes

@@ -57,7 +57,7 @@ impl TryFrom<VersionRow> for StoredVersion {
     fn try_from(r: VersionRow) -> Result<Self> {
         Ok(StoredVersion {
             set: serde_json::from_str(&r.body)
-                .map_err(|e| Error::Internal(format!("stored instructions unreadable: {e}")))?,
+                .map_err(|e| Error::Unexpected(format!("stored instructions unreadable: {e}")))?,
             tenant_id: r.tenant_id,
             version: u64::try_from(r.version).unwrap_or(0),
             created_at: from_us(r.created_at_us),
@@ -123,7 +123,7 @@ pub fn add_taxonomy_key(
         .count()
         .get_result(conn)?;
     if exists > 0 {
-        return Err(Error::AlreadyExists(format!("{} {key:?}", kind.as_str())));
+        return Err(Error::Duplicate(format!("{} {key:?}", kind.as_str())));
     }
     diesel::insert_into(tx::table)
         .values((
@@ -156,7 +156,7 @@ pub fn version(conn: &mut DbConnection, tenant: &str, version: u64) -> Result<St
         .optional()?;
     row.map(TryInto::try_into)
         .transpose()?
-        .ok_or_else(|| Error::NotFound(format!("instructions version {version} of tenant {tenant}")))
+        .ok_or_else(|| Error::Missing(format!("instructions version {version} of tenant {tenant}")))
 }
 
 /// A page of a tenant's versions, oldest first.
@@ -187,7 +187,7 @@ pub fn put(
         .and_then(|s| s.terminated_at)
         .is_some_and(|t| t <= now)
     {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(Error::WrongState(format!(
             "tenant {tenant} is terminated; its instructions are frozen"
         )));
     }
@@ -197,23 +197,23 @@ pub fn put(
         .first(conn)?;
     let current = u64::try_from(current.unwrap_or(0)).unwrap_or(0);
     if current != expected {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(Error::WrongState(format!(
             "expected_version is {expected} but the current version is {current}"
         )));
     }
     let row = VersionRow {
         tenant_id: tenant.to_owned(),
-        version: i64::try_from(current + 1).map_err(|_| Error::Internal("version overflow".into()))?,
+        version: i64::try_from(current + 1).map_err(|_| Error::Unexpected("version overflow".into()))?,
         created_at_us: to_us(now),
         author: author.to_owned(),
         reason: reason.to_owned(),
-        body: serde_json::to_string(set).map_err(|e| Error::Internal(e.to_string()))?,
+        body: serde_json::to_string(set).map_err(|e| Error::Unexpected(e.to_string()))?,
     };
     diesel::insert_into(iv::table)
         .values(&row)
         .execute(conn)
         .map_err(|e| match Error::from(e) {
-            Error::AlreadyExists(_) => Error::Aborted("a concurrent writer created this version".into()),
+            Error::Duplicate(_) => Error::Conflict("a concurrent writer created this version".into()),
             other => other,
         })?;
     record_change(conn, now, tenant)?;
@@ -245,7 +245,7 @@ pub fn terminate(
 ) -> Result<TenantState> {
     chain_lock(conn)?;
     if tenant_state(conn, tenant)?.is_some_and(|s| s.terminated_at.is_some()) {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(Error::WrongState(format!(
             "tenant {tenant} is already terminated"
         )));
     }

@@ -123,7 +123,7 @@ pub async fn get(state: &AppState, tenant: String, version: u64) -> Result<Store
         .store
         .read("instructions.get", move |c, _| match version {
             0 => repo::current(c, &tenant)?
-                .ok_or_else(|| Error::NotFound(format!("tenant {tenant} has no instructions"))),
+                .ok_or_else(|| Error::Missing(format!("tenant {tenant} has no instructions"))),
             n => repo::version(c, &tenant, n),
         })
         .await
@@ -152,8 +152,7 @@ pub async fn retention_cutoffs(
             Ok((repo::current(c, &tenant)?, clock.now()))
         })
         .await?;
-    let current =
-        current.ok_or_else(|| Error::FailedPrecondition("the tenant has no instructions".into()))?;
+    let current = current.ok_or_else(|| Error::WrongState("the tenant has no instructions".into()))?;
     Ok((
         retention::cutoffs(&current.set, as_of.unwrap_or(now)),
         current.version,

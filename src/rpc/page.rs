@@ -77,10 +77,7 @@ mod tests {
 
     #[test]
     fn foreign_token_rejected() {
-        assert!(matches!(
-            Page::parse(1, "not-a-token"),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert!(matches!(Page::parse(1, "not-a-token"), Err(Error::Invalid(_))));
         assert!(Page::parse(1, &URL_SAFE_NO_PAD.encode("k:-3")).is_err());
     }
 }

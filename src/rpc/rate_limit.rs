@@ -37,7 +37,7 @@ use crate::rpc::bucket::{KeyedLimiter, RateLimit};
 
 /// The refusal sent when `limit` is exceeded, with its retry delay.
 fn exhausted(limit: RateLimit, what: &str, retry_after: std::time::Duration) -> Status {
-    Error::ResourceExhausted {
+    Error::OverLimit {
         message: format!(
             "rate limit of {} calls per second (burst {}) {what} exceeded; retry later",
             limit.rate, limit.burst

@@ -43,9 +43,9 @@ fn bounded(violations: Vec<FieldViolation>) -> (Vec<FieldViolation>, usize) {
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         match e {
-            Error::InvalidArgument(violations) => {
+            Error::Invalid(violations) => {
                 let (violations, more) = bounded(violations);
-                let mut msg = Error::InvalidArgument(violations.clone()).to_string();
+                let mut msg = Error::Invalid(violations.clone()).to_string();
                 if more > 0 {
                     msg.push_str(&format!(" (and {more} more)"));
                 }
@@ -55,21 +55,21 @@ impl From<Error> for Status {
                 }
                 Status::with_error_details(Code::InvalidArgument, msg, details)
             }
-            Error::NotFound(m) => Status::not_found(m),
-            Error::AlreadyExists(m) => Status::already_exists(m),
-            Error::FailedPrecondition(m) => Status::failed_precondition(m),
-            Error::Aborted(m) => Status::aborted(m),
-            Error::PermissionDenied(m) => Status::permission_denied(m),
-            Error::ResourceExhausted { message, retry_after } => Status::with_error_details(
+            Error::Missing(m) => Status::not_found(m),
+            Error::Duplicate(m) => Status::already_exists(m),
+            Error::WrongState(m) => Status::failed_precondition(m),
+            Error::Conflict(m) => Status::aborted(m),
+            Error::Forbidden(m) => Status::permission_denied(m),
+            Error::OverLimit { message, retry_after } => Status::with_error_details(
                 Code::ResourceExhausted,
                 message,
                 ErrorDetails::with_retry_info(Some(retry_after)),
             ),
-            Error::Unavailable(m) => {
+            Error::NotReady(m) => {
                 tracing::warn!(error = %m, "database unavailable");
                 Status::unavailable("database unavailable; retry later")
             }
-            Error::Internal(m) => {
+            Error::Unexpected(m) => {
                 tracing::error!(error = %m, "internal error");
                 Status::internal("internal error")
             }
@@ -94,7 +94,7 @@ mod tests {
         let many = (0..5000)
             .map(|i| FieldViolation::new(format!("rules[{i}].category"), "x".repeat(5000)))
             .collect();
-        let s: Status = Error::InvalidArgument(many).into();
+        let s: Status = Error::Invalid(many).into();
         assert!(s.message().len() < 4096, "{}", s.message().len());
         assert!(s.message().ends_with("(and 4980 more)"));
         let br = s.get_details_bad_request().unwrap();
@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn exhausted_carries_retry_info() {
-        let s: Status = Error::ResourceExhausted {
+        let s: Status = Error::OverLimit {
             message: "slow down".into(),
             retry_after: std::time::Duration::from_secs(2),
         }
@@ -115,7 +115,7 @@ mod tests {
 
     #[test]
     fn internal_detail_is_not_leaked() {
-        let s: Status = Error::Internal("password=hunter2".into()).into();
+        let s: Status = Error::Unexpected("password=hunter2".into()).into();
         assert!(!s.message().contains("hunter2"));
     }
 }

@@ -64,7 +64,7 @@ pub fn seal_text(ring: &KeyRing, case_id: &str, text: &str) -> Result<(String, S
 /// An answer's text in the clear.
 pub fn open_text(ring: &KeyRing, case_id: &str, key_id: &str, sealed: &str) -> Result<String> {
     String::from_utf8(ring.open(key_id, sealed, case_id.as_bytes())?)
-        .map_err(|_| Error::Internal("case answer is not UTF-8".into()))
+        .map_err(|_| Error::Unexpected("case answer is not UTF-8".into()))
 }
 
 /// The answers of each of `ids`, oldest first (cases without any are
@@ -117,10 +117,10 @@ pub fn answer(
         .first(conn)
         .optional()?;
     let Some((status, case_tenant, party_ref)) = row.filter(|(_, t, _)| t.as_deref() == tenant) else {
-        return Err(Error::NotFound(format!("case {case_id}")));
+        return Err(Error::Missing(format!("case {case_id}")));
     };
     let status =
-        CaseStatus::parse(&status).ok_or_else(|| Error::Internal(format!("bad case status {status}")))?;
+        CaseStatus::parse(&status).ok_or_else(|| Error::Unexpected(format!("bad case status {status}")))?;
     let next = status.answer()?;
     diesel::update(c::screening_cases.filter(c::id.eq(case_id)))
         .set(c::status.eq(next.as_str()))

@@ -95,10 +95,7 @@ impl CaseStatus {
             (_, Self::Open | Self::Answered) => {
                 Err(Error::invalid("resolution", "must be CLEARED or CONFIRMED"))
             }
-            (from, _) => Err(Error::FailedPrecondition(format!(
-                "case is already {}",
-                from.as_str()
-            ))),
+            (from, _) => Err(Error::WrongState(format!("case is already {}", from.as_str()))),
         }
     }
 
@@ -109,7 +106,7 @@ impl CaseStatus {
         if self.is_pending() {
             Ok(Self::Answered)
         } else {
-            Err(Error::FailedPrecondition(format!(
+            Err(Error::WrongState(format!(
                 "case is already {}; it takes no more answers",
                 self.as_str()
             )))
@@ -167,12 +164,12 @@ pub fn party_of(party_ref: &str) -> PartyOf<'_> {
 /// free references stay open to every caller of `Screen`.
 pub fn may_record_under(party_ref: &str, compliance: bool) -> Result<(), Error> {
     if party_ref.starts_with(SUB_PROCESSOR_PREFIX) {
-        return Err(Error::PermissionDenied(
+        return Err(Error::Forbidden(
             "party_ref subprocessors/... belongs to the sub-processor registry: a sub-processor is screened from its registered legal name".into(),
         ));
     }
     if matches!(party_of(party_ref), PartyOf::Tenant(_)) && !compliance {
-        return Err(Error::PermissionDenied(
+        return Err(Error::Forbidden(
             "party_ref tenants/{id} (the tenant itself) is screened by compliance only".into(),
         ));
     }
@@ -226,11 +223,11 @@ mod tests {
         );
         assert!(matches!(
             CaseStatus::Cleared.resolve(CaseStatus::Confirmed),
-            Err(Error::FailedPrecondition(_))
+            Err(Error::WrongState(_))
         ));
         assert!(matches!(
             CaseStatus::Open.resolve(CaseStatus::Open),
-            Err(Error::InvalidArgument(_))
+            Err(Error::Invalid(_))
         ));
     }
 
@@ -238,17 +235,14 @@ mod tests {
     fn answers_are_taken_until_resolution() {
         assert_eq!(CaseStatus::Open.answer().unwrap(), CaseStatus::Answered);
         assert_eq!(CaseStatus::Answered.answer().unwrap(), CaseStatus::Answered);
-        assert!(matches!(
-            CaseStatus::Cleared.answer(),
-            Err(Error::FailedPrecondition(_))
-        ));
+        assert!(matches!(CaseStatus::Cleared.answer(), Err(Error::WrongState(_))));
         assert_eq!(
             CaseStatus::Answered.resolve(CaseStatus::Confirmed).unwrap(),
             CaseStatus::Confirmed
         );
         assert!(matches!(
             CaseStatus::Answered.resolve(CaseStatus::Answered),
-            Err(Error::InvalidArgument(_))
+            Err(Error::Invalid(_))
         ));
         for s in ["open", "answered", "cleared", "confirmed"] {
             assert_eq!(CaseStatus::parse(s).unwrap().as_str(), s);

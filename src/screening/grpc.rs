@@ -90,7 +90,7 @@ impl LiveIndex {
             let loaded = self
                 .loaded
                 .lock()
-                .map_err(|_| Error::Internal("index lock poisoned".into()))?;
+                .map_err(|_| Error::Unexpected("index lock poisoned".into()))?;
             latest
                 .into_iter()
                 .filter(|(s, seq)| loaded.get(s) != Some(seq))
@@ -111,20 +111,20 @@ impl LiveIndex {
                 Index::build(&src, info.version, entries)
             })
             .await
-            .map_err(|e| Error::Internal(format!("index build failed: {e}")))?;
+            .map_err(|e| Error::Unexpected(format!("index build failed: {e}")))?;
             tracing::info!(source = %source, version = idx.version(), entries = idx.entries(), names = idx.names(), "screening index loaded");
             {
                 let mut set = self
                     .set
                     .write()
-                    .map_err(|_| Error::Internal("index lock poisoned".into()))?;
+                    .map_err(|_| Error::Unexpected("index lock poisoned".into()))?;
                 let mut next = (**set).clone();
                 next.by_source.insert(source.clone(), Arc::new(idx));
                 *set = Arc::new(next);
             }
             self.loaded
                 .lock()
-                .map_err(|_| Error::Internal("index lock poisoned".into()))?
+                .map_err(|_| Error::Unexpected("index lock poisoned".into()))?
                 .insert(source, seq);
         }
         self.refreshed.store(true, std::sync::atomic::Ordering::Release);
@@ -138,11 +138,11 @@ impl LiveIndex {
         if !set.by_source.is_empty() {
             Ok(set)
         } else if self.refreshed.load(std::sync::atomic::Ordering::Acquire) {
-            Err(Error::FailedPrecondition(
+            Err(Error::WrongState(
                 "no sanctions list has been imported yet (ImportList); nothing can be screened clear".into(),
             ))
         } else {
-            Err(Error::Unavailable(
+            Err(Error::NotReady(
                 "this replica has not loaded the sanctions lists yet; retry".into(),
             ))
         }
@@ -204,7 +204,7 @@ impl NameScreener {
     pub async fn hits(&self, who: &Caller, q: Query) -> Result<Option<Vec<Hit>>, Error> {
         match self.search(who, q, self.threshold, 20).await {
             Ok(hits) => Ok(Some(hits)),
-            Err(Error::FailedPrecondition(_) | Error::Unavailable(_)) => Ok(None),
+            Err(Error::WrongState(_) | Error::NotReady(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -388,10 +388,10 @@ pub async fn import_files(
         parse_within(&src, &files, &budget)
     })
     .await
-    .map_err(|e| Error::Internal(format!("parser failed: {e}")))?;
+    .map_err(|e| Error::Unexpected(format!("parser failed: {e}")))?;
     let entries = match parsed {
         Ok(entries) => entries,
-        Err(e) if e.message == CANCELLED => return Err(Error::Aborted(CANCELLED.into())),
+        Err(e) if e.message == CANCELLED => return Err(Error::Conflict(CANCELLED.into())),
         Err(e) => return Err(Error::invalid("data", e.to_string())),
     };
     store
@@ -404,7 +404,7 @@ pub async fn import_files(
             let info = st::import(c, clock.now(), actor, &source, &sha, entries, review)?;
             // The last moment to give up: after this the version commits.
             if cancelled.load(Ordering::Relaxed) {
-                return Err(Error::Aborted(CANCELLED.into()));
+                return Err(Error::Conflict(CANCELLED.into()));
             }
             Ok(info)
         })

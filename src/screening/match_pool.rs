@@ -82,12 +82,12 @@ impl MatchPool {
             .caller(caller)
             .acquire_owned()
             .await
-            .map_err(|_| Error::Internal("matching pool closed".into()))?;
+            .map_err(|_| Error::Unexpected("matching pool closed".into()))?;
         let queued = self
             .queue
             .clone()
             .try_acquire_owned()
-            .map_err(|_| Error::ResourceExhausted {
+            .map_err(|_| Error::OverLimit {
                 message: "screening is saturated; retry shortly".into(),
                 retry_after: Duration::from_secs(1),
             })?;
@@ -99,7 +99,7 @@ impl MatchPool {
                 let _ = tx.send(f());
             }
         });
-        rx.await.map_err(|_| Error::Internal("screening failed".into()))
+        rx.await.map_err(|_| Error::Unexpected("screening failed".into()))
     }
 
     /// The semaphore of `caller`'s slots, shared by its calls while any
@@ -199,7 +199,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let refused = pool.run("other", || ()).await.unwrap_err();
-        assert!(matches!(refused, Error::ResourceExhausted { .. }), "{refused:?}");
+        assert!(matches!(refused, Error::OverLimit { .. }), "{refused:?}");
         for _ in 0..QUEUE_PER_THREAD {
             release.send(()).unwrap();
         }
@@ -213,7 +213,7 @@ mod tests {
     async fn a_panic_fails_only_its_call() {
         let pool = MatchPool::new(1, 0).unwrap();
         let failed = pool.run("c", || -> u8 { panic!("boom") }).await;
-        assert!(matches!(failed, Err(Error::Internal(_))));
+        assert!(matches!(failed, Err(Error::Unexpected(_))));
         assert_eq!(pool.run("c", || 7).await.unwrap(), 7);
     }
 }

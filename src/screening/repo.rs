@@ -209,7 +209,7 @@ impl StoredParty {
             return Ok(out);
         }
         let id: Identity = serde_json::from_str(&doc)
-            .map_err(|_| Error::Internal(format!("sealed party {} is corrupt", self.party_ref)))?;
+            .map_err(|_| Error::Unexpected(format!("sealed party {} is corrupt", self.party_ref)))?;
         (out.name, out.date_of_birth, out.country, out.aliases) =
             (id.name, id.date_of_birth, id.country, id.aliases);
         Ok(out)
@@ -226,7 +226,7 @@ impl PartyRow {
             country: self.country.clone(),
             aliases: self.aliases.clone(),
         })
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        .map_err(|e| Error::Unexpected(e.to_string()))?;
         let sealed = StoredText::seal(ring, Field::Party, &self.party_ref, &doc)?;
         Ok(StoredParty {
             party_ref: self.party_ref.clone(),
@@ -336,7 +336,7 @@ impl StoredNote {
         match &self.key_id {
             None => Ok(self.body.clone()),
             Some(k) => String::from_utf8(ring.open(k, &self.body, &Self::aad(case_id))?)
-                .map_err(|_| Error::Internal("case note is not UTF-8".into())),
+                .map_err(|_| Error::Unexpected("case note is not UTF-8".into())),
         }
     }
 }
@@ -347,9 +347,9 @@ impl TryFrom<CaseRow> for Case {
         Ok(Case {
             seq: r.seq,
             status: CaseStatus::parse(&r.status)
-                .ok_or_else(|| Error::Internal(format!("bad case status {}", r.status)))?,
+                .ok_or_else(|| Error::Unexpected(format!("bad case status {}", r.status)))?,
             hits: serde_json::from_str(&r.hits)
-                .map_err(|e| Error::Internal(format!("bad case hits: {e}")))?,
+                .map_err(|e| Error::Unexpected(format!("bad case hits: {e}")))?,
             id: r.id,
             party_ref: r.party_ref,
             tenant_id: r.tenant_id,
@@ -390,7 +390,7 @@ pub fn entries(conn: &mut DbConnection, seq: i64) -> Result<Vec<ListEntry>> {
         .select(en::data)
         .load(conn)?;
     rows.iter()
-        .map(|d| serde_json::from_str(d).map_err(|e| Error::Internal(format!("bad stored entry: {e}"))))
+        .map(|d| serde_json::from_str(d).map_err(|e| Error::Unexpected(format!("bad stored entry: {e}"))))
         .collect()
 }
 
@@ -513,7 +513,7 @@ pub fn import(
             entry_id: e.id.clone(),
             digest: dg.clone(),
             change: change.to_owned(),
-            data: serde_json::to_string(e).map_err(|e| Error::Internal(e.to_string()))?,
+            data: serde_json::to_string(e).map_err(|e| Error::Unexpected(e.to_string()))?,
         });
         if batch.len() == INSERT_BATCH {
             insert_entries(conn, &batch)?;
@@ -685,7 +685,7 @@ fn open_case(
         party_ref: party.party_ref.clone(),
         tenant_id: party.tenant_id.clone(),
         status: CaseStatus::Open.as_str().into(),
-        hits: serde_json::to_string(&hits).map_err(|e| Error::Internal(e.to_string()))?,
+        hits: serde_json::to_string(&hits).map_err(|e| Error::Unexpected(e.to_string()))?,
         opened_at_us: to_us(now),
         opened_by: actor.actor.clone(),
         resolved_at_us: None,
@@ -817,7 +817,7 @@ pub fn get_case(conn: &mut DbConnection, id: &str, tenant: Option<&str>) -> Resu
                 .unwrap_or_default();
             Ok(case)
         }
-        _ => Err(Error::NotFound(format!("case {id}"))),
+        _ => Err(Error::Missing(format!("case {id}"))),
     }
 }
 

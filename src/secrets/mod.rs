@@ -106,7 +106,7 @@ impl KeyRing {
         let nonce = XNonce::from(nonce_bytes);
         let ct = cipher
             .encrypt(&nonce, chacha20poly1305::aead::Payload { msg: plain, aad })
-            .map_err(|_| Error::Internal("identifier encryption failed".into()))?;
+            .map_err(|_| Error::Unexpected("identifier encryption failed".into()))?;
         let mut out = nonce_bytes.to_vec();
         out.extend_from_slice(&ct);
         Ok((id.clone(), STANDARD.encode(out)))
@@ -118,18 +118,18 @@ impl KeyRing {
             .keys
             .iter()
             .find(|(k, _)| k == id)
-            .ok_or_else(|| Error::Internal(format!("identifier key {id} is not configured")))?;
+            .ok_or_else(|| Error::Unexpected(format!("identifier key {id} is not configured")))?;
         let raw = STANDARD
             .decode(sealed)
-            .map_err(|_| Error::Internal("corrupt identifier ciphertext".into()))?;
+            .map_err(|_| Error::Unexpected("corrupt identifier ciphertext".into()))?;
         if raw.len() < 24 {
-            return Err(Error::Internal("corrupt identifier ciphertext".into()));
+            return Err(Error::Unexpected("corrupt identifier ciphertext".into()));
         }
         let (n, ct) = raw.split_at(24);
         let n: [u8; 24] = n.try_into().expect("split at 24");
         cipher
             .decrypt(&XNonce::from(n), chacha20poly1305::aead::Payload { msg: ct, aad })
-            .map_err(|_| Error::Internal("identifier ciphertext does not authenticate".into()))
+            .map_err(|_| Error::Unexpected("identifier ciphertext does not authenticate".into()))
     }
 }
 

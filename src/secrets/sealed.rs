@@ -102,7 +102,7 @@ impl StoredText {
         }
         match (&self.key_id, &self.sealed) {
             (Some(k), Some(s)) => String::from_utf8(ring.open(k, s, &field.aad(id))?)
-                .map_err(|_| Error::Internal(format!("sealed {} is not UTF-8", field.label()))),
+                .map_err(|_| Error::Unexpected(format!("sealed {} is not UTF-8", field.label()))),
             _ => Ok(String::new()),
         }
     }

@@ -27,7 +27,7 @@ pub fn recorded(c: &mut DbConnection) -> Result<BTreeMap<Purpose, Vec<Recorded>>
     let mut out: BTreeMap<Purpose, Vec<Recorded>> = BTreeMap::new();
     for (purpose, key_id, state) in rows {
         let (Some(p), Some(state)) = (Purpose::parse(&purpose), KeyState::parse(&state)) else {
-            return Err(Error::Internal(format!(
+            return Err(Error::Unexpected(format!(
                 "server_keys holds an unknown purpose or state: {purpose}/{state}"
             )));
         };
@@ -82,7 +82,7 @@ fn write(c: &mut DbConnection, now: DateTime<Utc>, changes: &[(Purpose, Change)]
 /// that differs, with nothing written.
 pub fn verify_and_record(c: &mut DbConnection, now: DateTime<Utc>, ids: &KeyIds) -> Result<()> {
     lock(c)?;
-    let changes = rule::judge(&recorded(c)?, ids).map_err(Error::FailedPrecondition)?;
+    let changes = rule::judge(&recorded(c)?, ids).map_err(Error::WrongState)?;
     if !changes.is_empty() {
         tracing::info!(changes = changes.len(), "recorded server key ids");
     }
@@ -98,7 +98,7 @@ pub fn adopt(c: &mut DbConnection, now: DateTime<Utc>, keys: &[(Purpose, String)
     let mut changes = Vec::new();
     for (p, id) in keys {
         if !matches!(p, Purpose::ReceiptSigning | Purpose::AuditSigning) {
-            return Err(Error::Internal(format!("{} keys are not adopted", p.as_str())));
+            return Err(Error::Unexpected(format!("{} keys are not adopted", p.as_str())));
         }
         changes.extend(
             rule::adopt(rec.get(p).unwrap_or(&none), id)

@@ -170,7 +170,7 @@ impl SubjectRequests {
     fn open_sealed(&self, id: &str, sealed: &Sealed) -> Result<SealedBody, Status> {
         let raw = sealed.open(&self.state.secrets.ring, id)?;
         serde_json::from_slice(&raw)
-            .map_err(|_| Error::Internal("sealed identifiers are not JSON".into()).into())
+            .map_err(|_| Error::Unexpected("sealed identifiers are not JSON".into()).into())
     }
 
     fn task_pb(
@@ -322,7 +322,7 @@ impl SubjectRequests {
         let id = uuid::Uuid::new_v4().to_string();
         let refs = subject.refs(key, &tenant);
         let plain = serde_json::to_vec(&SealedBody { subject, message })
-            .map_err(|e| Error::Internal(format!("encode identifiers: {e}")))?;
+            .map_err(|e| Error::Unexpected(format!("encode identifiers: {e}")))?;
         let sealed = Sealed::seal(&self.state.secrets.ring, &id, &plain)?;
         let new = NewRequest {
             id,
@@ -411,7 +411,7 @@ fn received_at(
     match from_ts(t, "received_at") {
         Ok(at) => at,
         Err(e) => {
-            if let Error::InvalidArgument(found) = e {
+            if let Error::Invalid(found) = e {
                 found.into_iter().for_each(|f| v.add(f.field, f.description));
             }
             None

@@ -154,7 +154,7 @@ impl Status {
         if self.can_move_to(to) {
             Ok(to)
         } else {
-            Err(Error::FailedPrecondition(format!(
+            Err(Error::WrongState(format!(
                 "a {} request cannot become {}",
                 self.as_str(),
                 to.as_str()
@@ -308,24 +308,22 @@ pub fn extend(
     tz: Tz,
 ) -> Result<DateTime<Utc>> {
     if !status.is_open() {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(Error::WrongState(format!(
             "a {} request cannot be extended",
             status.as_str()
         )));
     }
     if !extendable(regime) {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(Error::WrongState(format!(
             "{} deadlines cannot be extended",
             regime.as_str()
         )));
     }
     if already_extended {
-        return Err(Error::FailedPrecondition(
-            "the deadline was already extended once".into(),
-        ));
+        return Err(Error::WrongState("the deadline was already extended once".into()));
     }
     if now > due {
-        return Err(Error::FailedPrecondition(
+        return Err(Error::WrongState(
             "the original deadline has passed; an extension must come before it".into(),
         ));
     }
@@ -726,7 +724,7 @@ mod tests {
         ] {
             assert!(matches!(
                 extend(regime, status, ext, r, due, now, tz),
-                Err(Error::FailedPrecondition(_))
+                Err(Error::WrongState(_))
             ));
         }
         let ccpa = extend(Regime::Ccpa, Status::Received, false, r, due, r, tz).unwrap();
@@ -766,7 +764,7 @@ mod tests {
                         assert!(want, "{from:?} -> {to:?} must be refused");
                         assert_eq!(s, to);
                     }
-                    Err(Error::FailedPrecondition(_)) => assert!(!want, "{from:?} -> {to:?}"),
+                    Err(Error::WrongState(_)) => assert!(!want, "{from:?} -> {to:?}"),
                     Err(e) => panic!("wrong error {e:?}"),
                 }
             }
@@ -822,7 +820,7 @@ mod tests {
         let s = Subject::parse("bad", "123", "", "", "subject", &mut v);
         assert_eq!(s.email, None);
         match v.finish() {
-            Err(Error::InvalidArgument(f)) => {
+            Err(Error::Invalid(f)) => {
                 let fields: Vec<_> = f.iter().map(|x| x.field.as_str()).collect();
                 assert_eq!(fields, ["subject.email", "subject.phone"]);
             }

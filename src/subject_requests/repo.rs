@@ -87,7 +87,7 @@ impl Reasons {
         if self.close.is_empty() && self.extension.is_empty() {
             return Ok(StoredText::default());
         }
-        let doc = serde_json::to_string(self).map_err(|e| Error::Internal(e.to_string()))?;
+        let doc = serde_json::to_string(self).map_err(|e| Error::Unexpected(e.to_string()))?;
         StoredText::seal(ring, Field::RequestReasons, id, &doc)
     }
 }
@@ -256,7 +256,7 @@ struct Row {
 }
 
 fn corrupt(what: &str) -> Error {
-    Error::Internal(format!("stored subject request has a bad {what}"))
+    Error::Unexpected(format!("stored subject request has a bad {what}"))
 }
 
 fn cats_to_json(c: &[String]) -> String {
@@ -555,7 +555,7 @@ pub fn submit(
         if existing.body_digest == new.body_digest {
             return Ok((existing, false));
         }
-        return Err(Error::AlreadyExists(
+        return Err(Error::Duplicate(
             "idempotency_key was already used for a different request".into(),
         ));
     }
@@ -757,7 +757,7 @@ fn set_status(conn: &mut DbConnection, now: DateTime<Utc>, id: &str, from: Statu
             .execute(conn)?
     };
     if n != 1 {
-        return Err(Error::Aborted("the request changed concurrently; retry".into()));
+        return Err(Error::Conflict("the request changed concurrently; retry".into()));
     }
     new_version(id);
     Ok(())
@@ -870,7 +870,7 @@ pub fn get(conn: &mut DbConnection, tenant: Option<&str>, id: &str) -> Result<Re
         q = q.filter(r::tenant_id.eq(tn));
     }
     let row: Option<Row> = q.first(conn).optional()?;
-    row.ok_or_else(|| Error::NotFound(format!("subject request {id}")))?
+    row.ok_or_else(|| Error::Missing(format!("subject request {id}")))?
         .try_into()
 }
 
@@ -1187,16 +1187,14 @@ fn task_of_system(conn: &mut DbConnection, system: &str, task_id: &str) -> Resul
         .filter(t::system.eq(system))
         .first(conn)
         .optional()?;
-    row.ok_or_else(|| Error::NotFound(format!("task {task_id}")))?
+    row.ok_or_else(|| Error::Missing(format!("task {task_id}")))?
         .try_into()
 }
 
 fn refuse_terminal(task: &TaskRecord) -> Result<()> {
     match task.status {
-        TaskStatus::Cancelled => Err(Error::FailedPrecondition(
-            "the task's request was cancelled".into(),
-        )),
-        TaskStatus::Done => Err(Error::FailedPrecondition("the task is already done".into())),
+        TaskStatus::Cancelled => Err(Error::WrongState("the task's request was cancelled".into())),
+        TaskStatus::Done => Err(Error::WrongState("the task is already done".into())),
         _ => Ok(()),
     }
 }
@@ -1358,13 +1356,13 @@ pub fn export_start(
     chain_lock(conn)?;
     let req = get(conn, Some(tenant), id)?;
     if !req.request_type.exports() {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(Error::WrongState(format!(
             "a {} request has no export",
             req.request_type.as_str()
         )));
     }
     if req.status != Status::Completed {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(Error::WrongState(format!(
             "the export is ready when the request is completed; it is {}",
             req.status.as_str()
         )));
@@ -1436,7 +1434,7 @@ pub fn open_chunk(
         None => Ok(data),
         Some(k) => {
             let sealed = String::from_utf8(data)
-                .map_err(|_| Error::Internal(format!("export chunk {seq} is corrupt")))?;
+                .map_err(|_| Error::Unexpected(format!("export chunk {seq} is corrupt")))?;
             ring.open(k, &sealed, task_id.as_bytes())
         }
     }

@@ -230,12 +230,12 @@ fn to_csv(rows: &[ExportRow]) -> Result<Vec<u8>, Error> {
             "dpa_signed_at",
             "nda_signed_at",
         ])
-        .map_err(|e| Error::Internal(e.to_string()))?;
+        .map_err(|e| Error::Unexpected(e.to_string()))?;
     }
     for r in rows {
-        w.serialize(r).map_err(|e| Error::Internal(e.to_string()))?;
+        w.serialize(r).map_err(|e| Error::Unexpected(e.to_string()))?;
     }
-    w.into_inner().map_err(|e| Error::Internal(e.to_string()))
+    w.into_inner().map_err(|e| Error::Unexpected(e.to_string()))
 }
 
 #[tonic::async_trait]
@@ -369,7 +369,7 @@ fn render_export(
                 "generated_at": list.at.to_rfc3339(),
                 "sub_processors": rows,
             });
-            let data = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Internal(e.to_string()))?;
+            let data = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Unexpected(e.to_string()))?;
             Ok(("application/json", data))
         }
     }

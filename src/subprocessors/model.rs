@@ -764,14 +764,14 @@ pub fn check_sequence(
     screening: Screening,
 ) -> Result<()> {
     if screening == Screening::Confirmed {
-        return Err(Error::FailedPrecondition(
+        return Err(Error::WrongState(
             "the sub-processor is BLOCKED by a confirmed sanctions match".into(),
         ));
     }
     if let Some(last) = existing.last()
         && last.effective_at > effective_at
     {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(Error::WrongState(format!(
             "effective_at precedes notice {} already announced for this sub-processor",
             last.id
         )));
@@ -782,10 +782,10 @@ pub fn check_sequence(
         .find(|n| n.kind != ChangeKind::ScopeChange)
         .is_some_and(|n| n.kind == ChangeKind::Add);
     match kind {
-        ChangeKind::Add if engaged => Err(Error::FailedPrecondition(
+        ChangeKind::Add if engaged => Err(Error::WrongState(
             "the sub-processor is already added (or an ADD is pending)".into(),
         )),
-        ChangeKind::Remove | ChangeKind::ScopeChange if !engaged => Err(Error::FailedPrecondition(
+        ChangeKind::Remove | ChangeKind::ScopeChange if !engaged => Err(Error::WrongState(
             "the sub-processor is not added (or a REMOVE is pending)".into(),
         )),
         _ => Ok(()),
@@ -795,12 +795,10 @@ pub fn check_sequence(
 /// Whether a tenant may still object to `n` at `now`.
 pub fn check_objection(n: &Notice, now: DateTime<Utc>) -> Result<()> {
     if n.kind == ChangeKind::Remove {
-        return Err(Error::FailedPrecondition(
-            "a removal cannot be objected to".into(),
-        ));
+        return Err(Error::WrongState("a removal cannot be objected to".into()));
     }
     if now >= n.objection_deadline {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(Error::WrongState(format!(
             "the objection deadline of notice {} has passed",
             n.id
         )));
@@ -864,7 +862,7 @@ impl RegistrationRequest {
             dpa_signed_at: self.dpa_signed_at,
             nda_signed_at: self.nda_signed_at,
         };
-        if let Err(Error::InvalidArgument(more)) = reg.validate(tax, now) {
+        if let Err(Error::Invalid(more)) = reg.validate(tax, now) {
             for f in more {
                 v.add(f.field, f.description);
             }
@@ -1321,7 +1319,7 @@ mod tests {
             nda_signed_at: None,
         };
         let fields = |r: &Registration| match r.validate(&Taxonomy::default(), t(1)) {
-            Err(Error::InvalidArgument(v)) => v.into_iter().map(|f| f.field).collect::<Vec<_>>(),
+            Err(Error::Invalid(v)) => v.into_iter().map(|f| f.field).collect::<Vec<_>>(),
             other => panic!("{other:?}"),
         };
         let f = fields(&r);
@@ -1341,7 +1339,7 @@ mod tests {
 
     fn violations<T: std::fmt::Debug>(r: Result<T>) -> Vec<String> {
         match r {
-            Err(Error::InvalidArgument(v)) => v.into_iter().map(|f| f.field).collect(),
+            Err(Error::Invalid(v)) => v.into_iter().map(|f| f.field).collect(),
             other => panic!("{other:?}"),
         }
     }
@@ -1436,7 +1434,7 @@ mod tests {
         let parent = scope(&["recording"], &["transcription"]);
         assert!(check_within_parent(&scope(&["recording"], &["transcription"]), &parent, "").is_ok());
         match check_within_parent(&scope(&["recording", "contact"], &["billing"]), &parent, "") {
-            Err(Error::InvalidArgument(v)) => {
+            Err(Error::Invalid(v)) => {
                 let f: Vec<_> = v.iter().map(|x| x.field.as_str()).collect();
                 assert_eq!(f, ["categories[1]", "purposes[0]"]);
             }

@@ -78,7 +78,7 @@ impl TryFrom<SpRow> for SubProcessor {
     fn try_from(r: SpRow) -> Result<Self> {
         Ok(SubProcessor {
             transfer_mechanism: TransferMechanism::parse(&r.transfer_mechanism).ok_or_else(|| {
-                Error::Internal(format!("sub-processor {} has a bad transfer mechanism", r.id))
+                Error::Unexpected(format!("sub-processor {} has a bad transfer mechanism", r.id))
             })?,
             id: r.id,
             legal_name: r.legal_name,
@@ -104,7 +104,7 @@ impl TryFrom<NoticeRow> for Notice {
     fn try_from(r: NoticeRow) -> Result<Self> {
         Ok(Notice {
             kind: ChangeKind::parse(&r.kind)
-                .ok_or_else(|| Error::Internal(format!("notice {} has a bad kind", r.id)))?,
+                .ok_or_else(|| Error::Unexpected(format!("notice {} has a bad kind", r.id)))?,
             id: r.id,
             seq: r.seq,
             sub_processor_id: r.sub_processor_id,
@@ -192,7 +192,7 @@ pub fn insert(conn: &mut DbConnection, s: &SubProcessor) -> Result<()> {
     let key = name_key(&s.legal_name, &s.country);
     let taken: i64 = sp::table.filter(sp::name_key.eq(&key)).count().get_result(conn)?;
     if taken > 0 {
-        return Err(Error::AlreadyExists(
+        return Err(Error::Duplicate(
             "a sub-processor with this legal name and country".into(),
         ));
     }
@@ -244,7 +244,7 @@ pub fn insert_notice(conn: &mut DbConnection, n: &Notice, author: &str) -> Resul
 /// One notice, or NOT_FOUND.
 pub fn notice(conn: &mut DbConnection, id: &str) -> Result<Notice> {
     let row: Option<NoticeRow> = sn::table.filter(sn::id.eq(id)).first(conn).optional()?;
-    row.ok_or_else(|| Error::NotFound(format!("change notice {id}")))?
+    row.ok_or_else(|| Error::Missing(format!("change notice {id}")))?
         .try_into()
 }
 
@@ -279,13 +279,13 @@ pub fn answer(
     // Only a tenant the notice was sent to may answer it: an answer to a
     // notice it never received would bind it to a change it was not told of.
     let Some((true, mut approved, mut objected)) = existing else {
-        return Err(Error::FailedPrecondition(format!(
+        return Err(Error::WrongState(format!(
             "notice {notice} was not sent to tenant {tenant}"
         )));
     };
     match reply {
         Reply::Approve if objected.is_some() => {
-            return Err(Error::FailedPrecondition(format!(
+            return Err(Error::WrongState(format!(
                 "tenant {tenant} objected to notice {notice}"
             )));
         }
@@ -449,7 +449,7 @@ pub fn record_screening(
         ))
         .execute(conn)?;
     if n == 0 {
-        return Err(Error::NotFound(format!("sub-processor {id}")));
+        return Err(Error::Missing(format!("sub-processor {id}")));
     }
     record_change_all(conn, now)?;
     Ok(())

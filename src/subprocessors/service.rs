@@ -82,7 +82,7 @@ pub async fn register(state: &AppState, actor: Actor, cmd: Register) -> Result<S
             if let Some(p) = &reg.parent_id {
                 let parent = repo::registry(tx.conn())?
                     .declared_scope(p)
-                    .ok_or_else(|| Error::NotFound(format!("parent sub-processor {p}")))?;
+                    .ok_or_else(|| Error::Missing(format!("parent sub-processor {p}")))?;
                 reg.check_parent(&parent)?;
             }
             let target = format!("sub_processor/{}", cmd.party.id);
@@ -163,7 +163,7 @@ pub async fn propose_change(state: &AppState, actor: Actor, cmd: ProposeChange) 
             let id = &cmd.sub_processor_id;
             let s = registry
                 .get(id)
-                .ok_or_else(|| Error::NotFound(format!("sub-processor {id}")))?;
+                .ok_or_else(|| Error::Missing(format!("sub-processor {id}")))?;
             let (effective_at, deadline) = dom::notice_dates(now, cmd.effective_at, cmd.objection_deadline)?;
             dom::check_sequence(cmd.kind, &registry.notices_of(id), effective_at, s.screening)?;
             let declared = registry.declared_scope(id).unwrap_or_default();
@@ -312,7 +312,7 @@ pub async fn get(state: &AppState, id: String) -> Result<SubProcessorView> {
             let r = repo::registry(c)?;
             let s = r
                 .get(&id)
-                .ok_or_else(|| Error::NotFound(format!("sub-processor {id}")))?;
+                .ok_or_else(|| Error::Missing(format!("sub-processor {id}")))?;
             Ok(r.view(s, clock.now()))
         })
         .await

@@ -194,7 +194,7 @@ async fn enqueue_is_transactional(b: Backend) {
                 "x",
                 &serde_json::json!({}),
             )?;
-            Err(Error::FailedPrecondition("the change itself failed".into()))
+            Err(Error::WrongState("the change itself failed".into()))
         })
         .await;
     assert!(res.is_err());

@@ -256,7 +256,7 @@ mod tests {
 
     fn fields(e: Error) -> Vec<String> {
         match e {
-            Error::InvalidArgument(v) => v.into_iter().map(|f| f.field).collect(),
+            Error::Invalid(v) => v.into_iter().map(|f| f.field).collect(),
             other => panic!("{other:?}"),
         }
     }
