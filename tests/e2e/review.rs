@@ -8,7 +8,7 @@ use proctor::proto::v1::{self as pb};
 use tonic::Code;
 
 use crate::on_both_backends;
-use crate::subject_requests::{client as sr, register, submit};
+use crate::subject_requests::{client as sr, contact_for_service_delivery, register, submit};
 use crate::support::{Backend, TestApp, authed, pull_inbox, spawn_app, violated_fields};
 
 fn ts(t: chrono::DateTime<Utc>) -> prost_types::Timestamp {
@@ -16,21 +16,6 @@ fn ts(t: chrono::DateTime<Utc>) -> prost_types::Timestamp {
         seconds: t.timestamp(),
         nanos: 0,
     }
-}
-
-/// First instructions of `tenant`: contacts for service delivery, with a
-/// termination grace period of `grace` days.
-async fn contacts(app: &TestApp, tenant: &str, grace: u32) {
-    let rule = pb::CategoryRule {
-        category: "contact".into(),
-        purposes: vec!["service_delivery".into()],
-        ..Default::default()
-    };
-    let set = pb::InstructionSet {
-        rules: vec![rule],
-        termination_grace_days: grace,
-    };
-    crate::instructions::put(app, tenant, 0, set).await;
 }
 
 async fn terminate(app: &TestApp, tenant: &str) {
@@ -85,8 +70,8 @@ fn forward(tenant: &str, key: &str) -> pb::ForwardToControllerRequest {
 async fn f1_contract_end_cannot_be_blocked(b: Backend) {
     let app = spawn_app(b).await;
     register(&app, "crm", &["contact"]).await;
-    contacts(&app, "t1", 0).await;
-    contacts(&app, "t2", 0).await;
+    contact_for_service_delivery(&app, "t1", 0).await;
+    contact_for_service_delivery(&app, "t2", 0).await;
     let t1 = app.keys.tenant("t1");
 
     // The reserved prefix is refused, with the field named.

@@ -51,7 +51,7 @@ pub(crate) fn submit(ty: pb::RequestType, key: &str, cats: &[&str]) -> pb::Submi
 }
 
 /// First instructions of `tenant`: contacts for service delivery only.
-async fn contact_for_service_delivery(app: &TestApp, tenant: &str, termination_grace_days: u32) {
+pub(crate) async fn contact_for_service_delivery(app: &TestApp, tenant: &str, termination_grace_days: u32) {
     let rule = pb::CategoryRule {
         category: "contact".into(),
         purposes: vec!["service_delivery".into()],
