@@ -9,12 +9,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::audit::model::AuditEvent;
-use crate::audit::repo as audit;
+use crate::audit::service;
 use crate::proto::v1 as pb;
 use crate::proto::v1::audit_service_server::AuditService;
+use crate::rpc::AppState;
 use crate::rpc::convert::ts;
 use crate::rpc::page::Page;
-use crate::rpc::{AppState, caller};
 
 /// Events per query while exporting.
 const EXPORT_BATCH: i64 = 500;
@@ -63,13 +63,7 @@ impl AuditService for Audit {
         let r = req.into_inner();
         let page = Page::parse(r.page_size, &r.page_token)?;
         let (after, size) = (page.after, page.size);
-        let events = self
-            .state
-            .store
-            .read("audit.list", move |c, _| {
-                audit::list(c, tenant.as_deref(), after, size)
-            })
-            .await?;
+        let events = service::events(&self.state.store, tenant, after, size).await?;
         let next = page.next_token(events.len(), events.last().map(|e| e.seq));
         Ok(Response::new(pb::ListAuditEventsResponse {
             events: events.into_iter().map(to_pb).collect(),
@@ -81,14 +75,7 @@ impl AuditService for Audit {
         &self,
         _req: Request<pb::VerifyAuditLogRequest>,
     ) -> Result<Response<pb::VerifyAuditLogResponse>, Status> {
-        let (checked, bad) = self
-            .state
-            .store
-            .read("audit.verify", |c, _| audit::verify(c))
-            .await?;
-        if let Some(id) = &bad {
-            tracing::error!(event.id = %id, "audit chain broken");
-        }
+        let (checked, bad) = service::verify(&self.state.store).await?;
         Ok(Response::new(pb::VerifyAuditLogResponse {
             ok: bad.is_none(),
             events_checked: checked,
@@ -102,24 +89,15 @@ impl AuditService for Audit {
         &self,
         req: Request<pb::ExportAuditLogRequest>,
     ) -> Result<Response<Self::ExportAuditLogStream>, Status> {
-        let who = caller(&req)?;
+        let crate::rpc::Scope { caller: who, tenant } =
+            self.state.scope(&req, &req.get_ref().tenant_id).await?;
         let slot = self.state.streams.open(&who)?;
-        let tenant = self
-            .state
-            .scope_tenant(&who, &req.get_ref().tenant_id, "AuditService/ExportAuditLog")
-            .await?;
         let (tx, rx) = mpsc::channel(64);
         let store = self.state.store.clone();
         tokio::spawn(async move {
             let mut after = 0;
             loop {
-                let t = tenant.clone();
-                match store
-                    .read("audit.export", move |c, _| {
-                        audit::list(c, t.as_deref(), after, EXPORT_BATCH)
-                    })
-                    .await
-                {
+                match service::events(&store, tenant.clone(), after, EXPORT_BATCH).await {
                     Ok(batch) => {
                         let n = batch.len() as i64;
                         for e in batch {

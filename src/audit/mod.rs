@@ -8,3 +8,4 @@ pub mod model;
 pub mod refusals;
 pub mod refusals_model;
 pub mod repo;
+pub mod service;
