@@ -40,8 +40,6 @@ use crate::validate::Violations;
 const WATCH_POLL: Duration = Duration::from_secs(1);
 /// Export chunks read per query while streaming a bundle.
 const EXPORT_BATCH: i64 = 16;
-/// Longest idempotency key.
-const MAX_KEY_LEN: usize = 128;
 
 /// The subject-request service.
 #[derive(Debug, Clone)]
@@ -441,7 +439,6 @@ impl SubjectRequestService for SubjectRequests {
         let subject = parse_subject(r.subject.as_ref(), &mut v);
         v.max_len("channel", &r.channel, 64);
         v.max_len("message", &r.message, 8000);
-        v.required_text("idempotency_key", &r.idempotency_key, MAX_KEY_LEN);
         dom::check_idempotency_key(&r.idempotency_key, "idempotency_key", &mut v);
         let received_at = received_at(r.received_at.as_ref(), &mut v);
         v.finish()?;
@@ -483,7 +480,6 @@ impl SubjectRequestService for SubjectRequests {
         let subject = parse_subject(r.subject.as_ref(), &mut v);
         let cats = dom::parse_categories(&r.categories, "categories", &mut v);
         let regime = regime(r.regime, &mut v);
-        v.required_text("idempotency_key", &r.idempotency_key, MAX_KEY_LEN);
         dom::check_idempotency_key(&r.idempotency_key, "idempotency_key", &mut v);
         let received_at = received_at(r.received_at.as_ref(), &mut v);
         v.finish()?;

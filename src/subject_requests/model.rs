@@ -227,8 +227,13 @@ pub const RESERVED_KEY_PREFIX: &str = "proctor:";
 /// The idempotency key of a tenant's contract-end erasure (one per tenant).
 pub const CONTRACT_END_KEY: &str = "proctor:contract-end";
 
-/// Refuses an idempotency key in proctor's reserved name space.
+/// Longest idempotency key a caller may send.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// Checks a caller's idempotency key: required, bounded, and outside
+/// proctor's reserved name space (so it never shadows proctor's own keys).
 pub fn check_idempotency_key(key: &str, field: &str, v: &mut Violations) {
+    v.required_text(field, key, MAX_IDEMPOTENCY_KEY_LEN);
     v.check(
         key.to_ascii_lowercase().starts_with(RESERVED_KEY_PREFIX),
         field,
