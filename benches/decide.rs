@@ -2,6 +2,10 @@
 //! against a baseline measured in the same run: the bare hash lookup of the
 //! category the decision has to do anyway.
 //!
+//! The sub-processor cases walk a chain of three; the transfer case also
+//! checks every link's processing locations against the rule's regions and
+//! the root's transfer mechanism against the tenant's permitted ones.
+//!
 //! `cargo bench --bench decide`
 
 use std::collections::HashMap;
@@ -17,6 +21,11 @@ use proctor::subprocessors::model::{
 };
 
 fn policy() -> TenantPolicy {
+    policy_with(&["DE", "FR", "NL", "IE"], &[])
+}
+
+/// Rules over `regions`, the tenant permitting `mechanisms` outside the EEA.
+fn policy_with(regions: &[&str], mechanisms: &[TransferMechanism]) -> TenantPolicy {
     let cats = [
         "contact",
         "agent",
@@ -36,7 +45,7 @@ fn policy() -> TenantPolicy {
                 "support".into(),
                 "quality_assurance".into(),
             ],
-            regions: vec!["DE".into(), "FR".into(), "NL".into(), "IE".into()],
+            regions: regions.iter().map(|r| (*r).into()).collect(),
             restricted: false,
             allow_anonymized_analytics: true,
         })
@@ -46,6 +55,7 @@ fn policy() -> TenantPolicy {
         Some(&InstructionSet {
             rules,
             termination_grace_days: 30,
+            permitted_transfer_mechanisms: mechanisms.to_vec(),
         }),
         None,
         0,
@@ -56,6 +66,12 @@ fn policy() -> TenantPolicy {
 /// leaf), each with an ADD and a SCOPE_CHANGE in effect: the check walks
 /// three links and two steps each.
 fn with_sub_processors(p: TenantPolicy) -> TenantPolicy {
+    with_chain_root_in(p, &["DE"], TransferMechanism::Eea)
+}
+
+/// As [`with_sub_processors`], the chain's root processing in `locations`
+/// on `mechanism`.
+fn with_chain_root_in(p: TenantPolicy, locations: &[&str], mechanism: TransferMechanism) -> TenantPolicy {
     let t0 = Utc::now() - chrono::Duration::days(400);
     let scope = Scope {
         categories: vec!["recording".into(), "transcript".into(), "contact".into()],
@@ -68,9 +84,18 @@ fn with_sub_processors(p: TenantPolicy) -> TenantPolicy {
             id: id.clone(),
             legal_name: format!("Vendor {i}"),
             country: "DE".into(),
+            processing_locations: if i == 47 {
+                locations.iter().map(|l| (*l).into()).collect()
+            } else {
+                vec!["DE".into()]
+            },
             services: "x".into(),
             scope: scope.clone(),
-            transfer_mechanism: TransferMechanism::Eea,
+            transfer_mechanism: if i == 47 {
+                mechanism
+            } else {
+                TransferMechanism::Eea
+            },
             parent_id: (i >= 48).then(|| format!("sp-{}", i - 1)),
             dpa_signed_at: None,
             nda_signed_at: None,
@@ -102,6 +127,17 @@ fn with_sub_processors(p: TenantPolicy) -> TenantPolicy {
 fn bench(c: &mut Criterion) {
     let p = policy();
     let sp = with_sub_processors(policy());
+    // The chain's root also processes in Switzerland on SCCs, which the
+    // tenant's rules and mechanisms permit: every link's locations and the
+    // root's mechanism are checked, and the answer is still ALLOW.
+    let transfer = with_chain_root_in(
+        policy_with(
+            &["DE", "FR", "NL", "IE", "CH"],
+            &[TransferMechanism::Scc, TransferMechanism::Bcr],
+        ),
+        &["DE", "CH"],
+        TransferMechanism::Scc,
+    );
     let via_chain = Check {
         category: "transcript",
         purpose: "quality_assurance",
@@ -133,6 +169,10 @@ fn bench(c: &mut Criterion) {
         decide(Some(&sp), &via_chain, now).allowed(),
         "the chain case must measure an ALLOW"
     );
+    assert!(
+        decide(Some(&transfer), &via_chain, now).allowed(),
+        "the transfer case must measure an ALLOW"
+    );
     let mut g = c.benchmark_group("decision");
     g.bench_function("baseline_category_lookup", |b| {
         b.iter(|| black_box(baseline.get(black_box("transcript"))))
@@ -145,6 +185,9 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("decide_allow_sub_processor_chain_of_3", |b| {
         b.iter(|| decide(Some(black_box(&sp)), black_box(&via_chain), now))
+    });
+    g.bench_function("decide_allow_chain_of_3_with_transfer", |b| {
+        b.iter(|| decide(Some(black_box(&transfer)), black_box(&via_chain), now))
     });
     g.finish();
 }

@@ -254,21 +254,25 @@ fn grpc_load(_c: &mut Criterion) {
             ("us_dpl", vec!["us_bis_dpl/dpl.txt"]),
         ];
         for (src, files) in sources {
-            let entry = proctor::audit::model::AuditEntry {
-                actor: "bench".into(),
+            let actor = proctor::db::pipeline::Actor {
+                sub: "bench".into(),
                 role: "compliance".into(),
                 tenant_id: None,
-                action: String::new(),
-                target: String::new(),
-                outcome: "ok".into(),
                 trace_id: String::new(),
-                detail: String::new(),
             };
-            proctor::screening::grpc::import_files(&store, secrets.clone(), entry, src.into(), files.iter().map(|f| file(f)).collect(), proctor::screening::grpc::Scoring { params: Params::default(), threshold: 0.8 }, proctor::screening::lists::Budget::unlimited())
+            let cmd = proctor::screening::service::ImportList {
+                source: src.into(),
+                files: files.iter().map(|f| file(f)).collect(),
+            };
+            let scoring = proctor::screening::service::Scoring {
+                params: Params::default(),
+                threshold: 0.8,
+            };
+            proctor::screening::service::import_list(&store, secrets.clone(), actor, cmd, scoring, proctor::screening::lists::Budget::unlimited())
                 .await
                 .unwrap();
         }
-        let live = proctor::screening::grpc::LiveIndex::new(store.clone());
+        let live = proctor::screening::live::LiveIndex::new(store.clone());
         let t = Instant::now();
         live.refresh().await.unwrap();
         println!("index build from the database (8 sources): {:?}", t.elapsed());

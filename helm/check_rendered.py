@@ -29,6 +29,7 @@ PENDING_ENV = {
     "PROCTOR_TLS_CERT",
     "PROCTOR_TLS_KEY",
     "PROCTOR_TLS_CLIENT_CA",
+    "PROCTOR_OUTBOUND_CA_FILE",
 }
 BINARY = "/usr/local/bin/proctor"
 
@@ -163,6 +164,18 @@ def main(variant, rendered, src):
     check([p["port"] for r in np_["ingress"] for p in r["ports"]] == ["grpc"], "ingress on the gRPC port only")
     out_ports = {p["port"] for r in np_["egress"] for p in r["ports"]}
     check(5432 in out_ports, "egress to PostgreSQL")
+    check(443 in out_ports, "egress to webhook receivers and list hosts over HTTPS")
+    webhook_blocks = [
+        peer["ipBlock"]
+        for r in np_["egress"]
+        if any(p["port"] == 443 for p in r["ports"])
+        for peer in r.get("to", [])
+        if "ipBlock" in peer
+    ]
+    check(
+        any(b["cidr"] == "0.0.0.0/0" and "10.0.0.0/8" in b.get("except", []) for b in webhook_blocks),
+        "webhook egress excludes private ranges",
+    )
     if variant == "production":
         check(4317 in out_ports, "egress to the OTLP collector")
         check("OTEL_EXPORTER_OTLP_ENDPOINT" in env, "OTLP endpoint wired")

@@ -26,11 +26,13 @@ use crate::instructions::snapshots::Decisions;
 use crate::periodic::CancellationToken;
 use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::breach_service_server::BreachServiceServer;
+use crate::proto::v1::disclosure_service_server::DisclosureServiceServer;
 use crate::proto::v1::inbox_service_server::InboxServiceServer;
 use crate::proto::v1::instruction_service_server::InstructionServiceServer;
 use crate::proto::v1::screening_service_server::ScreeningServiceServer;
 use crate::proto::v1::sub_processor_service_server::SubProcessorServiceServer;
 use crate::proto::v1::subject_request_service_server::SubjectRequestServiceServer;
+use crate::proto::v1::webhook_service_server::WebhookServiceServer;
 use crate::rpc::AppState;
 use crate::rpc::bucket::RateLimit;
 use crate::secrets::SubjectSecrets;
@@ -51,9 +53,11 @@ const SERVED: &[&str] = &[
     "proctor.v1.AuditService",
     "proctor.v1.InstructionService",
     "proctor.v1.BreachService",
+    "proctor.v1.DisclosureService",
     "proctor.v1.SubjectRequestService",
     "proctor.v1.ScreeningService",
     "proctor.v1.SubProcessorService",
+    "proctor.v1.WebhookService",
 ];
 
 /// The server could not start or stopped on an error.
@@ -140,7 +144,10 @@ fn token_rules(config: &Config) -> crate::auth::jwt::Rules {
 /// Builds the token verifier from the configuration, with the JWKS file it
 /// read (to be reread for rotation); with no key configured, creates (or
 /// reuses) the development key in the data folder.
-pub fn load_verifier(config: &Config) -> Result<(Verifier, Option<std::path::PathBuf>), StartError> {
+pub fn load_verifier(
+    config: &Config,
+    clock: SharedClock,
+) -> Result<(Verifier, Option<std::path::PathBuf>), StartError> {
     let hs = match &config.jwt_hs256_secret_file {
         Some(p) => Some(
             std::fs::read(p)
@@ -169,7 +176,8 @@ pub fn load_verifier(config: &Config) -> Result<(Verifier, Option<std::path::Pat
         None => None,
     };
     let verifier = Verifier::new(jwks.as_ref(), hs.as_deref(), token_rules(config))
-        .map_err(|e| StartError::Config(e.to_string()))?;
+        .map_err(|e| StartError::Config(e.to_string()))?
+        .with_clock(clock);
     Ok((verifier, jwks_path))
 }
 
@@ -246,7 +254,7 @@ impl Application {
                 tracing::info!(count = applied.len(), "applied migrations");
             }
         }
-        let (verifier, jwks_path) = load_verifier(&config)?;
+        let (verifier, jwks_path) = load_verifier(&config, store.clock().clone())?;
         let verifier = Arc::new(verifier);
         let subject_secrets = Arc::new(SubjectSecrets::load(&config).map_err(StartError::Config)?);
         let keys_checked = store.migrations_current().await?;
@@ -297,6 +305,7 @@ impl Application {
         // Every way out of here (a refusal, an error) stops the jobs too.
         let _stop_on_exit = stop.clone().drop_guard();
         let decisions = Decisions::start(store.clone()).await;
+        decisions.set_consistency_wait(Duration::from_millis(config.consistency_wait_ms));
         decisions.clone().follow(stop.clone());
         let refusals = crate::audit::refusals::Refusals::new(
             store.clone(),
@@ -313,7 +322,35 @@ impl Application {
                 stop.clone(),
             ));
         }
+        let signer = crate::audit::checkpoint::CheckpointSigner::new(
+            &config.audit_log_origin,
+            subject_secrets.clone(),
+        );
+        crate::audit::sequencer::spawn(
+            store.clone(),
+            signer.clone(),
+            Duration::from_millis(config.audit_max_merge_delay_ms),
+            stop.clone(),
+        );
+        let audit_log = std::sync::Arc::new(crate::audit::service::AuditLog::new(signer));
+        let (decision_log, decision_rx) = crate::instructions::decision_log::DecisionLog::new(
+            config.decision_log_allow_sample,
+            crate::instructions::decision_log::QUEUE_CAPACITY,
+        );
+        tokio::spawn(crate::instructions::decision_log::run_writer(
+            store.clone(),
+            subject_secrets.clone(),
+            decision_rx,
+            stop.clone(),
+        ));
+        tokio::spawn(crate::instructions::jobs::sweep_decision_log(
+            store.clone(),
+            chrono::Duration::days(i64::from(config.decision_log_retention_days)),
+            stop.clone(),
+        ));
         let state = AppState {
+            decision_log,
+            audit_log,
             store: store.clone(),
             stopping: stop.clone(),
             decisions: decisions.clone(),
@@ -355,6 +392,55 @@ impl Application {
             subject_secrets.clone(),
             stop.clone(),
         ));
+        tokio::spawn(crate::subject_requests::jobs::expire_leases(
+            store.clone(),
+            subject_secrets.clone(),
+            crate::subject_requests::model::TaskPolicy {
+                retry_initial_seconds: config.task_retry_initial_seconds,
+                max_attempts: config.task_max_attempts,
+            },
+            stop.clone(),
+        ));
+        tokio::spawn(crate::instructions::jobs::end_run_out_holds(
+            store.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(crate::disclosures::jobs::release_notices(
+            store.clone(),
+            subject_secrets.clone(),
+            stop.clone(),
+        ));
+        // One trust store for every outbound call, so a bad CA file stops
+        // the start rather than failing each delivery and download.
+        let trust = crate::outbound::trust::Trust::load(config.outbound_ca_file.as_deref())
+            .map_err(StartError::Config)?;
+        let webhook_policy = crate::outbound::policy::UrlPolicy {
+            allow_insecure: config.webhook_allow_insecure,
+            allow_private: config.webhook_allow_private,
+        };
+        let webhook_retry = crate::webhooks::model::RetryPolicy {
+            initial: chrono::Duration::seconds(
+                i64::try_from(config.webhook_retry_initial_seconds).unwrap_or(3600),
+            ),
+            max_age: chrono::Duration::hours(i64::try_from(config.webhook_max_age_hours).unwrap_or(720)),
+        };
+        let webhook_timeout = Duration::from_millis(config.webhook_timeout_ms);
+        tokio::spawn(crate::webhooks::jobs::deliver(
+            store.clone(),
+            subject_secrets.clone(),
+            crate::webhooks::jobs::Settings {
+                retry: webhook_retry,
+                outbound: crate::outbound::Client::new(
+                    trust.clone(),
+                    webhook_policy,
+                    webhook_timeout,
+                    crate::webhooks::jobs::USER_AGENT,
+                ),
+                timeout: webhook_timeout,
+                poll: Duration::from_secs(config.webhook_poll_seconds),
+            },
+            stop.clone(),
+        ));
         if config.seal_clear_interval_seconds > 0 {
             tokio::spawn(crate::subject_requests::jobs::seal_clear_rows(
                 store.clone(),
@@ -367,20 +453,29 @@ impl Application {
         // A no-op meter unless telemetry::init turned metric export on.
         let meter = opentelemetry::global::meter("proctor");
         let _pool_gauges = crate::telemetry::gauges::register_pool(&meter, &store);
+        let _write_groups = crate::telemetry::gauges::register_write_groups(&meter, &store);
         if let Some(every) = crate::telemetry::metrics_sample_interval() {
             crate::telemetry::gauges::spawn_sampler(&meter, store.clone(), every, stop.clone());
         }
 
+        // One descriptor set, complete with the google.rpc error details and
+        // their imports, for both reflection versions (old grpcurl, Postman
+        // and Python's grpcio-reflection speak v1alpha) and for Connect.
+        let schema = Arc::new(crate::rpc::connect::Schema::load().map_err(StartError::Config)?);
+        let descriptors = schema.encoded();
         let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(&descriptors)
             .build_v1()
+            .map_err(|e| StartError::Config(format!("reflection: {e}")))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(&descriptors)
+            .build_v1alpha()
             .map_err(|e| StartError::Config(format!("reflection: {e}")))?;
 
         let counter = refusals.clone();
         let hook: AuditHook = Arc::new(move |entry| counter.record(&entry));
 
-        let live = crate::screening::grpc::LiveIndex::new(store.clone());
+        let live = crate::screening::live::LiveIndex::new(store.clone());
         if let Err(e) = live.refresh().await {
             tracing::warn!(error = %e, "screening indexes not loaded at start; the poller retries");
         }
@@ -391,7 +486,21 @@ impl Application {
         )
         .map_err(StartError::Config)?;
         let screener =
-            crate::screening::grpc::NameScreener::new(live, config.screening_review_threshold, pool);
+            crate::screening::live::NameScreener::new(live, config.screening_review_threshold, pool);
+        let lists = config.list_urls();
+        if !lists.is_empty() {
+            tokio::spawn(crate::screening::jobs::refresh_lists(
+                crate::screening::jobs::ListRefresh::new(
+                    state.clone(),
+                    screener.clone(),
+                    lists,
+                    config.max_import_rows,
+                    crate::screening::jobs::download_client(trust, config.list_policy()),
+                ),
+                Duration::from_secs(config.list_refresh_seconds),
+                stop.clone(),
+            ));
+        }
 
         let max = config.max_message_bytes;
         let tls_on = tls.is_some();
@@ -400,7 +509,9 @@ impl Application {
             server = server.tls_config(tls)?;
         }
         let router = server
-            .timeout(Duration::from_secs(config.request_timeout_seconds))
+            // curl speaks HTTP/1.1 unless told otherwise; gRPC keeps HTTP/2.
+            .accept_http1(true)
+            .layer(crate::rpc::connect::ConnectLayer::new(schema, max))
             .layer(GrpcTraceLayer::new(RpcMetrics::new(&meter)))
             .layer(crate::rpc::limits::MessageLimitLayer)
             .layer(crate::rpc::rate_limit::PeerRateLimitLayer::new(
@@ -409,12 +520,19 @@ impl Application {
                 hook.clone(),
             ))
             .layer(AuthLayer::new(verifier, hook))
+            .layer(crate::rpc::consistency::ConsistencyLayer)
             .layer(crate::rpc::rate_limit::RateLimitLayer::new(
                 RateLimit::new(config.rate_limit_per_second, config.rate_limit_burst),
                 store.clock().clone(),
             ))
+            // Innermost, where tonic's own server timeout sat: it bounds the
+            // handler, and the layers above see (and trace) its answer.
+            .layer(crate::rpc::deadline::DeadlineLayer::new(Duration::from_secs(
+                config.request_timeout_seconds,
+            )))
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(
                 InboxServiceServer::new(crate::inbox::grpc::Inbox::new(state.clone()))
                     .max_decoding_message_size(max)
@@ -431,15 +549,27 @@ impl Application {
                     .max_encoding_message_size(max),
             )
             .add_service(
+                DisclosureServiceServer::new(crate::disclosures::grpc::Disclosures::new(state.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
                 AuditServiceServer::new(crate::audit::grpc::Audit::new(state.clone()))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             )
             .add_service(
-                SubjectRequestServiceServer::new(crate::subject_requests::grpc::SubjectRequests::new(
-                    state.clone(),
-                    export_retention,
-                ))
+                SubjectRequestServiceServer::new(
+                    crate::subject_requests::grpc::SubjectRequests::new(state.clone(), export_retention)
+                        .with_limits(crate::subject_requests::model::Limits {
+                            tasks: crate::subject_requests::model::TaskPolicy {
+                                retry_initial_seconds: config.task_retry_initial_seconds,
+                                max_attempts: config.task_max_attempts,
+                            },
+                            max_artifact_bytes: config.max_artifact_bytes,
+                            upload_idle: Duration::from_secs(config.request_timeout_seconds),
+                        }),
+                )
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
             )
@@ -456,6 +586,15 @@ impl Application {
                 SubProcessorServiceServer::new(crate::subprocessors::grpc::SubProcessors::new(
                     state.clone(),
                     screener,
+                ))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            )
+            .add_service(
+                WebhookServiceServer::new(crate::webhooks::grpc::Webhooks::new(
+                    state.clone(),
+                    webhook_policy,
+                    webhook_retry,
                 ))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),

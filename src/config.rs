@@ -60,7 +60,8 @@ pub struct Config {
     pub no_migrate: bool,
     /// Largest request or response message, bytes.
     pub max_message_bytes: usize,
-    /// Unary request timeout, seconds.
+    /// How long a call may take to answer, seconds; a streamed upload is
+    /// bounded per message by it instead (`rpc::deadline`).
     pub request_timeout_seconds: u64,
     /// Most database connections per replica; 0 = the backend's default
     /// (see [`Config::pool_size`]).
@@ -109,6 +110,20 @@ pub struct Config {
     /// Seconds over which refused calls are counted into one audit event
     /// per caller class.
     pub refusal_audit_interval_seconds: u64,
+    /// Longest an audit event waits for its leaf index after its command
+    /// committed: the sequencer integrates at least this often.
+    pub audit_max_merge_delay_ms: u64,
+    /// Longest a check carrying a consistency token waits for this replica
+    /// to apply the write it names, before it is ABORTED (retryable).
+    pub consistency_wait_ms: u64,
+    /// Share of ALLOW decisions the decision log records (0.0-1.0); every
+    /// DENY is recorded.
+    pub decision_log_allow_sample: f64,
+    /// Days a logged decision is kept before the sweep deletes it.
+    pub decision_log_retention_days: u32,
+    /// The origin line of the audit log's checkpoints: names the log, so a
+    /// checkpoint of one deployment is never taken for another's.
+    pub audit_log_origin: String,
     /// Seconds between the passes that seal rows still holding personal
     /// data in the clear (from before sealing, or from a previous version's
     /// replica); the first runs at start. 0 = never (`proctor keys reseal`
@@ -124,6 +139,51 @@ pub struct Config {
     pub screening_jobs_per_caller: usize,
     /// Most rows (CSV records, XML entries) one list import may hold.
     pub max_import_rows: u64,
+    /// Sanctions lists proctor downloads itself, each `SOURCE=URL[,URL...]`
+    /// (see docs/screening.md); empty = lists are only imported by hand.
+    pub list_url: Vec<String>,
+    /// Seconds between downloads of the `list_url` lists.
+    pub list_refresh_seconds: u64,
+    /// Lets a list server redirect a download to an `http://` address;
+    /// off, a redirect must stay on `https://`. (The configured `list_url`
+    /// itself may be `http://`: it is the operator's choice.)
+    pub list_allow_insecure: bool,
+    /// Lets a list server redirect a download to a private, loopback,
+    /// link-local or other non-public address; off, such a hop is refused
+    /// before it is connected to. (The configured `list_url` itself may be
+    /// anywhere.)
+    pub list_allow_private: bool,
+    /// PEM file of CA certificates every outbound call (webhooks, list
+    /// downloads) trusts besides the system's: a proxy that inspects TLS,
+    /// a mirror with an internal CA.
+    pub outbound_ca_file: Option<PathBuf>,
+    /// Lets webhooks use `http://` URLs (tests, a receiver inside the
+    /// cluster); off, only `https://` is accepted.
+    pub webhook_allow_insecure: bool,
+    /// Lets webhooks reach private, loopback, link-local and other
+    /// non-public addresses (tests); off, such URLs are refused at
+    /// `SetWebhook` and such resolved addresses at delivery.
+    pub webhook_allow_private: bool,
+    /// Seconds before the first retry of a failed delivery (doubling with
+    /// each attempt, capped at an hour).
+    pub webhook_retry_initial_seconds: u64,
+    /// Hours after its envelope was created that a delivery is retried;
+    /// then it is FAILED and the envelope waits for `Pull`.
+    pub webhook_max_age_hours: u64,
+    /// Longest one delivery attempt may take (connect, TLS, request and
+    /// response), milliseconds.
+    pub webhook_timeout_ms: u64,
+    /// Seconds between the delivery job's polls for envelopes other
+    /// replicas enqueued (this replica's own wake the job at once).
+    pub webhook_poll_seconds: u64,
+    /// Seconds before a failed subject-request task is offered again the
+    /// first time; each further failure doubles the wait.
+    pub task_retry_initial_seconds: u64,
+    /// Attempts a subject-request task gets before it needs attention
+    /// (no longer offered; the compliance queue is told).
+    pub task_max_attempts: u32,
+    /// Largest file a platform system may attach to an export task, bytes.
+    pub max_artifact_bytes: u64,
 }
 
 impl Default for Config {
@@ -161,11 +221,30 @@ impl Default for Config {
             peer_rate_limit_per_second: 20.0,
             peer_rate_limit_burst: 200.0,
             refusal_audit_interval_seconds: 60,
+            audit_max_merge_delay_ms: 1000,
+            consistency_wait_ms: 1000,
+            decision_log_allow_sample: 0.01,
+            decision_log_retention_days: 400,
+            audit_log_origin: "proctor/audit".into(),
             seal_clear_interval_seconds: 300,
             max_streams_per_caller: 16,
             screening_threads: 0,
             screening_jobs_per_caller: 0,
             max_import_rows: 1_000_000,
+            list_url: Vec::new(),
+            list_refresh_seconds: 43_200,
+            list_allow_insecure: false,
+            list_allow_private: false,
+            outbound_ca_file: None,
+            webhook_allow_insecure: false,
+            webhook_allow_private: false,
+            webhook_retry_initial_seconds: 5,
+            webhook_max_age_hours: 72,
+            webhook_timeout_ms: 10_000,
+            webhook_poll_seconds: 5,
+            task_retry_initial_seconds: 30,
+            task_max_attempts: 5,
+            max_artifact_bytes: 1 << 30,
         }
     }
 }
@@ -300,6 +379,26 @@ pub struct ScreeningArgs {
 #[derive(Debug, Clone, Default, Serialize, clap::Args)]
 #[command(next_help_heading = "Server")]
 pub struct ServerArgs {
+    /// A sanctions list to download and import itself, SOURCE=URL (a multi-file source: SOURCE=URL,URL,...); repeatable [default: none].
+    #[arg(long = "list-url", env = "PROCTOR_LIST_URL", value_name = "SOURCE=URL")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub list_url: Vec<String>,
+    /// Seconds between downloads of the --list-url lists [default: 43200].
+    #[arg(long, env = "PROCTOR_LIST_REFRESH_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list_refresh_seconds: Option<u64>,
+    /// Let a list server redirect a download to an http:// address; otherwise redirects must stay on https:// (the --list-url itself may be http://).
+    #[arg(long, env = "PROCTOR_LIST_ALLOW_INSECURE")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub list_allow_insecure: bool,
+    /// Let a list server redirect a download to a private, loopback or other non-public address (the --list-url itself may be anywhere).
+    #[arg(long, env = "PROCTOR_LIST_ALLOW_PRIVATE")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub list_allow_private: bool,
+    /// PEM file of extra CA certificates that webhooks and list downloads trust besides the system's (a TLS-inspecting proxy, an internal CA) [default: none].
+    #[arg(long, env = "PROCTOR_OUTBOUND_CA_FILE", value_name = "PEM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbound_ca_file: Option<PathBuf>,
     /// gRPC listen address [default: 127.0.0.1:50051].
     #[arg(long, env = "PROCTOR_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -352,6 +451,26 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCTOR_REFUSAL_AUDIT_INTERVAL_SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal_audit_interval_seconds: Option<u64>,
+    /// Longest an audit event waits after its commit for its leaf in the log's Merkle tree, in milliseconds [default: 1000].
+    #[arg(long, env = "PROCTOR_AUDIT_MAX_MERGE_DELAY_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_max_merge_delay_ms: Option<u64>,
+    /// Longest a check with a consistency token waits for this replica to apply its write, in milliseconds [default: 1000].
+    #[arg(long, env = "PROCTOR_CONSISTENCY_WAIT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consistency_wait_ms: Option<u64>,
+    /// Share of ALLOW decisions recorded in the decision log, 0.0-1.0; every DENY is [default: 0.01].
+    #[arg(long, env = "PROCTOR_DECISION_LOG_ALLOW_SAMPLE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_log_allow_sample: Option<f64>,
+    /// Days a logged decision is kept [default: 400].
+    #[arg(long, env = "PROCTOR_DECISION_LOG_RETENTION_DAYS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision_log_retention_days: Option<u32>,
+    /// Origin line of the audit log's signed checkpoints (names this log) [default: proctor/audit].
+    #[arg(long, env = "PROCTOR_AUDIT_LOG_ORIGIN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_log_origin: Option<String>,
     /// Seconds between passes sealing rows still in the clear, first at start; 0 = never [default: 300].
     #[arg(long, env = "PROCTOR_SEAL_CLEAR_INTERVAL_SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -368,6 +487,48 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCTOR_SCREENING_JOBS_PER_CALLER")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub screening_jobs_per_caller: Option<usize>,
+    /// Seconds before a failed subject-request task is offered again, doubling with each further failure [default: 30].
+    #[arg(long, env = "PROCTOR_TASK_RETRY_INITIAL_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_retry_initial_seconds: Option<u64>,
+    /// Attempts a subject-request task gets before it needs attention [default: 5].
+    #[arg(long, env = "PROCTOR_TASK_MAX_ATTEMPTS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_max_attempts: Option<u32>,
+    /// Largest file attached to an export task, bytes [default: 1073741824].
+    #[arg(long, env = "PROCTOR_MAX_ARTIFACT_BYTES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_artifact_bytes: Option<u64>,
+}
+
+/// Push delivery to tenants' webhooks (docs/webhooks.md).
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+#[command(next_help_heading = "Webhooks")]
+pub struct WebhookArgs {
+    /// Accept http:// webhook URLs (tests; a receiver inside the cluster); otherwise https:// only.
+    #[arg(long, env = "PROCTOR_WEBHOOK_ALLOW_INSECURE")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub webhook_allow_insecure: bool,
+    /// Let webhooks reach private, loopback, link-local and other non-public addresses (tests).
+    #[arg(long, env = "PROCTOR_WEBHOOK_ALLOW_PRIVATE")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub webhook_allow_private: bool,
+    /// Seconds before the first retry of a failed delivery, doubling, capped at 1 h [default: 5].
+    #[arg(long, env = "PROCTOR_WEBHOOK_RETRY_INITIAL_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_retry_initial_seconds: Option<u64>,
+    /// Hours after an envelope's creation its delivery is retried, then FAILED (the envelope stays for Pull) [default: 72].
+    #[arg(long, env = "PROCTOR_WEBHOOK_MAX_AGE_HOURS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_max_age_hours: Option<u64>,
+    /// Longest one delivery attempt may take, milliseconds [default: 10000].
+    #[arg(long, env = "PROCTOR_WEBHOOK_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_timeout_ms: Option<u64>,
+    /// Seconds between polls for envelopes other replicas enqueued [default: 5].
+    #[arg(long, env = "PROCTOR_WEBHOOK_POLL_SECONDS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_poll_seconds: Option<u64>,
 }
 
 /// Every setting `serve` reads: all the groups.
@@ -394,6 +555,9 @@ pub struct ConfigArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub server: ServerArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub webhooks: WebhookArgs,
 }
 
 /// A group of flags as the settings it overrides, so a command can merge
@@ -440,6 +604,25 @@ pub fn probe_addr(listen: SocketAddr) -> SocketAddr {
 }
 
 impl Config {
+    /// The `list_url` sources, parsed (checked when the configuration
+    /// loaded).
+    pub fn list_urls(&self) -> Vec<crate::screening::refresh::ListUrl> {
+        self.list_url
+            .iter()
+            .filter_map(|l| crate::screening::refresh::ListUrl::parse(l).ok())
+            .collect()
+    }
+
+    /// Where a list download may be redirected (`list_allow_*`), kept
+    /// apart from the webhooks' policy: a tenant chooses a webhook's URL,
+    /// the operator a list's, and a list server where it redirects.
+    pub fn list_policy(&self) -> crate::outbound::policy::UrlPolicy {
+        crate::outbound::policy::UrlPolicy {
+            allow_insecure: self.list_allow_insecure,
+            allow_private: self.list_allow_private,
+        }
+    }
+
     /// The connection pool's size: the configured one, or the default of
     /// the backend the database URL names.
     pub fn pool_size(&self) -> u32 {
@@ -511,13 +694,74 @@ impl Config {
         if !(self.peer_rate_limit_burst >= 1.0 && self.peer_rate_limit_burst.is_finite()) {
             return Err(ConfigError("peer_rate_limit_burst must be at least 1".into()));
         }
+        if !(0.0..=1.0).contains(&self.decision_log_allow_sample) {
+            return Err(ConfigError(
+                "decision_log_allow_sample must be between 0.0 and 1.0".into(),
+            ));
+        }
+        if self.decision_log_retention_days == 0 || self.decision_log_retention_days > 36_500 {
+            return Err(ConfigError(
+                "decision_log_retention_days must be between 1 and 36500".into(),
+            ));
+        }
+        if self.consistency_wait_ms > 60_000 {
+            return Err(ConfigError("consistency_wait_ms must be at most 60000".into()));
+        }
+        if self.audit_max_merge_delay_ms == 0 || self.audit_max_merge_delay_ms > 60_000 {
+            return Err(ConfigError(
+                "audit_max_merge_delay_ms must be between 1 and 60000".into(),
+            ));
+        }
+        if !signed_note::is_key_name_valid(&self.audit_log_origin) {
+            return Err(ConfigError(
+                "audit_log_origin must be non-empty, without spaces or '+'".into(),
+            ));
+        }
         if self.refusal_audit_interval_seconds == 0 {
             return Err(ConfigError(
                 "refusal_audit_interval_seconds must be positive".into(),
             ));
         }
+        if self.webhook_retry_initial_seconds == 0 || self.webhook_retry_initial_seconds > 3600 {
+            return Err(ConfigError(
+                "webhook_retry_initial_seconds must be between 1 and 3600".into(),
+            ));
+        }
+        if self.webhook_max_age_hours == 0 || self.webhook_max_age_hours > 24 * 30 {
+            return Err(ConfigError(
+                "webhook_max_age_hours must be between 1 and 720".into(),
+            ));
+        }
+        if self.webhook_timeout_ms < 100 || self.webhook_timeout_ms > 120_000 {
+            return Err(ConfigError(
+                "webhook_timeout_ms must be between 100 and 120000".into(),
+            ));
+        }
+        if self.webhook_poll_seconds == 0 {
+            return Err(ConfigError("webhook_poll_seconds must be positive".into()));
+        }
+        if self.task_retry_initial_seconds == 0 {
+            return Err(ConfigError("task_retry_initial_seconds must be positive".into()));
+        }
+        if self.task_max_attempts == 0 {
+            return Err(ConfigError("task_max_attempts must be at least 1".into()));
+        }
+        if self.max_artifact_bytes == 0 {
+            return Err(ConfigError("max_artifact_bytes must be positive".into()));
+        }
         if self.max_import_rows == 0 {
             return Err(ConfigError("max_import_rows must be at least 1".into()));
+        }
+        if self.list_refresh_seconds == 0 {
+            return Err(ConfigError("list_refresh_seconds must be positive".into()));
+        }
+        let mut sources = Vec::new();
+        for l in &self.list_url {
+            let parsed = crate::screening::refresh::ListUrl::parse(l).map_err(ConfigError)?;
+            if sources.contains(&parsed.source) {
+                return Err(ConfigError(format!("--list-url names {} twice", parsed.source)));
+            }
+            sources.push(parsed.source);
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError("tls_cert and tls_key must be given together".into()));
@@ -680,5 +924,81 @@ mod tests {
         let c = Config::from_groups(&base, &[&db, &SecretArgs::default()]).unwrap();
         assert_eq!(c.db_pool_size, 5);
         assert_eq!(c.listen.to_string(), "127.0.0.1:7000", "the file still applies");
+    }
+
+    #[test]
+    fn list_urls_are_operator_configuration() {
+        let with = |urls: &[&str], s: ServerArgs| {
+            Config::from_args(&ConfigArgs {
+                server: ServerArgs {
+                    list_url: urls.iter().map(|u| (*u).to_owned()).collect(),
+                    ..s
+                },
+                ..Default::default()
+            })
+        };
+        let c = with(&["eu_fsf=https://lists.example/fsf.xml"], ServerArgs::default()).unwrap();
+        assert!(!c.list_allow_insecure && !c.list_allow_private);
+        assert_eq!(c.list_urls().len(), 1);
+        let loopback = ["eu_fsf=http://127.0.0.1:8080/fsf.xml"];
+        assert_eq!(
+            with(&loopback, ServerArgs::default()).unwrap().list_urls().len(),
+            1,
+            "API.md: http:// and any address are allowed"
+        );
+        let twice = [
+            "eu_fsf=https://a.example/fsf.xml",
+            "eu_fsf=https://b.example/fsf.xml",
+        ];
+        assert!(with(&twice, ServerArgs::default()).is_err());
+    }
+
+    #[test]
+    fn webhook_settings_default_as_documented_and_are_bounded() {
+        let c = Config::from_args(&ConfigArgs::default()).unwrap();
+        assert!(!c.webhook_allow_insecure && !c.webhook_allow_private);
+        assert_eq!(
+            (
+                c.webhook_retry_initial_seconds,
+                c.webhook_max_age_hours,
+                c.webhook_timeout_ms
+            ),
+            (5, 72, 10_000)
+        );
+        let with = |w: WebhookArgs| {
+            Config::from_args(&ConfigArgs {
+                webhooks: w,
+                ..Default::default()
+            })
+        };
+        let on = with(WebhookArgs {
+            webhook_allow_insecure: true,
+            webhook_allow_private: true,
+            webhook_max_age_hours: Some(1),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(on.webhook_allow_insecure && on.webhook_allow_private);
+        assert_eq!(on.webhook_max_age_hours, 1);
+        for bad in [
+            WebhookArgs {
+                webhook_retry_initial_seconds: Some(0),
+                ..Default::default()
+            },
+            WebhookArgs {
+                webhook_max_age_hours: Some(0),
+                ..Default::default()
+            },
+            WebhookArgs {
+                webhook_timeout_ms: Some(10),
+                ..Default::default()
+            },
+            WebhookArgs {
+                webhook_poll_seconds: Some(0),
+                ..Default::default()
+            },
+        ] {
+            assert!(with(bad.clone()).is_err(), "{bad:?} accepted");
+        }
     }
 }

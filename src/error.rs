@@ -32,6 +32,19 @@ impl FieldViolation {
     }
 }
 
+/// One condition a command needed and did not find, as
+/// `google.rpc.PreconditionFailure` reports it, so a client can act on each
+/// without parsing prose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmet {
+    /// What kind of condition: `VERSION`, `MISSING_CONTENT`, ...
+    pub kind: &'static str,
+    /// What it is about: `tenants/t1/instructions`, a field name, ...
+    pub subject: String,
+    /// What is wrong, in words a client developer can act on.
+    pub description: String,
+}
+
 /// Why a command did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,6 +54,27 @@ pub enum Error {
     /// The named thing does not exist (or is not visible to the caller).
     #[error("not found: {0}")]
     Missing(String),
+    /// The named thing does not exist (or is not visible to the caller),
+    /// with its type, which the status names in `google.rpc.ResourceInfo`.
+    #[error("not found: {resource_type} {name}")]
+    NotFound {
+        /// What kind of thing: `breach`, `sub-processor`, ...
+        resource_type: &'static str,
+        /// Its id as the caller gave it.
+        name: String,
+    },
+    /// The system is not in the state this command needs, with each unmet
+    /// condition listed (`google.rpc.PreconditionFailure`) and a reason
+    /// code (`google.rpc.ErrorInfo`).
+    #[error("failed precondition: {message}")]
+    Unmet {
+        /// A stable, machine-readable reason: `VERSION_CONFLICT`, ...
+        reason: &'static str,
+        /// The message clients have always seen.
+        message: String,
+        /// Each unmet condition.
+        conditions: Vec<Unmet>,
+    },
     /// A create collided with something that exists.
     #[error("already exists: {0}")]
     Duplicate(String),
@@ -77,6 +111,14 @@ fn describe(v: &[FieldViolation]) -> String {
 }
 
 impl Error {
+    /// NOT_FOUND for the `resource_type` called `name`.
+    pub fn not_found(resource_type: &'static str, name: impl Into<String>) -> Self {
+        Self::NotFound {
+            resource_type,
+            name: name.into(),
+        }
+    }
+
     /// A single-field INVALID_ARGUMENT.
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
         Self::Invalid(vec![FieldViolation::new(field, description)])

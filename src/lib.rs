@@ -8,14 +8,17 @@
 //! newcomer reads first is `docs/ARCHITECTURE.md`.
 //! - Capabilities: [`instructions`] (with the decision snapshots),
 //!   [`subprocessors`], [`screening`] (list engine, live index, cases,
-//!   effects), [`subject_requests`], [`breaches`], and the backbone they
+//!   effects), [`subject_requests`], [`breaches`], [`disclosures`] (requests from
+//!   public authorities), and the backbone they
 //!   share: [`audit`] (the log and the refusal counts) and [`inbox`] (every
 //!   envelope kind named in one place).
 //! - Shared: [`rpc`] (the handlers' state, caller, limits, rate limits,
 //!   stream slots, the one error-to-status conversion), [`db`] (the store,
 //!   the schema, targeted wake-ups), [`auth`] (JWT, the RPC -> roles table,
 //!   the tower layer), [`secrets`] (keys protecting data subjects, their
-//!   recorded ids, sealing and resealing), [`telemetry`], [`validate`].
+//!   recorded ids, sealing and resealing), [`outbound`] (the HTTP client
+//!   of webhooks and list downloads, with its address policy),
+//!   [`telemetry`], [`validate`].
 //! - [`app`]: wires the parts into a server that `main` and the tests both run.
 //!
 //! Dependencies point inward: grpc -> repo/model, repo -> db; a model
@@ -28,9 +31,11 @@ pub mod breaches;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod disclosures;
 pub mod error;
 pub mod inbox;
 pub mod instructions;
+pub mod outbound;
 pub mod periodic;
 pub mod private_fs;
 #[cfg(test)]
@@ -43,3 +48,4 @@ pub mod subject_requests;
 pub mod subprocessors;
 pub mod telemetry;
 pub mod validate;
+pub mod webhooks;

@@ -78,6 +78,33 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The verifiable audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the whole audit log in the configured database, offline,
+    /// against a checkpoint saved earlier (`GetCheckpoint`'s text): its
+    /// signature under the verifier key, every event against the Merkle
+    /// tree, the tree against the latest signed checkpoint, and that the
+    /// log still extends the saved one. Exits non-zero unless all hold.
+    Verify {
+        /// File holding the saved checkpoint text.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The log's C2SP note verifier key (`GetAuditLogKey`), or a file
+        /// holding it.
+        #[arg(long)]
+        verifier_key: String,
+        #[command(flatten)]
+        base: BaseArgs,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -297,6 +324,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             lists_import(cfg, source, files, actor).await
         }
         Command::Keys { command } => keys(command).await,
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    checkpoint,
+                    verifier_key,
+                    base,
+                    database,
+                },
+        } => audit_verify(&checkpoint, &verifier_key, &base, &database).await,
         Command::Token {
             command:
                 TokenCommand::Mint {
@@ -319,6 +355,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// behind (they never migrate: `status` must not change anything), print
 /// the rows each key sealed, and fail while rows still need another key
 /// than the active one, so the runbook's last step can be scripted.
+/// `audit verify`: the offline check of the log against a saved checkpoint.
+async fn audit_verify(
+    checkpoint: &std::path::Path,
+    verifier_key: &str,
+    base: &BaseArgs,
+    database: &DatabaseArgs,
+) -> anyhow::Result<()> {
+    let cfg = Config::from_groups(base, &[database])?;
+    let _telemetry = proctor::telemetry::init(cfg.log_format)?;
+    let text = std::fs::read_to_string(checkpoint)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", checkpoint.display()))?;
+    let key = match std::fs::read_to_string(verifier_key) {
+        Ok(k) => k.trim().to_owned(),
+        Err(_) => verifier_key.trim().to_owned(),
+    };
+    let store = connect_store(&cfg, Arc::new(SystemClock))?;
+    anyhow::ensure!(
+        store.migrations_current().await?,
+        "the database schema is behind this binary: run `proctor migrate` first"
+    );
+    let r = proctor::audit::service::verify_offline(&store, text, key).await?;
+    println!(
+        "tree size {}, events checked {}, extends the saved checkpoint: {}",
+        r.tree_size,
+        r.events_checked,
+        if r.consistent_with_trusted { "yes" } else { "NO" }
+    );
+    if let Some(id) = &r.first_bad_event_id {
+        println!("first bad event: {id}");
+    }
+    anyhow::ensure!(
+        r.ok,
+        "the audit log does not verify: {}",
+        r.problem.as_deref().unwrap_or("unknown")
+    );
+    println!("ok");
+    Ok(())
+}
+
 async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     use proctor::secrets::reseal;
     let (store_args, reseal_with) = match command {
@@ -482,25 +557,23 @@ async fn lists_import(cfg: Config, source: String, files: Vec<PathBuf>, actor: S
     spin.set_message(format!("parsing, diffing and storing {source}"));
     let store = connect_store(&cfg, Arc::new(SystemClock))?;
     store.migrate().await?;
-    let entry = proctor::audit::model::AuditEntry {
-        actor: format!("cli:{actor}"),
+    let actor = proctor::db::pipeline::Actor {
+        sub: format!("cli:{actor}"),
         role: "compliance".into(),
         tenant_id: None,
-        action: "screening.import".into(),
-        target: source.clone(),
-        outcome: "ok".into(),
         trace_id: proctor::telemetry::current_trace_id(),
-        detail: String::new(),
     };
     // Re-screening opens the registered parties' sealed identities.
     let secrets = proctor::secrets::SubjectSecrets::load(&cfg).map_err(anyhow::Error::msg)?;
-    let res = proctor::screening::grpc::import_files(
+    let res = proctor::screening::service::import_list(
         &store,
         Arc::new(secrets),
-        entry,
-        source,
-        list_files,
-        proctor::screening::grpc::Scoring {
+        actor,
+        proctor::screening::service::ImportList {
+            source,
+            files: list_files,
+        },
+        proctor::screening::service::Scoring {
             params: proctor::screening::matcher::Params::default(),
             threshold: cfg.screening_review_threshold,
         },
@@ -531,29 +604,36 @@ async fn lists_import(cfg: Config, source: String, files: Vec<PathBuf>, actor: S
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
+    // The handlers are installed before anything can report SERVING: a
+    // SIGTERM that arrived between health turning SERVING and the first poll
+    // of a lazily installed handler killed the process with the default
+    // action instead of draining it.
+    let shutdown = shutdown_signal().context("installing the signal handlers")?;
     let app = Application::build(cfg, Arc::new(SystemClock)).await?;
-    app.run_until(shutdown_signal()).await?;
+    app.run_until(shutdown).await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are registered when this is
+/// called, not when the future is first polled.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 

@@ -52,6 +52,61 @@ pub async fn every<F, Fut>(
     }
 }
 
+/// Like [`every`], for a job that also knows when its next work is due and
+/// can be woken: `round` returns what it did and the earliest time it has
+/// work again (if any); the wait ends at that time or after `period`,
+/// whichever comes first, or when `wake` fires (a write on this replica
+/// the job follows), so new work starts at once instead of at the next
+/// poll. The period bounds how late work written by other replicas is seen.
+pub async fn every_or_sooner<F, Fut>(
+    name: &'static str,
+    period: Duration,
+    clock: &SharedClock,
+    stop: &CancellationToken,
+    wake: &mut crate::db::notify::Follower,
+    mut round: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = crate::error::Result<(usize, Option<chrono::DateTime<chrono::Utc>>)>>,
+{
+    let period = chrono::Duration::from_std(period).unwrap_or(chrono::Duration::MAX);
+    loop {
+        let started = clock.now();
+        let (did, due) = match round().await {
+            Ok((n, due)) => {
+                if n > 0 {
+                    tracing::info!(job = name, items = n, "background job did work");
+                }
+                (n, due)
+            }
+            Err(e) => {
+                tracing::warn!(job = name, error = %e, "background job failed; retrying");
+                (0, None)
+            }
+        };
+        let polled = started
+            .checked_add_signed(period)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        // Work still due after a round that did some (it stops after a
+        // bounded amount) goes on at once; after a round that did none it
+        // waits for the next wake-up or poll rather than spinning (another
+        // replica holds it, or it failed and was logged).
+        // Compared as the clocks store time (microseconds), so work due
+        // within the current microsecond counts as due, not as later.
+        let now_us = clock.now().timestamp_micros();
+        let next = match due {
+            Some(d) if d.timestamp_micros() > now_us => d.min(polled),
+            Some(_) if did > 0 => continue,
+            _ => polled,
+        };
+        tokio::select! {
+            _ = clock.sleep_until(next) => {}
+            _ = wake.changed() => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +140,51 @@ mod tests {
         stop.cancel();
         job.await.unwrap();
         assert_eq!(clock.sleeping(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_sooner_job_runs_when_due_when_woken_and_at_its_period() {
+        use crate::db::notify::{Hub, Topic};
+        // Nanoseconds beyond the clock's microseconds must not matter.
+        let start = chrono::Utc::now();
+        let clock = ManualClock::new(start);
+        let shared: SharedClock = clock.clone();
+        let stop = CancellationToken::new();
+        let hub = Arc::new(Hub::default());
+        let mut wake = hub.follow(Topic::Webhooks);
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let (r, s) = (rounds.clone(), stop.clone());
+        let job = tokio::spawn(async move {
+            every_or_sooner("test", Duration::from_secs(60), &shared, &s, &mut wake, || {
+                let r = r.clone();
+                async move {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    // Work due 10 s after the start, whenever asked.
+                    Ok((0, Some(start + chrono::Duration::seconds(10))))
+                }
+            })
+            .await
+        });
+        clock.settle(1).await;
+        assert_eq!(rounds.load(Ordering::SeqCst), 1, "the first round runs at start");
+        clock.advance_settled(chrono::Duration::seconds(9)).await;
+        assert_eq!(rounds.load(Ordering::SeqCst), 1, "not before the work is due");
+        clock.advance_settled(chrono::Duration::seconds(1)).await;
+        assert_eq!(rounds.load(Ordering::SeqCst), 2, "when the work is due");
+        // Work due in the past waits for the period, not a spin.
+        clock.advance_settled(chrono::Duration::seconds(59)).await;
+        assert_eq!(rounds.load(Ordering::SeqCst), 2);
+        clock.advance_settled(chrono::Duration::seconds(1)).await;
+        assert_eq!(rounds.load(Ordering::SeqCst), 3, "at the period");
+        hub.notify(&[Topic::Webhooks]);
+        for _ in 0..500 {
+            if rounds.load(Ordering::SeqCst) == 4 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(rounds.load(Ordering::SeqCst), 4, "a wake-up runs a round at once");
+        stop.cancel();
+        job.await.unwrap();
     }
 }

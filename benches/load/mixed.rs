@@ -175,6 +175,15 @@ pub async fn import_small_ofac(ch: Channel, token: &str) -> Result<ListVersion, 
 
 /// Loads instructions for every tenant and the OFAC excerpt.
 async fn set_up(channels: &[Channel], tenants: usize) {
+    put_instructions(channels, tenants).await;
+    import_small_ofac(channels[0].clone(), &token(&["compliance"], None))
+        .await
+        .unwrap();
+}
+
+/// Gives tenants `0..tenants` [`instruction_set`]: checks decide against it,
+/// and subject requests are forwarded only to tenants that have one.
+pub async fn put_instructions(channels: &[Channel], tenants: usize) {
     phase("set up", channels, tenants, 8, move |ch, i| async move {
         let t = tenant(i);
         InstructionServiceClient::new(ch)
@@ -191,9 +200,25 @@ async fn set_up(channels: &[Channel], tenants: usize) {
             .unwrap();
     })
     .await;
-    import_small_ofac(channels[0].clone(), &token(&["compliance"], None))
-        .await
-        .unwrap();
+}
+
+/// New subject request number `i` for `tenant_id`, as the platform forwards
+/// it: an access request with its own subject and idempotency key
+/// (`{key_prefix}{i}`), so every call is a new write, not a replay.
+pub fn new_subject_request(i: usize, tenant_id: String, key_prefix: &str) -> ForwardToControllerRequest {
+    ForwardToControllerRequest {
+        tenant_id,
+        request_type: RequestType::Access as i32,
+        subject: Some(Subject {
+            email: format!("person-{i}@example.test"),
+            name: format!("Person {i}"),
+            ..Default::default()
+        }),
+        channel: "email".into(),
+        received_at: None,
+        message: "Please send me a copy of my data".into(),
+        idempotency_key: format!("{key_prefix}{i}"),
+    }
 }
 
 /// Tokens the calls use, minted once.
@@ -211,19 +236,7 @@ async fn call(ch: Channel, i: usize, tenants: usize, tok: &Tokens) -> (usize, Re
     let res = match kind {
         SUBMIT => SubjectRequestServiceClient::new(ch)
             .forward_to_controller(authed(
-                ForwardToControllerRequest {
-                    tenant_id: tenant(round_tenant),
-                    request_type: RequestType::Access as i32,
-                    subject: Some(Subject {
-                        email: format!("person-{i}@example.test"),
-                        name: format!("Person {i}"),
-                        ..Default::default()
-                    }),
-                    channel: "email".into(),
-                    received_at: None,
-                    message: "Please send me a copy of my data".into(),
-                    idempotency_key: format!("load-{i}"),
-                },
+                new_subject_request(i, tenant(round_tenant), "load-"),
                 &tok.platform,
             ))
             .await
@@ -241,6 +254,7 @@ async fn call(ch: Channel, i: usize, tenants: usize, tok: &Tokens) -> (usize, Re
                         party_ref: String::new(),
                         min_score: 0.0,
                         limit: 5,
+                        ..Default::default()
                     },
                     &tok.platform,
                 ))
@@ -288,7 +302,7 @@ async fn mixed(
     errors: &Arc<Mutex<Vec<String>>>,
 ) -> (Vec<Timed>, Duration) {
     let (tok, errors, tenants) = (tok.clone(), errors.clone(), o.tenants);
-    drive(channels, range, o.concurrency, move |ch, i| {
+    drive(channels, range, None, o.concurrency, move |ch, i| {
         let (tok, errors) = (tok.clone(), errors.clone());
         async move {
             let (kind, res) = call(ch, i, tenants, &tok).await;

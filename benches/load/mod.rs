@@ -2,15 +2,17 @@
 //! driving calls with fixed concurrency and reporting percentiles
 //! ([`report`]), a `proctor serve` process and its memory ([`server`]), and
 //! the mixed workload of checks, subject-request submissions, screenings and
-//! inbox pulls ([`mixed`]).
+//! inbox pulls ([`mixed`]), and scratch PostgreSQL databases ([`scratch`]).
 //!
-//! Compiled into `benches/grpc_load.rs`, `benches/mixed_load.rs` and the e2e
-//! test binary (`#[path]`); each uses a different part of it.
+//! Compiled into `benches/grpc_load.rs`, `benches/mixed_load.rs`,
+//! `benches/write_load.rs` and the e2e test binary (`#[path]`); each uses a
+//! different part of it.
 
 #![allow(dead_code)]
 
 pub mod mixed;
 pub mod report;
+pub mod scratch;
 pub mod server;
 
 use proctor::auth::jwt::Claims;
@@ -34,8 +36,14 @@ pub const CATEGORIES: [&str; 7] = [
 
 /// A token for `roles` (and `tenant`) signed with [`SECRET`], valid an hour.
 pub fn token(roles: &[&str], tenant: Option<&str>) -> String {
+    token_as("bench", roles, tenant)
+}
+
+/// A token like [`token`] for subject `sub`: a platform system is named by
+/// its token's subject, so its calls need its own.
+pub fn token_as(sub: &str, roles: &[&str], tenant: Option<&str>) -> String {
     let claims = Claims {
-        sub: "bench".into(),
+        sub: sub.into(),
         roles: roles.iter().map(|r| r.to_string()).collect(),
         tenant_id: tenant.map(Into::into),
         exp: chrono::Utc::now().timestamp() + 3600,
@@ -82,6 +90,7 @@ pub fn instruction_set() -> InstructionSet {
             })
             .collect(),
         termination_grace_days: 30,
+        ..Default::default()
     }
 }
 

@@ -19,11 +19,15 @@ pub struct Timed {
 }
 
 /// Runs calls numbered `calls` with `concurrency` workers over `channels`;
-/// `op` makes call `i` and says its kind and success. Returns every call's
-/// timing and the wall time.
+/// `op` makes call `i` and says its kind and success. With a `deadline`, no
+/// call starts after it: throughput at different concurrencies is only
+/// comparable over the same time, and a slow write path would make a fixed
+/// number of calls take minutes. Returns every call's timing and the wall
+/// time (including the calls still in flight at the deadline).
 pub async fn drive<F, Fut>(
     channels: &[Channel],
     calls: Range<usize>,
+    deadline: Option<Instant>,
     concurrency: usize,
     op: F,
 ) -> (Vec<Timed>, Duration)
@@ -43,7 +47,7 @@ where
             let mut out = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= end {
+                if i >= end || deadline.is_some_and(|d| Instant::now() >= d) {
                     return out;
                 }
                 let t = Instant::now();
@@ -56,7 +60,7 @@ where
             }
         }));
     }
-    let mut all = Vec::with_capacity(calls.len());
+    let mut all = Vec::with_capacity(if deadline.is_some() { 0 } else { calls.len() });
     for w in workers {
         all.extend(w.await.unwrap());
     }
@@ -113,7 +117,7 @@ where
     Fut: Future<Output = ()> + Send,
 {
     let op = Arc::new(op);
-    let (timed, elapsed) = drive(channels, 0..total, conc, move |ch, i| {
+    let (timed, elapsed) = drive(channels, 0..total, None, conc, move |ch, i| {
         let op = op.clone();
         async move {
             op(ch, i).await;

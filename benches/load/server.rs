@@ -18,6 +18,12 @@ pub struct Memory {
     pub rss_kib: u64,
     /// Highest resident so far (`VmHWM`).
     pub peak_kib: u64,
+    /// Of `rss_kib`, anonymous memory (`RssAnon`: the heap, what the
+    /// server allocated), 0 where the kernel does not say.
+    pub anon_kib: u64,
+    /// Of `rss_kib`, file pages mapped (`RssFile`: the binary, libraries,
+    /// memory-mapped database files), 0 where the kernel does not say.
+    pub file_kib: u64,
 }
 
 /// A running `proctor serve`, killed when dropped.
@@ -101,22 +107,34 @@ impl ServerProcess {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// The server's process id, for sampling its memory from another task.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server's memory now.
     pub fn memory(&self) -> Memory {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc/PID/status is readable (Linux)");
-        let kib = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {key} in /proc/PID/status"))
-        };
-        Memory {
-            rss_kib: kib("VmRSS:"),
-            peak_kib: kib("VmHWM:"),
-        }
+        memory_of(self.child.id())
+    }
+}
+
+/// The memory of process `pid` now.
+pub fn memory_of(pid: u32) -> Memory {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status is readable (Linux)");
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    let kib = |key: &str| field(key).unwrap_or_else(|| panic!("no {key} in /proc/PID/status"));
+    Memory {
+        rss_kib: kib("VmRSS:"),
+        peak_kib: kib("VmHWM:"),
+        anon_kib: field("RssAnon:").unwrap_or(0),
+        file_kib: field("RssFile:").unwrap_or(0),
     }
 }
 

@@ -1,16 +1,14 @@
-//! The audit chain in the database: append under the chain lock, page
-//! through per tenant, verify in batches.
+//! The audit log in the database: append without a lock, page through in
+//! tree order (per tenant), and the rows the sequencer and the verifier
+//! read and write.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use crate::audit::model::{AuditEntry, AuditEvent, ChainVerifier};
+use crate::audit::model::{AuditEntry, AuditEvent, leaf_data};
 use crate::db::schema::audit_events::dsl as a;
-use crate::db::{DbConnection, chain_lock, from_us, to_us};
+use crate::db::{DbConnection, from_us, to_us};
 use crate::error::Result;
-
-/// Events read per query while verifying.
-const VERIFY_BATCH: i64 = 1000;
 
 #[derive(Queryable, Insertable)]
 #[diesel(table_name = crate::db::schema::audit_events)]
@@ -28,6 +26,7 @@ struct Row {
     detail: String,
     prev_digest: String,
     digest: String,
+    leaf_index: Option<i64>,
 }
 
 impl From<Row> for AuditEvent {
@@ -48,6 +47,7 @@ impl From<Row> for AuditEvent {
             },
             prev_digest: r.prev_digest,
             digest: r.digest,
+            leaf_index: r.leaf_index,
         }
     }
 }
@@ -68,66 +68,186 @@ impl From<&AuditEvent> for Row {
             detail: e.entry.detail.clone(),
             prev_digest: e.prev_digest.clone(),
             digest: e.digest.clone(),
+            leaf_index: e.leaf_index,
         }
     }
 }
 
-/// Appends `entry` to the chain inside the caller's transaction, so the event
-/// commits exactly when the change it records does.
+/// Appends `entry` inside the caller's transaction, so the event commits
+/// exactly when the change it records does. No lock is taken: the event's
+/// place in the log is its leaf, which the sequencer gives it after commit;
+/// its `digest` is its leaf hash from the start.
 pub fn append(conn: &mut DbConnection, at: DateTime<Utc>, entry: AuditEntry) -> Result<AuditEvent> {
-    chain_lock(conn)?;
-    let last: Option<(i64, String)> = a::audit_events
-        .select((a::seq, a::digest))
-        .order(a::seq.desc())
-        .first(conn)
-        .optional()?;
-    let ev = AuditEvent::chain(
-        uuid::Uuid::new_v4().to_string(),
+    let id = uuid::Uuid::new_v4().to_string();
+    let digest = hex::encode(tlog_tiles::record_hash(&leaf_data(&id, at, &entry)).0);
+    let ev = AuditEvent {
+        seq: crate::db::next_seq(conn, crate::db::Numbered::AuditEvents)?,
+        id,
         at,
         entry,
-        last.as_ref().map(|(s, d)| (*s, d.as_str())),
-    );
+        prev_digest: String::new(),
+        digest,
+        leaf_index: None,
+    };
     diesel::insert_into(a::audit_events)
         .values(Row::from(&ev))
         .execute(conn)?;
+    // The sequencer places it in the tree once this transaction commits.
+    crate::db::notify::changed(crate::db::notify::Topic::AuditLog);
     Ok(ev)
 }
 
-/// One page of events in chain order, optionally for one tenant only.
+/// One page of the log in tree order, optionally of one tenant only:
+/// events at leaves from `after` on (`after` = the last leaf returned + 1,
+/// 0 = from the start). A page that reaches the end of the tree is followed
+/// by the events still waiting for their leaf, in the order they were
+/// written, so a command's event is listed as soon as it commits; the
+/// second value is the cursor after the page's last leaf.
 pub fn list(
     conn: &mut DbConnection,
     tenant: Option<&str>,
     after: i64,
     limit: i64,
-) -> Result<Vec<AuditEvent>> {
+) -> Result<(Vec<AuditEvent>, Option<i64>)> {
     let mut q = a::audit_events
-        .filter(a::seq.gt(after))
-        .order(a::seq.asc())
+        .filter(a::leaf_index.ge(after))
+        .order(a::leaf_index.asc())
         .limit(limit)
         .into_boxed();
     if let Some(t) = tenant {
         q = q.filter(a::tenant_id.eq(t));
     }
-    Ok(q.load::<Row>(conn)?.into_iter().map(Into::into).collect())
+    let mut events: Vec<AuditEvent> = q.load::<Row>(conn)?.into_iter().map(Into::into).collect();
+    let cursor = events.last().and_then(|e| e.leaf_index).map(|l| l + 1);
+    if (events.len() as i64) < limit {
+        let mut tail = a::audit_events
+            .filter(a::leaf_index.is_null())
+            .order(a::seq.asc())
+            .limit(limit - events.len() as i64)
+            .into_boxed();
+        if let Some(t) = tenant {
+            tail = tail.filter(a::tenant_id.eq(t));
+        }
+        events.extend(tail.load::<Row>(conn)?.into_iter().map(AuditEvent::from));
+    }
+    Ok((events, cursor))
 }
 
-/// Recomputes the whole chain; returns (events checked, first bad event id).
-pub fn verify(conn: &mut DbConnection) -> Result<(u64, Option<String>)> {
-    let mut v = ChainVerifier::new();
-    loop {
-        let batch: Vec<Row> = a::audit_events
-            .filter(a::seq.gt(v.last_seq()))
-            .order(a::seq.asc())
-            .limit(VERIFY_BATCH)
-            .load(conn)?;
-        let n = batch.len();
-        for r in batch {
-            if !v.feed(&r.into()) {
-                return Ok(v.finish());
-            }
-        }
-        if (n as i64) < VERIFY_BATCH {
-            return Ok(v.finish());
-        }
+/// Up to `limit` events not yet in the tree, in the order they were
+/// written: what the sequencer integrates next.
+pub fn unsequenced(conn: &mut DbConnection, limit: i64) -> Result<Vec<AuditEvent>> {
+    Ok(a::audit_events
+        .filter(a::leaf_index.is_null())
+        .order(a::seq.asc())
+        .limit(limit)
+        .load::<Row>(conn)?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+/// Places the event `seq` at leaf `leaf_index`. The unique index on
+/// `leaf_index` refuses a second event at the same leaf, whoever sequences.
+pub fn place(conn: &mut DbConnection, seq: i64, leaf_index: i64) -> Result<()> {
+    let n = diesel::update(
+        a::audit_events
+            .filter(a::seq.eq(seq))
+            .filter(a::leaf_index.is_null()),
+    )
+    .set(a::leaf_index.eq(Some(leaf_index)))
+    .execute(conn)?;
+    if n != 1 {
+        return Err(crate::error::Error::Conflict(
+            "audit event sequenced concurrently".into(),
+        ));
     }
+    Ok(())
+}
+
+/// How many events the tree holds: one past the highest leaf index.
+pub fn sequenced_size(conn: &mut DbConnection) -> Result<u64> {
+    let max: Option<i64> = a::audit_events
+        .select(diesel::dsl::max(a::leaf_index))
+        .first(conn)?;
+    Ok(max.map_or(0, |m| m as u64 + 1))
+}
+
+/// How many events hold a leaf index (equal to [`sequenced_size`] unless
+/// events were deleted).
+pub fn sequenced_count(conn: &mut DbConnection) -> Result<u64> {
+    let n: i64 = a::audit_events
+        .filter(a::leaf_index.is_not_null())
+        .count()
+        .get_result(conn)?;
+    Ok(n as u64)
+}
+
+/// The oldest write time of an event still waiting for its leaf.
+pub fn oldest_unsequenced(conn: &mut DbConnection) -> Result<Option<DateTime<Utc>>> {
+    let at: Option<i64> = a::audit_events
+        .filter(a::leaf_index.is_null())
+        .select(diesel::dsl::min(a::at_us))
+        .first(conn)?;
+    Ok(at.map(from_us))
+}
+
+/// Events at leaves `from..to`, in leaf order (missing leaves are absent).
+pub fn by_leaf(conn: &mut DbConnection, from: u64, to: u64) -> Result<Vec<AuditEvent>> {
+    Ok(a::audit_events
+        .filter(a::leaf_index.ge(from as i64))
+        .filter(a::leaf_index.lt(to as i64))
+        .order(a::leaf_index.asc())
+        .load::<Row>(conn)?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+/// One event by id, visible to `tenant` (None: any); NOT_FOUND otherwise.
+pub fn by_id(conn: &mut DbConnection, id: &str, tenant: Option<&str>) -> Result<AuditEvent> {
+    let row: Option<Row> = a::audit_events.filter(a::id.eq(id)).first(conn).optional()?;
+    match row {
+        Some(r) if tenant.is_none() || r.tenant_id.as_deref() == tenant => Ok(r.into()),
+        _ => Err(crate::error::Error::not_found("audit event", id.to_string())),
+    }
+}
+
+/// A stored checkpoint: the tree size, its root and the signed note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// Leaves.
+    pub size: u64,
+    /// Root hash as stored.
+    pub root: Vec<u8>,
+    /// The signed note text.
+    pub note: String,
+}
+
+/// Records the signed checkpoint of a tree size.
+pub fn store_checkpoint(conn: &mut DbConnection, at: DateTime<Utc>, cp: &StoredCheckpoint) -> Result<()> {
+    use crate::db::schema::audit_checkpoints::dsl as k;
+    diesel::insert_into(k::audit_checkpoints)
+        .values((
+            k::tree_size.eq(cp.size as i64),
+            k::root_hash.eq(&cp.root),
+            k::note.eq(&cp.note),
+            k::signed_at_us.eq(to_us(at)),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The checkpoint of the largest tree signed so far.
+pub fn latest_checkpoint(conn: &mut DbConnection) -> Result<Option<StoredCheckpoint>> {
+    use crate::db::schema::audit_checkpoints::dsl as k;
+    let row: Option<(i64, Vec<u8>, String)> = k::audit_checkpoints
+        .order(k::tree_size.desc())
+        .select((k::tree_size, k::root_hash, k::note))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|(size, root, note)| StoredCheckpoint {
+        size: size as u64,
+        root,
+        note,
+    }))
 }

@@ -210,6 +210,9 @@ pub struct Verifier {
     keys: ArcSwap<Vec<VerifyKey>>,
     hs256: Option<DecodingKey>,
     rules: Rules,
+    /// What `exp`, `nbf`, `iat` and the lifetime cap are judged against:
+    /// the server's clock, so tests move time instead of sleeping.
+    clock: crate::clock::SharedClock,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -287,7 +290,13 @@ impl Verifier {
                 leeway_seconds: rules.leeway_seconds.min(MAX_LEEWAY_SECONDS),
                 ..rules
             },
+            clock: std::sync::Arc::new(crate::clock::SystemClock),
         })
+    }
+
+    /// The verifier judging token times by `clock` instead of the wall clock.
+    pub fn with_clock(self, clock: crate::clock::SharedClock) -> Self {
+        Self { clock, ..self }
     }
 
     /// Replaces the JWKS keys (a reread of the key file). A set that cannot
@@ -306,7 +315,7 @@ impl Verifier {
 
     /// Verifies a compact JWT.
     pub fn verify(&self, token: &str) -> Result<Identity, TokenError> {
-        let now = chrono::Utc::now().timestamp();
+        let now = self.clock.now().timestamp();
         if let Some((id, exp)) = self.verified.get(token) {
             if now <= exp.saturating_add(self.rules.leeway_seconds as i64) {
                 return Ok(id);
@@ -346,8 +355,10 @@ impl Verifier {
         }
         let mut v = Validation::new(header.alg);
         v.leeway = self.rules.leeway_seconds;
-        v.validate_exp = true;
-        v.validate_nbf = true;
+        // `exp` and `nbf` are judged below against the server's clock, not
+        // the library's reading of the wall clock.
+        v.validate_exp = false;
+        v.validate_nbf = false;
         v.required_spec_claims = ["exp".to_owned()].into();
         match &self.rules.issuer {
             Some(i) => {
@@ -368,6 +379,7 @@ impl Verifier {
             match jsonwebtoken::decode::<Claims>(token, key, &v) {
                 Ok(data) => {
                     let exp = data.claims.exp;
+                    self.check_times(&data.claims, now)?;
                     self.check_lifetime(&data.claims, now)?;
                     return identity(data.claims).map(|id| (id, exp));
                 }
@@ -375,6 +387,19 @@ impl Verifier {
             }
         }
         Err(last)
+    }
+
+    /// Refuses a token past its `exp` or before its `nbf`, by the server's
+    /// clock and with the leeway.
+    fn check_times(&self, c: &Claims, now: i64) -> Result<(), TokenError> {
+        let leeway = i64::try_from(self.rules.leeway_seconds).unwrap_or(i64::MAX);
+        if c.exp < now.saturating_sub(leeway) {
+            return Err(TokenError::Invalid("expired"));
+        }
+        if c.nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+            return Err(TokenError::Invalid("not_yet_valid"));
+        }
+        Ok(())
     }
 
     /// Refuses a token whose `exp` lies further than the maximum lifetime
@@ -560,16 +585,21 @@ mod tests {
             },
         )
         .unwrap();
+        use crate::clock::Clock;
+        let clock = crate::clock::ManualClock::new(chrono::Utc::now());
+        let v = v.with_clock(clock.clone());
         let hs = EncodingKey::from_secret(SECRET).unwrap();
         let t = sign(
             Algorithm::HS256,
             None,
             &hs,
-            &serde_json::json!({"sub": "s", "roles": ["sre"], "exp": chrono::Utc::now().timestamp() + 1}),
+            &serde_json::json!({"sub": "s", "roles": ["sre"], "exp": clock.now().timestamp() + 1}),
         );
         assert!(v.verify(&t).is_ok());
         assert!(v.verify(&t).is_ok(), "served from the cache");
-        std::thread::sleep(std::time::Duration::from_millis(2100));
+        clock.advance(chrono::Duration::seconds(1));
+        assert!(v.verify(&t).is_ok(), "valid through its exp second");
+        clock.advance(chrono::Duration::seconds(1));
         assert!(v.verify(&t).is_err(), "the cache does not outlive exp");
     }
 

@@ -72,6 +72,25 @@ pub const RULES: &[Rule] = &[
         &[P, T, C],
         NotNamed,
     ),
+    // Legal holds: the tenant for its own, compliance for any; a release
+    // names the hold by id and the handler scopes it.
+    rule("/proctor.v1.InstructionService/PlaceLegalHold", &[T, C], Named),
+    rule(
+        "/proctor.v1.InstructionService/ReleaseLegalHold",
+        &[T, C],
+        NotNamed,
+    ),
+    rule(
+        "/proctor.v1.InstructionService/ListLegalHolds",
+        &[T, C],
+        NamedOrAll,
+    ),
+    // The decision log: the tenant its own decisions, compliance any.
+    rule(
+        "/proctor.v1.InstructionService/ListDecisions",
+        &[T, C],
+        NamedOrAll,
+    ),
     // Sub-processor registry: compliance registers and proposes; tenants
     // set their mode, answer and read their own list; platform reads.
     rule(
@@ -116,16 +135,17 @@ pub const RULES: &[Rule] = &[
     rule("/proctor.v1.ScreeningService/GetCase", &[C, T], NotNamed),
     rule("/proctor.v1.ScreeningService/ResolveCase", &[C], NotNamed),
     rule("/proctor.v1.ScreeningService/ScoreNames", &[C], NotNamed),
+    rule("/proctor.v1.ScreeningService/GetListEntry", &[P, C], NotNamed),
     // Subject requests.
     rule(
         "/proctor.v1.SubjectRequestService/ForwardToController",
         &[P],
-        NamedOrAll,
+        Named,
     ),
     rule(
         "/proctor.v1.SubjectRequestService/SubmitSubjectRequest",
         &[T],
-        NamedOrAll,
+        Named,
     ),
     rule(
         "/proctor.v1.SubjectRequestService/GetSubjectRequest",
@@ -157,12 +177,29 @@ pub const RULES: &[Rule] = &[
     rule(
         "/proctor.v1.SubjectRequestService/ComputeSubjectRef",
         &[P, T],
-        NamedOrAll,
+        Named,
     ),
     rule("/proctor.v1.SubjectRequestService/RegisterSystem", &[C], NotNamed),
     rule("/proctor.v1.SubjectRequestService/PullTasks", &[P], NotNamed),
     rule("/proctor.v1.SubjectRequestService/CompleteTask", &[P], NotNamed),
     rule("/proctor.v1.SubjectRequestService/FailTask", &[P], NotNamed),
+    rule("/proctor.v1.SubjectRequestService/AskController", &[P], NotNamed),
+    rule("/proctor.v1.SubjectRequestService/UploadArtifact", &[P], NotNamed),
+    rule(
+        "/proctor.v1.SubjectRequestService/ConfirmSubProcessorDeletion",
+        &[C],
+        Named,
+    ),
+    rule(
+        "/proctor.v1.SubjectRequestService/GetDeletionCertificate",
+        &[T, C],
+        Named,
+    ),
+    rule(
+        "/proctor.v1.SubjectRequestService/GetControllerQuestion",
+        &[P, T],
+        NotNamed,
+    ),
     rule(
         "/proctor.v1.SubjectRequestService/CountSubjectRequests",
         &[S, C],
@@ -171,12 +208,12 @@ pub const RULES: &[Rule] = &[
     rule(
         "/proctor.v1.SubjectRequestService/SetSubjectRequestSettings",
         &[T, C],
-        NamedOrAll,
+        Named,
     ),
     rule(
         "/proctor.v1.SubjectRequestService/GetSubjectRequestSettings",
         &[T, C],
-        NamedOrAll,
+        Named,
     ),
     rule(
         "/proctor.v1.SubjectRequestService/GetReceiptKey",
@@ -195,10 +232,65 @@ pub const RULES: &[Rule] = &[
     rule("/proctor.v1.BreachService/ListBreaches", &[C, T, S], NotNamed),
     rule("/proctor.v1.BreachService/NotifyAuthority", &[C], NotNamed),
     rule("/proctor.v1.BreachService/RenderNotification", &[C], NotNamed),
+    // Requests from public authorities: compliance records, answers, lifts
+    // prohibitions and exports; tenants read their own (never a gagged
+    // one) and their transparency report; compliance reads any or all.
+    rule(
+        "/proctor.v1.DisclosureService/RecordAuthorityRequest",
+        &[C],
+        NotNamed,
+    ),
+    rule(
+        "/proctor.v1.DisclosureService/RecordAuthorityResponse",
+        &[C],
+        NotNamed,
+    ),
+    rule(
+        "/proctor.v1.DisclosureService/LiftNoticeProhibition",
+        &[C],
+        NotNamed,
+    ),
+    rule(
+        "/proctor.v1.DisclosureService/GetAuthorityRequest",
+        &[C, T],
+        NotNamed,
+    ),
+    rule(
+        "/proctor.v1.DisclosureService/ListAuthorityRequests",
+        &[C, T],
+        NamedOrAll,
+    ),
+    rule(
+        "/proctor.v1.DisclosureService/GetTransparencyReport",
+        &[C, T],
+        NamedOrAll,
+    ),
+    rule(
+        "/proctor.v1.DisclosureService/ExportAuthorityRequests",
+        &[C],
+        NotNamed,
+    ),
+    // Push delivery: a tenant manages its own webhook and deliveries;
+    // compliance any tenant's. A redelivery names the delivery by id and
+    // the handler scopes it (another tenant's is NOT_FOUND).
+    rule("/proctor.v1.WebhookService/SetWebhook", &[T, C], Named),
+    rule("/proctor.v1.WebhookService/GetWebhook", &[T, C], Named),
+    rule("/proctor.v1.WebhookService/DeleteWebhook", &[T, C], Named),
+    rule("/proctor.v1.WebhookService/RotateWebhookSecret", &[T, C], Named),
+    rule("/proctor.v1.WebhookService/ListWebhookDeliveries", &[T, C], Named),
+    rule("/proctor.v1.WebhookService/RedeliverWebhook", &[T, C], NotNamed),
     // Audit.
     rule("/proctor.v1.AuditService/ListAuditEvents", &[C, T], NamedOrAll),
     rule("/proctor.v1.AuditService/VerifyAuditLog", &[C, S], NotNamed),
     rule("/proctor.v1.AuditService/ExportAuditLog", &[C, T], NamedOrAll),
+    rule("/proctor.v1.AuditService/GetCheckpoint", &[P, T, C, S], NotNamed),
+    rule("/proctor.v1.AuditService/GetAuditLogKey", &[P, T, C, S], NotNamed),
+    rule("/proctor.v1.AuditService/GetInclusionProof", &[C, T], NotNamed),
+    rule(
+        "/proctor.v1.AuditService/GetConsistencyProof",
+        &[P, T, C, S],
+        NotNamed,
+    ),
 ];
 
 /// Paths anyone may call without a token: health probes and reflection.

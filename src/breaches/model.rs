@@ -16,7 +16,10 @@ pub const NEAR_DEADLINE: Duration = Duration::hours(12);
 pub const MAX_TEXT: usize = 10_000;
 
 /// Where a breach stands with the supervisory authority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum BreachStatus {
     /// Not yet notified, nor decided unnecessary.
@@ -30,18 +33,12 @@ pub enum BreachStatus {
 impl BreachStatus {
     /// Stored form.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::AuthorityNotified => "authority_notified",
-            Self::NotificationNotRequired => "notification_not_required",
-        }
+        self.into()
     }
 
     /// Parses the stored form.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Open, Self::AuthorityNotified, Self::NotificationNotRequired]
-            .into_iter()
-            .find(|x| x.as_str() == s)
+        s.parse().ok()
     }
 }
 
@@ -208,10 +205,18 @@ pub fn check_authority_decision(b: &Breach, d: &AuthorityDecision) -> Result<(),
                 missing.push("delay_reasons");
             }
             if !missing.is_empty() {
-                return Err(Error::WrongState(format!(
-                    "notification incomplete; missing: {}",
-                    missing.join(", ")
-                )));
+                return Err(Error::Unmet {
+                    reason: "NOTIFICATION_INCOMPLETE",
+                    message: format!("notification incomplete; missing: {}", missing.join(", ")),
+                    conditions: missing
+                        .iter()
+                        .map(|m| crate::error::Unmet {
+                            kind: "MISSING_CONTENT",
+                            subject: (*m).to_owned(),
+                            description: "required before the authority is notified (GDPR Art. 33(3))".into(),
+                        })
+                        .collect(),
+                });
             }
         }
     }
@@ -564,8 +569,8 @@ impl RenderFormat {
 pub struct Rendered {
     /// Its media type.
     pub content_type: &'static str,
-    /// Its bytes.
-    pub data: Vec<u8>,
+    /// Its text (Markdown or JSON).
+    pub data: String,
 }
 
 /// The notification document for `b` at `now`, in `format`.
@@ -579,12 +584,12 @@ pub fn render(b: &Breach, format: RenderFormat, now: DateTime<Utc>) -> Result<Re
             });
             Rendered {
                 content_type: "application/json",
-                data: serde_json::to_vec_pretty(&doc).map_err(|e| Error::Unexpected(e.to_string()))?,
+                data: serde_json::to_string_pretty(&doc).map_err(|e| Error::Unexpected(e.to_string()))?,
             }
         }
         RenderFormat::Markdown => Rendered {
             content_type: "text/markdown; charset=utf-8",
-            data: render_markdown(b, now).into_bytes(),
+            data: render_markdown(b, now),
         },
     })
 }
@@ -642,9 +647,16 @@ mod tests {
             reference: String::new(),
             delay_reasons: String::new(),
         };
-        let Err(Error::WrongState(m)) = check_authority_decision(&b, &d) else {
+        let Err(Error::Unmet {
+            message: m,
+            conditions,
+            ..
+        }) = check_authority_decision(&b, &d)
+        else {
             panic!()
         };
+        assert_eq!(conditions.len(), 7);
+        assert_eq!(conditions[0].subject, "categories");
         assert_eq!(
             m,
             "notification incomplete; missing: categories, approx_subjects, approx_records, \
@@ -664,7 +676,7 @@ mod tests {
         };
         assert!(matches!(
             check_authority_decision(&b, &d("")),
-            Err(Error::WrongState(m)) if m.ends_with("delay_reasons")
+            Err(Error::Unmet { message: m, .. }) if m.ends_with("delay_reasons")
         ));
         assert!(check_authority_decision(&b, &d("forensics took 4 days")).is_ok());
     }
@@ -876,10 +888,22 @@ mod tests {
         let b = breach();
         let doc = render(&b, RenderFormat::Json, b.became_aware_at).unwrap();
         assert_eq!(doc.content_type, "application/json");
-        let v: serde_json::Value = serde_json::from_slice(&doc.data).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&doc.data).unwrap();
         assert_eq!(v["breach"]["id"], "b1");
         assert_eq!(v["overdue"], false);
         let md = render(&b, RenderFormat::Markdown, b.became_aware_at).unwrap();
         assert_eq!(md.content_type, "text/markdown; charset=utf-8");
+    }
+
+    #[test]
+    fn breach_statuses_keep_their_stored_forms() {
+        use strum::VariantArray;
+        let all: Vec<&str> = BreachStatus::VARIANTS.iter().map(|b| b.as_str()).collect();
+        assert_eq!(all, ["open", "authority_notified", "notification_not_required"]);
+        for b in BreachStatus::VARIANTS {
+            assert_eq!(BreachStatus::parse(b.as_str()), Some(*b));
+            let wire = serde_json::to_value(b).unwrap();
+            assert_eq!(wire, b.as_str(), "serde and the stored form agree");
+        }
     }
 }

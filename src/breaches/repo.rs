@@ -9,7 +9,7 @@ use diesel::prelude::*;
 
 use crate::breaches::model::{Breach, BreachFacts, BreachStatus, NEAR_DEADLINE};
 use crate::db::schema::{breach_tenants as bt, breaches as br};
-use crate::db::{DbConnection, chain_lock, from_us, to_us};
+use crate::db::{DbConnection, from_json_list, from_us, to_json_list, to_us};
 use crate::error::{Error, Result};
 use crate::secrets::KeyRing;
 use crate::secrets::sealed::{Field, StoredText};
@@ -44,14 +44,6 @@ struct Row {
     contact_point_key_id: Option<String>,
 }
 
-fn json_list(v: &[String]) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
-}
-
-fn parse_list(s: &str) -> Vec<String> {
-    serde_json::from_str(s).unwrap_or_default()
-}
-
 fn to_row(ring: &KeyRing, seq: i64, b: &Breach) -> Result<Row> {
     let nature = StoredText::seal(ring, Field::BreachNature, &b.id, &b.facts.nature)?;
     let contact = StoredText::seal(ring, Field::BreachContactPoint, &b.id, &b.facts.contact_point)?;
@@ -59,13 +51,13 @@ fn to_row(ring: &KeyRing, seq: i64, b: &Breach) -> Result<Row> {
         seq,
         id: b.id.clone(),
         nature: String::new(),
-        categories: json_list(&b.facts.categories),
+        categories: to_json_list(&b.facts.categories),
         approx_subjects: i64::try_from(b.facts.approx_subjects).unwrap_or(i64::MAX),
         approx_records: i64::try_from(b.facts.approx_records).unwrap_or(i64::MAX),
         likely_consequences: b.facts.likely_consequences.clone(),
         measures: b.facts.measures.clone(),
         contact_point: String::new(),
-        systems: json_list(&b.facts.systems),
+        systems: to_json_list(&b.facts.systems),
         became_aware_at_us: to_us(b.became_aware_at),
         authority_deadline_us: to_us(b.authority_deadline),
         status: b.status.as_str().to_owned(),
@@ -92,13 +84,13 @@ fn from_row(ring: &KeyRing, r: Row, tenant_ids: Vec<String>) -> Result<Breach> {
     Ok(Breach {
         facts: BreachFacts {
             nature: nature.open(ring, Field::BreachNature, &r.id)?,
-            categories: parse_list(&r.categories),
+            categories: from_json_list(&r.categories),
             approx_subjects: u64::try_from(r.approx_subjects).unwrap_or(0),
             approx_records: u64::try_from(r.approx_records).unwrap_or(0),
             likely_consequences: r.likely_consequences,
             measures: r.measures,
             contact_point: contact.open(ring, Field::BreachContactPoint, &r.id)?,
-            systems: parse_list(&r.systems),
+            systems: from_json_list(&r.systems),
         },
         id: r.id,
         became_aware_at: from_us(r.became_aware_at_us),
@@ -125,10 +117,9 @@ fn tenants_of(conn: &mut DbConnection, id: &str) -> Result<Vec<String>> {
 /// Registers a breach with its affected tenants, its free text sealed with
 /// `ring`.
 pub fn insert(conn: &mut DbConnection, ring: &KeyRing, b: &Breach) -> Result<()> {
-    chain_lock(conn)?;
-    let last: Option<i64> = br::table.select(diesel::dsl::max(br::seq)).first(conn)?;
+    let seq = crate::db::next_seq(conn, crate::db::Numbered::Breaches)?;
     diesel::insert_into(br::table)
-        .values(to_row(ring, last.unwrap_or(0) + 1, b)?)
+        .values(to_row(ring, seq, b)?)
         .execute(conn)?;
     add_tenants(conn, &b.id, &b.tenant_ids)?;
     Ok(())
@@ -155,7 +146,7 @@ pub fn get(conn: &mut DbConnection, ring: &KeyRing, id: &str) -> Result<Breach> 
         .filter(br::id.eq(id))
         .first(conn)
         .optional()?
-        .ok_or_else(|| Error::Missing(format!("breach {id}")))?;
+        .ok_or_else(|| Error::not_found("breach", id.to_string()))?;
     let tenants = tenants_of(conn, id)?;
     from_row(ring, row, tenants)
 }

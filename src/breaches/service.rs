@@ -11,13 +11,11 @@ use crate::breaches::repo as st;
 use crate::db::DbConnection;
 use crate::db::pipeline::{Actor, Tx};
 use crate::error::{Error, Result};
+use crate::inbox::kinds::EnvelopeKind;
 use crate::inbox::model::Recipient;
 use crate::instructions::repo as instructions;
 use crate::rpc::AppState;
 use crate::rpc::page::Page;
-
-/// Inbox envelope kind of a breach notice.
-pub const NOTICE_KIND: &str = "breach.notice";
 
 /// Tenants a breach concerns when none are named: those whose current
 /// instructions cover one of its categories.
@@ -42,7 +40,11 @@ fn notify_tenants(tx: &mut Tx<'_>, b: &Breach, tenants: &[String]) -> Result<()>
             "became_aware_at": b.became_aware_at.to_rfc3339(),
             "categories": b.facts.categories,
         });
-        tx.envelope(&Recipient::Tenant(t.clone()), NOTICE_KIND, &payload)?;
+        tx.envelope(
+            &Recipient::Tenant(t.clone()),
+            EnvelopeKind::BreachNotice,
+            &payload,
+        )?;
         tx.audit("breach.notice", &target, Some(t), "")?;
     }
     Ok(())
@@ -158,7 +160,7 @@ pub async fn get_breach(state: &AppState, audience: &Audience, id: String) -> Re
         .read("breach.get", move |c, _| st::get(c, &secrets.ring, &id))
         .await?;
     if !audience.may_see(&b) {
-        return Err(Error::Missing(format!("breach {}", b.id)));
+        return Err(Error::not_found("breach", b.id.clone()));
     }
     Ok(b)
 }

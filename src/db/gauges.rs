@@ -31,12 +31,17 @@ pub struct Sample {
     pub subject_requests_overdue: u64,
     /// Fan-out tasks platform systems have not completed.
     pub subject_tasks_unfinished: u64,
+    /// Fan-out tasks that failed every attempt and wait for a person.
+    pub subject_tasks_needing_attention: u64,
     /// Open breaches past the 72-hour authority deadline.
     pub breaches_past_deadline: u64,
     /// Open breaches within 12 hours of the deadline, not yet past it.
     pub breaches_near_deadline: u64,
     /// Screening cases awaiting a decision (open or answered).
     pub screening_cases_open: u64,
+    /// Age of the oldest audit event still waiting for its leaf in the
+    /// Merkle tree, seconds (0 when none): the sequencing delay.
+    pub audit_unsequenced_oldest_seconds: f64,
 }
 
 /// Unacknowledged envelopes for recipients of the kind `empty` is (the
@@ -72,9 +77,13 @@ pub fn sample(conn: &mut DbConnection, now: DateTime<Utc>) -> Result<Sample> {
         subject_requests_open: open,
         subject_requests_overdue: overdue,
         subject_tasks_unfinished: tasks,
+        subject_tasks_needing_attention: crate::subject_requests::repo::count_needing_attention(conn)?,
         breaches_past_deadline: past,
         breaches_near_deadline: near_or_past.saturating_sub(past),
         screening_cases_open: u64::try_from(cases).unwrap_or(0),
+        audit_unsequenced_oldest_seconds: crate::audit::repo::oldest_unsequenced(conn)?
+            .map(|at| ((now - at).num_milliseconds().max(0)) as f64 / 1000.0)
+            .unwrap_or(0.0),
     })
 }
 

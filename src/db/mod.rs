@@ -2,17 +2,21 @@
 //! `MultiConnection`), pooled with r2d2, and always run on tokio's blocking
 //! pool so a query never stalls the async runtime.
 //!
-//! Every command is one transaction ([`Store::write`]); SQLite write
-//! transactions begin `IMMEDIATE` so two writers queue on the busy timeout
-//! instead of failing on a lock upgrade. On PostgreSQL, writers that extend an
-//! ordered log (audit chain, inbox cursor) take one transaction-scoped
-//! advisory lock first ([`chain_lock`]), so sequence order is commit order and
-//! a reader following a cursor never skips a row that commits late.
+//! Every command is one transaction ([`Store::write`]). On SQLite, commands
+//! queue for one writer connection that commits them in groups, each in a
+//! savepoint of its own ([`writer`]), instead of waiting for the write lock
+//! in SQLite's busy handler; reads keep using the pool beside it (WAL). On
+//! PostgreSQL, writes take pooled connections and commit in parallel, with
+//! no lock shared by the cluster: what needs an order gets it after commit
+//! (the audit sequencer) or per key ([`key_lock`]).
 
 pub mod gauges;
 pub mod notify;
+mod openssl_exit;
 pub mod pipeline;
 pub mod schema;
+pub mod statements;
+mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +24,7 @@ use std::time::Duration;
 
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
-use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::connection::{SimpleConnection, TransactionManager};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{self, ManageConnection, Pool, PooledConnection};
@@ -96,7 +100,10 @@ impl DbManager {
     /// Opens one connection, applying per-connection settings.
     pub fn connect_url(url: &DbUrl) -> std::result::Result<DbConnection, ConnectionError> {
         match url {
-            DbUrl::Postgres(u) => PgConnection::establish(u).map(DbConnection::Pg),
+            DbUrl::Postgres(u) => {
+                openssl_exit::keep_openssl_state_at_exit();
+                PgConnection::establish(u).map(DbConnection::Pg)
+            }
             DbUrl::Sqlite(p) => {
                 // The file holds personal data: private to the service's user.
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -108,12 +115,14 @@ impl DbManager {
                     ConnectionError::BadConnection(format!("cannot create {}: {e}", p.display()))
                 })?;
                 let mut c = SqliteConnection::establish(&p.to_string_lossy())?;
-                // WAL lets readers run beside the writer; FULL sync makes an
-                // acknowledged commit survive power loss; the busy timeout
-                // queues writers instead of failing them.
+                // The busy timeout comes first so that switching to WAL waits
+                // for a connection opening beside this one instead of failing
+                // with "database is locked". WAL lets readers run beside the
+                // writer; FULL sync makes an acknowledged commit survive
+                // power loss.
                 c.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
                 )
                 .map_err(ConnectionError::CouldntSetupConfiguration)?;
                 Ok(DbConnection::Sqlite(c))
@@ -169,6 +178,17 @@ pub struct PoolStatus {
     pub max: u32,
 }
 
+/// How SQLite's one writer has grouped the commands it committed: the
+/// ratio says how many commands share one `COMMIT` (one fsync) under the
+/// load seen so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteGroups {
+    /// Groups committed.
+    pub groups: u64,
+    /// Commands in those groups, including ones that failed on their own.
+    pub commands: u64,
+}
+
 /// Handle to the database, cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -178,6 +198,12 @@ pub struct Store {
     /// Wakes the streams following what a committed write changed, so they
     /// answer at once instead of waiting for their poll ([`notify`]).
     hub: Arc<notify::Hub>,
+    /// Statements the last round of each operation made ([`statements`]).
+    statements: Arc<std::sync::Mutex<std::collections::HashMap<&'static str, u64>>>,
+    /// SQLite's one writer connection and the queue feeding it (see
+    /// [`writer`]); None on PostgreSQL, where writes take pooled
+    /// connections and commit in parallel.
+    writer: Option<Arc<writer::Writer>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -195,6 +221,12 @@ impl Store {
         let url = DbUrl::parse(url)?;
         DbManager::connect_url(&url)
             .map_err(|e| Error::NotReady(format!("cannot connect to {} database: {e}", url.backend())))?;
+        // The writer opens before the pool starts opening connections in
+        // the background, so the two do not race to set up the file.
+        let writer = match &url {
+            DbUrl::Sqlite(_) => Some(Arc::new(writer::Writer::start(&url)?)),
+            DbUrl::Postgres(_) => None,
+        };
         let pool = Pool::builder()
             .max_size(opts.pool_size.max(1))
             .min_idle(Some(1))
@@ -205,6 +237,8 @@ impl Store {
             url: Arc::new(url),
             clock,
             hub: Arc::new(notify::Hub::default()),
+            statements: Arc::default(),
+            writer,
         })
     }
 
@@ -222,6 +256,15 @@ impl Store {
             in_use: s.connections.saturating_sub(s.idle_connections),
             max: self.pool.max_size(),
         }
+    }
+
+    /// What SQLite's writer committed so far (None on PostgreSQL, which
+    /// has no single writer), read without touching the database.
+    pub fn write_groups(&self) -> Option<WriteGroups> {
+        self.writer.as_ref().map(|w| WriteGroups {
+            groups: w.stats.groups.load(std::sync::atomic::Ordering::Relaxed),
+            commands: w.stats.commands.load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 
     /// The clock commands read "now" from.
@@ -284,6 +327,17 @@ impl Store {
         .await
     }
 
+    /// Statements the last round of `op` made on this replica (checkout to
+    /// commit, transaction control included): what `docs/BENCHMARKS.md`
+    /// reports per command, and what tests hold commands to.
+    pub fn statements_of(&self, op: &str) -> Option<u64> {
+        self.statements
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(op)
+            .copied()
+    }
+
     /// Runs a read on the blocking pool, in one transaction (a consistent
     /// view across its queries).
     pub async fn read<T, F>(&self, op: &'static str, f: F) -> Result<T>
@@ -296,14 +350,44 @@ impl Store {
             .await
     }
 
-    /// Runs a command as one write transaction on the blocking pool: all of
-    /// it commits or none of it does.
+    /// Runs a command as one write transaction: all of it commits or none
+    /// of it does, and it answers only once committed. On PostgreSQL it
+    /// runs on the blocking pool; on SQLite it queues for the one writer,
+    /// which commits it in a group with its neighbours, in a savepoint of
+    /// its own (see [`writer`]).
     pub async fn write<T, F>(&self, op: &'static str, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConnection, &SharedClock) -> Result<T> + Send + 'static,
     {
         let clock = self.clock.clone();
+        if let Some(w) = &self.writer {
+            let span = tracing::info_span!(
+                "db.query",
+                db.system = self.backend(),
+                db.operation = op,
+                db.statements = tracing::field::Empty
+            );
+            let counts = self.statements.clone();
+            // Counted inside the command's savepoint: the group's BEGIN and
+            // COMMIT are shared by its commands.
+            let counted = move |c: &mut DbConnection| {
+                let (out, n) = statements::counted(|| f(c, &clock));
+                tracing::Span::current().record("db.statements", n);
+                counts
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(op, n);
+                out
+            };
+            let (cmd, answer) = writer::Typed::boxed(counted, span);
+            w.send(cmd).await?;
+            let (out, topics) = answer
+                .await
+                .map_err(|_| Error::Unexpected("the database writer dropped a command".into()))??;
+            self.hub.notify(&topics);
+            return Ok(out);
+        }
         let (out, topics) = self
             .blocking(op, move |conn| {
                 let (out, topics) = notify::collect(|| write_transaction(conn, |c| f(c, &clock)));
@@ -320,13 +404,26 @@ impl Store {
         F: FnOnce(&mut DbConnection) -> Result<T> + Send + 'static,
     {
         let pool = self.pool.clone();
-        let span = tracing::info_span!("db.query", db.system = self.backend(), db.operation = op);
+        let counts = self.statements.clone();
+        let span = tracing::info_span!(
+            "db.query",
+            db.system = self.backend(),
+            db.operation = op,
+            db.statements = tracing::field::Empty
+        );
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
             let mut conn: PooledConnection<DbManager> = pool
                 .get()
                 .map_err(|e: r2d2::PoolError| Error::NotReady(format!("database unavailable: {e}")))?;
-            f(&mut conn)
+            conn.set_instrumentation(statements::CountStatements);
+            let (out, n) = statements::counted(|| f(&mut conn));
+            span.record("db.statements", n);
+            counts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(op, n);
+            out
         })
         .await
         .map_err(|e| Error::Unexpected(format!("database task failed: {e}")))?
@@ -338,10 +435,9 @@ fn write_transaction<T>(
     f: impl FnOnce(&mut DbConnection) -> Result<T>,
 ) -> Result<T> {
     type Tm = <DbConnection as Connection>::TransactionManager;
-    match conn {
-        DbConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
-        DbConnection::Pg(_) => Tm::begin_transaction(conn)?,
-    }
+    // SQLite writes never come here: they go to the one writer, which
+    // begins its groups `IMMEDIATE` itself.
+    Tm::begin_transaction(conn)?;
     match f(conn) {
         Ok(v) => {
             Tm::commit_transaction(conn)?;
@@ -356,13 +452,121 @@ fn write_transaction<T>(
     }
 }
 
-/// Serialises appends to the ordered logs on PostgreSQL until the
-/// transaction ends (SQLite's `BEGIN IMMEDIATE` already serialises writers).
+/// Serialises maintenance batches (`keys reseal`) with each other on
+/// PostgreSQL until the transaction ends. Commands never take it: what they
+/// must order is locked per key ([`key_lock`]).
 pub fn chain_lock(conn: &mut DbConnection) -> Result<()> {
     if let DbConnection::Pg(c) = conn {
         diesel::sql_query(format!("SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})")).execute(c)?;
     }
     Ok(())
+}
+
+/// Locks `key` of `scope` until the transaction ends, on PostgreSQL (SQLite's
+/// one writer already serialises every write): commands on the same key (a
+/// tenant's idempotency key, a screened party, a recipient's inbox) run one
+/// after the other, commands on different keys in parallel. The lock id is
+/// a 64-bit hash of both, so scopes never collide by accident.
+pub fn key_lock(conn: &mut DbConnection, scope: &str, key: &str) -> Result<()> {
+    if let DbConnection::Pg(c) = conn {
+        let id = key_lock_id(scope, key);
+        diesel::sql_query(format!("SELECT pg_advisory_xact_lock({id})")).execute(c)?;
+    }
+    Ok(())
+}
+
+/// The PostgreSQL advisory lock id [`key_lock`] takes for `key` of
+/// `scope`: what an operator looks for in `pg_locks` when a command waits.
+pub fn key_lock_id(scope: &str, key: &str) -> i64 {
+    use sha2::Digest;
+    let h = sha2::Sha256::new()
+        .chain_update(scope.as_bytes())
+        .chain_update([0u8])
+        .chain_update(key.as_bytes())
+        .finalize();
+    i64::from_be_bytes(h[..8].try_into().expect("a SHA-256 has 8 bytes"))
+}
+
+/// A table whose rows are numbered by [`next_seq`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Numbered {
+    /// Audit events (their order of writing; the tree orders them).
+    AuditEvents,
+    /// Inbox envelopes (their cursor).
+    Envelopes,
+    /// The decision change log.
+    DecisionChanges,
+    /// The sub-processor registry.
+    SubProcessors,
+    /// Change notices.
+    SubProcessorNotices,
+    /// Authorisation-mode changes.
+    SubProcessorModes,
+    /// Sanctions list versions.
+    ListVersions,
+    /// Screening cases.
+    ScreeningCases,
+    /// Subject requests.
+    SubjectRequests,
+    /// Fulfilment tasks.
+    SubjectTasks,
+    /// Export chunks.
+    ExportChunks,
+    /// Subject flag changes.
+    SubjectFlagChanges,
+    /// Breaches.
+    Breaches,
+    /// Requests from public authorities.
+    AuthorityRequests,
+    /// Webhook deliveries (their listing order).
+    WebhookDeliveries,
+}
+
+impl Numbered {
+    /// (table, numbered column): the sequence is named `{table}_{column}`.
+    fn table(self) -> (&'static str, &'static str) {
+        match self {
+            Self::AuditEvents => ("audit_events", "seq"),
+            Self::Envelopes => ("envelopes", "seq"),
+            Self::DecisionChanges => ("decision_changes", "seq"),
+            Self::SubProcessors => ("sub_processors", "seq"),
+            Self::SubProcessorNotices => ("sub_processor_notices", "seq"),
+            Self::SubProcessorModes => ("sub_processor_modes", "seq"),
+            Self::ListVersions => ("screening_list_versions", "seq"),
+            Self::ScreeningCases => ("screening_cases", "seq"),
+            Self::SubjectRequests => ("subject_requests", "seq"),
+            Self::SubjectTasks => ("subject_tasks", "seq"),
+            Self::ExportChunks => ("subject_export_chunks", "seq"),
+            Self::SubjectFlagChanges => ("subject_flags", "change_seq"),
+            Self::Breaches => ("breaches", "seq"),
+            Self::AuthorityRequests => ("authority_requests", "seq"),
+            Self::WebhookDeliveries => ("webhook_deliveries", "seq"),
+        }
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Next {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+/// The next row number of `t`: from its sequence on PostgreSQL, so
+/// concurrent commands draw distinct numbers without waiting for each other
+/// (numbers are unique and increasing per session, not in commit order, and
+/// a rolled-back command leaves a gap); `MAX + 1` on SQLite, whose one
+/// writer makes that safe.
+pub fn next_seq(conn: &mut DbConnection, t: Numbered) -> Result<i64> {
+    let (table, column) = t.table();
+    let sql = match conn {
+        DbConnection::Pg(_) => format!("SELECT nextval('{table}_{column}') AS n"),
+        DbConnection::Sqlite(_) => format!("SELECT COALESCE(MAX({column}), 0) + 1 AS n FROM {table}"),
+    };
+    let row: Next = match conn {
+        DbConnection::Pg(c) => diesel::sql_query(sql).get_result(c)?,
+        DbConnection::Sqlite(c) => diesel::sql_query(sql).get_result(c)?,
+    };
+    Ok(row.n)
 }
 
 impl From<diesel::result::Error> for Error {
@@ -398,4 +602,15 @@ pub fn to_us(t: chrono::DateTime<chrono::Utc>) -> i64 {
 /// The inverse of [`to_us`].
 pub fn from_us(us: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
+/// A list of strings as the JSON text a list column stores (both backends
+/// keep lists as text, so one form serves both).
+pub fn to_json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+/// The inverse of [`to_json_list`]; unreadable text is an empty list.
+pub fn from_json_list(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
 }

@@ -29,6 +29,13 @@ pub enum Topic {
     Inbox(Recipient),
     /// New versions of one subject request, by id.
     SubjectRequest(String),
+    /// Audit events written and waiting for their leaf (the sequencer).
+    AuditLog,
+    /// Something for the webhook delivery job: an envelope for any tenant
+    /// (marked by every enqueue to a tenant's inbox), a webhook set or a
+    /// delivery made due again, so a push goes out at once instead of at
+    /// the job's next poll.
+    Webhooks,
 }
 
 thread_local! {

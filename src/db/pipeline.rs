@@ -16,6 +16,7 @@ use super::{DbConnection, Store};
 use crate::audit::model::AuditEntry;
 use crate::auth::{Caller, Role};
 use crate::error::Result;
+use crate::inbox::kinds::EnvelopeKind;
 use crate::inbox::model::Recipient;
 
 /// Who runs a command: what its audit events name.
@@ -63,6 +64,9 @@ pub struct DecisionChanges {
     pub tenants: Vec<String>,
     /// True when every tenant's decisions changed (the registry, the taxonomy).
     pub all: bool,
+    /// The highest change-log seq the command wrote (0: none), for the
+    /// caller's consistency token.
+    pub seq: i64,
 }
 
 impl DecisionChanges {
@@ -137,8 +141,13 @@ impl<'c> Tx<'c> {
 
     /// Puts an envelope of `kind` in `to`'s inbox, committed with the change
     /// that caused it.
-    pub fn envelope(&mut self, to: &Recipient, kind: &str, payload: &serde_json::Value) -> Result<()> {
-        crate::inbox::repo::enqueue(self.conn, self.now, to, kind, payload).map(|_| ())
+    pub fn envelope(
+        &mut self,
+        to: &Recipient,
+        kind: EnvelopeKind,
+        payload: &serde_json::Value,
+    ) -> Result<()> {
+        crate::inbox::repo::enqueue(self.conn, self.now, to, kind.as_str(), payload).map(|_| ())
     }
 
     /// Logs that `tenant`'s decisions changed, so every replica recompiles
@@ -182,12 +191,41 @@ impl Store {
                 actor: &actor,
                 changes: DecisionChanges::default(),
             };
-            let value = f(&mut tx)?;
+            let (value, seq) = crate::instructions::repo::collect_written(|| f(&mut tx));
+            let mut changes = tx.changes;
+            changes.seq = seq;
             Ok(Committed {
-                value,
-                changes: tx.changes,
+                value: value?,
+                changes,
             })
         })
         .await
+        .inspect(|done| note_written(done.changes.seq))
     }
+}
+
+tokio::task_local! {
+    /// The highest change-log seq the RPC running in this task committed
+    /// (0: none); set inside [`with_written`].
+    static RPC_WRITTEN: std::cell::Cell<i64>;
+}
+
+/// Remembers, for the RPC running in this task, that it committed change
+/// `seq`; outside an RPC (a job) it does nothing.
+fn note_written(seq: i64) {
+    if seq > 0 {
+        let _ = RPC_WRITTEN.try_with(|w| w.set(w.get().max(seq)));
+    }
+}
+
+/// Runs one RPC's future and returns, beside its output, the highest
+/// change-log seq its commands committed (0: none): what its response's
+/// consistency token names.
+pub async fn with_written<F: std::future::Future>(f: F) -> (F::Output, i64) {
+    RPC_WRITTEN
+        .scope(std::cell::Cell::new(0), async move {
+            let out = f.await;
+            (out, RPC_WRITTEN.with(|w| w.get()))
+        })
+        .await
 }

@@ -16,6 +16,23 @@ diesel::table! {
         detail -> Text,
         prev_digest -> Text,
         digest -> Text,
+        leaf_index -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    audit_tree_hashes (idx) {
+        idx -> BigInt,
+        hash -> Binary,
+    }
+}
+
+diesel::table! {
+    audit_checkpoints (tree_size) {
+        tree_size -> BigInt,
+        root_hash -> Binary,
+        note -> Text,
+        signed_at_us -> BigInt,
     }
 }
 
@@ -69,6 +86,7 @@ diesel::table! {
         seq -> BigInt,
         tenant_id -> Text,
         at_us -> BigInt,
+        ord -> Nullable<BigInt>,
     }
 }
 
@@ -147,6 +165,69 @@ diesel::table! {
 }
 
 diesel::table! {
+    subject_deletion_confirmations (tenant_id, sub_processor_id) {
+        tenant_id -> Text,
+        sub_processor_id -> Text,
+        confirmed_at_us -> BigInt,
+        reference -> Text,
+        recorded_by -> Text,
+        recorded_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    subject_artifacts (id) {
+        id -> Text,
+        task_id -> Text,
+        request_id -> Text,
+        system -> Text,
+        file_name -> Text,
+        content_type -> Text,
+        size -> BigInt,
+        sha256 -> Text,
+        complete -> Bool,
+        created_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    subject_artifact_chunks (artifact_id, idx) {
+        artifact_id -> Text,
+        idx -> BigInt,
+        key_id -> Text,
+        data -> Text,
+    }
+}
+
+diesel::table! {
+    subject_request_waits (request_id) {
+        request_id -> Text,
+        forwarded_by -> Nullable<Text>,
+        resume_status -> Nullable<Text>,
+        sla_paused_at_us -> Nullable<BigInt>,
+        questions -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(subject_requests, subject_request_waits);
+
+diesel::table! {
+    subject_questions (id) {
+        id -> Text,
+        request_id -> Text,
+        tenant_id -> Text,
+        asked_by -> Text,
+        question_key_id -> Text,
+        question_sealed -> Text,
+        asked_at_us -> BigInt,
+        answer_key_id -> Nullable<Text>,
+        answer_sealed -> Nullable<Text>,
+        answered_by -> Nullable<Text>,
+        answered_at_us -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
     subject_request_refs (request_id, subject_ref) {
         request_id -> Text,
         tenant_id -> Text,
@@ -181,6 +262,8 @@ diesel::table! {
         updated_at_us -> BigInt,
         error_sealed -> Nullable<Text>,
         error_key_id -> Nullable<Text>,
+        next_attempt_at_us -> Nullable<BigInt>,
+        no_data_held -> Bool,
     }
 }
 
@@ -287,6 +370,32 @@ diesel::table! {
 }
 
 diesel::table! {
+    screening_list_fetches (source) {
+        source -> Text,
+        validators -> Text,
+        lease_holder -> Nullable<Text>,
+        lease_until_us -> Nullable<BigInt>,
+        checked_at_us -> Nullable<BigInt>,
+        outcome -> Text,
+    }
+}
+
+diesel::table! {
+    screening_results (id) {
+        id -> Text,
+        party_ref -> Text,
+        tenant_id -> Nullable<Text>,
+        screened_at_us -> BigInt,
+        why -> Text,
+        outcome -> Text,
+        case_id -> Nullable<Text>,
+        evidence -> Text,
+        hits -> Text,
+        receipt_key_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     screening_case_answers (case_id, seq) {
         case_id -> Text,
         seq -> BigInt,
@@ -318,6 +427,7 @@ diesel::table! {
         created_at_us -> BigInt,
         screening -> Text,
         screened_at_us -> Nullable<BigInt>,
+        processing_locations -> Text,
     }
 }
 
@@ -364,5 +474,127 @@ diesel::table! {
         key_id -> Text,
         state -> Text,
         recorded_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    authority_requests (seq) {
+        seq -> BigInt,
+        id -> Text,
+        authority -> Text,
+        country -> Text,
+        received_at_us -> BigInt,
+        categories -> Text,
+        status -> Text,
+        notice_prohibited_until_us -> Nullable<BigInt>,
+        notified_at_us -> Nullable<BigInt>,
+        outcome -> Nullable<Text>,
+        disclosed_categories -> Text,
+        challenged -> Bool,
+        responded_at_us -> Nullable<BigInt>,
+        texts -> Text,
+        texts_sealed -> Nullable<Text>,
+        texts_key_id -> Nullable<Text>,
+        created_at_us -> BigInt,
+        updated_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    authority_request_tenants (request_id, tenant_id) {
+        request_id -> Text,
+        tenant_id -> Text,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(authority_requests, authority_request_tenants);
+
+diesel::table! {
+    webhooks (id) {
+        id -> Text,
+        tenant_id -> Text,
+        url -> Text,
+        description -> Text,
+        secret_key_id -> Text,
+        secret_sealed -> Text,
+        previous_secret_key_id -> Nullable<Text>,
+        previous_secret_sealed -> Nullable<Text>,
+        previous_secret_until_us -> Nullable<BigInt>,
+        next_cursor -> BigInt,
+        lease_owner -> Nullable<Text>,
+        lease_until_us -> Nullable<BigInt>,
+        created_at_us -> BigInt,
+        updated_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    legal_holds (id) {
+        id -> Text,
+        tenant_id -> Text,
+        subject_hash -> Text,
+        categories -> Text,
+        reference -> Text,
+        placed_by -> Text,
+        placed_at_us -> BigInt,
+        until_us -> Nullable<BigInt>,
+        released_at_us -> Nullable<BigInt>,
+        released_by -> Nullable<Text>,
+        ended_at_us -> Nullable<BigInt>,
+        texts_sealed -> Nullable<Text>,
+        texts_key_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (seq) {
+        seq -> BigInt,
+        id -> Text,
+        webhook_id -> Text,
+        tenant_id -> Text,
+        envelope_id -> Text,
+        envelope_cursor -> BigInt,
+        kind -> Text,
+        status -> Text,
+        attempts -> Integer,
+        last_status_code -> Nullable<Integer>,
+        last_error -> Text,
+        next_attempt_at_us -> Nullable<BigInt>,
+        expires_at_us -> BigInt,
+        delivered_at_us -> Nullable<BigInt>,
+        created_at_us -> BigInt,
+        updated_at_us -> BigInt,
+    }
+}
+
+diesel::table! {
+    legal_hold_withheld (id) {
+        id -> Text,
+        request_id -> Text,
+        tenant_id -> Text,
+        system -> Text,
+        categories -> Text,
+        created_at_us -> BigInt,
+        issued_at_us -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    decision_log (seq) {
+        seq -> BigInt,
+        decision_id -> Text,
+        at_us -> BigInt,
+        tenant_id -> Text,
+        category -> Text,
+        purpose -> Text,
+        region -> Text,
+        sub_processor_id -> Text,
+        subject_sealed -> Nullable<Text>,
+        subject_key_id -> Nullable<Text>,
+        allowed -> Bool,
+        reasons -> Text,
+        instruction_version -> BigInt,
+        caller -> Text,
+        trace_id -> Text,
     }
 }

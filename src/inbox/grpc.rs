@@ -52,7 +52,7 @@ fn to_pb(e: Envelope) -> pb::Envelope {
         cursor: u64::try_from(e.cursor).unwrap_or(0),
         kind: e.kind,
         created_at: Some(ts(e.created_at)),
-        payload: e.payload.into_bytes(),
+        payload: e.payload,
         delivery_count: u32::try_from(e.delivery_count).unwrap_or(0),
         lease_expires_at: e.lease_until.map(ts),
     }

@@ -55,19 +55,26 @@ pub const MAX_REPLY_CHARS: usize = 10_000;
 pub enum ReplyTarget {
     /// A screening case's clarification request.
     ScreeningCase(String),
+    /// A platform system's question to a subject request's controller.
+    SubjectRequestQuestion(String),
 }
 
 /// What a reply to an envelope of `kind` with `payload` answers; an
 /// envelope that asks nothing is FAILED_PRECONDITION.
 pub fn reply_target(kind: &str, payload: &str) -> Result<ReplyTarget, Error> {
-    if kind != crate::screening::cases::CLARIFICATION_KIND {
-        return Err(Error::WrongState(format!("a {kind} envelope takes no reply")));
-    }
+    use crate::inbox::kinds::EnvelopeKind;
+    let kind = EnvelopeKind::parse(kind)
+        .filter(|k| k.takes_reply())
+        .ok_or_else(|| Error::WrongState(format!("a {kind} envelope takes no reply")))?;
+    let (field, target): (&str, fn(String) -> ReplyTarget) = match kind {
+        EnvelopeKind::SubjectRequestQuestion => ("question_id", ReplyTarget::SubjectRequestQuestion),
+        _ => ("case_id", ReplyTarget::ScreeningCase),
+    };
     serde_json::from_str::<serde_json::Value>(payload)
         .ok()
-        .and_then(|v| v.get("case_id")?.as_str().map(str::to_owned))
-        .map(ReplyTarget::ScreeningCase)
-        .ok_or_else(|| Error::Unexpected("clarification envelope without case_id".into()))
+        .and_then(|v| v.get(field)?.as_str().map(str::to_owned))
+        .map(target)
+        .ok_or_else(|| Error::Unexpected(format!("{kind} envelope without {field}")))
 }
 
 /// A validated `Pull`: how many envelopes, for how long.
@@ -209,6 +216,14 @@ mod tests {
         assert!(matches!(
             reply_target("screening.clarification", "{}"),
             Err(Error::Unexpected(_))
+        ));
+        assert_eq!(
+            reply_target("subject_request.question", r#"{"id":"q1","question_id":"q1"}"#).unwrap(),
+            ReplyTarget::SubjectRequestQuestion("q1".into())
+        );
+        assert!(matches!(
+            reply_target("subject_request.answer", r#"{"question_id":"q1"}"#),
+            Err(Error::WrongState(_))
         ));
     }
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use crate::db::schema::envelopes::dsl as e;
-use crate::db::{DbConnection, chain_lock, from_us, to_us};
+use crate::db::{DbConnection, from_us, to_us};
 use crate::error::{Error, Result};
 use crate::inbox::model::{PullSpec, Recipient};
 
@@ -65,10 +65,12 @@ pub fn enqueue(
     kind: &str,
     payload: &serde_json::Value,
 ) -> Result<Envelope> {
-    chain_lock(conn)?;
-    let last: Option<i64> = e::envelopes.select(diesel::dsl::max(e::seq)).first(conn)?;
+    // One recipient's envelopes commit in cursor order: its lock is held
+    // from drawing the number to commit, so a later cursor is never visible
+    // before an earlier one (what `Subscribe` relies on).
+    crate::db::key_lock(conn, "inbox", &to.to_string())?;
     let row = Row {
-        seq: last.unwrap_or(0) + 1,
+        seq: crate::db::next_seq(conn, crate::db::Numbered::Envelopes)?,
         id: uuid::Uuid::new_v4().to_string(),
         recipient: to.to_string(),
         kind: kind.to_owned(),
@@ -80,6 +82,9 @@ pub fn enqueue(
     };
     diesel::insert_into(e::envelopes).values(&row).execute(conn)?;
     crate::db::notify::changed(crate::db::notify::Topic::Inbox(to.clone()));
+    if matches!(to, Recipient::Tenant(_)) {
+        crate::db::notify::changed(crate::db::notify::Topic::Webhooks);
+    }
     Ok(row.into())
 }
 
@@ -130,7 +135,7 @@ pub fn get(conn: &mut DbConnection, to: &Recipient, id: &str) -> Result<Envelope
         .first(conn)
         .optional()?;
     row.map(Into::into)
-        .ok_or_else(|| Error::Missing(format!("envelope {id}")))
+        .ok_or_else(|| Error::not_found("envelope", id.to_string()))
 }
 
 /// Unacknowledged envelopes after `cursor`, for a subscription stream.
@@ -145,6 +150,16 @@ pub fn after(conn: &mut DbConnection, to: &Recipient, cursor: i64, limit: i64) -
     Ok(rows.into_iter().map(Into::into).collect())
 }
 
+/// The cursor of `to`'s newest envelope, acknowledged or not; 0 when the
+/// inbox is empty.
+pub fn last_cursor(conn: &mut DbConnection, to: &Recipient) -> Result<i64> {
+    let max: Option<i64> = e::envelopes
+        .filter(e::recipient.eq(to.to_string()))
+        .select(diesel::dsl::max(e::seq))
+        .first(conn)?;
+    Ok(max.unwrap_or(0))
+}
+
 /// Acknowledges envelopes of `to`. All or nothing: an id that is not in this
 /// recipient's inbox is NOT_FOUND and nothing is acknowledged. Acknowledging
 /// twice is harmless (at-least-once consumers retry). Returns how many were
@@ -156,7 +171,7 @@ pub fn ack(conn: &mut DbConnection, now: DateTime<Utc>, to: &Recipient, ids: &[S
         .filter(e::id.eq_any(ids))
         .load(conn)?;
     if let Some(missing) = ids.iter().find(|id| !mine.contains(id)) {
-        return Err(Error::Missing(format!("envelope {missing}")));
+        return Err(Error::not_found("envelope", missing.to_string()));
     }
     let n = diesel::update(
         e::envelopes

@@ -3,14 +3,12 @@
 //! none (with its audit event), and a `Reply` records the answer where the
 //! envelope's question lives and acknowledges the envelope together.
 
-use crate::audit::model::AuditEntry;
-use crate::db::Store;
 use crate::db::pipeline::{Actor, Tx};
+use crate::db::{DbConnection, Store};
 use crate::error::Result;
 use crate::inbox::model::{AckIds, PullSpec, Recipient, Reply, ReplyTarget, reply_target};
 use crate::inbox::repo::{self as inbox, Envelope};
 use crate::rpc::AppState;
-use crate::screening::case_answers;
 
 /// Leases up to `spec.max` available envelopes of `to`'s inbox, oldest
 /// first; one consumer at a time holds each until its lease ends.
@@ -31,32 +29,45 @@ pub async fn pull(state: &AppState, actor: Actor, to: Recipient, spec: PullSpec)
 pub async fn ack(state: &AppState, actor: Actor, to: Recipient, ids: AckIds) -> Result<usize> {
     state
         .store
-        .command("inbox.ack", actor, move |tx| {
-            let (now, ids) = (tx.now(), ids.ids());
-            let n = inbox::ack(tx.conn(), now, &to, ids)?;
-            let target = format!("{} envelopes", ids.len());
-            let detail = serde_json::json!({ "ids": ids }).to_string();
-            tx.audit("inbox.ack", &target, to.tenant(), &detail)?;
-            Ok(n)
-        })
+        .command("inbox.ack", actor, move |tx| ack_in(tx, &to, ids.ids()))
         .await
         .map(|done| done.value)
 }
 
-/// The audit entry a screening answer starts from: the actor, the inbox's
-/// tenant and the envelope answered (the answer names its case itself).
-fn reply_entry(tx: &Tx<'_>, to: &Recipient, envelope_id: &str) -> AuditEntry {
-    let actor = tx.actor();
-    AuditEntry {
-        actor: actor.sub.clone(),
-        role: actor.role.clone(),
-        tenant_id: to.tenant().map(str::to_owned),
-        action: "inbox.reply".into(),
-        target: envelope_id.to_owned(),
-        outcome: "ok".into(),
-        trace_id: actor.trace_id.clone(),
-        detail: String::new(),
-    }
+/// The ack path inside another command's transaction (a webhook delivery
+/// acknowledged by its receiver): the same all-or-nothing acknowledgement
+/// and the same audit event as `Ack`.
+pub fn ack_in(tx: &mut Tx<'_>, to: &Recipient, ids: &[String]) -> Result<usize> {
+    let now = tx.now();
+    let n = inbox::ack(tx.conn(), now, to, ids)?;
+    let target = format!("{} envelopes", ids.len());
+    let detail = serde_json::json!({ "ids": ids }).to_string();
+    tx.audit("inbox.ack", &target, to.tenant(), &detail)?;
+    Ok(n)
+}
+
+/// Unacknowledged envelopes of `to`'s inbox after `cursor`, at most
+/// `limit`, read inside another capability's transaction (what push
+/// delivery turns into deliveries).
+pub fn unacked_after_in(
+    conn: &mut DbConnection,
+    to: &Recipient,
+    cursor: i64,
+    limit: i64,
+) -> Result<Vec<Envelope>> {
+    inbox::after(conn, to, cursor, limit)
+}
+
+/// The cursor of the newest envelope of `to`'s inbox (0 when empty): where
+/// push delivery registered now starts.
+pub fn last_cursor_in(conn: &mut DbConnection, to: &Recipient) -> Result<i64> {
+    inbox::last_cursor(conn, to)
+}
+
+/// One envelope of `to`'s inbox, read inside another capability's
+/// transaction; another recipient's is NOT_FOUND.
+pub fn get_in(conn: &mut DbConnection, to: &Recipient, id: &str) -> Result<Envelope> {
+    inbox::get(conn, to, id)
 }
 
 /// Answers the question an envelope of `to`'s inbox asks and acknowledges
@@ -71,17 +82,18 @@ pub async fn reply(state: &AppState, actor: Actor, to: Recipient, cmd: Reply) ->
             let envelope = inbox::get(tx.conn(), &to, &cmd.id)?;
             let target = match reply_target(&envelope.kind, &envelope.payload)? {
                 ReplyTarget::ScreeningCase(case) => {
-                    let entry = reply_entry(tx, &to, &cmd.id);
-                    case_answers::answer(
-                        tx.conn(),
-                        now,
-                        entry,
+                    crate::screening::service::answer_case(tx, &secrets.ring, &case, to.tenant(), &cmd.text)?;
+                    format!("case/{case}")
+                }
+                ReplyTarget::SubjectRequestQuestion(q) => {
+                    crate::subject_requests::service::answer_question(
+                        tx,
                         &secrets.ring,
-                        &case,
+                        &q,
                         to.tenant(),
                         &cmd.text,
                     )?;
-                    format!("case/{case}")
+                    format!("question/{q}")
                 }
             };
             inbox::ack(tx.conn(), now, &to, std::slice::from_ref(&cmd.id))?;

@@ -21,6 +21,7 @@ use crate::proto::v1::instruction_service_server::InstructionService;
 use crate::rpc::convert::{from_ts, ts};
 use crate::rpc::page::Page;
 use crate::rpc::{AppState, caller};
+use crate::subprocessors::model::TransferMechanism;
 use crate::validate::Violations;
 
 /// Most checks in one `BatchCheckProcessing`.
@@ -42,8 +43,22 @@ impl Instructions {
     }
 }
 
-fn set_from_pb(s: pb::InstructionSet) -> InstructionSet {
-    InstructionSet {
+/// The domain set of a request's set; a transfer mechanism the enum does
+/// not know (or UNSPECIFIED) is INVALID_ARGUMENT naming its index.
+fn set_from_pb(s: pb::InstructionSet) -> Result<InstructionSet, Error> {
+    let mut v = Violations::new();
+    let mut permitted = Vec::with_capacity(s.permitted_transfer_mechanisms.len());
+    for (i, m) in s.permitted_transfer_mechanisms.iter().enumerate() {
+        match TransferMechanism::from_i32(*m) {
+            Some(m) => permitted.push(m),
+            None => v.add(
+                format!("instructions.permitted_transfer_mechanisms[{i}]"),
+                "not a transfer mechanism",
+            ),
+        }
+    }
+    v.finish()?;
+    Ok(InstructionSet {
         rules: s
             .rules
             .into_iter()
@@ -57,7 +72,8 @@ fn set_from_pb(s: pb::InstructionSet) -> InstructionSet {
             })
             .collect(),
         termination_grace_days: s.termination_grace_days,
-    }
+        permitted_transfer_mechanisms: permitted,
+    })
 }
 
 fn set_to_pb(s: InstructionSet) -> pb::InstructionSet {
@@ -75,6 +91,11 @@ fn set_to_pb(s: InstructionSet) -> pb::InstructionSet {
             })
             .collect(),
         termination_grace_days: s.termination_grace_days,
+        permitted_transfer_mechanisms: s
+            .permitted_transfer_mechanisms
+            .iter()
+            .map(|m| *m as i32)
+            .collect(),
     }
 }
 
@@ -89,8 +110,33 @@ fn version_to_pb(v: StoredVersion) -> pb::InstructionsVersion {
     }
 }
 
+fn hold_to_pb(h: service::HoldView) -> pb::LegalHold {
+    pb::LegalHold {
+        id: h.id,
+        tenant_id: h.tenant_id,
+        subject_ref: h.subject_ref,
+        categories: h.categories,
+        reason: h.reason,
+        reference: h.reference,
+        placed_by: h.placed_by,
+        placed_at: Some(ts(h.placed_at)),
+        until: h.until.map(ts),
+        released_at: h.released_at.map(ts),
+        release_reason: h.release_reason,
+        active: h.active,
+    }
+}
+
 fn reason_to_pb(r: DenyReason) -> i32 {
     r as i32
+}
+
+/// The change a request's consistency token names (`None`: no token).
+fn consistency_seq(field: &str, token: &str) -> Result<Option<i64>, Error> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    crate::rpc::consistency::decode(field, token).map(Some)
 }
 
 /// Validates one check; field paths are prefixed (`checks[3].` in a batch).
@@ -124,8 +170,50 @@ fn validate_check(c: &pb::CheckProcessingRequest, tax: &Taxonomy, prefix: &str, 
     );
 }
 
+/// Who asked and in which trace, for the decision log; the trace id is
+/// read once per call, and only when a record is kept.
+struct Asker<'a> {
+    caller: &'a str,
+    trace_id: std::cell::OnceCell<String>,
+}
+
+impl Asker<'_> {
+    fn trace_id(&self) -> String {
+        self.trace_id
+            .get_or_init(crate::telemetry::current_trace_id)
+            .clone()
+    }
+}
+
+fn logged_to_pb(d: crate::instructions::decision_log::LoggedDecision) -> pb::DecisionRecord {
+    pb::DecisionRecord {
+        verdict: if d.reasons.is_empty() {
+            pb::Verdict::Allow as i32
+        } else {
+            pb::Verdict::Deny as i32
+        },
+        reasons: d.reasons.iter().map(reason_to_pb).collect(),
+        decision_id: d.decision_id,
+        at: Some(ts(d.at)),
+        tenant_id: d.tenant_id,
+        category: d.category,
+        purpose: d.purpose,
+        region: d.region,
+        sub_processor_id: d.sub_processor_id,
+        subject_ref: d.subject_ref,
+        instruction_version: d.instruction_version,
+        caller: d.caller,
+        trace_id: d.trace_id,
+    }
+}
+
 impl Instructions {
-    fn decide_one(&self, c: &pb::CheckProcessingRequest, now: chrono::DateTime<chrono::Utc>) -> pb::Decision {
+    fn decide_one(
+        &self,
+        c: &pb::CheckProcessingRequest,
+        now: chrono::DateTime<chrono::Utc>,
+        asker: &Asker<'_>,
+    ) -> pb::Decision {
         let check = Check {
             category: &c.category,
             purpose: &c.purpose,
@@ -136,6 +224,24 @@ impl Instructions {
         let d = self
             .decisions
             .with_policy(&c.tenant_id, |p| decide::decide(p, &check, now));
+        let log = &self.state.decision_log;
+        let decision_id = log.next_id();
+        if log.wants(d.allowed()) {
+            log.offer(crate::instructions::decision_log::LoggedDecision {
+                decision_id: decision_id.clone(),
+                at: now,
+                tenant_id: c.tenant_id.clone(),
+                category: c.category.clone(),
+                purpose: c.purpose.clone(),
+                region: c.region.clone(),
+                sub_processor_id: c.sub_processor_id.clone(),
+                subject_ref: c.subject_ref.clone(),
+                reasons: d.reasons,
+                instruction_version: d.instruction_version,
+                caller: asker.caller.to_owned(),
+                trace_id: asker.trace_id(),
+            });
+        }
         pb::Decision {
             verdict: if d.allowed() {
                 pb::Verdict::Allow as i32
@@ -144,6 +250,9 @@ impl Instructions {
             },
             reasons: d.reasons.iter().map(reason_to_pb).collect(),
             instruction_version: d.instruction_version,
+            decision_id,
+            retain_until: (d.allowed() && d.retention_days > 0)
+                .then(|| ts(now + chrono::Duration::days(i64::from(d.retention_days)))),
         }
     }
 }
@@ -159,7 +268,7 @@ impl InstructionService for Instructions {
         let req = service::PutRequest {
             tenant_id: tenant,
             expected_version: r.expected_version,
-            set: r.instructions.map(set_from_pb),
+            set: r.instructions.map(set_from_pb).transpose()?,
             reason: r.reason,
         };
         let stored = service::put(&self.state, Actor::of(&who), req).await?;
@@ -196,20 +305,32 @@ impl InstructionService for Instructions {
         &self,
         req: Request<pb::CheckProcessingRequest>,
     ) -> Result<Response<pb::Decision>, Status> {
+        let who = caller(&req)?;
         let c = req.into_inner();
+        let token = consistency_seq("consistency_token", &c.consistency_token)?;
         let mut v = Violations::new();
         validate_check(&c, &self.decisions.taxonomy(), "", &mut v);
         v.finish()?;
+        if let Some(seq) = token {
+            self.decisions.await_applied(seq).await?;
+        }
         tracing::Span::current().record("tenant.id", c.tenant_id.as_str());
         let now = self.state.store.clock().now();
-        Ok(Response::new(self.decide_one(&c, now)))
+        let asker = Asker {
+            caller: &who.sub,
+            trace_id: std::cell::OnceCell::new(),
+        };
+        Ok(Response::new(self.decide_one(&c, now, &asker)))
     }
 
     async fn batch_check_processing(
         &self,
         req: Request<pb::BatchCheckProcessingRequest>,
     ) -> Result<Response<pb::BatchCheckProcessingResponse>, Status> {
-        let checks = req.into_inner().checks;
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let token = consistency_seq("consistency_token", &r.consistency_token)?;
+        let checks = r.checks;
         let mut v = Violations::new();
         v.check(
             checks.len() > MAX_BATCH,
@@ -221,9 +342,16 @@ impl InstructionService for Instructions {
             validate_check(c, &tax, &format!("checks[{i}]."), &mut v);
         }
         v.finish()?;
+        if let Some(seq) = token {
+            self.decisions.await_applied(seq).await?;
+        }
         let now = self.state.store.clock().now();
+        let asker = Asker {
+            caller: &who.sub,
+            trace_id: std::cell::OnceCell::new(),
+        };
         Ok(Response::new(pb::BatchCheckProcessingResponse {
-            decisions: checks.iter().map(|c| self.decide_one(c, now)).collect(),
+            decisions: checks.iter().map(|c| self.decide_one(c, now, &asker)).collect(),
         }))
     }
 
@@ -241,6 +369,7 @@ impl InstructionService for Instructions {
                 .map(|c| pb::RetentionCutoff {
                     category: c.category,
                     cutoff: c.cutoff.map(ts),
+                    held: c.held,
                 })
                 .collect(),
             instruction_version: version,
@@ -305,6 +434,87 @@ impl InstructionService for Instructions {
             kind: r.kind,
             key: r.key,
             description: r.description,
+        }))
+    }
+
+    async fn place_legal_hold(
+        &self,
+        req: Request<pb::PlaceLegalHoldRequest>,
+    ) -> Result<Response<pb::LegalHold>, Status> {
+        let (who, tenant) = self.state.scope(&req, &req.get_ref().tenant_id).await?.one()?;
+        let r = req.into_inner();
+        let until = from_ts(r.until.as_ref(), "until")?;
+        let cmd = service::PlaceHoldRequest {
+            tenant_id: tenant,
+            subject_ref: r.subject_ref,
+            categories: r.categories,
+            reason: r.reason,
+            reference: r.reference,
+            until,
+        };
+        let hold = service::place_hold(&self.state, Actor::of(&who), cmd).await?;
+        Ok(Response::new(hold_to_pb(hold)))
+    }
+
+    async fn release_legal_hold(
+        &self,
+        req: Request<pb::ReleaseLegalHoldRequest>,
+    ) -> Result<Response<pb::LegalHold>, Status> {
+        // Named by id: a tenant reaches only its own holds.
+        let scope = self.state.scope(&req, "").await?;
+        let r = req.into_inner();
+        let hold = service::release_hold(
+            &self.state,
+            Actor::of(&scope.caller),
+            scope.tenant,
+            r.id,
+            r.reason,
+        )
+        .await?;
+        Ok(Response::new(hold_to_pb(hold)))
+    }
+
+    async fn list_legal_holds(
+        &self,
+        req: Request<pb::ListLegalHoldsRequest>,
+    ) -> Result<Response<pb::ListLegalHoldsResponse>, Status> {
+        let scope = self.state.scope(&req, &req.get_ref().tenant_id).await?;
+        let r = req.into_inner();
+        let holds = service::list_holds(&self.state, scope.tenant, r.active_only).await?;
+        Ok(Response::new(pb::ListLegalHoldsResponse {
+            holds: holds.into_iter().map(hold_to_pb).collect(),
+        }))
+    }
+
+    async fn list_decisions(
+        &self,
+        req: Request<pb::ListDecisionsRequest>,
+    ) -> Result<Response<pb::ListDecisionsResponse>, Status> {
+        let scope = self.state.scope(&req, &req.get_ref().tenant_id).await?;
+        let r = req.into_inner();
+        let page = Page::parse(r.page_size, &r.page_token)?;
+        let allowed = match pb::Verdict::try_from(r.verdict) {
+            Ok(pb::Verdict::Unspecified) => None,
+            Ok(pb::Verdict::Allow) => Some(true),
+            Ok(pb::Verdict::Deny) => Some(false),
+            Err(_) => return Err(Error::invalid("verdict", "not a verdict").into()),
+        };
+        let filter = crate::instructions::repo::DecisionFilter {
+            tenant: scope.tenant,
+            allowed,
+            from: from_ts(r.from.as_ref(), "from")?,
+            to: from_ts(r.to.as_ref(), "to")?,
+        };
+        if let (Some(f), Some(t)) = (filter.from, filter.to)
+            && f > t
+        {
+            return Err(Error::invalid("to", "must not lie before from").into());
+        }
+        let rows = service::list_decisions(&self.state, filter, page.after, page.size).await?;
+        let next = page.next_token(rows.len(), rows.last().map(|(s, _)| *s));
+        Ok(Response::new(pb::ListDecisionsResponse {
+            decisions: rows.into_iter().map(|(_, d)| logged_to_pb(d)).collect(),
+            next_page_token: next,
         }))
     }
 

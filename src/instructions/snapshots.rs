@@ -31,6 +31,34 @@ const PRUNE_EVERY: u32 = 3000;
 
 type PolicyMap = HashMap<String, Arc<TenantPolicy>>;
 
+/// Most applied seqs remembered one by one; older ones fold into the floor.
+const APPLIED_KEPT: usize = 200_000;
+
+/// Which change-log entries this replica has applied, by seq: the ones it
+/// read and refreshed, one by one, and every seq at or below `floor`
+/// (entries pruned from the log, or folded in when the set grew large).
+/// Seqs are not in commit order, so a watermark alone could not say it.
+#[derive(Debug, Default)]
+struct Applied {
+    seqs: std::collections::BTreeSet<i64>,
+    floor: i64,
+}
+
+impl Applied {
+    fn contains(&self, seq: i64) -> bool {
+        seq <= self.floor || self.seqs.contains(&seq)
+    }
+
+    fn extend(&mut self, seqs: impl IntoIterator<Item = i64>) {
+        self.seqs.extend(seqs);
+        while self.seqs.len() > APPLIED_KEPT {
+            if let Some(s) = self.seqs.pop_first() {
+                self.floor = self.floor.max(s);
+            }
+        }
+    }
+}
+
 /// Per-tenant decision snapshots and the taxonomy, kept fresh.
 pub struct Decisions {
     store: Store,
@@ -41,6 +69,12 @@ pub struct Decisions {
     /// False until the first full load succeeded (the database may not be
     /// migrated yet when the server starts with `--no-migrate`).
     loaded: AtomicBool,
+    /// The change-log entries applied here, for consistency tokens.
+    applied: std::sync::Mutex<Applied>,
+    /// One catch-up at a time for the checks that wait on a token.
+    catching_up: tokio::sync::Mutex<()>,
+    /// Longest a check waits for a token's change (`--consistency-wait-ms`).
+    consistency_wait_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Decisions {
@@ -101,8 +135,10 @@ fn load_with(
     Ok(out)
 }
 
-fn load_everything(conn: &mut DbConnection) -> Result<(Taxonomy, PolicyMap, i64)> {
+fn load_everything(conn: &mut DbConnection) -> Result<(Taxonomy, PolicyMap, i64, Vec<i64>)> {
     let (_, newest) = st::change_bounds(conn)?;
+    // Read before the snapshots: every seq listed is then reflected in them.
+    let seqs = st::change_seqs(conn)?;
     let taxonomy = st::taxonomy(conn)?;
     let mut tenants = st::known_tenants(conn)?;
     // A sanctioned tenant that never wrote instructions still needs a
@@ -115,7 +151,7 @@ fn load_everything(conn: &mut DbConnection) -> Result<(Taxonomy, PolicyMap, i64)
         .into_iter()
         .map(|(t, p)| (t, Arc::new(p)))
         .collect();
-    Ok((taxonomy, map, newest.unwrap_or(0)))
+    Ok((taxonomy, map, newest.unwrap_or(0), seqs))
 }
 
 impl Decisions {
@@ -128,6 +164,9 @@ impl Decisions {
             taxonomy: ArcSwap::from_pointee(Taxonomy::default()),
             seen: AtomicI64::new(0),
             loaded: AtomicBool::new(false),
+            applied: std::sync::Mutex::new(Applied::default()),
+            catching_up: tokio::sync::Mutex::new(()),
+            consistency_wait_ms: std::sync::atomic::AtomicU64::new(1000),
         });
         if let Err(e) = d.reload_all().await {
             tracing::warn!(error = %e, "decision snapshots not loaded yet; will retry");
@@ -142,7 +181,7 @@ impl Decisions {
     }
 
     async fn reload_all(&self) -> Result<()> {
-        let (taxonomy, map, newest) = self
+        let (taxonomy, map, newest, seqs) = self
             .store
             .read("decisions.load", |c, _| load_everything(c))
             .await?;
@@ -150,6 +189,18 @@ impl Decisions {
         self.taxonomy.store(Arc::new(taxonomy));
         self.policies.store(Arc::new(map));
         self.seen.store(newest, Ordering::Release);
+        {
+            let mut a = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+            // Entries pruned before this load are older than anything a
+            // snapshot could still miss.
+            let oldest = seqs.iter().min().copied().unwrap_or(i64::MAX);
+            a.floor = a.floor.max(
+                oldest
+                    .saturating_sub(1)
+                    .min(seqs.iter().max().copied().unwrap_or(0)),
+            );
+            a.extend(seqs);
+        }
         self.loaded.store(true, Ordering::Release);
         Ok(())
     }
@@ -218,10 +269,14 @@ impl Decisions {
             return Ok(self.policies.load().len());
         }
         let seen = self.seen.load(Ordering::Acquire);
-        let (changes, oldest) = self
+        let (changes, oldest, unordered) = self
             .store
             .read("decisions.follow", move |c, _| {
-                Ok((st::changes_after(c, seen, 1000)?, st::change_bounds(c)?.0))
+                // Unordered first: an entry the sequencer orders between the
+                // two reads is then in the second, never in neither.
+                let unordered = st::unordered_changes(c, 1000)?;
+                let ordered = st::changes_after(c, seen, 1000)?;
+                Ok((ordered, st::change_bounds(c)?.0, unordered))
             })
             .await?;
         if oldest.is_some_and(|o| o > seen + 1) && seen > 0 {
@@ -229,16 +284,90 @@ impl Decisions {
             self.reload_all().await?;
             return Ok(self.policies.load().len());
         }
-        let Some(last) = changes.last().map(|(s, _)| *s) else {
+        // Changes committed but not ordered yet are applied now (so a
+        // writer's next check here sees its write) and again once ordered;
+        // a refresh is idempotent.
+        // Only ordered changes count: a caller loops until none are left,
+        // and unordered ones stay until the sequencer orders them.
+        let last = changes.last().map(|(o, _, _)| *o);
+        let n = changes.len();
+        let seqs: Vec<i64> = changes
+            .iter()
+            .map(|(_, s, _)| *s)
+            .chain(unordered.iter().map(|(s, _)| *s))
+            .collect();
+        let mut tenants: Vec<String> = changes
+            .into_iter()
+            .map(|(_, _, t)| t)
+            .chain(unordered.into_iter().map(|(_, t)| t))
+            .collect();
+        if tenants.is_empty() {
             return Ok(0);
-        };
-        let mut tenants: Vec<String> = changes.into_iter().map(|(_, t)| t).collect();
+        }
         tenants.sort();
         tenants.dedup();
-        let n = tenants.len();
         self.refresh_many(tenants).await?;
-        self.seen.fetch_max(last, Ordering::AcqRel);
+        self.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(seqs);
+        if let Some(last) = last {
+            self.seen.fetch_max(last, Ordering::AcqRel);
+        }
         Ok(n)
+    }
+
+    /// Sets how long [`Decisions::await_applied`] waits
+    /// (`--consistency-wait-ms`).
+    pub fn set_consistency_wait(&self, wait: Duration) {
+        self.consistency_wait_ms.store(
+            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Whether this replica has applied change-log entry `seq` (what a
+    /// consistency token names).
+    pub fn applied(&self, seq: i64) -> bool {
+        self.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(seq)
+    }
+
+    /// Returns once this replica has applied change `seq`, catching up on
+    /// the change log itself meanwhile (one catch-up at a time however many
+    /// checks wait); after the configured wait it is ABORTED, which the
+    /// caller may retry.
+    pub async fn await_applied(&self, seq: i64) -> Result<()> {
+        if self.applied(seq) {
+            return Ok(());
+        }
+        let wait = Duration::from_millis(self.consistency_wait_ms.load(Ordering::Relaxed));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Ok(_guard) = tokio::time::timeout_at(deadline, self.catching_up.lock()).await {
+                if self.applied(seq) {
+                    return Ok(());
+                }
+                if let Err(e) = tokio::time::timeout_at(deadline, self.catch_up())
+                    .await
+                    .unwrap_or(Ok(0))
+                {
+                    tracing::warn!(error = %e, "catching up for a consistency token failed");
+                }
+            }
+            if self.applied(seq) {
+                return Ok(());
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(crate::error::Error::Conflict(
+                    "this replica has not applied the write the consistency token names yet; retry".into(),
+                ));
+            }
+            tokio::time::sleep((deadline - now).min(Duration::from_millis(10))).await;
+        }
     }
 
     /// Follows the change log until shutdown.

@@ -4,7 +4,10 @@
 //! not registered, so their RPCs answer UNIMPLEMENTED (after auth).
 
 pub mod bucket;
+pub mod connect;
+pub mod consistency;
 pub mod convert;
+pub mod deadline;
 pub mod limits;
 pub mod page;
 pub mod rate_limit;
@@ -35,6 +38,10 @@ pub struct AppState {
     pub refusals: std::sync::Arc<crate::audit::refusals::Refusals>,
     /// Server streams each caller holds open (`--max-streams-per-caller`).
     pub streams: std::sync::Arc<streams::StreamSlots>,
+    /// The audit log's checkpoint signer and verification state.
+    pub audit_log: std::sync::Arc<crate::audit::service::AuditLog>,
+    /// The decision log's queue (checks offer their records to it).
+    pub decision_log: std::sync::Arc<crate::instructions::decision_log::DecisionLog>,
 }
 
 /// The caller of an RPC and the tenant it acts on, as its rule in the
@@ -46,6 +53,9 @@ pub struct Scope {
     /// The tenant acted on; `None` only where the rule lets a non-tenant
     /// caller name none (every tenant).
     pub tenant: Option<String>,
+    /// The RPC, as the policy table names it (`Service/Method`), for the
+    /// refused-call audit.
+    pub rpc: &'static str,
 }
 
 impl Scope {
@@ -77,7 +87,26 @@ impl AppState {
         if rule.tenant == TenantFrom::Named && tenant.is_none() {
             return Err(crate::error::Error::invalid("tenant_id", "is required").into());
         }
-        Ok(Scope { caller: who, tenant })
+        Ok(Scope {
+            caller: who,
+            tenant,
+            rpc,
+        })
+    }
+
+    /// Refuses a call the policy table let through but the request itself
+    /// oversteps (naming another system's tasks, say): PERMISSION_DENIED
+    /// with `message`, counted with the refused calls under `outcome`.
+    pub async fn refuse(&self, scope: &Scope, outcome: &str, message: &str) -> Status {
+        let entry = audit_entry(
+            &scope.caller,
+            scope.caller.tenant_id.as_deref(),
+            "auth.denied",
+            scope.rpc,
+            outcome,
+        );
+        self.record_denial(entry).await;
+        Status::permission_denied(message.to_owned())
     }
 
     /// Runs a command through the pipeline ([`crate::db::pipeline`]): one
@@ -152,7 +181,7 @@ impl AppState {
     /// Resolves the tenant a request acts on (see [`Caller::scope_tenant`]);
     /// a tenant token naming another tenant is PERMISSION_DENIED and counted
     /// with the refused calls.
-    pub async fn scope_tenant(
+    async fn scope_tenant(
         &self,
         caller: &Caller,
         requested: &str,
@@ -177,19 +206,6 @@ impl AppState {
                 Err(Status::permission_denied(e.to_string()))
             }
         }
-    }
-
-    /// Like [`AppState::scope_tenant`], for RPCs that always act on one
-    /// tenant: naming none is INVALID_ARGUMENT.
-    pub async fn require_tenant(
-        &self,
-        caller: &Caller,
-        requested: &str,
-        rpc: &str,
-    ) -> Result<String, Status> {
-        self.scope_tenant(caller, requested, rpc)
-            .await?
-            .ok_or_else(|| crate::error::Error::invalid("tenant_id", "is required").into())
     }
 
     /// Counts a refusal for the audit log (see [`crate::audit::refusals`]): one event per

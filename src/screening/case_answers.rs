@@ -10,15 +10,11 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use crate::audit::model::AuditEntry;
-use crate::audit::repo as audit;
 use crate::db::schema::screening_case_answers::dsl as ca;
 use crate::db::schema::screening_cases::dsl as c;
-use crate::db::{DbConnection, chain_lock, from_us, to_us};
+use crate::db::{DbConnection, from_us, to_us};
 use crate::error::{Error, Result};
-use crate::inbox::model::Recipient;
-use crate::inbox::repo as inbox;
-use crate::screening::cases::{COMPLIANCE_QUEUE, CaseStatus};
+use crate::screening::cases::CaseStatus;
 use crate::secrets::KeyRing;
 
 /// One answer, as shown on the case.
@@ -96,35 +92,36 @@ pub fn of_cases(conn: &mut DbConnection, ids: &[String]) -> Result<HashMap<Strin
     Ok(out)
 }
 
-/// Records `text` as an answer to case `case_id` from `actor` in the
-/// caller's transaction: the case moves to ANSWERED (a resolved case takes
-/// no answer: FAILED_PRECONDITION), the compliance queue is told, and the
-/// audit log records the answer's length only. `tenant` limits the cases
-/// the caller may answer (None: platform parties' cases only).
-pub fn answer(
+/// The status and party of case `case_id` if `tenant` may answer it
+/// (None: platform parties' cases only); None otherwise.
+pub fn answerable(
     conn: &mut DbConnection,
-    now: DateTime<Utc>,
-    actor: AuditEntry,
-    ring: &KeyRing,
     case_id: &str,
     tenant: Option<&str>,
-    text: &str,
-) -> Result<()> {
-    chain_lock(conn)?;
+) -> Result<Option<(CaseStatus, String)>> {
     let row: Option<(String, Option<String>, String)> = c::screening_cases
         .filter(c::id.eq(case_id))
         .select((c::status, c::tenant_id, c::party_ref))
         .first(conn)
         .optional()?;
-    let Some((status, case_tenant, party_ref)) = row.filter(|(_, t, _)| t.as_deref() == tenant) else {
-        return Err(Error::Missing(format!("case {case_id}")));
+    let Some((status, _, party_ref)) = row.filter(|(_, t, _)| t.as_deref() == tenant) else {
+        return Ok(None);
     };
     let status =
         CaseStatus::parse(&status).ok_or_else(|| Error::Unexpected(format!("bad case status {status}")))?;
-    let next = status.answer()?;
-    diesel::update(c::screening_cases.filter(c::id.eq(case_id)))
-        .set(c::status.eq(next.as_str()))
-        .execute(conn)?;
+    Ok(Some((status, party_ref)))
+}
+
+/// Stores `text`, sealed with `ring`, as the next answer to case
+/// `case_id` from `by`; returns its number (1, 2, ...).
+pub fn insert(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    by: &str,
+    ring: &KeyRing,
+    case_id: &str,
+    text: &str,
+) -> Result<i64> {
     let last: Option<i64> = ca::screening_case_answers
         .filter(ca::case_id.eq(case_id))
         .select(diesel::dsl::max(ca::seq))
@@ -136,28 +133,10 @@ pub fn answer(
             ca::case_id.eq(case_id),
             ca::seq.eq(seq),
             ca::answered_at_us.eq(to_us(now)),
-            ca::answered_by.eq(&actor.actor),
+            ca::answered_by.eq(by),
             ca::text.eq(sealed),
             ca::key_id.eq(key_id),
         ))
         .execute(conn)?;
-    inbox::enqueue(
-        conn,
-        now,
-        &Recipient::System(COMPLIANCE_QUEUE.to_owned()),
-        "screening.clarification.answered",
-        &serde_json::json!({ "id": case_id, "case_id": case_id, "answer": seq }),
-    )?;
-    let mut entry = actor;
-    entry.tenant_id = case_tenant;
-    entry.action = "screening.case.answer".into();
-    entry.target = format!("case/{case_id}");
-    entry.detail = serde_json::json!({
-        "party_ref": party_ref,
-        "answer": seq,
-        "chars": text.chars().count(),
-    })
-    .to_string();
-    audit::append(conn, now, entry)?;
-    Ok(())
+    Ok(seq)
 }

@@ -3,6 +3,7 @@
 //! routes the clarification request to that tenant's inbox; any other goes
 //! to the compliance queue), and request validation.
 
+use crate::auth::Role;
 use crate::error::Error;
 use crate::inbox::model::Recipient;
 
@@ -15,10 +16,6 @@ pub const DEFAULT_REVIEW_THRESHOLD: f64 = 0.8;
 /// The platform system whose inbox receives clarification requests for
 /// parties that belong to no tenant (the compliance team's queue).
 pub const COMPLIANCE_QUEUE: &str = "compliance-queue";
-
-/// Inbox envelope kind of a clarification request; the recipient answers
-/// it with `InboxService.Reply`.
-pub const CLARIFICATION_KIND: &str = "screening.clarification";
 
 /// Most hits one screening returns.
 pub const MAX_LIMIT: u32 = 100;
@@ -36,6 +33,17 @@ pub enum Outcome {
     ConfirmedMatch,
 }
 
+impl Outcome {
+    /// The stored form (`clear`, `possible_match`, `confirmed_match`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Clear => "clear",
+            Self::PossibleMatch => "possible_match",
+            Self::ConfirmedMatch => "confirmed_match",
+        }
+    }
+}
+
 /// The outcome of a screening with best score `best` for a party that has
 /// (or has not) a confirmed case.
 pub fn outcome(best: Option<f64>, threshold: f64, confirmed: bool) -> Outcome {
@@ -49,7 +57,8 @@ pub fn outcome(best: Option<f64>, threshold: f64, confirmed: bool) -> Outcome {
 }
 
 /// A case's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum CaseStatus {
     /// Opened; the clarification request is out.
     Open,
@@ -66,19 +75,12 @@ pub enum CaseStatus {
 impl CaseStatus {
     /// Stored form.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::Answered => "answered",
-            Self::Cleared => "cleared",
-            Self::Confirmed => "confirmed",
-        }
+        self.into()
     }
 
     /// Parses the stored form.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Open, Self::Answered, Self::Cleared, Self::Confirmed]
-            .into_iter()
-            .find(|c| c.as_str() == s)
+        s.parse().ok()
     }
 
     /// True until the case is cleared or confirmed.
@@ -162,13 +164,13 @@ pub fn party_of(party_ref: &str) -> PartyOf<'_> {
 /// legal name, never from a caller's), and `tenants/{id}` (the tenant
 /// itself) to compliance. A tenant's own parties (`tenants/{id}/...`) and
 /// free references stay open to every caller of `Screen`.
-pub fn may_record_under(party_ref: &str, compliance: bool) -> Result<(), Error> {
+pub fn may_record_under(party_ref: &str, role: Role) -> Result<(), Error> {
     if party_ref.starts_with(SUB_PROCESSOR_PREFIX) {
         return Err(Error::Forbidden(
             "party_ref subprocessors/... belongs to the sub-processor registry: a sub-processor is screened from its registered legal name".into(),
         ));
     }
-    if matches!(party_of(party_ref), PartyOf::Tenant(_)) && !compliance {
+    if matches!(party_of(party_ref), PartyOf::Tenant(_)) && role != Role::Compliance {
         return Err(Error::Forbidden(
             "party_ref tenants/{id} (the tenant itself) is screened by compliance only".into(),
         ));
@@ -197,14 +199,14 @@ mod tests {
 
     #[test]
     fn owned_references_are_refused_to_other_callers() {
-        assert!(may_record_under("subprocessors/x", false).is_err());
-        assert!(may_record_under("subprocessors/x", true).is_err());
-        assert!(may_record_under("subprocessors/", false).is_err());
-        assert!(may_record_under("tenants/acme", false).is_err());
-        assert!(may_record_under("tenants/acme", true).is_ok());
-        assert!(may_record_under("tenants/acme/customer/7", false).is_ok());
-        assert!(may_record_under("crm/7", false).is_ok());
-        assert!(may_record_under("", false).is_ok());
+        assert!(may_record_under("subprocessors/x", Role::Platform).is_err());
+        assert!(may_record_under("subprocessors/x", Role::Compliance).is_err());
+        assert!(may_record_under("subprocessors/", Role::Platform).is_err());
+        assert!(may_record_under("tenants/acme", Role::Platform).is_err());
+        assert!(may_record_under("tenants/acme", Role::Compliance).is_ok());
+        assert!(may_record_under("tenants/acme/customer/7", Role::Platform).is_ok());
+        assert!(may_record_under("crm/7", Role::Platform).is_ok());
+        assert!(may_record_under("", Role::Platform).is_ok());
     }
 
     #[test]
@@ -273,5 +275,16 @@ mod tests {
             clarification_recipient("tenants/t2/x"),
             Recipient::Tenant("t2".into())
         );
+    }
+
+    #[test]
+    fn case_statuses_keep_their_stored_forms() {
+        use strum::VariantArray;
+        let all: Vec<&str> = CaseStatus::VARIANTS.iter().map(|c| c.as_str()).collect();
+        assert_eq!(all, ["open", "answered", "cleared", "confirmed"]);
+        for c in CaseStatus::VARIANTS {
+            assert_eq!(CaseStatus::parse(c.as_str()), Some(*c));
+        }
+        assert_eq!(CaseStatus::parse("Open"), None);
     }
 }

@@ -5,15 +5,12 @@
 //! `CheckProcessing`). Every function runs in the caller's transaction, so
 //! a case, its effect and their audit events commit together.
 
-use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use crate::audit::model::AuditEntry;
-use crate::audit::repo as audit;
 use crate::db::DbConnection;
+use crate::db::pipeline::Tx;
 use crate::db::schema::sub_processors::dsl as sp;
 use crate::error::Result;
-use crate::instructions::repo as instructions;
 use crate::screening::cases::{CaseStatus, Outcome, PartyOf, party_of, sub_processor_ref};
 use crate::screening::index::Hit;
 use crate::screening::model::EntityKind;
@@ -45,6 +42,7 @@ impl SubProcessorParty {
             date_of_birth: String::new(),
             country: self.country.clone(),
             aliases: "[]".to_owned(),
+            identifiers: Vec::new(),
             updated_at_us: 0,
         }
     }
@@ -68,27 +66,17 @@ pub struct Settled {
 /// loaded yet, so nothing can be called clear) and records the party, any
 /// case and the gate state. The sub-processor row may not exist yet (a
 /// registration settles its gate before inserting it); when it does, its
-/// state is updated and decisions recompiled by the registry hook.
+/// state is updated and every tenant's decisions recompiled.
 pub fn settle_sub_processor(
-    conn: &mut DbConnection,
-    now: DateTime<Utc>,
-    actor: &AuditEntry,
+    tx: &mut Tx<'_>,
     ring: &KeyRing,
     party: &SubProcessorParty,
     hits: Option<&[Hit]>,
     threshold: f64,
 ) -> Result<Settled> {
     let party_ref = sub_processor_ref(&party.id);
-    let had_case = st::pending_case(conn, &party_ref)?;
-    let rec = st::record_screening(
-        conn,
-        now,
-        actor.clone(),
-        ring,
-        party.row(),
-        hits.unwrap_or(&[]),
-        threshold,
-    )?;
+    let had_case = st::pending_case(tx.conn(), &party_ref)?;
+    let rec = crate::screening::service::record_in(tx, ring, party.row(), hits.unwrap_or(&[]), threshold)?;
     let screening = match rec.outcome {
         Outcome::ConfirmedMatch => Screening::Confirmed,
         // A case still under review keeps the gate closed whatever this
@@ -98,7 +86,7 @@ pub fn settle_sub_processor(
         Outcome::Clear | Outcome::PossibleMatch => Screening::Pending,
     };
     let opened_case = rec.case_id.is_some() && had_case.is_none() && rec.outcome == Outcome::PossibleMatch;
-    set_gate(conn, now, actor, &party.id, screening)?;
+    set_gate(tx, &party.id, screening)?;
     Ok(Settled {
         screening,
         opened_case,
@@ -107,17 +95,11 @@ pub fn settle_sub_processor(
 
 /// Moves a registered sub-processor's gate to `to` when it differs,
 /// auditing the move; an id not in the registry (yet) is left alone.
-fn set_gate(
-    conn: &mut DbConnection,
-    now: DateTime<Utc>,
-    actor: &AuditEntry,
-    id: &str,
-    to: Screening,
-) -> Result<()> {
+fn set_gate(tx: &mut Tx<'_>, id: &str, to: Screening) -> Result<()> {
     let current: Option<String> = sp::sub_processors
         .filter(sp::id.eq(id))
         .select(sp::screening)
-        .first(conn)
+        .first(tx.conn())
         .optional()?;
     let Some(current) = current else {
         return Ok(());
@@ -125,14 +107,16 @@ fn set_gate(
     if Screening::parse(&current) == to {
         return Ok(());
     }
-    subprocessors::record_screening(conn, now, id, to)?;
-    let mut entry = actor.clone();
-    entry.tenant_id = None;
-    entry.action = "sub_processor.screening".into();
-    entry.target = format!("sub_processor/{id}");
-    entry.detail = serde_json::json!({ "from": current, "to": to.as_str() }).to_string();
-    audit::append(conn, now, entry)?;
-    Ok(())
+    let now = tx.now();
+    subprocessors::record_screening(tx.conn(), now, id, to)?;
+    tx.note_all_decisions_changed();
+    let detail = serde_json::json!({ "from": current, "to": to.as_str() }).to_string();
+    tx.audit(
+        "sub_processor.screening",
+        &format!("sub_processor/{id}"),
+        None,
+        &detail,
+    )
 }
 
 /// Sub-processors whose gate still waits for a first screening (and no
@@ -183,13 +167,7 @@ pub fn registry_party(conn: &mut DbConnection, party: PartyRow) -> Result<PartyR
 /// Applies a case resolution to what its party is: a sub-processor's gate
 /// opens (cleared) or it is BLOCKED (confirmed); a tenant's decisions are
 /// recompiled so a confirmed match denies its processing on every replica.
-pub fn apply_resolution(
-    conn: &mut DbConnection,
-    now: DateTime<Utc>,
-    actor: &AuditEntry,
-    party_ref: &str,
-    resolution: CaseStatus,
-) -> Result<()> {
+pub fn apply_resolution(tx: &mut Tx<'_>, party_ref: &str, resolution: CaseStatus) -> Result<()> {
     match party_of(party_ref) {
         PartyOf::SubProcessor(id) => {
             let to = match resolution {
@@ -197,11 +175,9 @@ pub fn apply_resolution(
                 CaseStatus::Cleared => Screening::Clear,
                 CaseStatus::Open | CaseStatus::Answered => return Ok(()),
             };
-            set_gate(conn, now, actor, id, to)
+            set_gate(tx, id, to)
         }
-        PartyOf::Tenant(t) if resolution == CaseStatus::Confirmed => {
-            instructions::record_change(conn, now, t)
-        }
+        PartyOf::Tenant(t) if resolution == CaseStatus::Confirmed => tx.decisions_changed(t),
         _ => Ok(()),
     }
 }

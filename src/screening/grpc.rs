@@ -7,39 +7,35 @@
 //! replica or the CLI reaches every replica within seconds; the replica that
 //! imports swaps its index before answering.
 
-use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{Caller, Role};
-use crate::db::Store;
+use crate::auth::Caller;
+use crate::db::pipeline::Actor;
 use crate::error::Error;
 use crate::proto::v1 as pb;
 use crate::proto::v1::screening_service_server::ScreeningService;
 use crate::rpc::convert::ts;
 use crate::rpc::page::Page;
-use crate::rpc::streams::caller_key;
-use crate::rpc::{AppState, audit_entry, caller};
+use crate::rpc::{AppState, caller};
 use crate::screening::cases::{CaseStatus, DEFAULT_LIMIT, MAX_LIMIT, Outcome};
-use crate::screening::index::{Hit, Index, IndexSet, Query};
-use crate::screening::lists::{Budget, CANCELLED, ListFile, SOURCES, parse_within};
-use crate::screening::match_pool::MatchPool;
-use crate::screening::matcher::{Params, PreparedName, Uniform, compare};
+use crate::screening::evidence::Evidence;
+use crate::screening::identifiers::{IdentifierType, TypedIdentifier, normalize};
+use crate::screening::index::{Hit, ListFilter, Query};
+use crate::screening::lists::{Budget, ListFile, SOURCES};
+use crate::screening::live::NameScreener;
+use crate::screening::matcher::{PreparedName, Uniform, compare};
 use crate::screening::model::EntityKind;
-use crate::screening::repo as st;
 use crate::screening::repo::{PartyRow, VersionInfo};
+use crate::screening::service::{self, CaseView, ImportList, RecordScreening, ResolveCase, Scoring};
 use crate::validate::Violations;
 
-/// How often a replica looks for list versions imported elsewhere.
-pub const INDEX_POLL: Duration = Duration::from_secs(1);
 /// Hits below this are not returned when the request leaves `min_score` 0.
 pub const DEFAULT_MIN_SCORE: f64 = 0.5;
 /// Largest list import, all files together.
@@ -48,188 +44,6 @@ pub const MAX_IMPORT_BYTES: usize = 512 * 1024 * 1024;
 const MAX_NAME_CHARS: usize = 500;
 /// Most aliases per party.
 const MAX_ALIASES: usize = 50;
-
-/// The indexes this replica screens against, refreshed from the database.
-#[derive(Debug)]
-pub struct LiveIndex {
-    store: Store,
-    set: RwLock<Arc<IndexSet>>,
-    loaded: Mutex<HashMap<String, i64>>,
-    refreshing: tokio::sync::Mutex<()>,
-    /// Whether one refresh has read the database: until then an empty set
-    /// means "not loaded yet", after it "no list was ever imported".
-    refreshed: std::sync::atomic::AtomicBool,
-}
-
-impl LiveIndex {
-    /// An empty index over `store`; call [`LiveIndex::refresh`] to load.
-    pub fn new(store: Store) -> Arc<Self> {
-        Arc::new(Self {
-            store,
-            set: RwLock::new(Arc::new(IndexSet::default())),
-            loaded: Mutex::new(HashMap::new()),
-            refreshing: tokio::sync::Mutex::new(()),
-            refreshed: std::sync::atomic::AtomicBool::new(false),
-        })
-    }
-
-    /// The indexes as of now (cheap; a screening holds them to the end).
-    pub fn current(&self) -> Arc<IndexSet> {
-        self.set.read().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Loads every source whose latest version is newer than the one held,
-    /// building its index off the async runtime, and swaps it in whole.
-    pub async fn refresh(&self) -> Result<usize, Error> {
-        let _one = self.refreshing.lock().await;
-        let latest = self
-            .store
-            .read("screening.latest_versions", |c, _| st::latest_versions(c))
-            .await?;
-        let stale: Vec<(String, i64)> = {
-            let loaded = self
-                .loaded
-                .lock()
-                .map_err(|_| Error::Unexpected("index lock poisoned".into()))?;
-            latest
-                .into_iter()
-                .filter(|(s, seq)| loaded.get(s) != Some(seq))
-                .collect()
-        };
-        let n = stale.len();
-        for (source, seq) in stale {
-            let span = tracing::info_span!("screening.index_build", screening.source = %source, screening.version_seq = seq);
-            let (info, entries) = self
-                .store
-                .read("screening.load_version", move |c, _| {
-                    Ok((st::version(c, seq)?, st::entries(c, seq)?))
-                })
-                .await?;
-            let src = source.clone();
-            let idx = tokio::task::spawn_blocking(move || {
-                let _e = span.enter();
-                Index::build(&src, info.version, entries)
-            })
-            .await
-            .map_err(|e| Error::Unexpected(format!("index build failed: {e}")))?;
-            tracing::info!(source = %source, version = idx.version(), entries = idx.entries(), names = idx.names(), "screening index loaded");
-            {
-                let mut set = self
-                    .set
-                    .write()
-                    .map_err(|_| Error::Unexpected("index lock poisoned".into()))?;
-                let mut next = (**set).clone();
-                next.by_source.insert(source.clone(), Arc::new(idx));
-                *set = Arc::new(next);
-            }
-            self.loaded
-                .lock()
-                .map_err(|_| Error::Unexpected("index lock poisoned".into()))?
-                .insert(source, seq);
-        }
-        self.refreshed.store(true, std::sync::atomic::Ordering::Release);
-        Ok(n)
-    }
-
-    /// The indexes to screen with, or why there are none: a screening
-    /// against no list would call everyone clear.
-    pub fn usable(&self) -> Result<Arc<IndexSet>, Error> {
-        let set = self.current();
-        if !set.by_source.is_empty() {
-            Ok(set)
-        } else if self.refreshed.load(std::sync::atomic::Ordering::Acquire) {
-            Err(Error::WrongState(
-                "no sanctions list has been imported yet (ImportList); nothing can be screened clear".into(),
-            ))
-        } else {
-            Err(Error::NotReady(
-                "this replica has not loaded the sanctions lists yet; retry".into(),
-            ))
-        }
-    }
-
-    /// Polls for new versions until the server stops.
-    pub fn spawn_poller(self: &Arc<Self>, stop: crate::periodic::CancellationToken) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            // Lists imported through another replica arrive in real time.
-            let wall = crate::periodic::wall();
-            crate::periodic::every("screening_index_refresh", INDEX_POLL, &wall, &stop, || async {
-                me.refresh().await.map(|_| 0)
-            })
-            .await;
-        });
-    }
-}
-
-/// Screening as other capabilities use it: the sub-processor registry
-/// screens a legal name at registration with the same indexes, scorer and
-/// review threshold as `Screen`.
-#[derive(Debug, Clone)]
-pub struct NameScreener {
-    live: Arc<LiveIndex>,
-    params: Params,
-    threshold: f64,
-    pool: Arc<MatchPool>,
-}
-
-impl NameScreener {
-    /// A screener over `live` alerting at `threshold`, matching on `pool`.
-    pub fn new(live: Arc<LiveIndex>, threshold: f64, pool: Arc<MatchPool>) -> Self {
-        Self {
-            live,
-            params: Params::default(),
-            threshold,
-            pool,
-        }
-    }
-
-    /// The review threshold.
-    pub fn threshold(&self) -> f64 {
-        self.threshold
-    }
-
-    /// The live indexes, swapped in place by each list import.
-    pub fn live(&self) -> &Arc<LiveIndex> {
-        &self.live
-    }
-
-    /// The scorer's parameters.
-    pub fn params(&self) -> &Params {
-        &self.params
-    }
-
-    /// The hits of `q` at or above the threshold for `who`, or None while
-    /// this replica has no list loaded (nothing can be called clear then).
-    pub async fn hits(&self, who: &Caller, q: Query) -> Result<Option<Vec<Hit>>, Error> {
-        match self.search(who, q, self.threshold, 20).await {
-            Ok(hits) => Ok(Some(hits)),
-            Err(Error::WrongState(_) | Error::NotReady(_)) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The best `limit` (at least 20) hits of `q` scoring `min_score` or
-    /// more, or why there are no lists to search ([`LiveIndex::usable`]).
-    /// Matching runs on the matching pool, within `who`'s share of it.
-    pub async fn search(
-        &self,
-        who: &Caller,
-        q: Query,
-        min_score: f64,
-        limit: usize,
-    ) -> Result<Vec<Hit>, Error> {
-        let set = self.live.usable()?;
-        let span = tracing::info_span!("screening.match", screening.lists = set.by_source.len());
-        let params = self.params;
-        self.pool
-            .run(&caller_key(who), move || {
-                let _s = span.enter();
-                set.search(&q, &params, min_score, limit.max(20))
-            })
-            .await
-    }
-}
 
 /// The screening service.
 #[derive(Debug, Clone)]
@@ -274,6 +88,96 @@ fn party_kind(t: i32) -> EntityKind {
     }
 }
 
+/// Most programme codes one screening may name.
+const MAX_PROGRAMS: usize = 50;
+
+/// A screening request checked and folded: its query and the lists it
+/// is restricted to.
+#[derive(Debug, Clone)]
+struct Checked {
+    query: Query,
+    filter: ListFilter,
+}
+
+/// Most identifiers per party.
+const MAX_IDENTIFIERS: usize = 20;
+
+/// The model's identifier type of a wire one; `None` for UNSPECIFIED or a
+/// number the enum does not have.
+fn identifier_type(t: i32) -> Option<IdentifierType> {
+    Some(match pb::IdentifierType::try_from(t).ok()? {
+        pb::IdentifierType::Unspecified => return None,
+        pb::IdentifierType::Imo => IdentifierType::Imo,
+        pb::IdentifierType::Mmsi => IdentifierType::Mmsi,
+        pb::IdentifierType::Lei => IdentifierType::Lei,
+        pb::IdentifierType::Bic => IdentifierType::Bic,
+        pb::IdentifierType::Passport => IdentifierType::Passport,
+        pb::IdentifierType::NationalId => IdentifierType::NationalId,
+        pb::IdentifierType::TaxId => IdentifierType::TaxId,
+        pb::IdentifierType::AircraftRegistration => IdentifierType::AircraftRegistration,
+        pb::IdentifierType::Other => IdentifierType::Other,
+    })
+}
+
+/// The wire form of an identifier.
+pub(crate) fn identifier_pb(i: &TypedIdentifier) -> pb::Identifier {
+    let t = match i.id_type {
+        IdentifierType::Imo => pb::IdentifierType::Imo,
+        IdentifierType::Mmsi => pb::IdentifierType::Mmsi,
+        IdentifierType::Lei => pb::IdentifierType::Lei,
+        IdentifierType::Bic => pb::IdentifierType::Bic,
+        IdentifierType::Passport => pb::IdentifierType::Passport,
+        IdentifierType::NationalId => pb::IdentifierType::NationalId,
+        IdentifierType::TaxId => pb::IdentifierType::TaxId,
+        IdentifierType::AircraftRegistration => pb::IdentifierType::AircraftRegistration,
+        IdentifierType::Other => pb::IdentifierType::Other,
+    };
+    pb::Identifier {
+        r#type: t as i32,
+        value: i.value.clone(),
+        country: i.country.clone(),
+    }
+}
+
+/// Checks and normalises a party's identifiers, recording what is wrong
+/// with each under its field name.
+fn parse_identifiers(ids: &[pb::Identifier], v: &mut Violations) -> Vec<TypedIdentifier> {
+    v.check(
+        ids.len() > MAX_IDENTIFIERS,
+        "party.identifiers",
+        format!("at most {MAX_IDENTIFIERS}"),
+    );
+    let mut out: Vec<TypedIdentifier> = Vec::new();
+    for (i, id) in ids.iter().enumerate().take(MAX_IDENTIFIERS) {
+        let Some(t) = identifier_type(id.r#type) else {
+            v.add(
+                format!("party.identifiers[{i}].type"),
+                "must be an IdentifierType other than UNSPECIFIED",
+            );
+            continue;
+        };
+        v.max_len(&format!("party.identifiers[{i}].country"), &id.country, 100);
+        if id.value.chars().count() > 64 {
+            v.add(format!("party.identifiers[{i}].value"), "at most 64 characters");
+            continue;
+        }
+        match normalize(t, &id.value) {
+            Ok(value) => {
+                let typed = TypedIdentifier {
+                    id_type: t,
+                    value,
+                    country: id.country.trim().to_owned(),
+                };
+                if !out.iter().any(|o| o.key() == typed.key()) {
+                    out.push(typed);
+                }
+            }
+            Err(why) => v.add(format!("party.identifiers[{i}].value"), why),
+        }
+    }
+    out
+}
+
 fn hit_pb(h: &Hit) -> pb::Hit {
     pb::Hit {
         source: h.source.clone(),
@@ -283,6 +187,26 @@ fn hit_pb(h: &Hit) -> pb::Hit {
         score: h.score,
         explanation: h.explanation.clone(),
         programs: h.programs.clone(),
+        matched_identifiers: h.matched_identifiers.iter().map(identifier_pb).collect(),
+        cleared_by_case: String::new(),
+    }
+}
+
+/// The wire form of screening evidence.
+fn evidence_pb(e: &Evidence) -> pb::ScreeningEvidence {
+    pb::ScreeningEvidence {
+        lists: e
+            .lists
+            .iter()
+            .map(|l| pb::ListVersionRef {
+                source: l.source.clone(),
+                version: l.version,
+                sha256: l.sha256.clone(),
+            })
+            .collect(),
+        threshold: e.threshold,
+        matcher_version: e.matcher_version.clone(),
+        screened_at: Some(ts(e.screened_at)),
     }
 }
 
@@ -301,23 +225,40 @@ fn version_pb(v: &VersionInfo) -> pb::ListVersion {
     }
 }
 
-/// The wire form of a case, its answers unsealed with `ring`.
-fn case_pb(c: &st::Case, ring: &crate::secrets::KeyRing) -> Result<pb::Case, Error> {
-    let answers = c
-        .answers
-        .iter()
-        .map(|a| {
-            let a = a.open(ring, &c.id)?;
-            Ok(pb::CaseAnswer {
-                answered_by: a.answered_by,
-                answered_at: Some(ts(a.answered_at)),
-                text: a.text,
-            })
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
-    Ok(pb::Case {
-        id: c.id.clone(),
-        party_ref: c.party_ref.clone(),
+/// The wire form of a list entry.
+fn list_entry_pb(v: service::ListEntryView) -> pb::ListEntry {
+    let e = v.entry;
+    let kind = match e.kind {
+        EntityKind::Individual => pb::PartyType::Individual,
+        EntityKind::Organization => pb::PartyType::Organization,
+        EntityKind::Vessel => pb::PartyType::Vessel,
+        EntityKind::Aircraft => pb::PartyType::Aircraft,
+        EntityKind::Unknown => pb::PartyType::Unspecified,
+    };
+    pb::ListEntry {
+        source: v.source,
+        entry_id: e.id.clone(),
+        kind: kind as i32,
+        names: e.names().map(|(n, _)| n.to_owned()).collect(),
+        identifiers: e.typed_identifiers().iter().map(identifier_pb).collect(),
+        programs: e.programs,
+        dates_of_birth: e.dates_of_birth,
+        countries: e.countries,
+        first_version: v.first_version,
+        last_version: v.last_version,
+    }
+}
+
+/// The wire form of an opened case.
+fn case_pb(v: CaseView) -> pb::Case {
+    let CaseView {
+        case: c,
+        note,
+        answers,
+    } = v;
+    pb::Case {
+        id: c.id,
+        party_ref: c.party_ref,
         status: match c.status {
             CaseStatus::Open => pb::CaseStatus::Open,
             CaseStatus::Answered => pb::CaseStatus::Answered,
@@ -327,88 +268,18 @@ fn case_pb(c: &st::Case, ring: &crate::secrets::KeyRing) -> Result<pb::Case, Err
         hits: c.hits.iter().map(hit_pb).collect(),
         opened_at: Some(ts(c.opened_at)),
         resolved_at: c.resolved_at.map(ts),
-        note: c.note.open(ring, &c.id)?,
-        tenant_id: c.tenant_id.clone().unwrap_or_default(),
-        resolved_by: c.resolved_by.clone().unwrap_or_default(),
-        answers,
-    })
-}
-
-/// The sha256 of an import: over every file's name and bytes, in name order,
-/// so the same files sent in another order are the same import.
-pub fn import_digest(files: &[ListFile]) -> String {
-    let mut sorted: Vec<&ListFile> = files.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut h = Sha256::new();
-    for f in sorted {
-        h.update((f.name.len() as u64).to_be_bytes());
-        h.update(f.name.as_bytes());
-        h.update((f.data.len() as u64).to_be_bytes());
-        h.update(&f.data);
+        note,
+        tenant_id: c.tenant_id.unwrap_or_default(),
+        resolved_by: c.resolved_by.unwrap_or_default(),
+        answers: answers
+            .into_iter()
+            .map(|a| pb::CaseAnswer {
+                answered_by: a.answered_by,
+                answered_at: Some(ts(a.answered_at)),
+                text: a.text,
+            })
+            .collect(),
     }
-    hex::encode(h.finalize())
-}
-
-/// How an import's re-screening scores the registered parties.
-#[derive(Debug, Clone, Copy)]
-pub struct Scoring {
-    /// Scorer parameters.
-    pub params: crate::screening::matcher::Params,
-    /// Score from which a hit is a possible match.
-    pub threshold: f64,
-}
-
-/// Parses and stores an import as one transaction; shared by `ImportList`
-/// and the CLI. A parse error is INVALID_ARGUMENT naming file and line, and
-/// nothing is stored. `secrets` open the registered parties re-screened
-/// against the new entries. `budget` caps the rows, and once its flag is set
-/// (the call ended) the parse stops and the transaction rolls back, so an
-/// abandoned import neither burns CPU to the end nor writes a version.
-pub async fn import_files(
-    store: &Store,
-    secrets: std::sync::Arc<crate::secrets::SubjectSecrets>,
-    actor: crate::audit::model::AuditEntry,
-    source: String,
-    files: Vec<ListFile>,
-    scoring: Scoring,
-    budget: Budget,
-) -> Result<VersionInfo, Error> {
-    if !SOURCES.contains(&source.as_str()) {
-        return Err(Error::invalid(
-            "source",
-            format!("must be one of {}", SOURCES.join(", ")),
-        ));
-    }
-    let sha = import_digest(&files);
-    let src = source.clone();
-    let span = tracing::info_span!("screening.parse", screening.source = %source);
-    let cancelled = budget.cancelled.clone();
-    let parsed = tokio::task::spawn_blocking(move || {
-        let _e = span.enter();
-        parse_within(&src, &files, &budget)
-    })
-    .await
-    .map_err(|e| Error::Unexpected(format!("parser failed: {e}")))?;
-    let entries = match parsed {
-        Ok(entries) => entries,
-        Err(e) if e.message == CANCELLED => return Err(Error::Conflict(CANCELLED.into())),
-        Err(e) => return Err(Error::invalid("data", e.to_string())),
-    };
-    store
-        .write("screening.import", move |c, clock| {
-            let review = st::Review {
-                params: scoring.params,
-                threshold: scoring.threshold,
-                ring: &secrets.ring,
-            };
-            let info = st::import(c, clock.now(), actor, &source, &sha, entries, review)?;
-            // The last moment to give up: after this the version commits.
-            if cancelled.load(Ordering::Relaxed) {
-                return Err(Error::Conflict(CANCELLED.into()));
-            }
-            Ok(info)
-        })
-        .await
 }
 
 /// How many screenings of one `BatchScreen` stream run at once: one per
@@ -424,8 +295,8 @@ impl Screening {
     /// Validates a screening request and folds it into its query, before
     /// anything is screened or written (so a stream can stop at a bad
     /// request without having started the ones after it).
-    fn prepare(who: &Caller, req: &pb::ScreenRequest) -> Result<Query, Error> {
-        crate::screening::cases::may_record_under(&req.party_ref, who.role == Role::Compliance)?;
+    fn prepare(who: &Caller, req: &pb::ScreenRequest) -> Result<Checked, Error> {
+        crate::screening::cases::may_record_under(&req.party_ref, who.role)?;
         let mut v = Violations::new();
         let default = pb::Party::default();
         let party = req.party.as_ref().unwrap_or(&default);
@@ -441,6 +312,27 @@ impl Screening {
         v.max_len("party.date_of_birth", &party.date_of_birth, 32);
         v.max_len("party.country", &party.country, 100);
         v.max_len("party_ref", &req.party_ref, 200);
+        let identifiers = parse_identifiers(&party.identifiers, &mut v);
+        v.check(
+            req.sources.len() > SOURCES.len(),
+            "sources",
+            format!("at most {}", SOURCES.len()),
+        );
+        for (i, s) in req.sources.iter().enumerate() {
+            v.check(
+                !SOURCES.contains(&s.trim()),
+                format!("sources[{i}]"),
+                format!("must be one of {}", SOURCES.join(", ")),
+            );
+        }
+        v.check(
+            req.programs.len() > MAX_PROGRAMS,
+            "programs",
+            format!("at most {MAX_PROGRAMS}"),
+        );
+        for (i, p) in req.programs.iter().enumerate().take(MAX_PROGRAMS) {
+            v.required_text(&format!("programs[{i}]"), p, 100);
+        }
         v.check(
             !(0.0..=1.0).contains(&req.min_score) || req.min_score.is_nan(),
             "min_score",
@@ -464,14 +356,18 @@ impl Screening {
             kind,
             &party.date_of_birth,
             &party.country,
-        );
+        )
+        .with_identifiers(identifiers);
         if q.names.is_empty() {
             return Err(Error::invalid(
                 "party.name",
                 "has nothing to match on after folding",
             ));
         }
-        Ok(q)
+        Ok(Checked {
+            query: q,
+            filter: ListFilter::new(&req.sources, &req.programs),
+        })
     }
 
     /// Screens a request [`prepare`](Self::prepare)d into `q`, recording
@@ -480,8 +376,9 @@ impl Screening {
         &self,
         who: &Caller,
         req: pb::ScreenRequest,
-        q: Query,
+        checked: Checked,
     ) -> Result<pb::ScreenResponse, Error> {
+        let Checked { query: q, filter } = checked;
         let party = req.party.unwrap_or_default();
         let kind = party_kind(party.r#type);
         let min_score = if req.min_score == 0.0 {
@@ -490,17 +387,30 @@ impl Screening {
             req.min_score
         };
         let limit = if req.limit == 0 { DEFAULT_LIMIT } else { req.limit } as usize;
-        let hits = self
+        let q_identifiers = q.identifiers.clone();
+        let (hits, searched) = self
             .screener
-            .search(who, q, min_score.min(self.screener.threshold()), limit)
+            .search_in(
+                who,
+                q,
+                filter.clone(),
+                min_score.min(self.screener.threshold()),
+                limit,
+            )
             .await?;
-        let shown: Vec<pb::Hit> = hits
+        let mut evidence = Evidence::new(
+            searched.versions(&filter),
+            self.screener.threshold(),
+            self.state.store.clock().now(),
+        );
+        let mut shown: Vec<pb::Hit> = hits
             .iter()
             .filter(|h| h.score >= min_score)
             .take(limit)
             .map(hit_pb)
             .collect();
         let best = hits.first().map(|h| h.score);
+        let mut receipt = None;
         let (out, case_id) = if req.party_ref.is_empty() {
             (
                 crate::screening::cases::outcome(best, self.screener.threshold(), false),
@@ -515,18 +425,29 @@ impl Screening {
                 date_of_birth: party.date_of_birth.clone(),
                 country: party.country.clone(),
                 aliases: serde_json::to_string(&party.aliases).unwrap_or_else(|_| "[]".into()),
+                identifiers: q_identifiers,
                 updated_at_us: 0,
             };
-            let actor = audit_entry(who, None, "screening.screen", &req.party_ref, "ok");
-            let thr = self.screener.threshold();
-            let secrets = self.state.secrets.clone();
-            let rec = self
-                .state
-                .store
-                .write("screening.record", move |c, clock| {
-                    st::record_screening(c, clock.now(), actor, &secrets.ring, row, &hits, thr)
-                })
-                .await?;
+            let cmd = RecordScreening {
+                party: row,
+                hits,
+                threshold: self.screener.threshold(),
+                evidence: evidence.clone(),
+            };
+            let rec = service::record_screening(&self.state, Actor::of(who), cmd).await?;
+            for h in &mut shown {
+                if let Some(case) = rec.cleared.get(&(h.source.clone(), h.entry_id.clone())) {
+                    h.cleared_by_case.clone_from(case);
+                }
+            }
+            if let Some(e) = rec.evidence {
+                evidence = e;
+            }
+            receipt = rec.receipt.map(|r| pb::ScreeningReceipt {
+                document: r.document,
+                signature: r.signature,
+                key_id: r.key_id,
+            });
             (rec.outcome, rec.case_id.unwrap_or_default())
         };
         Ok(pb::ScreenResponse {
@@ -538,14 +459,9 @@ impl Screening {
             hits: shown,
             case_id,
             party_ref: req.party_ref,
+            evidence: Some(evidence_pb(&evidence)),
+            receipt,
         })
-    }
-
-    fn tenant_scope(who: &Caller) -> Option<&str> {
-        match who.role {
-            Role::Tenant => who.tenant_id.as_deref(),
-            _ => None,
-        }
     }
 }
 
@@ -598,7 +514,6 @@ impl ScreeningService for Screening {
             "no file content was sent",
         );
         v.finish()?;
-        let actor = audit_entry(&who, None, "screening.import", &source, "ok");
         // Dropped with this call, whether it returns, its client goes away
         // or its deadline passes: then the import's work stops.
         let on_end = CancelOnDrop(Arc::new(AtomicBool::new(false)));
@@ -606,12 +521,11 @@ impl ScreeningService for Screening {
             max_rows: self.max_import_rows,
             cancelled: on_end.0.clone(),
         };
-        let info = import_files(
+        let info = service::import_list(
             &self.state.store,
             self.state.secrets.clone(),
-            actor,
-            source,
-            files,
+            Actor::of(&who),
+            ImportList { source, files },
             Scoring {
                 params: *self.screener.params(),
                 threshold: self.screener.threshold(),
@@ -669,7 +583,8 @@ impl ScreeningService for Screening {
                 })
                 .buffered(batch_concurrency());
             while let Some(joined) = results.next().await {
-                let res = joined.unwrap_or_else(|_| Err(Status::internal("screening task failed")));
+                let res =
+                    joined.unwrap_or_else(|_| Err(Error::Unexpected("screening task failed".into()).into()));
                 let stop = res.is_err();
                 if tx.send(res).await.is_err() || stop {
                     return;
@@ -686,7 +601,7 @@ impl ScreeningService for Screening {
         &self,
         req: Request<pb::ListCasesRequest>,
     ) -> Result<Response<pb::ListCasesResponse>, Status> {
-        let who = caller(&req)?;
+        let tenant = self.state.scope(&req, "").await?.tenant;
         let r = req.into_inner();
         let page = Page::parse(r.page_size, &r.page_token)?;
         let status = match pb::CaseStatus::try_from(r.status) {
@@ -697,46 +612,22 @@ impl ScreeningService for Screening {
             Ok(pb::CaseStatus::Confirmed) => Some(CaseStatus::Confirmed),
             Err(_) => return Err(Error::invalid("status", "is not a CaseStatus").into()),
         };
-        let tenant = Self::tenant_scope(&who).map(str::to_owned);
-        if who.role == Role::Tenant && tenant.is_none() {
-            return Err(Status::permission_denied("tenant token without tenant"));
-        }
-        let p = page.clone();
-        let cases = self
-            .state
-            .store
-            .read("screening.list_cases", move |c, _| {
-                st::list_cases(c, tenant.as_deref(), status, p.after, p.size)
-            })
-            .await?;
-        let next = page.next_token(cases.len(), cases.last().map(|c| c.seq));
+        let cases = service::list_cases(&self.state, tenant, status, page.clone()).await?;
+        let next = page.next_token(cases.len(), cases.last().map(|c| c.case.seq));
         Ok(Response::new(pb::ListCasesResponse {
-            cases: cases
-                .iter()
-                .map(|c| case_pb(c, &self.state.secrets.ring))
-                .collect::<Result<_, _>>()?,
+            cases: cases.into_iter().map(case_pb).collect(),
             next_page_token: next,
         }))
     }
 
     async fn get_case(&self, req: Request<pb::GetCaseRequest>) -> Result<Response<pb::Case>, Status> {
-        let who = caller(&req)?;
+        let tenant = self.state.scope(&req, "").await?.tenant;
         let id = req.into_inner().case_id;
         let mut v = Violations::new();
         v.required_text("case_id", &id, 64);
         v.finish()?;
-        let tenant = Self::tenant_scope(&who).map(str::to_owned);
-        if who.role == Role::Tenant && tenant.is_none() {
-            return Err(Status::permission_denied("tenant token without tenant"));
-        }
-        let case = self
-            .state
-            .store
-            .read("screening.get_case", move |c, _| {
-                st::get_case(c, &id, tenant.as_deref())
-            })
-            .await?;
-        Ok(Response::new(case_pb(&case, &self.state.secrets.ring)?))
+        let case = service::get_case(&self.state, id, tenant).await?;
+        Ok(Response::new(case_pb(case)))
     }
 
     async fn resolve_case(&self, req: Request<pb::ResolveCaseRequest>) -> Result<Response<pb::Case>, Status> {
@@ -755,18 +646,30 @@ impl ScreeningService for Screening {
         };
         v.finish()?;
         let to = to.ok_or_else(|| Error::invalid("resolution", "is required"))?;
-        let actor = audit_entry(&who, None, "screening.case.resolve", &r.case_id, "ok");
-        let secrets = self.state.secrets.clone();
-        let case = self
-            .state
-            .store
-            .write("screening.resolve_case", move |c, clock| {
-                st::resolve_case(c, clock.now(), actor, &secrets.ring, &r.case_id, to, &r.note)
-            })
-            .await?;
-        // A confirmed tenant or a sub-processor's gate changes decisions.
-        self.state.follow_decisions().await;
-        Ok(Response::new(case_pb(&case, &self.state.secrets.ring)?))
+        let cmd = ResolveCase {
+            case_id: r.case_id,
+            to,
+            note: r.note,
+        };
+        let case = service::resolve_case(&self.state, Actor::of(&who), cmd).await?;
+        Ok(Response::new(case_pb(case)))
+    }
+
+    async fn get_list_entry(
+        &self,
+        req: Request<pb::GetListEntryRequest>,
+    ) -> Result<Response<pb::ListEntry>, Status> {
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        v.check(
+            !SOURCES.contains(&r.source.as_str()),
+            "source",
+            format!("must be one of {}", SOURCES.join(", ")),
+        );
+        v.required_text("entry_id", &r.entry_id, 200);
+        v.finish()?;
+        let view = service::get_list_entry(&self.state, r.source, r.entry_id).await?;
+        Ok(Response::new(list_entry_pb(view)))
     }
 
     async fn score_names(

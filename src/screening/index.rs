@@ -10,9 +10,11 @@
 //! Indexes are immutable; a new list version builds a new one, swapped in
 //! whole, so a screening never sees half a list.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use super::evidence::ListVersionRef;
+use super::identifiers::{IdentifierEvidence, TypedIdentifier};
 use super::matcher::{Params, PreparedName, TokenWeights, score, weights_of};
 use super::model::{EntityKind, ListEntry};
 use super::normalize::fold_text;
@@ -42,6 +44,11 @@ pub struct IndexedEntry {
     pub countries: Vec<String>,
     /// Content digest (what cleared cases remember).
     pub digest: String,
+    /// Identifiers, typed and normalised.
+    pub identifiers: Vec<TypedIdentifier>,
+    /// The entry's names: `names[first..end]` (an entry's names are
+    /// indexed together), so an identifier lookup reaches them.
+    pub names: (u32, u32),
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +72,8 @@ pub struct Query {
     pub birth_year: Option<i32>,
     /// Country, folded, when given.
     pub country: Option<String>,
+    /// Identifiers, typed and normalised.
+    pub identifiers: Vec<TypedIdentifier>,
 }
 
 impl Query {
@@ -81,7 +90,48 @@ impl Query {
             kind,
             birth_year: super::model::year_of(dob),
             country: (!country.is_empty()).then_some(country),
+            identifiers: Vec::new(),
         }
+    }
+
+    /// The same query carrying the party's identifiers (already checked
+    /// and normalised).
+    pub fn with_identifiers(mut self, identifiers: Vec<TypedIdentifier>) -> Self {
+        self.identifiers = identifiers;
+        self
+    }
+}
+
+/// Which lists and programmes a screening is restricted to
+/// (`ScreenRequest.sources` and `.programs`); empty means all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Sources to search; empty = every loaded source.
+    pub sources: Vec<String>,
+    /// Programme codes, folded by [`ListFilter::program_key`]; empty = all.
+    pub programs: Vec<String>,
+}
+
+impl ListFilter {
+    /// A filter of `sources` and `programs` as a caller wrote them.
+    pub fn new(sources: &[String], programs: &[String]) -> Self {
+        let mut programs: Vec<String> = programs.iter().map(|p| Self::program_key(p)).collect();
+        programs.sort();
+        programs.dedup();
+        let mut sources: Vec<String> = sources.iter().map(|s| s.trim().to_owned()).collect();
+        sources.sort();
+        sources.dedup();
+        Self { sources, programs }
+    }
+
+    /// How programme codes compare: trimmed, case ignored (`sdgt` = `SDGT`).
+    pub fn program_key(p: &str) -> String {
+        p.trim().to_uppercase()
+    }
+
+    /// True when `source` is searched.
+    pub fn has_source(&self, source: &str) -> bool {
+        self.sources.is_empty() || self.sources.iter().any(|s| s == source)
     }
 }
 
@@ -105,6 +155,9 @@ pub struct Hit {
     pub programs: Vec<String>,
     /// Content digest of the entry.
     pub digest: String,
+    /// The party's identifiers the entry carries too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matched_identifiers: Vec<TypedIdentifier>,
 }
 
 /// The index of one source's list version.
@@ -112,9 +165,14 @@ pub struct Hit {
 pub struct Index {
     source: String,
     version: u64,
+    sha256: String,
     entries: Vec<IndexedEntry>,
     names: Vec<IndexedName>,
     postings: HashMap<String, Vec<u32>>,
+    /// Entries by identifier key ([`TypedIdentifier::key`]).
+    by_identifier: HashMap<String, Vec<u32>>,
+    /// Entries by programme ([`ListFilter::program_key`]).
+    by_program: HashMap<String, Vec<u32>>,
     df: HashMap<String, u32>,
     max_idf: f64,
 }
@@ -145,6 +203,12 @@ fn query_features(q: &Query) -> Vec<(String, f64)> {
     let mut feats = Vec::new();
     for n in &q.names {
         features(n, &mut feats);
+        // A nickname also retrieves by its formal names (Bob reaches Robert).
+        for t in &n.tokens {
+            for f in super::names::formal_names(&t.text) {
+                feats.push((format!("t:{f}"), 0.8));
+            }
+        }
     }
     feats.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
     feats.dedup_by(|a, b| a.0 == b.0);
@@ -176,9 +240,12 @@ impl Index {
         let mut idx = Index {
             source: source.to_owned(),
             version,
+            sha256: String::new(),
             entries: Vec::new(),
             names: Vec::new(),
             postings: HashMap::new(),
+            by_identifier: HashMap::new(),
+            by_program: HashMap::new(),
             df: HashMap::new(),
             max_idf: 1.0,
         };
@@ -186,6 +253,20 @@ impl Index {
         for e in entries {
             let eid = idx.entries.len() as u32;
             let digest = e.digest();
+            let identifiers = e.typed_identifiers();
+            for i in &identifiers {
+                let ids = idx.by_identifier.entry(i.key()).or_default();
+                if ids.last() != Some(&eid) {
+                    ids.push(eid);
+                }
+            }
+            for prog in &e.programs {
+                let ids = idx.by_program.entry(ListFilter::program_key(prog)).or_default();
+                if ids.last() != Some(&eid) {
+                    ids.push(eid);
+                }
+            }
+            let first_name = idx.names.len() as u32;
             let mut seen: Vec<String> = Vec::new();
             for (name, weak) in e.names() {
                 let prepared = PreparedName::new(name);
@@ -223,6 +304,8 @@ impl Index {
                 primary_name: e.primary_name,
                 programs: e.programs,
                 digest,
+                identifiers,
+                names: (first_name, idx.names.len() as u32),
             });
         }
         idx.max_idf = (1.0 + idx.names.len() as f64).ln();
@@ -234,6 +317,22 @@ impl Index {
             p.shrink_to_fit();
         }
         idx
+    }
+
+    /// The same index knowing the sha256 of the import it was built from,
+    /// which screening evidence names.
+    pub fn with_sha256(mut self, sha256: &str) -> Self {
+        sha256.clone_into(&mut self.sha256);
+        self
+    }
+
+    /// The list version this index is, as evidence names it.
+    pub fn version_ref(&self) -> ListVersionRef {
+        ListVersionRef {
+            source: self.source.clone(),
+            version: self.version,
+            sha256: self.sha256.clone(),
+        }
     }
 
     /// The source this index is of.
@@ -256,9 +355,63 @@ impl Index {
         self.names.len()
     }
 
+    /// The entries under one of `programs` (looked up by programme), or
+    /// `None` when every entry is allowed.
+    fn allowed(&self, programs: &[String]) -> Option<HashSet<u32>> {
+        if programs.is_empty() {
+            return None;
+        }
+        Some(
+            programs
+                .iter()
+                .filter_map(|p| self.by_program.get(p))
+                .flatten()
+                .copied()
+                .collect(),
+        )
+    }
+
+    /// Entries carrying one of the query's identifiers: looked up by key,
+    /// never by a scan.
+    fn identified(&self, q: &Query) -> Vec<u32> {
+        let mut out: Vec<u32> = q
+            .identifiers
+            .iter()
+            .filter_map(|i| self.by_identifier.get(&i.key()))
+            .flatten()
+            .copied()
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The names to score for `q`: those its name features rank best, and
+    /// every name of an entry that carries one of its identifiers (a
+    /// renamed vessel shares no name feature with its old name).
+    fn candidates_for(&self, q: &Query, feats: &[(String, f64)], allowed: Option<&HashSet<u32>>) -> Vec<u32> {
+        let mut names = self.candidates(feats, allowed);
+        for e in self.identified(q) {
+            if allowed.is_some_and(|a| !a.contains(&e)) {
+                continue;
+            }
+            let (a, b) = self.entries[e as usize].names;
+            names.extend((a..b).filter(|n| !names.contains(n)).collect::<Vec<_>>());
+        }
+        names
+    }
+
+    /// Identifier evidence of entry `entry` for `q`.
+    fn identifier_evidence(&self, q: &Query, entry: u32) -> IdentifierEvidence {
+        if q.identifiers.is_empty() {
+            return IdentifierEvidence::default();
+        }
+        IdentifierEvidence::of(&q.identifiers, &self.entries[entry as usize].identifiers)
+    }
+
     /// Ids of the names worth scoring for a query with retrieval features
     /// `feats` ([`query_features`]), best first.
-    fn candidates(&self, feats: &[(String, f64)]) -> Vec<u32> {
+    fn candidates(&self, feats: &[(String, f64)], allowed: Option<&HashSet<u32>>) -> Vec<u32> {
         // A dense accumulator (one slot per name) with the list of touched
         // slots: cheaper than hashing for the thousands of postings a query
         // walks. It is kept per thread and only touched slots are cleared,
@@ -270,14 +423,19 @@ impl Index {
             if acc.len() < self.names.len() {
                 acc.resize(self.names.len(), 0.0);
             }
-            self.accumulate(feats, &mut acc[..self.names.len()])
+            self.accumulate(feats, &mut acc[..self.names.len()], allowed)
         })
     }
 
     /// Sums the rarity of the features each name shares with the query into
     /// `acc` (all zeros on entry and again on return) and keeps the best
     /// [`CANDIDATES`].
-    fn accumulate(&self, feats: &[(String, f64)], acc: &mut [f32]) -> Vec<u32> {
+    fn accumulate(
+        &self,
+        feats: &[(String, f64)],
+        acc: &mut [f32],
+        allowed: Option<&HashSet<u32>>,
+    ) -> Vec<u32> {
         let total = self.names.len().max(1) as f64;
         let mut touched: Vec<u32> = Vec::with_capacity(1024);
         let mut skipped: Option<&Vec<u32>> = None;
@@ -297,6 +455,11 @@ impl Index {
             }
             let idf = ((1.0 + total / post.len() as f64).ln() * w) as f32;
             for &nid in post {
+                if let Some(a) = allowed
+                    && !a.contains(&self.names[nid as usize].entry)
+                {
+                    continue;
+                }
                 let slot = &mut acc[nid as usize];
                 if *slot == 0.0 {
                     touched.push(nid);
@@ -308,7 +471,12 @@ impl Index {
             && let Some(post) = skipped
         {
             // Only very common features: score a bounded slice of them.
-            return post.iter().copied().take(CANDIDATES).collect();
+            return post
+                .iter()
+                .copied()
+                .filter(|n| allowed.is_none_or(|a| a.contains(&self.names[*n as usize].entry)))
+                .take(CANDIDATES)
+                .collect();
         }
         let mut ranked: Vec<(f32, u32)> = touched
             .iter()
@@ -326,7 +494,21 @@ impl Index {
     /// Hits of `q` on this list scoring at least `min_score`, best first,
     /// one per entry, at most `limit`.
     pub fn search(&self, q: &Query, p: &Params, min_score: f64, limit: usize) -> Vec<Hit> {
-        let cands = self.candidates(&query_features(q));
+        self.search_in(q, p, min_score, limit, &[])
+    }
+
+    /// [`Index::search`] among the entries under one of `programs` (folded
+    /// by [`ListFilter::program_key`]; empty = all).
+    pub fn search_in(
+        &self,
+        q: &Query,
+        p: &Params,
+        min_score: f64,
+        limit: usize,
+        programs: &[String],
+    ) -> Vec<Hit> {
+        let allowed = self.allowed(programs);
+        let cands = self.candidates_for(q, &query_features(q), allowed.as_ref());
         self.hits(q, p, min_score, limit, cands.into_iter())
     }
 
@@ -371,7 +553,9 @@ impl Index {
             let n = &self.names[nid as usize];
             for (qi, qn) in q.names.iter().enumerate() {
                 let c = score(qn, &qw[qi], &n.prepared, &n.weights, p);
-                if c.score <= 0.0 {
+                if c.score <= 0.0
+                    && (q.identifiers.is_empty() || self.identifier_evidence(q, n.entry).agree.is_empty())
+                {
                     continue;
                 }
                 let adjusted = self.adjust(q, n, c.score, false).0;
@@ -431,6 +615,7 @@ impl Index {
             explanation,
             programs: e.programs.clone(),
             digest: e.digest.clone(),
+            matched_identifiers: self.identifier_evidence(q, n.entry).agree,
         }
     }
 
@@ -491,7 +676,13 @@ impl Index {
                 notes.push_str("; country differs -0.05");
             }
         }
-        (s.clamp(0.0, 1.0), notes)
+        let s = s.clamp(0.0, 1.0);
+        if q.identifiers.is_empty() {
+            return (s, notes);
+        }
+        let (s, id_notes) = self.identifier_evidence(q, n.entry).apply(s);
+        notes.push_str(&id_notes);
+        (s, notes)
     }
 }
 
@@ -506,12 +697,40 @@ impl IndexSet {
     /// Hits across every list, best first, at most `limit`. Each list ranks
     /// its own best; only the overall best `limit` are explained.
     pub fn search(&self, q: &Query, p: &Params, min_score: f64, limit: usize) -> Vec<Hit> {
+        self.search_in(q, p, min_score, limit, &ListFilter::default())
+    }
+
+    /// The list versions a screening with `filter` searches.
+    pub fn versions(&self, filter: &ListFilter) -> Vec<ListVersionRef> {
+        let mut v: Vec<ListVersionRef> = self
+            .by_source
+            .values()
+            .filter(|i| filter.has_source(&i.source))
+            .map(|i| i.version_ref())
+            .collect();
+        v.sort_by(|a, b| a.source.cmp(&b.source));
+        v
+    }
+
+    /// [`IndexSet::search`] restricted to the sources and programmes of
+    /// `filter`.
+    pub fn search_in(
+        &self,
+        q: &Query,
+        p: &Params,
+        min_score: f64,
+        limit: usize,
+        filter: &ListFilter,
+    ) -> Vec<Hit> {
         let feats = query_features(q);
         let mut ranked: Vec<(&Index, Ranked)> = self
             .by_source
             .values()
+            .filter(|i| filter.has_source(&i.source))
             .flat_map(|i| {
-                i.rank(q, p, min_score, limit, i.candidates(&feats).into_iter())
+                let allowed = i.allowed(&filter.programs);
+                let cands = i.candidates_for(q, &feats, allowed.as_ref());
+                i.rank(q, p, min_score, limit, cands.into_iter())
                     .into_iter()
                     .map(move |r| (i.as_ref(), r))
             })
@@ -645,5 +864,78 @@ mod tests {
         let i = idx();
         assert!(i.weight("zawahiri") > 0.0);
         assert!(i.weight("never-seen") >= i.weight("zawahiri"));
+    }
+
+    fn vessel(id: &str, name: &str, imo: &str) -> ListEntry {
+        ListEntry {
+            id: id.into(),
+            kind: EntityKind::Vessel,
+            primary_name: name.into(),
+            identifiers: vec![crate::screening::model::Identifier {
+                kind: "Vessel Registration Identification IMO".into(),
+                value: imo.into(),
+                country: String::new(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn imo(v: &str) -> TypedIdentifier {
+        TypedIdentifier {
+            id_type: crate::screening::identifiers::IdentifierType::Imo,
+            value: v.into(),
+            country: String::new(),
+        }
+    }
+
+    #[test]
+    fn vessels_of_one_name_are_told_apart_by_imo() {
+        let i = Index::build(
+            "test",
+            1,
+            vec![
+                vessel("1", "SNOW STORM", "IMO 9187629"),
+                vessel("2", "SNOW STORM", "IMO 9187655"),
+            ],
+        );
+        let p = Params::default();
+        let q =
+            Query::new("Snow Storm", &[], EntityKind::Vessel, "", "").with_identifiers(vec![imo("9187655")]);
+        let h = i.search(&q, &p, 0.0, 5);
+        assert_eq!(h[0].entry_id, "2", "{h:?}");
+        assert!(h[0].score >= 0.95);
+        assert_eq!(h[0].matched_identifiers, vec![imo("9187655")]);
+        assert!(
+            h[0].explanation.contains("identifier agrees: IMO 9187655"),
+            "{}",
+            h[0].explanation
+        );
+        let other = h.iter().find(|x| x.entry_id == "1").unwrap();
+        assert!(other.score <= 0.75, "{other:?}");
+        assert!(other.explanation.contains("IMO differs"));
+        assert!(other.matched_identifiers.is_empty());
+    }
+
+    #[test]
+    fn a_renamed_vessel_is_found_by_its_imo_number() {
+        let mut entries = vec![vessel("7", "ARK", "9187655")];
+        entries.extend((0..200).map(|n| vessel(&format!("x{n}"), &format!("OCEAN TRADER {n}"), "")));
+        let i = Index::build("test", 1, entries);
+        let p = Params::default();
+        let q = Query::new("Blue Horizon", &[], EntityKind::Vessel, "", "")
+            .with_identifiers(vec![imo("9187655")]);
+        let h = i.search(&q, &p, 0.5, 5);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h[0].entry_id, "7");
+        assert!(h[0].score >= 0.95);
+        // The lookup is by key: a number nobody carries reaches nothing.
+        assert!(
+            i.identified(&Query::default().with_identifiers(vec![imo("9187629")]))
+                .is_empty()
+        );
+        assert_eq!(
+            i.identified(&Query::default().with_identifiers(vec![imo("9187655")])),
+            vec![0]
+        );
     }
 }

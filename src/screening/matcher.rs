@@ -10,6 +10,7 @@
 
 use std::fmt::Write as _;
 
+use super::names;
 use super::normalize::{Folded, MAX_TOKENS, fold, phonetic_key};
 
 /// A folded token with its phonetic key and letter set, computed once.
@@ -23,6 +24,12 @@ pub struct Tok {
     /// differ too much cannot be a typo apart, which rules most token pairs
     /// out without computing an edit distance.
     pub letters: u64,
+    /// The given-name groups it belongs to ([`names::name_groups`]): a
+    /// nickname and its formal name share one.
+    pub groups: Vec<u16>,
+    /// A patronymic ([`names::is_patronymic`]), which a name may leave out
+    /// at little cost.
+    pub patronymic: bool,
 }
 
 impl Tok {
@@ -32,9 +39,23 @@ impl Tok {
             text: text.to_owned(),
             key: phonetic_key(text),
             letters: letter_set(text.as_bytes()),
+            groups: names::name_groups(text),
+            patronymic: names::is_patronymic(text),
         }
     }
 }
+
+/// Similarity granted to a nickname against its formal name (Bob /
+/// Robert): as good as a transliteration variant, short of equal.
+pub const NICKNAME_SIMILARITY: f64 = 0.88;
+
+/// What a score counts when a nickname agrees beside another inexact pair.
+pub const NICKNAME_WITH_VARIANT: f64 = 0.92;
+
+/// Share of an unmatched patronymic's weight charged against the score:
+/// a Latin-script record usually leaves the father's name out, so its
+/// absence says little (the original-script list name carries it).
+pub const PATRONYMIC_SHARE: f64 = 0.15;
 
 /// The set of characters in `s` as bits: `a`..`z` and `0`..`9` one bit
 /// each, anything else (folded names have nothing else) sharing the top bit.
@@ -153,6 +174,8 @@ pub enum Agreement {
     Initial,
     /// One token against two adjacent tokens joined.
     Joined,
+    /// A nickname against its formal name (Bob / Robert).
+    Nickname,
 }
 
 impl Agreement {
@@ -163,6 +186,7 @@ impl Agreement {
             Self::Edit => "spelling",
             Self::Initial => "initial",
             Self::Joined => "joined",
+            Self::Nickname => "nickname",
         }
     }
 }
@@ -319,6 +343,13 @@ pub fn token_similarity(a: &Tok, b: &Tok, p: &Params) -> Option<(f64, Agreement)
     };
     if phonetic && r < p.phonetic_similarity {
         return Some((p.phonetic_similarity, Agreement::Phonetic));
+    }
+    if r < NICKNAME_SIMILARITY
+        && !a.groups.is_empty()
+        && !b.groups.is_empty()
+        && names::same_given_name(&a.groups, &b.groups)
+    {
+        return Some((NICKNAME_SIMILARITY, Agreement::Nickname));
     }
     (r >= p.min_token_similarity).then_some((r, Agreement::Edit))
 }
@@ -499,7 +530,16 @@ pub fn score(q: &PreparedName, qw: &[f64], n: &PreparedName, nw: &[f64], p: &Par
         }
     }
     let uq: f64 = (0..nq).filter(|i| qu & (1 << i) == 0).map(|i| qw[i]).sum();
-    let un: f64 = (0..nn).filter(|j| nu & (1 << j) == 0).map(|j| nw[j]).sum();
+    let un: f64 = (0..nn)
+        .filter(|j| nu & (1 << j) == 0)
+        .map(|j| {
+            if n.tokens[j].patronymic {
+                nw[j] * PATRONYMIC_SHARE
+            } else {
+                nw[j]
+            }
+        })
+        .sum();
     let any_unmatched_q = (0..nq).any(|i| qu & (1 << i) == 0);
     let any_unmatched_n = (0..nn).any(|j| nu & (1 << j) == 0);
     let denom = matched_w + uq + p.unmatched_list_penalty * un;
@@ -508,6 +548,14 @@ pub fn score(q: &PreparedName, qw: &[f64], n: &PreparedName, nw: &[f64], p: &Par
     // hit: worth review only when the token is rare enough on its own.
     if np == 1 && nq == 1 && any_unmatched_n {
         sc *= 0.9;
+    }
+    // A nickname is a guess about a given name: beside another guess
+    // (a spelling or phonetic variant of the surname) it is not enough.
+    let hows = out.pairs.iter().flatten().map(|p| p.how);
+    let nicknames = hows.clone().filter(|h| *h == Agreement::Nickname).count();
+    let inexact = hows.filter(|h| *h != Agreement::Exact).count();
+    if nicknames > 0 && inexact > 1 {
+        sc *= NICKNAME_WITH_VARIANT;
     }
     if nq != nn && (any_unmatched_q || any_unmatched_n) && compact_may_reach(q, n, COMPACT_MIN.max(sc)) {
         let r = edit_ratio(&q.compact, &n.compact);
@@ -685,5 +733,82 @@ mod tests {
         let e = c.explain();
         assert!(e.contains("mohamed~muhammad (phonetic"), "{e}");
         assert!(e.contains("unmatched list [khan]"), "{e}");
+    }
+
+    #[test]
+    fn name_knowledge_scores_above_the_review_threshold() {
+        let thr = crate::screening::cases::DEFAULT_REVIEW_THRESHOLD;
+        for (q, listed) in [
+            ("Bob Miller", "Robert Miller"),
+            ("Bill Turner", "TURNER, William"),
+            ("Nowak Trading", "Nowak Trading Sp. z o.o."),
+            ("Novak Holding", "Novak Holding s.r.o."),
+            ("Kovacs Gepgyar", "Kovacs Gepgyar Kft."),
+            ("Huawei Technologies", "Huawei Technologies Youxian Gongsi"),
+            ("Unit Twenty-One", "Unit 21"),
+            ("Dmitry Orlov", "Дмитрий Сергеевич Орлов"),
+            ("Romashka", "Общество с ограниченной ответственностью Ромашка"),
+        ] {
+            let c = compare(
+                &PreparedName::new(q),
+                &PreparedName::new(listed),
+                &Uniform,
+                &Params::default(),
+            );
+            assert!(c.score >= thr, "{q} ~ {listed}: {} {}", c.score, c.explain());
+        }
+        let c = compare(
+            &PreparedName::new("Bob Miller"),
+            &PreparedName::new("Robert Miller"),
+            &Uniform,
+            &Params::default(),
+        );
+        assert!(c.explain().contains("nickname"), "{}", c.explain());
+        // A nickname beside a misspelt surname is not enough.
+        assert!(s("Anthony Chan", "CHANG, Tony") < thr);
+        // Nicknames of other names do not agree.
+        assert!(s("Bob Miller", "William Miller") < thr);
+        // A patronymic left out costs little; another given name still costs.
+        assert!(s("Dmitry Orlov", "Dmitry Sergeevich Orlov") > s("Dmitry Orlov", "Dmitry Alexei Orlov"));
+    }
+
+    #[test]
+    fn number_words_of_the_list_languages_score_above_the_review_threshold() {
+        let thr = crate::screening::cases::DEFAULT_REVIEW_THRESHOLD;
+        for (q, listed) in [
+            ("Brigade Vingt et Un", "Brigade 21"),
+            ("Unidad Veintiuno", "Unidad 21"),
+            ("Division Treinta y Dos", "Division 32"),
+            ("Einheit Einundzwanzig", "Einheit 21"),
+            ("Zavod Dvadtsat Odin", "Завод двадцать один"),
+            ("Завод 21", "Zavod Dvadtsat Odin"),
+            ("Quatre-Vingt-Dix Trading", "90 Trading"),
+        ] {
+            let score = s(q, listed);
+            assert!(score >= thr, "{q} ~ {listed}: {score}");
+        }
+        // Other numbers do not agree.
+        assert!(s("Unidad Veintiuno", "Unidad 22") < thr);
+        assert!(s("Einheit Einundzwanzig", "Einheit 12") < thr);
+    }
+
+    #[test]
+    fn legal_forms_from_the_code_list_score_above_the_review_threshold() {
+        let thr = crate::screening::cases::DEFAULT_REVIEW_THRESHOLD;
+        for (q, listed) in [
+            // Bulgarian, Belarusian, Slovenian, Estonian, Peruvian, Danish
+            // and Hong Kong forms the hand-written tables did not have.
+            ("Balkan Trade", "Балкан Трейд ЕООД"),
+            ("Minsk Traktor", "Закрытое акционерное общество Минск Трактор"),
+            ("Kovinar", "Kovinar d.o.o."),
+            ("Tallinna Sadam", "Tallinna Sadam AS"),
+            ("Tallinna Sadam", "Tallinna Sadam Aktsiaselts"),
+            ("Servicios Silsa", "Servicios Silsa S.A.C."),
+            ("Nordisk Shipping", "Nordisk Shipping ApS"),
+            ("Golden Dragon", "Golden Dragon 有限公司"),
+        ] {
+            let score = s(q, listed);
+            assert!(score >= thr, "{q} ~ {listed}: {score}");
+        }
     }
 }

@@ -8,15 +8,22 @@
 pub mod case_answers;
 pub mod cases;
 pub mod effects;
+pub mod evidence;
 pub mod grpc;
+pub mod identifiers;
 pub mod index;
+pub mod jobs;
 pub mod lists;
+pub mod live;
 pub mod match_pool;
 pub mod matcher;
 pub mod model;
+pub mod names;
 pub mod normalize;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod quality;
+pub mod refresh;
 pub mod repo;
+pub mod service;

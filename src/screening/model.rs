@@ -6,7 +6,21 @@ use serde::{Deserialize, Serialize};
 
 /// The kind of party a list entry (or a screened party) is; matching is
 /// type aware (a person never strongly matches a company).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Default,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 #[serde(rename_all = "snake_case")]
 pub enum EntityKind {
     /// A natural person.
@@ -25,13 +39,7 @@ pub enum EntityKind {
 impl EntityKind {
     /// The stable name used in explanations and storage.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Individual => "individual",
-            Self::Organization => "organization",
-            Self::Vessel => "vessel",
-            Self::Aircraft => "aircraft",
-            Self::Unknown => "unknown",
-        }
+        self.into()
     }
 }
 
@@ -53,6 +61,11 @@ pub struct Identifier {
     pub kind: String,
     /// Its value.
     pub value: String,
+    /// The issuing country, when the list names it. Left out of the stored
+    /// form when empty, so entries parsed before lists gave it keep their
+    /// digests.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub country: String,
 }
 
 /// One sanctioned party as a list publishes it.
@@ -123,6 +136,39 @@ impl ListEntry {
         });
     }
 
+    /// The entry's identifiers typed and normalised, each once: what the
+    /// index files the entry under and compares a party's identifiers with.
+    pub fn typed_identifiers(&self) -> Vec<crate::screening::identifiers::TypedIdentifier> {
+        let mut out: Vec<crate::screening::identifiers::TypedIdentifier> = Vec::new();
+        for i in &self.identifiers {
+            if let Some(t) =
+                crate::screening::identifiers::TypedIdentifier::from_list(&i.kind, &i.value, &i.country)
+                && !out.iter().any(|o| o.id_type == t.id_type && o.value == t.value)
+            {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    /// Adds an identifier unless the entry already has it.
+    pub fn push_identifier(&mut self, kind: &str, value: &str, country: &str) {
+        let (kind, value, country) = (kind.trim(), value.trim(), country.trim());
+        if value.is_empty()
+            || self
+                .identifiers
+                .iter()
+                .any(|i| i.kind == kind && i.value == value)
+        {
+            return;
+        }
+        self.identifiers.push(Identifier {
+            kind: kind.to_owned(),
+            value: value.to_owned(),
+            country: country.to_owned(),
+        });
+    }
+
     /// Adds a value to a list field unless it is blank or already there.
     pub fn push_unique(list: &mut Vec<String>, value: &str) {
         let v = value.trim();
@@ -173,5 +219,18 @@ mod tests {
         assert_ne!(d1, e.digest());
         e.push_alias("c d", false);
         assert_eq!(e.aliases.len(), 1);
+    }
+
+    #[test]
+    fn entity_kinds_keep_their_names() {
+        use strum::VariantArray;
+        let all: Vec<&str> = EntityKind::VARIANTS.iter().map(|k| k.as_str()).collect();
+        assert_eq!(
+            all,
+            ["individual", "organization", "vessel", "aircraft", "unknown"]
+        );
+        for k in EntityKind::VARIANTS {
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
     }
 }

@@ -3,9 +3,14 @@
 //! stripping (`unicode-normalization`), transliteration of every other script
 //! to Latin (`any_ascii`: Arabic, Cyrillic, Greek, CJK, ...), case folding,
 //! punctuation rules (acronym dots join, hyphens split), Arabic particle
-//! gluing (`al-`, `abd al`), and legal forms and honorifics set aside in
-//! several languages. The result is a token list the index and the scorer
-//! share, so a query and a list name are always folded the same way.
+//! gluing (`al-`, `abd al`), honorifics set aside, and legal forms set
+//! aside in every jurisdiction of the GLEIF Entity Legal Forms code list
+//! (ISO 20275, vendored in `src/screening/data/`) with a small supplement.
+//! The result is a token list the index and the scorer share, so a query
+//! and a list name are always folded the same way.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use unicode_normalization::UnicodeNormalization;
 use unicode_normalization::char::is_combining_mark;
@@ -26,108 +31,280 @@ pub struct Folded {
     pub compact: String,
 }
 
-/// Multi-word legal forms, rewritten to one canonical token before the
-/// single-word table applies. Longest first.
-const LEGAL_PHRASES: &[(&[&str], &str)] = &[
-    (&["obshchestvo", "s", "ogranichennoy", "otvetstvennostyu"], "ooo"),
-    (&["gesellschaft", "mit", "beschrankter", "haftung"], "gmbh"),
-    (&["gesellschaft", "mit", "beschraenkter", "haftung"], "gmbh"),
-    (&["societe", "a", "responsabilite", "limitee"], "sarl"),
-    (&["sociedad", "de", "responsabilidad", "limitada"], "srl"),
-    (&["sa", "dec", "v"], "sa"),
-    (&["dec", "v"], "cv"),
-    (&["public", "joint", "stock", "company"], "pjsc"),
-    (&["open", "joint", "stock", "company"], "ojsc"),
-    (&["closed", "joint", "stock", "company"], "cjsc"),
-    (&["limited", "liability", "company"], "llc"),
-    (&["limited", "liability", "partnership"], "llp"),
-    (&["public", "limited", "company"], "plc"),
-    (&["joint", "stock", "company"], "jsc"),
-    (&["sociedad", "anonima"], "sa"),
-    (&["societe", "anonyme"], "sa"),
-    (&["sociedade", "anonima"], "sa"),
-    (&["sociedad", "limitada"], "ltda"),
-    (&["sa", "de", "cv"], "sa"),
-    (&["s", "de", "rl"], "srl"),
-    (&["de", "cv"], "cv"),
-    (&["sdn", "bhd"], "bhd"),
-    (&["pvt", "ltd"], "ltd"),
-    (&["pte", "ltd"], "ltd"),
-    (&["pty", "ltd"], "ltd"),
-    (&["co", "ltd"], "ltd"),
-    (&["company", "limited"], "ltd"),
-    (&["joint", "venture"], "jv"),
-];
+/// The GLEIF Entity Legal Forms code list (ISO 20275), as published: one
+/// row per legal form and language, with its local and transliterated
+/// names and abbreviations (see `src/screening/data/PROVENANCE.md`).
+const ELF_CSV: &str = include_str!("data/legal_forms_elf.csv");
 
-/// Single-word legal forms in English, Russian (transliterated), German,
-/// French, Spanish, Portuguese, Italian, Dutch, Nordic and Asian usage.
-const LEGAL_WORDS: &[&str] = &[
-    "llc",
-    "ltd",
-    "limited",
-    "co",
-    "company",
-    "corp",
-    "corporation",
-    "inc",
-    "incorporated",
-    "plc",
-    "llp",
-    "lp",
-    "sa",
-    "sas",
-    "sarl",
-    "srl",
-    "spa",
-    "gmbh",
-    "ag",
-    "kg",
-    "bv",
-    "nv",
-    "ooo",
-    "oao",
-    "zao",
-    "pao",
-    "ao",
-    "jsc",
-    "ojsc",
-    "cjsc",
-    "pjsc",
-    "tov",
-    "ltda",
-    "limitada",
-    "pte",
-    "pty",
-    "bhd",
-    "kk",
-    "oy",
-    "ab",
-    "aps",
-    "fze",
-    "fzco",
-    "fzc",
-    "fzllc",
-    "cv",
-    "jv",
-    "cia",
-    "compania",
-    "companhia",
-    "societe",
-    "sociedad",
-    "anonima",
-    "sl",
-    "slu",
-    "ohg",
-    "eood",
-    "ood",
-    "ead",
-    "tic",
-    "as",
-    "asa",
-    "sae",
-    "coltd",
-    "aktiengesellschaft",
-];
+/// Legal forms the code list does not carry in the spelling sanctions
+/// lists use (English renderings of Russian forms, transliterated
+/// Cyrillic, Chinese pinyin written as words, generic English words);
+/// each group in the file says why it is there.
+const LEGAL_SUPPLEMENT: &str = include_str!("data/legal_forms_supplement.tsv");
+
+/// Longest full legal-form name (in folded tokens) taken from the code
+/// list: longer names ("organs of state power, administration ...")
+/// describe categories of registrant and are not written into names.
+const MAX_FORM_NAME_TOKENS: usize = 5;
+
+/// How many forms of one country share an abbreviation before it counts
+/// as a general designator rather than the abbreviation of a form's name.
+/// In the 2023-09-28 list the general ones are given for 22 to 51 forms of
+/// one country (Ltée, Incorporated, Limited, Corporation, Company, Co, Ltd,
+/// Inc, Corp) and the most shared specific one (LLC) for 16.
+const GENERIC_DESIGNATOR_FORMS: usize = 20;
+
+/// Legal forms as the folding uses them.
+struct LegalForms {
+    /// Multi-token forms (tokens joined by one space) and the canonical
+    /// token each is rewritten to.
+    phrases: HashMap<String, String>,
+    /// The token counts in `phrases`, longest first.
+    lengths: Vec<usize>,
+    /// Single-token forms.
+    words: HashSet<String>,
+    /// Forms from scripts written without spaces (Chinese, Japanese), as
+    /// they transliterate: also recognised glued to the end of a word.
+    /// Longest first.
+    suffixes: Vec<String>,
+    /// Abbreviations of the code list that names use as words (the
+    /// supplement's `!` lines): never set aside.
+    not_forms: HashSet<String>,
+}
+
+/// The tokens of a form as names fold (the same folding, so a form in the
+/// data and one in a name always agree).
+fn form_tokens(s: &str) -> Vec<String> {
+    name_tokens(s)
+}
+
+/// "S. A. de C. V." written as "S.A. de C.V.": runs of one-letter tokens
+/// joined, the way `raw_tokens` joins dotted acronyms.
+fn joined_letters(tokens: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(tokens.len());
+    let mut run = String::new();
+    for t in tokens {
+        if t.len() == 1 {
+            run.push_str(t);
+            continue;
+        }
+        if !run.is_empty() {
+            out.push(std::mem::take(&mut run));
+        }
+        out.push(t.clone());
+    }
+    if !run.is_empty() {
+        out.push(run);
+    }
+    out
+}
+
+/// True for text in Hangul, Han or Kana, whose transliterated syllables
+/// are also the syllables of personal names.
+fn syllabic_script(s: &str) -> bool {
+    unspaced_script(s)
+        || s.chars()
+            .any(|c| matches!(c, '\u{1100}'..='\u{11ff}' | '\u{ac00}'..='\u{d7af}'))
+}
+
+/// True for text in a script written without spaces between words.
+fn unspaced_script(s: &str) -> bool {
+    s.chars()
+        .any(|c| matches!(c, '\u{3040}'..='\u{30ff}' | '\u{3400}'..='\u{4dbf}' | '\u{4e00}'..='\u{9fff}'))
+}
+
+impl LegalForms {
+    fn load(elf_csv: &str, supplement: &str) -> Self {
+        let mut forms = LegalForms {
+            phrases: HashMap::new(),
+            lengths: Vec::new(),
+            words: HashSet::new(),
+            suffixes: Vec::new(),
+            not_forms: HashSet::new(),
+        };
+        // The supplement's exclusions apply to the code list, so read first.
+        for line in supplement.lines() {
+            if let Some(word) = line.trim().strip_prefix('!') {
+                forms
+                    .not_forms
+                    .extend(form_tokens(word.split('\t').next().unwrap_or("")));
+            }
+        }
+        // Candidate canonical tokens for each full name: one full name is
+        // used in several jurisdictions, abbreviated alike or not.
+        let mut names: HashMap<String, Vec<String>> = HashMap::new();
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .from_reader(elf_csv.trim_start_matches('\u{feff}').as_bytes());
+        // Columns: 2 country, 5 local name, 8 transliterated name, 9 local
+        // abbreviations, 10 transliterated abbreviations, 12 status.
+        let rows: Vec<csv::StringRecord> = reader
+            .records()
+            .flatten()
+            .filter(|r| r.get(12).map(str::trim) == Some("ACTV"))
+            .collect();
+        // General designators: abbreviations one country gives for
+        // GENERIC_DESIGNATOR_FORMS or more of its forms (Inc, Corp, Ltd, Co
+        // in the common-law countries). They are legal forms, but abbreviate
+        // no one form's name: "Insurance Company" is listed with them.
+        let mut shared: HashMap<(String, &str), HashSet<&str>> = HashMap::new();
+        for row in &rows {
+            let field = |i: usize| row.get(i).unwrap_or("").trim();
+            for a in [field(9), field(10)].into_iter().flat_map(|a| a.split(';')) {
+                let compact = form_tokens(a).concat();
+                if !compact.is_empty() {
+                    shared.entry((compact, field(2))).or_default().insert(field(5));
+                }
+            }
+        }
+        let generic: HashSet<String> = shared
+            .into_iter()
+            .filter(|(_, forms)| forms.len() >= GENERIC_DESIGNATOR_FORMS)
+            .map(|((a, _), _)| a)
+            .collect();
+        for row in &rows {
+            let field = |i: usize| row.get(i).unwrap_or("").trim();
+            let abbreviations: Vec<&str> = [field(9), field(10)]
+                .into_iter()
+                .flat_map(|a| a.split(';'))
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .collect();
+            let name_words: HashSet<String> =
+                [field(5), field(8)].into_iter().flat_map(form_tokens).collect();
+            // An "abbreviation" that is a word of the form's own name
+            // ("trust" for Business Trust) is that word, not a form.
+            let abbreviations: Vec<(&str, Vec<String>)> = abbreviations
+                .into_iter()
+                .map(|a| (a, form_tokens(a)))
+                .filter(|(_, t)| match &t[..] {
+                    [] => false,
+                    [one] => !name_words.contains(one),
+                    _ => true,
+                })
+                .collect();
+            // The form's canonical token: its shortest abbreviation, joined
+            // (LLC for "L.L.C.;LLC", spzoo for "sp. z o.o.").
+            let canon: Option<String> = abbreviations
+                .iter()
+                .map(|(_, t)| t.concat())
+                .filter(|a| !generic.contains(a))
+                .min_by(|a, b| a.len().cmp(&b.len()).then_with(|| a.cmp(b)));
+            let mut multi: Vec<Vec<String>> = Vec::new();
+            for (original, tokens) in &abbreviations {
+                let original = *original;
+                if tokens.len() == 1 {
+                    forms.add(original, tokens, &tokens[0]);
+                    continue;
+                }
+                // The abbreviation written without its spaces ("SP.ZO.O.").
+                let compact = tokens.concat();
+                forms.add(original, std::slice::from_ref(&compact), &compact);
+                let joined = joined_letters(tokens);
+                match &joined[..] {
+                    [one] => forms.add(original, std::slice::from_ref(one), one),
+                    _ if joined != *tokens => multi.push(joined),
+                    _ => {}
+                }
+                multi.push(tokens.clone());
+            }
+            for name in [field(5), field(8)] {
+                let tokens = form_tokens(name);
+                // Only the full names of forms the list abbreviates: a form
+                // without an abbreviation is a kind of body ("Commercial
+                // Bank", "Insurance Company") more often than a designation
+                // written into names. A one-word full name is as often an
+                // everyday word of names (Foundation, Verein, Estado) as a
+                // legal form: only names of several words are taken.
+                if canon.is_some() && (2..=MAX_FORM_NAME_TOKENS).contains(&tokens.len()) {
+                    multi.push(tokens);
+                }
+            }
+            for tokens in multi {
+                let c = canon.clone().unwrap_or_else(|| tokens.concat());
+                names.entry(tokens.join(" ")).or_default().push(c);
+            }
+        }
+        // A form of several words takes the canonical token most of its rows give
+        // (ties: the alphabetically first, so the choice is stable).
+        for (phrase, mut canons) in names {
+            canons.sort_unstable();
+            let mut best: (usize, &str) = (0, "");
+            for c in canons.chunk_by(|a, b| a == b) {
+                if c.len() > best.0 {
+                    best = (c.len(), &c[0]);
+                }
+            }
+            let canon = best.1.to_owned();
+            forms.phrases.entry(phrase).or_insert(canon);
+        }
+        for line in supplement.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let (form, canon) = line.split_once('\t').unwrap_or((line, ""));
+            let tokens = form_tokens(form);
+            if tokens.is_empty() {
+                continue;
+            }
+            let canon = if canon.trim().is_empty() {
+                tokens.concat()
+            } else {
+                canon.trim().to_owned()
+            };
+            match &tokens[..] {
+                [t] => {
+                    forms.words.insert(t.clone());
+                    if unspaced_script(form) {
+                        forms.suffixes.push(t.clone());
+                    }
+                }
+                _ => {
+                    forms.phrases.insert(tokens.join(" "), canon);
+                }
+            }
+        }
+        let mut lengths: Vec<usize> = forms.phrases.keys().map(|p| p.split(' ').count()).collect();
+        lengths.sort_unstable_by(|a, b| b.cmp(a));
+        lengths.dedup();
+        forms.lengths = lengths;
+        forms
+            .suffixes
+            .sort_unstable_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        forms.suffixes.dedup();
+        forms
+    }
+
+    /// Adds one form: a single token to the words (and, from an unspaced
+    /// script, to the suffixes), several to the phrases.
+    fn add(&mut self, original: &str, tokens: &[String], canon: &str) {
+        match tokens {
+            [] => {}
+            // One or two letters alone are as often a name's syllable
+            // (Korean Na, Yu; Chinese He, Hu) as a form: single forms that
+            // short come from the supplement only. A syllable of a
+            // syllabic script (Korean, Chinese, Japanese) transliterated
+            // is likewise a name's syllable.
+            [t] if t.len() < 3 || (syllabic_script(original) && t.len() < 6) => {}
+            [t] if self.not_forms.contains(t) => {}
+            [t] => {
+                if unspaced_script(original) && t.len() >= 6 {
+                    self.suffixes.push(t.clone());
+                }
+                self.words.insert(t.clone());
+            }
+            _ => {
+                self.phrases
+                    .entry(tokens.join(" "))
+                    .or_insert_with(|| canon.to_owned());
+            }
+        }
+    }
+}
+
+static LEGAL: LazyLock<LegalForms> = LazyLock::new(|| LegalForms::load(ELF_CSV, LEGAL_SUPPLEMENT));
 
 /// Long legal words also recognised with one typo ("Compnay", "Limtied"):
 /// long enough that one edit cannot make them another word.
@@ -298,17 +475,50 @@ fn glue_particles(tokens: Vec<String>) -> Vec<String> {
     out
 }
 
+/// The words of a text folded and split as names are, particles glued:
+/// what the number-word table is read with.
+pub(crate) fn word_tokens(text: &str) -> Vec<String> {
+    glue_particles(raw_tokens(&fold_text(text)))
+}
+
+/// The tokens of a name before legal forms are set aside: its words
+/// ([`word_tokens`]) with number words as digits.
+fn name_tokens(name: &str) -> Vec<String> {
+    crate::screening::names::numbers_to_digits(word_tokens(name))
+}
+
 /// Folds a name into matching tokens.
 pub fn fold(name: &str) -> Folded {
-    let mut raw = glue_particles(raw_tokens(&fold_text(name)));
+    let legal_forms = &*LEGAL;
+    let mut raw = name_tokens(name);
+    let words = raw.clone();
     let mut legal = Vec::new();
+    // A legal form glued to the end of a word (transliterated CJK).
+    let mut split: Vec<String> = Vec::with_capacity(raw.len() + 1);
+    for t in raw {
+        match legal_forms
+            .suffixes
+            .iter()
+            .find(|s| t.len() >= s.len() + 4 && t.ends_with(s.as_str()))
+        {
+            Some(s) => {
+                split.push(t[..t.len() - s.len()].to_owned());
+                split.push(format!("\u{0}{s}"));
+            }
+            None => split.push(t),
+        }
+    }
+    raw = split;
     // Longest phrases first over the whole name, so "Company Limited
     // Liability Company" is "company" + "llc", not "ltd" + "liability".
-    for (phrase, canon) in LEGAL_PHRASES {
+    for &len in &legal_forms.lengths {
         let mut i = 0;
-        while i + phrase.len() <= raw.len() {
-            if phrase.iter().zip(&raw[i..]).all(|(a, b)| a == b) {
-                raw.splice(i..i + phrase.len(), std::iter::once(format!("\u{0}{canon}")));
+        while i + len <= raw.len() {
+            let window = &raw[i..i + len];
+            if !window.iter().any(|t| t.starts_with('\u{0}'))
+                && let Some(canon) = legal_forms.phrases.get(&window.join(" "))
+            {
+                raw.splice(i..i + len, std::iter::once(format!("\u{0}{canon}")));
             }
             i += 1;
         }
@@ -317,7 +527,7 @@ pub fn fold(name: &str) -> Folded {
     for t in &raw {
         if let Some(canon) = t.strip_prefix('\u{0}') {
             legal.push(canon.to_owned());
-        } else if LEGAL_WORDS.contains(&t.as_str())
+        } else if legal_forms.words.contains(t.as_str())
             || (t.len() >= 6 && LEGAL_LONG.iter().any(|w| strsim::osa_distance(w, t) == 1))
         {
             legal.push(t.clone());
@@ -325,14 +535,12 @@ pub fn fold(name: &str) -> Folded {
             kept.push(t.clone());
         }
     }
-    let raw: Vec<String> = raw
-        .into_iter()
-        .map(|t| t.trim_start_matches('\u{0}').to_owned())
-        .collect();
-    if kept.is_empty() {
-        // A name made only of set-aside words keeps them: better a weak
-        // signal than none.
-        kept = raw
+    if kept.is_empty() || (!legal.is_empty() && kept.concat().len() < 3) {
+        // A name made only of set-aside words keeps them, as written: better
+        // a weak signal than none. So does one that would keep only a
+        // fragment (EP of the aircraft mark EP-LDC): a legal form stands
+        // beside a name, and two letters are none.
+        kept = words
             .into_iter()
             .filter(|t| !FILLERS.contains(&t.as_str()))
             .collect();
@@ -431,6 +639,44 @@ mod tests {
         assert_eq!(toks("Acme GmbH"), ["acme"]);
         // A name that is only legal words keeps them.
         assert_eq!(toks("Limited Company"), ["limited", "company"]);
+    }
+
+    #[test]
+    fn legal_forms_come_from_the_code_list_and_its_supplement() {
+        // From the code list: local abbreviations and full names.
+        assert_eq!(toks("Nowak Trading Sp. z o.o."), ["nowak", "trading"]);
+        assert_eq!(fold("Nowak Trading Sp. z o.o.").legal, ["spzoo"]);
+        assert_eq!(
+            toks("Kowalski spółka z ograniczoną odpowiedzialnością"),
+            ["kowalski"]
+        );
+        assert_eq!(toks("Kovacs Gepgyar Kft."), ["kovacs", "gepgyar"]);
+        assert_eq!(toks("Korlátolt Felelősségű Társaság Kovacs"), ["kovacs"]);
+        assert_eq!(toks("Balkan Trade EOOD"), ["balkan", "trade"]);
+        assert_eq!(toks("Балкан Трейд ЕООД"), ["balkan", "treid"]);
+        assert_eq!(toks("Kovinar d.o.o."), ["kovinar"]);
+        assert_eq!(toks("Acme S. A. de C. V."), ["acme"]);
+        assert_eq!(toks("Golden Dragon 有限公司"), ["golden", "dragon"]);
+        // From the supplement: transliterated and simplified-Chinese forms.
+        assert_eq!(toks("Novak Holding s.r.o."), ["novak", "holding"]);
+        assert_eq!(toks("Zakrytoe Aktsionernoe Obshchestvo Vega"), ["vega"]);
+        assert_eq!(toks("华为技术有限责任公司"), ["huaweijishu"]);
+        assert_eq!(fold("华为技术有限责任公司").legal, ["youxianzerengongsi"]);
+        // Words the code list abbreviates forms with, but names use.
+        assert_eq!(toks("Al Rashid Trust"), ["alrashid", "trust"]);
+        assert_eq!(
+            toks("Benevolence International Foundation"),
+            ["benevolence", "international", "foundation"]
+        );
+        assert_eq!(
+            toks("Syrian Lebanese Commercial Bank"),
+            ["syrian", "lebanese", "commercial", "bank"]
+        );
+        assert_eq!(toks("Africada Insurance Company"), ["africada", "insurance"]);
+        assert_eq!(toks("Son Hyon"), ["son", "hyon"]);
+        assert_eq!(toks("Na Kyong Hui"), ["na", "kyong", "hui"]);
+        // A name the forms would cut to a fragment keeps them.
+        assert_eq!(toks("EP-LDC"), ["ep", "ldc"]);
     }
 
     #[test]

@@ -1,9 +1,7 @@
-//! Screening in the database: list versions with their entries and diffs,
-//! registered parties, review cases and remembered clearances. Every
-//! command here runs inside the caller's one write transaction, appends its
-//! audit event and enqueues its inbox envelope there, so a case, its
-//! clarification request and its audit record commit together or not at
-//! all. A registered party's identity (name, date of birth, country,
+//! Screening in the database, rows and queries only: list versions with
+//! their entries and diffs, registered parties, review cases and remembered
+//! clearances. The commands that combine them, with their audit events and
+//! envelopes, are in [`crate::screening::service`]. A registered party's identity (name, date of birth, country,
 //! aliases) is stored sealed (see [`PartyRow::seal`]) and opened in memory
 //! only to re-screen it.
 
@@ -12,41 +10,23 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
-use crate::audit::model::AuditEntry;
-use crate::audit::repo as audit;
 use crate::db::schema::screening_cases::dsl as c;
 use crate::db::schema::screening_clearances::dsl as cl;
 use crate::db::schema::screening_entries::dsl as en;
 use crate::db::schema::screening_list_versions::dsl as lv;
 use crate::db::schema::screening_parties::dsl as pa;
-use crate::db::{DbConnection, chain_lock, from_us, to_us};
+use crate::db::{DbConnection, from_us, to_us};
 use crate::error::{Error, Result};
-use crate::inbox::repo as inbox;
-use crate::screening::cases::{
-    CLARIFICATION_KIND, CaseStatus, Outcome, PartyOf, clarification_recipient, outcome, party_of,
-    party_tenant,
-};
-use crate::screening::index::{Hit, Index, Query};
-use crate::screening::matcher::Params;
+use crate::screening::case_answers;
+use crate::screening::cases::{CaseStatus, PartyOf, party_of};
+use crate::screening::identifiers::TypedIdentifier;
+use crate::screening::index::{Hit, Query};
 use crate::screening::model::{EntityKind, ListEntry};
-use crate::screening::{case_answers, effects as screening_effects};
 use crate::secrets::KeyRing;
 use crate::secrets::sealed::{Field, StoredText};
 
 /// Rows inserted per statement when storing a list version.
 const INSERT_BATCH: usize = 500;
-
-/// How re-screening judges hits: the scorer's parameters and the review
-/// threshold; and the key ring that opens the registered parties.
-#[derive(Debug, Clone, Copy)]
-pub struct Review<'a> {
-    /// Scorer parameters.
-    pub params: Params,
-    /// Score from which a hit is a possible match.
-    pub threshold: f64,
-    /// Opens the registered parties' sealed identities.
-    pub ring: &'a KeyRing,
-}
 
 /// A stored list version, with what the import changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +121,8 @@ pub struct PartyRow {
     pub country: String,
     /// JSON array of alias strings.
     pub aliases: String,
+    /// Identifiers (passport, IMO, LEI, ...), normalised.
+    pub identifiers: Vec<TypedIdentifier>,
     /// Last screening.
     pub updated_at_us: i64,
 }
@@ -152,6 +134,9 @@ struct Identity {
     date_of_birth: String,
     country: String,
     aliases: String,
+    /// Identifiers are subject identifiers too: sealed with the rest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    identifiers: Vec<TypedIdentifier>,
 }
 
 /// A registered party as stored: the clear identity columns are empty once
@@ -198,6 +183,7 @@ impl StoredParty {
             date_of_birth: self.date_of_birth.clone(),
             country: self.country.clone(),
             aliases: self.aliases.clone(),
+            identifiers: Vec::new(),
             updated_at_us: self.updated_at_us,
         };
         if self.is_clear() {
@@ -210,8 +196,13 @@ impl StoredParty {
         }
         let id: Identity = serde_json::from_str(&doc)
             .map_err(|_| Error::Unexpected(format!("sealed party {} is corrupt", self.party_ref)))?;
-        (out.name, out.date_of_birth, out.country, out.aliases) =
-            (id.name, id.date_of_birth, id.country, id.aliases);
+        (
+            out.name,
+            out.date_of_birth,
+            out.country,
+            out.aliases,
+            out.identifiers,
+        ) = (id.name, id.date_of_birth, id.country, id.aliases, id.identifiers);
         Ok(out)
     }
 }
@@ -225,6 +216,7 @@ impl PartyRow {
             date_of_birth: self.date_of_birth.clone(),
             country: self.country.clone(),
             aliases: self.aliases.clone(),
+            identifiers: self.identifiers.clone(),
         })
         .map_err(|e| Error::Unexpected(e.to_string()))?;
         let sealed = StoredText::seal(ring, Field::Party, &self.party_ref, &doc)?;
@@ -253,6 +245,7 @@ impl PartyRow {
             _ => EntityKind::Unknown,
         };
         Query::new(&self.name, &aliases, kind, &self.date_of_birth, &self.country)
+            .with_identifiers(self.identifiers.clone())
     }
 }
 
@@ -394,6 +387,34 @@ pub fn entries(conn: &mut DbConnection, seq: i64) -> Result<Vec<ListEntry>> {
         .collect()
 }
 
+/// Entry `entry_id` of `source` as the latest version holding it has it,
+/// with the first and the latest version numbers holding it; `None` when
+/// no version of the source ever held it.
+pub fn entry_versions(
+    conn: &mut DbConnection,
+    source: &str,
+    entry_id: &str,
+) -> Result<Option<(ListEntry, u64, u64)>> {
+    let held = || {
+        en::screening_entries
+            .inner_join(lv::screening_list_versions)
+            .filter(lv::source.eq(source.to_owned()))
+            .filter(en::entry_id.eq(entry_id.to_owned()))
+    };
+    let last: Option<(i64, String)> = held()
+        .order(lv::version.desc())
+        .select((lv::version, en::data))
+        .first(conn)
+        .optional()?;
+    let Some((last, data)) = last else {
+        return Ok(None);
+    };
+    let first: i64 = held().order(lv::version.asc()).select(lv::version).first(conn)?;
+    let entry: ListEntry =
+        serde_json::from_str(&data).map_err(|e| Error::Unexpected(format!("bad stored entry: {e}")))?;
+    Ok(Some((entry, first as u64, last as u64)))
+}
+
 /// Ids of the entries of version `seq` that were added or changed against
 /// the version before it.
 pub fn delta_ids(conn: &mut DbConnection, seq: i64) -> Result<HashSet<String>> {
@@ -437,36 +458,46 @@ pub fn diff(prev: &HashMap<String, String>, new: &[(String, String)]) -> Diff {
     d
 }
 
-/// Stores a parsed import of `source` as its next version (unless its bytes
-/// equal the latest version's, which is returned as it is), audits it, and
-/// re-screens every registered party against the added and changed entries,
-/// opening cases for new possible matches.
-pub fn import(
+/// A list version just stored, with what the service needs to re-screen
+/// the registered parties against it.
+#[derive(Debug)]
+pub struct Stored {
+    /// The version as stored.
+    pub info: VersionInfo,
+    /// Ids of the entries added or changed against the previous version.
+    pub delta: HashSet<String>,
+}
+
+/// The latest version of `source` if its sha256 is `sha256`: what an
+/// import of the same bytes answers with, storing nothing.
+pub fn latest_with_digest(
     conn: &mut DbConnection,
-    now: DateTime<Utc>,
-    actor: AuditEntry,
     source: &str,
     sha256: &str,
-    list: Vec<ListEntry>,
-    review: Review,
-) -> Result<VersionInfo> {
-    let Review {
-        params,
-        threshold,
-        ring,
-    } = review;
-    chain_lock(conn)?;
+) -> Result<Option<VersionInfo>> {
+    let row: Option<VersionRow> = lv::screening_list_versions
+        .filter(lv::source.eq(source))
+        .order(lv::version.desc())
+        .first(conn)
+        .optional()?;
+    Ok(row.filter(|r| r.sha256 == sha256).map(Into::into))
+}
+
+/// Stores a parsed import of `source` as its next version, each entry
+/// marked added, changed or the same against the latest version.
+pub fn store_version(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    imported_by: &str,
+    source: &str,
+    sha256: &str,
+    list: &[ListEntry],
+) -> Result<Stored> {
     let latest: Option<VersionRow> = lv::screening_list_versions
         .filter(lv::source.eq(source))
         .order(lv::version.desc())
         .first(conn)
         .optional()?;
-    if let Some(l) = latest.as_ref().filter(|l| l.sha256 == sha256) {
-        return Ok(VersionInfo {
-            unchanged: true,
-            ..version(conn, l.seq)?
-        });
-    }
     let prev: HashMap<String, String> = match &latest {
         Some(l) => en::screening_entries
             .filter(en::version_seq.eq(l.seq))
@@ -478,10 +509,7 @@ pub fn import(
     };
     let digests: Vec<(String, String)> = list.iter().map(|e| (e.id.clone(), e.digest())).collect();
     let d = diff(&prev, &digests);
-    let max_seq: Option<i64> = lv::screening_list_versions
-        .select(diesel::dsl::max(lv::seq))
-        .first(conn)?;
-    let seq = max_seq.unwrap_or(0) + 1;
+    let seq = crate::db::next_seq(conn, crate::db::Numbered::ListVersions)?;
     let row = VersionRow {
         seq,
         source: source.to_owned(),
@@ -492,7 +520,7 @@ pub fn import(
         removed: d.removed.len() as i64,
         changed: d.changed.len() as i64,
         imported_at_us: to_us(now),
-        imported_by: actor.actor.clone(),
+        imported_by: imported_by.to_owned(),
     };
     diesel::insert_into(lv::screening_list_versions)
         .values(&row)
@@ -523,64 +551,21 @@ pub fn import(
     if !batch.is_empty() {
         insert_entries(conn, &batch)?;
     }
-    let mut info: VersionInfo = row.into();
-    let mut entry = actor.clone();
-    entry.action = "screening.import".into();
-    entry.target = format!("{source}/v{}", info.version);
-    entry.detail = serde_json::json!({
-        "sha256": sha256, "entries": info.entries, "added": info.added, "removed": info.removed, "changed": info.changed,
+    Ok(Stored {
+        info: row.into(),
+        delta: d.added.into_iter().chain(d.changed).collect(),
     })
-    .to_string();
-    audit::append(conn, now, entry)?;
+}
 
-    // Re-screening by delta: every registered party against the added and
-    // changed entries only, weighed by the whole new list.
-    let delta: HashSet<String> = d.added.into_iter().chain(d.changed).collect();
-    let parties: Vec<PartyRow> = if delta.is_empty() {
-        Vec::new()
-    } else {
-        pa::screening_parties
-            .order(pa::party_ref.asc())
-            .load::<StoredParty>(conn)?
-            .iter()
-            .map(|p| p.open(ring))
-            .collect::<Result<_>>()?
-    };
-    let pending = screening_effects::pending_sub_processors(conn)?;
-    if parties.is_empty() && pending.is_empty() {
-        return Ok(info);
-    }
-    let idx = Index::build(source, info.version, list);
-    for party in parties {
-        info.rescreened += 1;
-        if has_open_or_confirmed(conn, &party.party_ref)? {
-            continue;
-        }
-        let party = screening_effects::registry_party(conn, party)?;
-        let hits: Vec<Hit> = idx
-            .search(&party.query(), &params, threshold, 20)
-            .into_iter()
-            .filter(|h| delta.contains(&h.entry_id))
-            .collect();
-        let alerting = not_cleared(conn, &party.party_ref, hits)?;
-        if !alerting.is_empty() {
-            let mut who = actor.clone();
-            who.tenant_id = party.tenant_id.clone();
-            open_case(conn, now, who, &party, alerting, "rescreen")?;
-            info.cases_opened += 1;
-        }
-    }
-    // Sub-processors still waiting for their first screening are screened
-    // against the whole new list, not only its delta.
-    for sp in pending {
-        let hits = idx.search(&sp.query(), &params, threshold, 20);
-        if screening_effects::settle_sub_processor(conn, now, &actor, ring, &sp, Some(&hits), threshold)?
-            .opened_case
-        {
-            info.cases_opened += 1;
-        }
-    }
-    Ok(info)
+/// Every registered party, its identity opened with `ring`, in
+/// `party_ref` order: what a new list version re-screens.
+pub fn parties(conn: &mut DbConnection, ring: &KeyRing) -> Result<Vec<PartyRow>> {
+    pa::screening_parties
+        .order(pa::party_ref.asc())
+        .load::<StoredParty>(conn)?
+        .iter()
+        .map(|p| p.open(ring))
+        .collect()
 }
 
 /// Multi-row inserts are backend specific in diesel (the `MultiConnection`
@@ -653,7 +638,7 @@ pub fn tenant_blocked(conn: &mut DbConnection, tenant_id: &str) -> Result<bool> 
 /// The hits that still alert for `party_ref`: those at or above the
 /// threshold whose entry was not cleared for this party in its present form
 /// (a cleared entry alerts again once its content changes).
-fn not_cleared(conn: &mut DbConnection, party_ref: &str, hits: Vec<Hit>) -> Result<Vec<Hit>> {
+pub fn not_cleared(conn: &mut DbConnection, party_ref: &str, hits: Vec<Hit>) -> Result<Vec<Hit>> {
     if hits.is_empty() {
         return Ok(hits);
     }
@@ -669,25 +654,99 @@ fn not_cleared(conn: &mut DbConnection, party_ref: &str, hits: Vec<Hit>) -> Resu
         .collect())
 }
 
-fn open_case(
+/// The cases that cleared `party_ref` of those of `hits` whose entries are
+/// still in the form cleared, by `(source, entry_id)`: what
+/// `Hit.cleared_by_case` names.
+pub fn clearing_cases(
+    conn: &mut DbConnection,
+    party_ref: &str,
+    hits: &[Hit],
+) -> Result<HashMap<(String, String), String>> {
+    if hits.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let cleared: HashMap<(String, String, String), String> = cl::screening_clearances
+        .filter(cl::party_ref.eq(party_ref))
+        .select((cl::source, cl::entry_id, cl::digest, cl::case_id))
+        .load::<(String, String, String, String)>(conn)?
+        .into_iter()
+        .map(|(s, e, d, c)| ((s, e, d), c))
+        .collect();
+    Ok(hits
+        .iter()
+        .filter_map(|h| {
+            cleared
+                .get(&(h.source.clone(), h.entry_id.clone(), h.digest.clone()))
+                .map(|c| ((h.source.clone(), h.entry_id.clone()), c.clone()))
+        })
+        .collect())
+}
+
+/// A screening result as stored (see the `screening_results` migration):
+/// the party by reference, the outcome, the evidence as JSON, the hits by
+/// source, entry id and score.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Insertable)]
+#[diesel(table_name = crate::db::schema::screening_results)]
+pub struct ResultRow {
+    /// Public id (receipts name it).
+    pub id: String,
+    /// The party screened.
+    pub party_ref: String,
+    /// The party's tenant, if any.
+    pub tenant_id: Option<String>,
+    /// When.
+    pub screened_at_us: i64,
+    /// `screen` or `rescreen`.
+    pub why: String,
+    /// `clear`, `possible_match`, `confirmed_match`.
+    pub outcome: String,
+    /// The case opened, open or confirmed, if any.
+    pub case_id: Option<String>,
+    /// [`crate::screening::evidence::Evidence`] as JSON.
+    pub evidence: String,
+    /// JSON array of `{source, entry_id, score, cleared_by_case}`.
+    pub hits: String,
+    /// The key that signed the receipt, for a clear result that got one.
+    pub receipt_key_id: Option<String>,
+}
+
+/// Stores a screening result.
+pub fn insert_result(conn: &mut DbConnection, row: &ResultRow) -> Result<()> {
+    diesel::insert_into(crate::db::schema::screening_results::table)
+        .values(row)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The results recorded for `party_ref`, oldest first: what an auditor
+/// reads to learn what the party was screened against and when.
+pub fn results_of(conn: &mut DbConnection, party_ref: &str) -> Result<Vec<ResultRow>> {
+    use crate::db::schema::screening_results::dsl as sr;
+    Ok(sr::screening_results
+        .filter(sr::party_ref.eq(party_ref))
+        .order((sr::screened_at_us.asc(), sr::id.asc()))
+        .load(conn)?)
+}
+
+/// Inserts a new open case of `party` with the `hits` that opened it;
+/// returns its id.
+pub fn insert_case(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
-    actor: AuditEntry,
+    opened_by: &str,
     party: &PartyRow,
-    hits: Vec<Hit>,
-    why: &str,
+    hits: &[Hit],
 ) -> Result<String> {
-    let max: Option<i64> = c::screening_cases.select(diesel::dsl::max(c::seq)).first(conn)?;
     let id = uuid::Uuid::new_v4().to_string();
     let row = CaseRow {
-        seq: max.unwrap_or(0) + 1,
+        seq: crate::db::next_seq(conn, crate::db::Numbered::ScreeningCases)?,
         id: id.clone(),
         party_ref: party.party_ref.clone(),
         tenant_id: party.tenant_id.clone(),
         status: CaseStatus::Open.as_str().into(),
-        hits: serde_json::to_string(&hits).map_err(|e| Error::Unexpected(e.to_string()))?,
+        hits: serde_json::to_string(hits).map_err(|e| Error::Unexpected(e.to_string()))?,
         opened_at_us: to_us(now),
-        opened_by: actor.actor.clone(),
+        opened_by: opened_by.to_owned(),
         resolved_at_us: None,
         resolved_by: None,
         note: String::new(),
@@ -696,53 +755,12 @@ fn open_case(
     diesel::insert_into(c::screening_cases)
         .values(&row)
         .execute(conn)?;
-    inbox::enqueue(
-        conn,
-        now,
-        &clarification_recipient(&party.party_ref),
-        CLARIFICATION_KIND,
-        &serde_json::json!({ "id": id, "case_id": id, "party_ref": party.party_ref, "hits": hits.len() }),
-    )?;
-    let mut entry = actor;
-    entry.tenant_id = party.tenant_id.clone();
-    entry.action = "screening.case.open".into();
-    entry.target = format!("case/{id}");
-    entry.detail = serde_json::json!({
-        "party_ref": party.party_ref,
-        "why": why,
-        "entries": hits.iter().map(|h| format!("{}/{}", h.source, h.entry_id)).collect::<Vec<_>>(),
-    })
-    .to_string();
-    audit::append(conn, now, entry)?;
     Ok(id)
 }
 
-/// What a screening under a `party_ref` concluded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Recorded {
-    /// Outcome.
-    pub outcome: Outcome,
-    /// The case opened now, or already open, or confirmed.
-    pub case_id: Option<String>,
-}
-
-/// Registers (or updates) the party, its identity sealed with `ring`, and
-/// on a possible match opens a case and asks for clarification, all in the
-/// caller's transaction. Entries cleared for this party in their present
-/// form do not alert again; a party with a confirmed case is a confirmed
-/// match; an open case is reused.
-pub fn record_screening(
-    conn: &mut DbConnection,
-    now: DateTime<Utc>,
-    actor: AuditEntry,
-    ring: &KeyRing,
-    mut party: PartyRow,
-    hits: &[Hit],
-    threshold: f64,
-) -> Result<Recorded> {
-    chain_lock(conn)?;
-    party.tenant_id = party_tenant(&party.party_ref).map(str::to_owned);
-    party.updated_at_us = to_us(now);
+/// Registers or updates `party` (its identity sealed with `ring`; its
+/// tenant and time already set); true when it was new.
+pub fn upsert_party(conn: &mut DbConnection, ring: &KeyRing, party: &PartyRow) -> Result<bool> {
     let exists: i64 = pa::screening_parties
         .filter(pa::party_ref.eq(&party.party_ref))
         .count()
@@ -761,49 +779,25 @@ pub fn record_screening(
                 pa::key_id.eq(&stored.key_id),
             ))
             .execute(conn)?;
+        Ok(false)
     } else {
         diesel::insert_into(pa::screening_parties)
             .values(&stored)
             .execute(conn)?;
-        let mut e = actor.clone();
-        e.tenant_id = party.tenant_id.clone();
-        e.action = "screening.party.register".into();
-        e.target = party.party_ref.clone();
-        audit::append(conn, now, e)?;
+        Ok(true)
     }
-    let confirmed: Option<String> = c::screening_cases
-        .filter(c::party_ref.eq(&party.party_ref))
+}
+
+/// The latest confirmed case of `party_ref`, if any: such a party is a
+/// confirmed match whatever a new screening finds.
+pub fn confirmed_case(conn: &mut DbConnection, party_ref: &str) -> Result<Option<String>> {
+    Ok(c::screening_cases
+        .filter(c::party_ref.eq(party_ref))
         .filter(c::status.eq(CaseStatus::Confirmed.as_str()))
         .order(c::seq.desc())
         .select(c::id)
         .first(conn)
-        .optional()?;
-    if let Some(id) = confirmed {
-        return Ok(Recorded {
-            outcome: Outcome::ConfirmedMatch,
-            case_id: Some(id),
-        });
-    }
-    let alerting = not_cleared(
-        conn,
-        &party.party_ref,
-        hits.iter().filter(|h| h.score >= threshold).cloned().collect(),
-    )?;
-    let out = outcome(alerting.first().map(|h| h.score), threshold, false);
-    if out == Outcome::Clear {
-        return Ok(Recorded {
-            outcome: out,
-            case_id: None,
-        });
-    }
-    let id = match pending_case(conn, &party.party_ref)? {
-        Some(id) => id,
-        None => open_case(conn, now, actor, &party, alerting, "screen")?,
-    };
-    Ok(Recorded {
-        outcome: out,
-        case_id: Some(id),
-    })
+        .optional()?)
 }
 
 /// One case, visible to `tenant` (None = every case).
@@ -817,7 +811,7 @@ pub fn get_case(conn: &mut DbConnection, id: &str, tenant: Option<&str>) -> Resu
                 .unwrap_or_default();
             Ok(case)
         }
-        _ => Err(Error::Missing(format!("case {id}"))),
+        _ => Err(Error::not_found("case", id.to_string())),
     }
 }
 
@@ -854,33 +848,27 @@ pub fn list_cases(
     Ok(cases)
 }
 
-/// Resolves a pending case: cleared (each hit's entry is remembered in its
-/// present form for this party) or confirmed (the party is blocked), and
-/// applies what that means to a sub-processor or tenant party. The note is
-/// sealed with `ring` (see [`StoredNote`]).
-pub fn resolve_case(
+/// Writes a case's resolution: its new status, resolver, time and sealed
+/// note; a cleared case also remembers each hit's entry in its present form
+/// for the party, so it does not alert again until its content changes.
+pub fn store_resolution(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
-    actor: AuditEntry,
-    ring: &KeyRing,
-    id: &str,
+    resolved_by: &str,
+    case: &Case,
     to: CaseStatus,
-    note: &str,
-) -> Result<Case> {
-    chain_lock(conn)?;
-    let case = get_case(conn, id, None)?;
-    let new = case.status.resolve(to)?;
-    let sealed = StoredNote::seal(ring, id, note)?;
-    diesel::update(c::screening_cases.filter(c::id.eq(id)))
+    note: &StoredNote,
+) -> Result<()> {
+    diesel::update(c::screening_cases.filter(c::id.eq(&case.id)))
         .set((
-            c::status.eq(new.as_str()),
+            c::status.eq(to.as_str()),
             c::resolved_at_us.eq(Some(to_us(now))),
-            c::resolved_by.eq(Some(actor.actor.clone())),
-            c::note.eq(&sealed.body),
-            c::note_key_id.eq(&sealed.key_id),
+            c::resolved_by.eq(Some(resolved_by)),
+            c::note.eq(&note.body),
+            c::note_key_id.eq(&note.key_id),
         ))
         .execute(conn)?;
-    if new == CaseStatus::Cleared {
+    if to == CaseStatus::Cleared {
         for h in &case.hits {
             diesel::delete(
                 cl::screening_clearances
@@ -895,23 +883,101 @@ pub fn resolve_case(
                     cl::source.eq(&h.source),
                     cl::entry_id.eq(&h.entry_id),
                     cl::digest.eq(&h.digest),
-                    cl::case_id.eq(id),
+                    cl::case_id.eq(&case.id),
                     cl::cleared_at_us.eq(to_us(now)),
                 ))
                 .execute(conn)?;
         }
     }
-    screening_effects::apply_resolution(conn, now, &actor, &case.party_ref, new)?;
-    let mut entry = actor;
-    entry.tenant_id = case.tenant_id.clone();
-    entry.action = format!("screening.case.{}", new.as_str());
-    entry.target = format!("case/{id}");
-    // The note is the resolver's reason; it is the analyst's text about a
-    // list match, kept sealed with the case. The audit records its length.
-    entry.detail =
-        serde_json::json!({ "party_ref": case.party_ref, "note_chars": note.chars().count() }).to_string();
-    audit::append(conn, now, entry)?;
-    get_case(conn, id, None)
+    Ok(())
+}
+
+/// Sets case `case_id`'s status (an answer moves it to ANSWERED).
+pub fn set_case_status(conn: &mut DbConnection, case_id: &str, to: CaseStatus) -> Result<()> {
+    diesel::update(c::screening_cases.filter(c::id.eq(case_id)))
+        .set(c::status.eq(to.as_str()))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Takes the refresh lease of `source` for `holder` until `until_us` when
+/// it is free (never taken, expired, or already `holder`'s), returning the
+/// source's stored validators; `None` while another replica holds it. The
+/// caller holds the source's key lock, so two replicas never both win.
+pub fn take_fetch_lease(
+    conn: &mut DbConnection,
+    source: &str,
+    holder: &str,
+    now_us: i64,
+    until_us: i64,
+) -> Result<Option<String>> {
+    use crate::db::schema::screening_list_fetches::dsl as lf;
+    let row: Option<(String, Option<String>, Option<i64>)> = lf::screening_list_fetches
+        .find(source)
+        .select((lf::validators, lf::lease_holder, lf::lease_until_us))
+        .first(conn)
+        .optional()?;
+    match row {
+        None => {
+            diesel::insert_into(lf::screening_list_fetches)
+                .values((
+                    lf::source.eq(source),
+                    lf::validators.eq("{}"),
+                    lf::lease_holder.eq(holder),
+                    lf::lease_until_us.eq(until_us),
+                    lf::outcome.eq(""),
+                ))
+                .execute(conn)?;
+            Ok(Some("{}".to_owned()))
+        }
+        Some((_, Some(h), Some(u))) if h != holder && u > now_us => Ok(None),
+        Some((validators, _, _)) => {
+            diesel::update(lf::screening_list_fetches.find(source))
+                .set((lf::lease_holder.eq(holder), lf::lease_until_us.eq(until_us)))
+                .execute(conn)?;
+            Ok(Some(validators))
+        }
+    }
+}
+
+/// Ends `holder`'s lease of `source`, recording how the attempt ended and,
+/// when given, the validators of the files now imported.
+pub fn end_fetch_lease(
+    conn: &mut DbConnection,
+    source: &str,
+    holder: &str,
+    now_us: i64,
+    validators: Option<&str>,
+    outcome: &str,
+) -> Result<()> {
+    use crate::db::schema::screening_list_fetches::dsl as lf;
+    let mine = lf::screening_list_fetches
+        .filter(lf::source.eq(source))
+        .filter(lf::lease_holder.eq(holder));
+    diesel::update(mine)
+        .set((
+            lf::lease_holder.eq(None::<String>),
+            lf::lease_until_us.eq(None::<i64>),
+            lf::checked_at_us.eq(now_us),
+            lf::outcome.eq(outcome),
+        ))
+        .execute(conn)?;
+    if let Some(v) = validators {
+        diesel::update(lf::screening_list_fetches.find(source))
+            .set(lf::validators.eq(v))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// How the last refresh of `source` ended and when (`None`: never tried).
+pub fn last_fetch(conn: &mut DbConnection, source: &str) -> Result<Option<(String, Option<i64>)>> {
+    use crate::db::schema::screening_list_fetches::dsl as lf;
+    Ok(lf::screening_list_fetches
+        .find(source)
+        .select((lf::outcome, lf::checked_at_us))
+        .first(conn)
+        .optional()?)
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! Re-encrypts what is sealed with the identifier key ring under its active
 //! key, so an old key can leave the ring. Without it a key could never be
-//! retired: rows sealed under it (a request's identifiers and reasons,
-//! export chunks, task errors, case answers and notes, screened parties,
-//! breach texts) would stop opening the day it was removed.
+//! retired: rows sealed under it (a request's identifiers, message and
+//! corrections, its reasons, export chunks, task errors, case answers and
+//! notes, screened parties, breach texts, authority requests' texts, webhook
+//! signing secrets, legal hold texts, logged decisions' subject refs,
+//! questions to the controller and their answers, uploaded artefact chunks)
+//! would stop opening the day it was removed.
 //!
 //! Works in batches, each one transaction with its own audit event, so it
 //! runs beside live servers: a row is rewritten only if it still carries
@@ -23,13 +26,19 @@ use diesel::sql_types::Bool;
 
 use crate::audit::model::AuditEntry;
 use crate::audit::repo as audit;
+use crate::db::schema::authority_requests::dsl as ar;
 use crate::db::schema::breaches::dsl as br;
+use crate::db::schema::decision_log::dsl as dl;
+use crate::db::schema::legal_holds::dsl as lh;
 use crate::db::schema::screening_case_answers::dsl as ca;
 use crate::db::schema::screening_cases::dsl as sc;
 use crate::db::schema::screening_parties::dsl as pa;
+use crate::db::schema::subject_artifact_chunks::dsl as ac;
 use crate::db::schema::subject_export_chunks::dsl as x;
+use crate::db::schema::subject_questions::dsl as sq;
 use crate::db::schema::subject_requests::dsl as r;
 use crate::db::schema::subject_tasks::dsl as t;
+use crate::db::schema::webhooks::dsl as wh;
 use crate::db::{DbConnection, chain_lock};
 use crate::error::Result;
 use crate::screening::case_answers::{open_text, seal_text};
@@ -38,16 +47,21 @@ use crate::screening::repo::StoredParty;
 use crate::secrets::KeyRing;
 use crate::secrets::sealed::{Field, StoredText};
 use crate::subject_requests::repo::StoredReasons;
-use crate::subject_requests::repo::{Sealed, open_chunk, seal_chunk};
+use crate::subject_requests::repo::{
+    Sealed, open_artifact_chunk, open_chunk, seal_artifact_chunk, seal_chunk,
+};
+use crate::webhooks::repo::previous_id;
 
-/// Export chunks per batch, whatever the batch size: a chunk can be several
-/// MiB, and a batch holds the audit chain's lock until it commits.
+/// Export and artefact chunks per batch, whatever the batch size: a chunk
+/// can be several MiB (an artefact's up to one), and a batch is one
+/// transaction holding the rows it rewrites until it commits.
 const CHUNKS_PER_BATCH: i64 = 8;
 
 /// The kinds of sealed rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
-    /// A subject request's identifiers and message.
+    /// A subject request's identifiers, message and (a rectification's)
+    /// corrections: one sealed document.
     SubjectIdentifiers,
     /// A chunk of an export bundle.
     ExportChunk,
@@ -63,6 +77,21 @@ pub enum Kind {
     ScreenedParty,
     /// A breach's nature or contact point.
     BreachText,
+    /// A public authority's request: its legal basis, reference, subject
+    /// references, challenge outcome and note.
+    AuthorityRequestTexts,
+    /// A webhook's signing secret, current or previous.
+    WebhookSecret,
+    /// A legal hold's subject ref, reason and release reason.
+    LegalHoldTexts,
+    /// The subject ref a logged decision named.
+    DecisionSubject,
+    /// A platform system's question to a subject request's controller.
+    SubjectQuestion,
+    /// The controller's answer to such a question.
+    SubjectAnswer,
+    /// A chunk of a file a system uploaded for a subject request.
+    ArtifactChunk,
 }
 
 impl Kind {
@@ -77,6 +106,13 @@ impl Kind {
             Kind::TaskError => "task errors",
             Kind::ScreenedParty => "screened parties",
             Kind::BreachText => "breach texts",
+            Kind::AuthorityRequestTexts => "authority request texts",
+            Kind::WebhookSecret => "webhook secrets",
+            Kind::LegalHoldTexts => "legal hold texts",
+            Kind::DecisionSubject => "decision subjects",
+            Kind::SubjectQuestion => "subject questions",
+            Kind::SubjectAnswer => "subject answers",
+            Kind::ArtifactChunk => "artifact chunks",
         }
     }
 }
@@ -100,11 +136,26 @@ pub struct Counts {
     pub screened_parties: u64,
     /// Breaches' natures and contact points (each counts once).
     pub breach_texts: u64,
+    /// Authority requests' texts (one document each).
+    pub authority_request_texts: u64,
+    /// Webhooks' signing secrets (a current and a previous one count
+    /// each).
+    pub webhook_secrets: u64,
+    /// Legal holds' texts (one document each).
+    pub legal_hold_texts: u64,
+    /// Logged decisions' subject refs.
+    pub decision_subjects: u64,
+    /// Questions to controllers.
+    pub subject_questions: u64,
+    /// Controllers' answers to them.
+    pub subject_answers: u64,
+    /// Chunks of uploaded artefacts.
+    pub artifact_chunks: u64,
 }
 
 impl Counts {
     /// Every kind with its count, in output order.
-    pub fn by_kind(&self) -> [(Kind, u64); 8] {
+    pub fn by_kind(&self) -> [(Kind, u64); 15] {
         [
             (Kind::SubjectIdentifiers, self.subject_identifiers),
             (Kind::ExportChunk, self.export_chunks),
@@ -114,6 +165,13 @@ impl Counts {
             (Kind::TaskError, self.task_errors),
             (Kind::ScreenedParty, self.screened_parties),
             (Kind::BreachText, self.breach_texts),
+            (Kind::AuthorityRequestTexts, self.authority_request_texts),
+            (Kind::WebhookSecret, self.webhook_secrets),
+            (Kind::LegalHoldTexts, self.legal_hold_texts),
+            (Kind::DecisionSubject, self.decision_subjects),
+            (Kind::SubjectQuestion, self.subject_questions),
+            (Kind::SubjectAnswer, self.subject_answers),
+            (Kind::ArtifactChunk, self.artifact_chunks),
         ]
     }
 
@@ -132,6 +190,13 @@ impl Counts {
             Kind::TaskError => &mut self.task_errors,
             Kind::ScreenedParty => &mut self.screened_parties,
             Kind::BreachText => &mut self.breach_texts,
+            Kind::AuthorityRequestTexts => &mut self.authority_request_texts,
+            Kind::WebhookSecret => &mut self.webhook_secrets,
+            Kind::LegalHoldTexts => &mut self.legal_hold_texts,
+            Kind::DecisionSubject => &mut self.decision_subjects,
+            Kind::SubjectQuestion => &mut self.subject_questions,
+            Kind::SubjectAnswer => &mut self.subject_answers,
+            Kind::ArtifactChunk => &mut self.artifact_chunks,
         }
     }
 
@@ -179,14 +244,21 @@ pub fn keys_in_use(conn: &mut DbConnection) -> Result<KeyUse> {
                 .bump(kind, u64::try_from(n).unwrap_or(0));
         }
     };
-    add(
-        Kind::SubjectIdentifiers,
-        r::subject_requests
-            .filter(r::subject_sealed.is_not_null())
-            .group_by(r::subject_key_id)
-            .select((r::subject_key_id, diesel::dsl::count_star()))
-            .load(conn)?,
-    );
+    // A column pair sealed from the start: rows holding a ciphertext, by
+    // the key that sealed it.
+    macro_rules! sealed_uses {
+        ($($kind:expr, $table:expr, $sealed:expr, $key:expr;)+) => {$(
+            add(
+                $kind,
+                $table
+                    .filter($sealed.is_not_null())
+                    .group_by($key)
+                    .select(($key.nullable(), diesel::dsl::count_star()))
+                    .load(conn)?,
+            );
+        )+};
+    }
+    sealed_uses!(Kind::SubjectIdentifiers, r::subject_requests, r::subject_sealed, r::subject_key_id;);
     add(
         Kind::ExportChunk,
         x::subject_export_chunks
@@ -194,13 +266,15 @@ pub fn keys_in_use(conn: &mut DbConnection) -> Result<KeyUse> {
             .select((x::key_id, diesel::dsl::count_star()))
             .load(conn)?,
     );
-    let answers: Vec<(String, i64)> = ca::screening_case_answers
-        .group_by(ca::key_id)
-        .select((ca::key_id, diesel::dsl::count_star()))
-        .load(conn)?;
-    add(
-        Kind::CaseAnswer,
-        answers.into_iter().map(|(k, n)| (Some(k), n)).collect(),
+    sealed_uses!(
+        Kind::CaseAnswer, ca::screening_case_answers, ca::text, ca::key_id;
+        Kind::WebhookSecret, wh::webhooks, wh::secret_sealed, wh::secret_key_id;
+        Kind::WebhookSecret, wh::webhooks, wh::previous_secret_sealed, wh::previous_secret_key_id;
+        Kind::LegalHoldTexts, lh::legal_holds, lh::texts_sealed, lh::texts_key_id;
+        Kind::DecisionSubject, dl::decision_log, dl::subject_sealed, dl::subject_key_id;
+        Kind::SubjectQuestion, sq::subject_questions, sq::question_sealed, sq::question_key_id;
+        Kind::SubjectAnswer, sq::subject_questions, sq::answer_sealed, sq::answer_key_id;
+        Kind::ArtifactChunk, ac::subject_artifact_chunks, ac::data, ac::key_id;
     );
     add(
         Kind::CaseNote,
@@ -270,6 +344,14 @@ pub fn keys_in_use(conn: &mut DbConnection) -> Result<KeyUse> {
         "contact_point <> ''",
         "contact_point = ''"
     );
+    sealed_text_uses!(
+        Kind::AuthorityRequestTexts,
+        ar::authority_requests,
+        ar::texts_sealed,
+        ar::texts_key_id,
+        "texts <> ''",
+        "texts = ''"
+    );
     out.retain(|_, c| c.total() > 0);
     Ok(out)
 }
@@ -290,6 +372,7 @@ pub fn pending(uses: &KeyUse, active: &str) -> Counts {
 pub struct Cursor {
     request_seq: i64,
     chunk_seq: i64,
+    artifact_chunk: (String, i64),
     answer: (String, i64),
     case_seq: i64,
     reasons_seq: i64,
@@ -297,6 +380,13 @@ pub struct Cursor {
     party_ref: String,
     nature_seq: i64,
     contact_seq: i64,
+    authority_request_seq: i64,
+    webhook_id: String,
+    previous_webhook_id: String,
+    hold_id: String,
+    decision_seq: i64,
+    question_id: String,
+    answer_id: String,
 }
 
 /// Which rows a batch rewrites.
@@ -316,7 +406,8 @@ pub enum Scope {
 pub struct Unopenable {
     /// What kind of row.
     pub kind: Kind,
-    /// Its id (request, task/chunk, case/answer, case).
+    /// Its id (request, task/chunk, case/answer, case, webhook or
+    /// webhook/previous, hold, decision, question, artefact/chunk).
     pub id: String,
     /// The key it names.
     pub key_id: Option<String>,
@@ -360,17 +451,19 @@ pub fn batch(
     limit: i64,
     cursor: &Cursor,
 ) -> Result<Batch> {
-    // Writers that append to the audit chain take its lock first; taking it
-    // last, after row locks, could deadlock with one of them on PostgreSQL.
+    // Two reseals (a CLI run and a server's clear-row sealing) take turns
+    // batch by batch on PostgreSQL; commands never take this lock.
     chain_lock(conn)?;
     let mut out = Batch {
         cursor: cursor.clone(),
         ..Batch::default()
     };
     if scope == Scope::All {
-        // Identifiers and answers were sealed from the start.
+        // These were sealed from the start: nothing of theirs is clear.
         reseal_identifiers(conn, ring, limit, &mut out)?;
         reseal_answers(conn, ring, limit, &mut out)?;
+        reseal_always_sealed(conn, ring, limit, &mut out)?;
+        reseal_artifact_chunks(conn, ring, limit, &mut out)?;
     }
     reseal_chunks(conn, ring, scope, limit, &mut out)?;
     reseal_notes(conn, ring, scope, limit, &mut out)?;
@@ -783,6 +876,145 @@ fn reseal_texts(
         "contact_point <> ''",
         ""
     );
+    reseal_text!(
+        conn,
+        ring,
+        scope,
+        limit,
+        out,
+        authority_request_seq,
+        Kind::AuthorityRequestTexts,
+        Field::AuthorityRequestTexts,
+        ar::authority_requests,
+        ar::seq,
+        ar::id,
+        ar::texts,
+        ar::texts_sealed,
+        ar::texts_key_id,
+        "texts <> ''",
+        ""
+    );
+    Ok(())
+}
+
+/// Reseals column pairs sealed from the start (no clear form), one pair
+/// per entry: `cursor: kind, field, bind, table, pos => pos type, id, key,
+/// sealed;`. Each walks its table in `pos` order from its cursor, over rows
+/// holding a ciphertext under another key than the active one. `bind` maps
+/// a row's id to what its ciphertext is bound to (the AAD is
+/// `field.aad(bind)`) and what a failure names. A row is rewritten only if
+/// it still holds the key and the ciphertext it was read with.
+macro_rules! reseal_sealed {
+    ($conn:expr, $ring:expr, $limit:expr, $out:expr;
+     $($cursor:ident: $kind:expr, $field:expr, $bind:expr, $table:expr,
+       $pos:expr => $pos_ty:ty, $id:expr, $key:expr, $sealed:expr;)+) => {{
+        let active = $ring.active_id();
+        $({
+            let rows: Vec<($pos_ty, String, Option<String>, Option<String>)> = $table
+                .filter($pos.gt(&$out.cursor.$cursor))
+                .filter($sealed.is_not_null())
+                .filter($key.ne(active))
+                .select(($pos, $id, $key.nullable(), $sealed.nullable()))
+                .order($pos.asc())
+                .limit($limit)
+                .load($conn)?;
+            for (pos, id, key, sealed) in rows {
+                $out.visited += 1;
+                $out.cursor.$cursor.clone_from(&pos);
+                let (Some(old), Some(data)) = (key, sealed) else {
+                    continue;
+                };
+                let bind: String = $bind(id.as_str());
+                let aad = $field.aad(&bind);
+                let (new_key, new_data) = match $ring.open(&old, &data, &aad).and_then(|p| $ring.seal(&p, &aad)) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        $out.fail($kind, bind, Some(&old), e);
+                        continue;
+                    }
+                };
+                let n = diesel::update($table)
+                    .filter($pos.eq(&pos))
+                    .filter($key.eq(&old))
+                    .filter($sealed.eq(&data))
+                    .set(($key.eq(&new_key), $sealed.eq(&new_data)))
+                    .execute($conn)?;
+                $out.resealed.bump($kind, n as u64);
+            }
+        })+
+    }};
+}
+
+/// The kinds sealed from the start with a [`Field`] label: webhook
+/// secrets (the previous one bound to `<id>/previous`), legal hold texts,
+/// decision subjects, questions and answers.
+fn reseal_always_sealed(conn: &mut DbConnection, ring: &KeyRing, limit: i64, out: &mut Batch) -> Result<()> {
+    let same = str::to_owned;
+    reseal_sealed!(conn, ring, limit, out;
+        webhook_id: Kind::WebhookSecret, Field::WebhookSecret, same, wh::webhooks,
+            wh::id => String, wh::id, wh::secret_key_id, wh::secret_sealed;
+        previous_webhook_id: Kind::WebhookSecret, Field::WebhookSecret, previous_id, wh::webhooks,
+            wh::id => String, wh::id, wh::previous_secret_key_id, wh::previous_secret_sealed;
+        hold_id: Kind::LegalHoldTexts, Field::LegalHoldTexts, same, lh::legal_holds,
+            lh::id => String, lh::id, lh::texts_key_id, lh::texts_sealed;
+        decision_seq: Kind::DecisionSubject, Field::DecisionSubject, same, dl::decision_log,
+            dl::seq => i64, dl::decision_id, dl::subject_key_id, dl::subject_sealed;
+        question_id: Kind::SubjectQuestion, Field::SubjectQuestion, same, sq::subject_questions,
+            sq::id => String, sq::id, sq::question_key_id, sq::question_sealed;
+        answer_id: Kind::SubjectAnswer, Field::SubjectAnswer, same, sq::subject_questions,
+            sq::id => String, sq::id, sq::answer_key_id, sq::answer_sealed;
+    );
+    Ok(())
+}
+
+/// Artefact chunks, like export chunks: keys selected first, then one
+/// chunk read and rewritten at a time, at most [`CHUNKS_PER_BATCH`].
+fn reseal_artifact_chunks(
+    conn: &mut DbConnection,
+    ring: &KeyRing,
+    limit: i64,
+    out: &mut Batch,
+) -> Result<()> {
+    let active = ring.active_id();
+    let (after_file, after_idx) = out.cursor.artifact_chunk.clone();
+    let keys: Vec<(String, i64)> = ac::subject_artifact_chunks
+        .filter(
+            ac::artifact_id
+                .gt(&after_file)
+                .or(ac::artifact_id.eq(&after_file).and(ac::idx.gt(after_idx))),
+        )
+        .filter(ac::key_id.ne(active))
+        .select((ac::artifact_id, ac::idx))
+        .order((ac::artifact_id.asc(), ac::idx.asc()))
+        .limit(limit.min(CHUNKS_PER_BATCH))
+        .load(conn)?;
+    for (file, idx) in keys {
+        out.visited += 1;
+        out.cursor.artifact_chunk = (file.clone(), idx);
+        let chunk = ac::subject_artifact_chunks
+            .filter(ac::artifact_id.eq(&file))
+            .filter(ac::idx.eq(idx));
+        let Some((old, data)) = chunk
+            .select((ac::key_id, ac::data))
+            .first::<(String, String)>(conn)
+            .optional()?
+        else {
+            continue;
+        };
+        let resealed = open_artifact_chunk(ring, &file, idx, &old, &data)
+            .and_then(|p| seal_artifact_chunk(ring, &file, idx, &p));
+        let (key, sealed) = match resealed {
+            Ok(k) => k,
+            Err(e) => {
+                out.fail(Kind::ArtifactChunk, format!("{file}/{idx}"), Some(&old), e);
+                continue;
+            }
+        };
+        let n = diesel::update(chunk.filter(ac::key_id.eq(&old)))
+            .set((ac::key_id.eq(&key), ac::data.eq(&sealed)))
+            .execute(conn)?;
+        out.resealed.bump(Kind::ArtifactChunk, n as u64);
+    }
     Ok(())
 }
 

@@ -34,6 +34,26 @@ pub enum Field {
     BreachNature,
     /// Whom to contact about a breach (usually a named DPO).
     BreachContactPoint,
+    /// A public authority's request: legal basis, reference, subject
+    /// references, challenge outcome and note (one JSON document).
+    AuthorityRequestTexts,
+    /// A webhook's signing secret (current or previous): whoever holds it
+    /// can forge deliveries to the tenant.
+    WebhookSecret,
+    /// A legal hold's subject ref, reason and release reason (one JSON
+    /// document).
+    LegalHoldTexts,
+    /// The subject ref a logged decision named.
+    DecisionSubject,
+    /// A platform system's question to a subject request's controller.
+    SubjectQuestion,
+    /// The controller's answer to such a question.
+    SubjectAnswer,
+    /// A rectification request's corrected values (one JSON document).
+    /// No row is sealed under this label today: corrections travel inside
+    /// the request's sealed identifiers, which `keys reseal` moves as
+    /// "subject identifiers".
+    SubjectCorrections,
 }
 
 impl Field {
@@ -45,6 +65,13 @@ impl Field {
             Field::Party => "screening-party",
             Field::BreachNature => "breach-nature",
             Field::BreachContactPoint => "breach-contact-point",
+            Field::AuthorityRequestTexts => "authority-request-texts",
+            Field::WebhookSecret => "webhook-secret",
+            Field::LegalHoldTexts => "legal-hold-texts",
+            Field::DecisionSubject => "decision-subject",
+            Field::SubjectQuestion => "subject-question",
+            Field::SubjectAnswer => "subject-answer",
+            Field::SubjectCorrections => "subject-corrections",
         }
     }
 

@@ -2,13 +2,9 @@
 //! controllers; controllers submit, follow, extend, cancel and export their
 //! own; platform systems work the fulfilment tasks of their own name;
 //! compliance reads everything (without identifiers); sre sees counts.
-//!
-//! Identifiers are sealed here, before the store sees them, and opened only
-//! for the two parties that need them while a request is open: the
-//! controller (to answer the person) and the system holding a task (to find
-//! the data).
+//! Each handler parses its request, scopes it through the policy table,
+//! calls [`crate::subject_requests::service`] and converts the opened view.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -17,22 +13,23 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Caller, Role};
+use crate::auth::Role;
+use crate::db::pipeline::Actor;
 use crate::error::Error;
 use crate::inbox::model::PullSpec;
 use crate::proto::v1 as pb;
 use crate::proto::v1::subject_request_service_server::SubjectRequestService;
 use crate::rpc::convert::{from_ts, ts};
 use crate::rpc::page::Page;
-use crate::rpc::{AppState, audit_entry, caller};
-use crate::secrets::sealed::Field;
+use crate::rpc::{AppState, Scope};
+use crate::subject_requests::export::{BundleWriter, DocumentHead, RequestHead};
 use crate::subject_requests::model as dom;
 use crate::subject_requests::model::{
-    CanonicalBody, IdKind, Origin, Regime, RejectionGround, RequestType, Subject, TaskStatus,
+    IdKind, Origin, Regime, RejectionGround, RequestType, Subject, TaskStatus,
 };
-use crate::subject_requests::repo as store;
-use crate::subject_requests::repo::{
-    Closing, Completion, ExportStart, ListFilter, NewRequest, RequestRecord, Sealed, TaskRecord,
+use crate::subject_requests::repo::{Closing, Completion, ListFilter};
+use crate::subject_requests::service::{
+    self, Incoming, QuestionReader, QuestionView, RequestView, Reveal, TaskView,
 };
 use crate::validate::Violations;
 
@@ -40,12 +37,20 @@ use crate::validate::Violations;
 const WATCH_POLL: Duration = Duration::from_secs(1);
 /// Export chunks read per query while streaming a bundle.
 const EXPORT_BATCH: i64 = 16;
+/// Artefact chunks read per query while streaming a ZIP (each up to
+/// [`ARTIFACT_CHUNK`] bytes).
+const ARTIFACT_BATCH: i64 = 4;
+/// Bytes of an artefact sealed and stored as one chunk.
+const ARTIFACT_CHUNK: usize = 1 << 20;
+/// Bytes of a ZIP export per streamed message.
+const ZIP_PIECE: usize = 64 * 1024;
 
 /// The subject-request service.
 #[derive(Debug, Clone)]
 pub struct SubjectRequests {
     state: AppState,
     export_retention: chrono::Duration,
+    limits: dom::Limits,
 }
 
 impl SubjectRequests {
@@ -56,16 +61,25 @@ impl SubjectRequests {
         Self {
             state,
             export_retention,
+            limits: dom::Limits::default(),
         }
+    }
+
+    /// The same service under the operator's `limits` (task retries,
+    /// artefact size) instead of the defaults.
+    pub fn with_limits(mut self, limits: dom::Limits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
-/// What is sealed: everything that identifies or quotes the person.
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-struct SealedBody {
-    subject: Subject,
-    #[serde(default)]
-    message: String,
+/// Whose reads open the identifiers: only the controller's.
+fn reveal(role: Role) -> Reveal {
+    if dom::sees_identifiers(role) {
+        Reveal::Identity
+    } else {
+        Reveal::Sealed
+    }
 }
 
 fn request_type(v: i32, field: &str, vs: &mut Violations) -> Option<RequestType> {
@@ -123,6 +137,7 @@ fn status_pb(s: dom::Status) -> pb::Status {
         dom::Status::Completed => pb::Status::Completed,
         dom::Status::Rejected => pb::Status::Rejected,
         dom::Status::Cancelled => pb::Status::Cancelled,
+        dom::Status::AwaitingController => pb::Status::AwaitingController,
     }
 }
 
@@ -133,6 +148,7 @@ fn task_status_pb(s: TaskStatus) -> pb::TaskStatus {
         TaskStatus::Done => pb::TaskStatus::Done,
         TaskStatus::Failed => pb::TaskStatus::Failed,
         TaskStatus::Cancelled => pb::TaskStatus::Cancelled,
+        TaskStatus::NeedsAttention => pb::TaskStatus::NeedsAttention,
     }
 }
 
@@ -142,229 +158,6 @@ fn subject_pb(s: &Subject) -> pb::Subject {
         phone: s.phone.clone().unwrap_or_default(),
         name: s.name.clone().unwrap_or_default(),
         external_id: s.external_id.clone().unwrap_or_default(),
-    }
-}
-
-/// The tenant whose rows the caller sees: its own for a tenant token,
-/// every tenant's otherwise.
-fn visible_tenant(c: &Caller) -> Result<Option<String>, Status> {
-    match c.role {
-        Role::Tenant => c
-            .tenant_id
-            .clone()
-            .map(Some)
-            .ok_or_else(|| Status::permission_denied("tenant token without tenant_id")),
-        _ => Ok(None),
-    }
-}
-
-fn required_id(id: &str, field: &str) -> Result<(), Error> {
-    let mut v = Violations::new();
-    v.required_text(field, id, 64);
-    v.finish()
-}
-
-impl SubjectRequests {
-    fn open_sealed(&self, id: &str, sealed: &Sealed) -> Result<SealedBody, Status> {
-        let raw = sealed.open(&self.state.secrets.ring, id)?;
-        serde_json::from_slice(&raw)
-            .map_err(|_| Error::Unexpected("sealed identifiers are not JSON".into()).into())
-    }
-
-    fn task_pb(
-        &self,
-        t: TaskRecord,
-        subject_ref: Option<&str>,
-        subject: Option<&Subject>,
-    ) -> Result<pb::Task, Status> {
-        let error = t.error.open(&self.state.secrets.ring, Field::TaskError, &t.id)?;
-        Ok(pb::Task {
-            id: t.id,
-            request_id: t.request_id,
-            system: t.system,
-            request_type: type_pb(t.request_type) as i32,
-            status: task_status_pb(t.status) as i32,
-            categories: t.categories,
-            lease_expires_at: t.lease_until.map(ts),
-            records_affected: u64::try_from(t.records_affected).unwrap_or(0),
-            error,
-            tenant_id: t.tenant_id,
-            subject_ref: subject_ref.unwrap_or_default().to_owned(),
-            subject: subject.map(subject_pb),
-            created_at: Some(ts(t.created_at)),
-            attempts: u32::try_from(t.attempts).unwrap_or(0),
-        })
-    }
-
-    /// The wire form; `reveal` opens the sealed identifiers (the controller
-    /// only, and only while the request is open).
-    fn request_pb(
-        &self,
-        r: RequestRecord,
-        tasks: Vec<TaskRecord>,
-        reveal: bool,
-    ) -> Result<pb::SubjectRequest, Status> {
-        let body = match (&r.sealed, reveal) {
-            (Some(s), true) => Some(self.open_sealed(&r.id, s)?),
-            _ => None,
-        };
-        let sref = r.subject_ref.clone();
-        let reasons = r.reasons.open(&self.state.secrets.ring, &r.id)?;
-        Ok(pb::SubjectRequest {
-            tasks: tasks
-                .into_iter()
-                .filter(|t| t.request_id == r.id)
-                .map(|t| self.task_pb(t, sref.as_deref(), None))
-                .collect::<Result<_, _>>()?,
-            id: r.id,
-            tenant_id: r.tenant_id,
-            request_type: type_pb(r.request_type) as i32,
-            status: status_pb(r.status) as i32,
-            received_at: Some(ts(r.received_at)),
-            due_at: Some(ts(r.due_at)),
-            regime: regime_pb(r.regime) as i32,
-            categories: r.categories,
-            sla_due_at: Some(ts(r.sla_due_at)),
-            extended: r.extended,
-            receipt: Some(pb::Receipt {
-                digest: r.body_digest,
-                issued_at: Some(ts(r.receipt.issued_at)),
-                signature: r.receipt.signature,
-                key_id: r.receipt.key_id,
-            }),
-            channel: r.channel,
-            subject: body.as_ref().map(|b| subject_pb(&b.subject)),
-            subject_ref: sref.unwrap_or_default(),
-            idempotency_key: r.idempotency_key,
-            closed_at: r.closed_at.map(ts),
-            extension_reason: reasons.extension,
-            message: body.map(|b| b.message).unwrap_or_default(),
-            close_reason: reasons.close,
-            rejection_ground: r.rejection_ground.map_or(0, ground_to_pb),
-        })
-    }
-
-    async fn load(
-        &self,
-        tenant: Option<String>,
-        id: String,
-    ) -> Result<(RequestRecord, Vec<TaskRecord>), Status> {
-        Ok(self
-            .state
-            .store
-            .read("subject_request.get", move |c, _| {
-                let r = store::get(c, tenant.as_deref(), &id)?;
-                let tasks = store::tasks_of(c, std::slice::from_ref(&r.id))?;
-                Ok((r, tasks))
-            })
-            .await?)
-    }
-
-    /// Runs `change`, one command on one request, as one write transaction,
-    /// and reads the request's tasks in it, for the reply.
-    async fn write_request(
-        &self,
-        op: &'static str,
-        change: impl FnOnce(
-            &mut crate::db::DbConnection,
-            &crate::clock::SharedClock,
-        ) -> Result<RequestRecord, Error>
-        + Send
-        + 'static,
-    ) -> Result<(RequestRecord, Vec<TaskRecord>), Status> {
-        Ok(self
-            .state
-            .store
-            .write(op, move |c, clock| {
-                let rec = change(c, clock)?;
-                let tasks = store::tasks_of(c, std::slice::from_ref(&rec.id))?;
-                Ok((rec, tasks))
-            })
-            .await?)
-    }
-
-    /// Seals and records a forwarded or submitted request, once validated.
-    async fn record(
-        &self,
-        who: &Caller,
-        incoming: Incoming,
-        action: &str,
-    ) -> Result<pb::SubjectRequest, Status> {
-        let Incoming {
-            tenant,
-            origin,
-            ty,
-            regime,
-            subject,
-            categories,
-            received_at,
-            channel,
-            message,
-            idempotency_key,
-        } = incoming;
-        let key = &self.state.secrets.hash_key;
-        let digest = dom::body_digest(
-            key,
-            &CanonicalBody {
-                tenant_id: &tenant,
-                origin: origin.as_str(),
-                request_type: ty.as_str(),
-                regime: regime.as_str(),
-                subject: &subject,
-                categories: &categories,
-                received_at_us: received_at.map(crate::db::to_us),
-                channel: &channel,
-                message: &message,
-            },
-        );
-        let id = uuid::Uuid::new_v4().to_string();
-        let refs = subject.refs(key, &tenant);
-        let plain = serde_json::to_vec(&SealedBody { subject, message })
-            .map_err(|e| Error::Unexpected(format!("encode identifiers: {e}")))?;
-        let sealed = Sealed::seal(&self.state.secrets.ring, &id, &plain)?;
-        let new = NewRequest {
-            id,
-            tenant_id: tenant.clone(),
-            origin,
-            request_type: ty,
-            regime,
-            channel,
-            idempotency_key,
-            body_digest: digest,
-            subject_refs: refs,
-            sealed: Some(sealed),
-            categories,
-            received_at,
-        };
-        let entry = audit_entry(who, Some(&tenant), action, "", "ok");
-        let secrets = self.state.secrets.clone();
-        let (rec, tasks) = self
-            .write_request("subject_request.submit", move |c, clock| {
-                Ok(store::submit(c, clock.now(), new, &secrets.receipt, entry)?.0)
-            })
-            .await?;
-        self.state.follow_decisions().await;
-        self.request_pb(rec, tasks, who.role == Role::Tenant)
-    }
-
-    /// Cancels or rejects (per `closing`) one of the caller's requests.
-    async fn close(
-        &self,
-        who: &Caller,
-        id: String,
-        closing: Closing,
-        action: &'static str,
-    ) -> Result<Response<pb::SubjectRequest>, Status> {
-        let tenant = visible_tenant(who)?.unwrap_or_default();
-        let entry = audit_entry(who, Some(&tenant), action, &id, "ok");
-        let secrets = self.state.secrets.clone();
-        let (rec, tasks) = self
-            .write_request(action, move |c, clock| {
-                store::close(c, clock.now(), &secrets.ring, &tenant, &id, closing, entry)
-            })
-            .await?;
-        self.state.follow_decisions().await;
-        Ok(Response::new(self.request_pb(rec, tasks, true)?))
     }
 }
 
@@ -385,20 +178,6 @@ fn ground_from_pb(v: i32) -> Option<RejectionGround> {
         pb::RejectionGround::IdentityNotVerified => Some(RejectionGround::IdentityNotVerified),
         pb::RejectionGround::LegalExemption => Some(RejectionGround::LegalExemption),
     }
-}
-
-/// A validated request on its way in, forwarded or submitted.
-struct Incoming {
-    tenant: String,
-    origin: Origin,
-    ty: RequestType,
-    regime: Regime,
-    subject: Subject,
-    categories: Vec<String>,
-    received_at: Option<chrono::DateTime<chrono::Utc>>,
-    channel: String,
-    message: String,
-    idempotency_key: String,
 }
 
 /// `received_at`, with a bad timestamp recorded among the violations.
@@ -422,6 +201,360 @@ fn parse_subject(s: Option<&pb::Subject>, v: &mut Violations) -> Subject {
     Subject::parse(&s.email, &s.phone, &s.name, &s.external_id, "subject", v)
 }
 
+fn required_id(id: &str, field: &str) -> Result<(), Error> {
+    let mut v = Violations::new();
+    v.required_text(field, id, 64);
+    v.finish()
+}
+
+fn task_pb(t: TaskView) -> pb::Task {
+    let TaskView {
+        task: t,
+        error,
+        subject_ref,
+        subject,
+        corrections,
+    } = t;
+    pb::Task {
+        corrections: corrections.into_iter().map(correction_pb).collect(),
+        id: t.id,
+        request_id: t.request_id,
+        system: t.system,
+        request_type: type_pb(t.request_type) as i32,
+        status: task_status_pb(t.status) as i32,
+        categories: t.categories,
+        lease_expires_at: t.lease_until.map(ts),
+        records_affected: u64::try_from(t.records_affected).unwrap_or(0),
+        error,
+        tenant_id: t.tenant_id,
+        subject_ref: subject_ref.unwrap_or_default(),
+        subject: subject.as_ref().map(subject_pb),
+        created_at: Some(ts(t.created_at)),
+        attempts: u32::try_from(t.attempts).unwrap_or(0),
+        no_data_held: t.no_data_held,
+        next_attempt_at: t.next_attempt_at.map(ts),
+    }
+}
+
+fn correction_pb(c: dom::Correction) -> pb::Correction {
+    pb::Correction {
+        category: c.category,
+        field: c.field,
+        value: c.value,
+    }
+}
+
+fn question_pb(q: QuestionView) -> pb::ControllerQuestion {
+    let QuestionView {
+        record: r,
+        question,
+        answer,
+    } = q;
+    pb::ControllerQuestion {
+        id: r.id,
+        request_id: r.request_id,
+        asked_by: r.asked_by,
+        question,
+        asked_at: Some(ts(r.asked_at)),
+        answer,
+        answered_at: r.answered_at.map(ts),
+    }
+}
+
+fn request_pb(v: RequestView) -> pb::SubjectRequest {
+    let RequestView {
+        record: r,
+        tasks,
+        identity,
+        reasons,
+        withheld_categories,
+        questions,
+    } = v;
+    pb::SubjectRequest {
+        withheld_categories,
+        questions: questions.into_iter().map(question_pb).collect(),
+        corrections: identity
+            .as_ref()
+            .map(|i| i.corrections.iter().cloned().map(correction_pb).collect())
+            .unwrap_or_default(),
+        sla_paused_since: r.sla_paused_at.map(ts),
+        tasks: tasks.into_iter().map(task_pb).collect(),
+        id: r.id,
+        tenant_id: r.tenant_id,
+        request_type: type_pb(r.request_type) as i32,
+        status: status_pb(r.status) as i32,
+        received_at: Some(ts(r.received_at)),
+        due_at: Some(ts(r.due_at)),
+        regime: regime_pb(r.regime) as i32,
+        categories: r.categories,
+        sla_due_at: Some(ts(r.sla_due_at)),
+        extended: r.extended,
+        receipt: Some(pb::Receipt {
+            digest: r.body_digest,
+            issued_at: Some(ts(r.receipt.issued_at)),
+            signature: r.receipt.signature,
+            key_id: r.receipt.key_id,
+        }),
+        channel: r.channel,
+        subject: identity.as_ref().map(|b| subject_pb(&b.subject)),
+        subject_ref: r.subject_ref.unwrap_or_default(),
+        idempotency_key: r.idempotency_key,
+        closed_at: r.closed_at.map(ts),
+        extension_reason: reasons.extension,
+        message: identity.map(|b| b.message).unwrap_or_default(),
+        close_reason: reasons.close,
+        rejection_ground: r.rejection_ground.map_or(0, ground_to_pb),
+    }
+}
+
+/// A forward, parsed: the request type is required, the rest checked.
+fn parse_forward(r: pb::ForwardToControllerRequest, tenant: String) -> Result<Incoming, Error> {
+    let mut v = Violations::new();
+    v.max_len("tenant_id", &tenant, 128);
+    let ty = request_type(r.request_type, "request_type", &mut v);
+    let subject = parse_subject(r.subject.as_ref(), &mut v);
+    v.max_len("channel", &r.channel, 64);
+    v.max_len("message", &r.message, 8000);
+    dom::check_idempotency_key(&r.idempotency_key, "idempotency_key", &mut v);
+    let received_at = received_at(r.received_at.as_ref(), &mut v);
+    v.finish()?;
+    Ok(Incoming {
+        tenant,
+        origin: Origin::Forwarded,
+        request_type: ty.ok_or_else(|| Error::invalid("request_type", "is required"))?,
+        regime: Regime::Gdpr,
+        subject,
+        categories: Vec::new(),
+        received_at,
+        channel: r.channel,
+        message: r.message,
+        idempotency_key: r.idempotency_key,
+        corrections: Vec::new(),
+    })
+}
+
+/// A controller's submission, parsed.
+fn parse_submit(r: pb::SubmitSubjectRequestRequest, tenant: String) -> Result<Incoming, Error> {
+    let mut v = Violations::new();
+    let ty = request_type(r.request_type, "request_type", &mut v);
+    let subject = parse_subject(r.subject.as_ref(), &mut v);
+    let categories = dom::parse_categories(&r.categories, "categories", &mut v);
+    let raw: Vec<dom::Correction> = r
+        .corrections
+        .into_iter()
+        .map(|c| dom::Correction {
+            category: c.category,
+            field: c.field,
+            value: c.value,
+        })
+        .collect();
+    let corrections = dom::parse_corrections(ty, &raw, &mut v);
+    let regime = regime(r.regime, &mut v);
+    dom::check_idempotency_key(&r.idempotency_key, "idempotency_key", &mut v);
+    let received_at = received_at(r.received_at.as_ref(), &mut v);
+    v.finish()?;
+    Ok(Incoming {
+        tenant,
+        origin: Origin::Submitted,
+        request_type: ty.ok_or_else(|| Error::invalid("request_type", "is required"))?,
+        regime,
+        subject,
+        categories,
+        received_at,
+        channel: String::new(),
+        message: String::new(),
+        idempotency_key: r.idempotency_key,
+        corrections,
+    })
+}
+
+/// A listing's filter, parsed, for `tenant` (None: every tenant).
+fn parse_filter(
+    r: &pb::ListSubjectRequestsRequest,
+    tenant: Option<String>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<ListFilter, Error> {
+    let mut v = Violations::new();
+    let status = match pb::Status::try_from(r.status) {
+        Ok(pb::Status::Unspecified) => None,
+        Ok(s) => dom::Status::parse(&s.as_str_name().trim_start_matches("STATUS_").to_lowercase()),
+        Err(_) => {
+            v.add("status", "is not a STATUS_* value");
+            None
+        }
+    };
+    let due_before = match &r.due_within {
+        None => None,
+        Some(d) if d.seconds < 0 || d.nanos < 0 => {
+            v.add("due_within", "must not be negative");
+            None
+        }
+        Some(d) => Some(now + chrono::Duration::seconds(d.seconds.min(10 * 366 * 86_400))),
+    };
+    v.finish()?;
+    Ok(ListFilter {
+        tenant,
+        status,
+        overdue_only: r.overdue_only,
+        due_before,
+    })
+}
+
+/// The bundle's header for request `r`.
+fn export_head(r: &crate::subject_requests::repo::RequestRecord) -> RequestHead<'_> {
+    RequestHead {
+        id: &r.id,
+        tenant_id: &r.tenant_id,
+        request_type: r.request_type.as_str(),
+        regime: r.regime.as_str(),
+        received_at: r.received_at.to_rfc3339(),
+        due_at: r.due_at.to_rfc3339(),
+        completed_at: r.closed_at.map(|t| t.to_rfc3339()),
+        subject_ref: r.subject_ref.as_deref(),
+        categories: &r.categories,
+    }
+}
+
+/// Writes a ZIP export on a blocking thread, reading its pieces through the
+/// service batch by batch: the manifest, each system's records, each file
+/// (its checksum verified as it streams). Never holds more than one batch.
+struct ZipJob {
+    handle: tokio::runtime::Handle,
+    store: crate::db::Store,
+    secrets: std::sync::Arc<crate::secrets::SubjectSecrets>,
+}
+
+fn zip_error(e: zip::result::ZipError) -> Error {
+    Error::Unexpected(format!("writing the ZIP export: {e}"))
+}
+
+fn io_error(e: std::io::Error) -> Error {
+    Error::Unexpected(format!("writing the ZIP export: {e}"))
+}
+
+impl ZipJob {
+    fn write<W: std::io::Write>(
+        &self,
+        rec: &crate::subject_requests::repo::RequestRecord,
+        tasks: &[crate::subject_requests::repo::TaskRecord],
+        artifacts: &[crate::subject_requests::repo::ArtifactRecord],
+        sink: W,
+    ) -> Result<(), Error> {
+        use crate::subject_requests::export::{Manifest, ManifestFile, ManifestSystem, ZIP_FORMAT};
+        use std::io::Write;
+        let done: Vec<_> = tasks.iter().filter(|t| t.status == TaskStatus::Done).collect();
+        let files_of = |task_id: &str| -> Vec<&crate::subject_requests::repo::ArtifactRecord> {
+            artifacts.iter().filter(|a| a.task_id == task_id).collect()
+        };
+        let path_of = |a: &crate::subject_requests::repo::ArtifactRecord| {
+            format!(
+                "files/{}/{}",
+                dom::zip_segment(&a.system),
+                dom::zip_segment(&a.file_name)
+            )
+        };
+        let manifest = Manifest {
+            format: ZIP_FORMAT,
+            request_id: &rec.id,
+            request_type: rec.request_type.as_str(),
+            regime: rec.regime.as_str(),
+            received_at: rec.received_at.to_rfc3339(),
+            completed_at: rec.closed_at.map(|t| t.to_rfc3339()),
+            systems: done
+                .iter()
+                .map(|t| ManifestSystem {
+                    system: t.system.clone(),
+                    categories: t.categories.clone(),
+                    records: t.records_affected,
+                    no_data_held: t.no_data_held,
+                    records_path: format!("records/{}.json", dom::zip_segment(&t.system)),
+                    files: files_of(&t.id)
+                        .into_iter()
+                        .map(|a| ManifestFile {
+                            path: path_of(a),
+                            file_name: a.file_name.clone(),
+                            content_type: a.content_type.clone(),
+                            size: a.size,
+                            sha256: a.sha256.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        let stored =
+            zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let mut z = zip::ZipWriter::new_stream(sink);
+        z.start_file("manifest.json", stored).map_err(zip_error)?;
+        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Unexpected(e.to_string()))?;
+        z.write_all(&json).map_err(io_error)?;
+        for t in &done {
+            z.start_file(format!("records/{}.json", dom::zip_segment(&t.system)), stored)
+                .map_err(zip_error)?;
+            z.write_all(b"[").map_err(io_error)?;
+            let (mut after, mut any) = (0, false);
+            loop {
+                let batch = self.handle.block_on(service::export_chunks(
+                    &self.store,
+                    self.secrets.clone(),
+                    t.id.clone(),
+                    after,
+                    EXPORT_BATCH,
+                ))?;
+                let n = batch.len() as i64;
+                for (seq, data) in batch {
+                    after = seq;
+                    let inner = dom::array_inner(&data);
+                    if inner.is_empty() {
+                        continue;
+                    }
+                    if any {
+                        z.write_all(b",").map_err(io_error)?;
+                    }
+                    z.write_all(inner).map_err(io_error)?;
+                    any = true;
+                }
+                if n < EXPORT_BATCH {
+                    break;
+                }
+            }
+            z.write_all(b"]").map_err(io_error)?;
+        }
+        for a in done.iter().flat_map(|t| files_of(&t.id)) {
+            let large = a.size > i64::from(u32::MAX) - 1024;
+            z.start_file(path_of(a), stored.large_file(large))
+                .map_err(zip_error)?;
+            let (mut after, mut size) = (-1, 0i64);
+            let mut hash = <sha2::Sha256 as sha2::Digest>::new();
+            loop {
+                let batch = self.handle.block_on(service::artifact_chunks(
+                    &self.store,
+                    self.secrets.clone(),
+                    a.id.clone(),
+                    after,
+                    ARTIFACT_BATCH,
+                ))?;
+                let n = batch.len() as i64;
+                for (idx, data) in batch {
+                    after = idx;
+                    size += data.len() as i64;
+                    sha2::Digest::update(&mut hash, &data);
+                    z.write_all(&data).map_err(io_error)?;
+                }
+                if n < ARTIFACT_BATCH {
+                    break;
+                }
+            }
+            if size != a.size || hex::encode(sha2::Digest::finalize(hash)) != a.sha256 {
+                return Err(Error::Unexpected(format!(
+                    "artifact {} does not match its size and checksum",
+                    a.id
+                )));
+            }
+        }
+        z.finish().map_err(zip_error)?.flush().map_err(io_error)
+    }
+}
+
 type RequestStream = Pin<Box<dyn Stream<Item = Result<pb::SubjectRequest, Status>> + Send>>;
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ExportChunk, Status>> + Send>>;
 
@@ -431,149 +564,45 @@ impl SubjectRequestService for SubjectRequests {
         &self,
         req: Request<pb::ForwardToControllerRequest>,
     ) -> Result<Response<pb::SubjectRequest>, Status> {
-        let who = caller(&req)?;
-        let r = req.into_inner();
-        let mut v = Violations::new();
-        v.required_text("tenant_id", &r.tenant_id, 128);
-        let ty = request_type(r.request_type, "request_type", &mut v);
-        let subject = parse_subject(r.subject.as_ref(), &mut v);
-        v.max_len("channel", &r.channel, 64);
-        v.max_len("message", &r.message, 8000);
-        dom::check_idempotency_key(&r.idempotency_key, "idempotency_key", &mut v);
-        let received_at = received_at(r.received_at.as_ref(), &mut v);
-        v.finish()?;
-        let tenant = self
-            .state
-            .scope_tenant(&who, &r.tenant_id, "SubjectRequestService/ForwardToController")
-            .await?
-            .unwrap_or_default();
-        let incoming = Incoming {
-            tenant,
-            origin: Origin::Forwarded,
-            ty: ty.expect("validated"),
-            regime: Regime::Gdpr,
-            subject,
-            categories: Vec::new(),
-            received_at,
-            channel: r.channel,
-            message: r.message,
-            idempotency_key: r.idempotency_key,
-        };
-        Ok(Response::new(
-            self.record(&who, incoming, "subject_request.forward").await?,
-        ))
+        let (who, tenant) = self.state.scope(&req, &req.get_ref().tenant_id).await?.one()?;
+        let cmd = parse_forward(req.into_inner(), tenant)?;
+        let view = service::submit(&self.state, Actor::of(&who), cmd, reveal(who.role)).await?;
+        Ok(Response::new(request_pb(view)))
     }
 
     async fn submit_subject_request(
         &self,
         req: Request<pb::SubmitSubjectRequestRequest>,
     ) -> Result<Response<pb::SubjectRequest>, Status> {
-        let who = caller(&req)?;
-        let r = req.into_inner();
-        let tenant = self
-            .state
-            .scope_tenant(&who, &r.tenant_id, "SubjectRequestService/SubmitSubjectRequest")
-            .await?
-            .ok_or_else(|| Status::permission_denied("a tenant token is required"))?;
-        let mut v = Violations::new();
-        let ty = request_type(r.request_type, "request_type", &mut v);
-        let subject = parse_subject(r.subject.as_ref(), &mut v);
-        let cats = dom::parse_categories(&r.categories, "categories", &mut v);
-        let regime = regime(r.regime, &mut v);
-        dom::check_idempotency_key(&r.idempotency_key, "idempotency_key", &mut v);
-        let received_at = received_at(r.received_at.as_ref(), &mut v);
-        v.finish()?;
-        let incoming = Incoming {
-            tenant,
-            origin: Origin::Submitted,
-            ty: ty.expect("validated"),
-            regime,
-            subject,
-            categories: cats,
-            received_at,
-            channel: String::new(),
-            message: String::new(),
-            idempotency_key: r.idempotency_key,
-        };
-        Ok(Response::new(
-            self.record(&who, incoming, "subject_request.submit").await?,
-        ))
+        let (who, tenant) = self.state.scope(&req, &req.get_ref().tenant_id).await?.one()?;
+        let cmd = parse_submit(req.into_inner(), tenant)?;
+        let view = service::submit(&self.state, Actor::of(&who), cmd, reveal(who.role)).await?;
+        Ok(Response::new(request_pb(view)))
     }
 
     async fn get_subject_request(
         &self,
         req: Request<pb::GetSubjectRequestRequest>,
     ) -> Result<Response<pb::SubjectRequest>, Status> {
-        let who = caller(&req)?;
+        let Scope { caller, tenant, .. } = self.state.scope(&req, "").await?;
         let id = req.into_inner().id;
         required_id(&id, "id")?;
-        let (r, tasks) = self.load(visible_tenant(&who)?, id).await?;
-        Ok(Response::new(self.request_pb(
-            r,
-            tasks,
-            who.role == Role::Tenant,
-        )?))
+        let view = service::get(&self.state, tenant, id, reveal(caller.role)).await?;
+        Ok(Response::new(request_pb(view)))
     }
 
     async fn list_subject_requests(
         &self,
         req: Request<pb::ListSubjectRequestsRequest>,
     ) -> Result<Response<pb::ListSubjectRequestsResponse>, Status> {
-        let crate::rpc::Scope { caller: who, tenant } =
-            self.state.scope(&req, &req.get_ref().tenant_id).await?;
+        let Scope { caller, tenant, .. } = self.state.scope(&req, &req.get_ref().tenant_id).await?;
         let r = req.into_inner();
         let page = Page::parse(r.page_size, &r.page_token)?;
-        let mut v = Violations::new();
-        let status = match pb::Status::try_from(r.status) {
-            Ok(pb::Status::Unspecified) => None,
-            Ok(s) => dom::Status::parse(&s.as_str_name().trim_start_matches("STATUS_").to_lowercase()),
-            Err(_) => {
-                v.add("status", "is not a STATUS_* value");
-                None
-            }
-        };
-        let now = self.state.store.clock().now();
-        let due_before = match &r.due_within {
-            None => None,
-            Some(d) if d.seconds < 0 || d.nanos < 0 => {
-                v.add("due_within", "must not be negative");
-                None
-            }
-            Some(d) => Some(now + chrono::Duration::seconds(d.seconds.min(10 * 366 * 86_400))),
-        };
-        v.finish()?;
-        let filter = ListFilter {
-            tenant,
-            status,
-            overdue_only: r.overdue_only,
-            due_before,
-        };
-        let (after, size) = (page.after, page.size);
-        let (rows, overdue, tasks) = self
-            .state
-            .store
-            .read("subject_request.list", move |c, clock| {
-                let (rows, overdue) = store::list(c, clock.now(), &filter, after, size)?;
-                let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-                let tasks = store::tasks_of(c, &ids)?;
-                Ok((rows, overdue, tasks))
-            })
-            .await?;
-        let next = page.next_token(rows.len(), rows.last().map(|r| r.seq));
-        let reveal = who.role == Role::Tenant;
-        let mut by_request: HashMap<String, Vec<TaskRecord>> = HashMap::new();
-        for t in tasks {
-            by_request.entry(t.request_id.clone()).or_default().push(t);
-        }
-        let requests = rows
-            .into_iter()
-            .map(|r| {
-                let tasks = by_request.remove(&r.id).unwrap_or_default();
-                self.request_pb(r, tasks, reveal)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let filter = parse_filter(&r, tenant, self.state.store.clock().now())?;
+        let (views, overdue) = service::list(&self.state, filter, page.clone(), reveal(caller.role)).await?;
+        let next = page.next_token(views.len(), views.last().map(|v| v.record.seq));
         Ok(Response::new(pb::ListSubjectRequestsResponse {
-            requests,
+            requests: views.into_iter().map(request_pb).collect(),
             next_page_token: next,
             overdue_count: overdue,
         }))
@@ -585,43 +614,38 @@ impl SubjectRequestService for SubjectRequests {
         &self,
         req: Request<pb::WatchSubjectRequestRequest>,
     ) -> Result<Response<Self::WatchSubjectRequestStream>, Status> {
-        let who = caller(&req)?;
-        let slot = self.state.streams.open(&who)?;
+        let Scope { caller, tenant, .. } = self.state.scope(&req, "").await?;
+        let slot = self.state.streams.open(&caller)?;
         let id = req.into_inner().id;
         required_id(&id, "id")?;
-        let tenant = visible_tenant(&who)?;
+        let reveal = reveal(caller.role);
         // Existence (and visibility) is checked before the stream opens.
-        self.load(tenant.clone(), id.clone()).await?;
+        service::get(&self.state, tenant.clone(), id.clone(), reveal).await?;
         let (tx, rx) = mpsc::channel(16);
-        let this = self.clone();
-        let mut changes = self
-            .state
+        let state = self.state.clone();
+        let mut changes = state
             .store
             .follow(crate::db::notify::Topic::SubjectRequest(id.clone()));
-        let stopping = self.state.stopping.clone();
-        let reveal = who.role == Role::Tenant;
         tokio::spawn(async move {
             let mut seen = 0;
             loop {
-                match this.load(tenant.clone(), id.clone()).await {
-                    Ok((r, tasks)) => {
-                        if r.version != seen {
-                            seen = r.version;
-                            let open = r.status.is_open();
-                            let msg = this.request_pb(r, tasks, reveal);
-                            if tx.send(msg).await.is_err() || !open {
-                                return;
-                            }
+                match service::get(&state, tenant.clone(), id.clone(), reveal).await {
+                    Ok(view) if view.record.version != seen => {
+                        seen = view.record.version;
+                        let open = view.record.status.is_open();
+                        if tx.send(Ok(request_pb(view))).await.is_err() || !open {
+                            return;
                         }
                     }
+                    Ok(_) => {}
                     Err(e) => {
-                        let _ = tx.send(Err(e)).await;
+                        let _ = tx.send(Err(e.into())).await;
                         return;
                     }
                 }
                 tokio::select! {
                     _ = tx.closed() => return,
-                    _ = stopping.cancelled() => return,
+                    _ = state.stopping.cancelled() => return,
                     _ = changes.changed() => {}
                     _ = tokio::time::sleep(WATCH_POLL) => {}
                 }
@@ -637,7 +661,7 @@ impl SubjectRequestService for SubjectRequests {
         &self,
         req: Request<pb::CancelSubjectRequestRequest>,
     ) -> Result<Response<pb::SubjectRequest>, Status> {
-        let who = caller(&req)?;
+        let (who, tenant) = self.state.scope(&req, "").await?.one()?;
         let r = req.into_inner();
         let mut v = Violations::new();
         v.required_text("id", &r.id, 64);
@@ -647,14 +671,15 @@ impl SubjectRequestService for SubjectRequests {
             reason: Some(r.reason.trim().to_owned()),
             ground: None,
         };
-        self.close(&who, r.id, closing, "subject_request.cancel").await
+        let view = service::close(&self.state, Actor::of(&who), tenant, r.id, closing).await?;
+        Ok(Response::new(request_pb(view)))
     }
 
     async fn reject_subject_request(
         &self,
         req: Request<pb::RejectSubjectRequestRequest>,
     ) -> Result<Response<pb::SubjectRequest>, Status> {
-        let who = caller(&req)?;
+        let (who, tenant) = self.state.scope(&req, "").await?.one()?;
         let r = req.into_inner();
         let mut v = Violations::new();
         v.required_text("id", &r.id, 64);
@@ -670,36 +695,23 @@ impl SubjectRequestService for SubjectRequests {
             reason: Some(r.reason.trim().to_owned()),
             ground,
         };
-        self.close(&who, r.id, closing, "subject_request.reject").await
+        let view = service::close(&self.state, Actor::of(&who), tenant, r.id, closing).await?;
+        Ok(Response::new(request_pb(view)))
     }
 
     async fn extend_deadline(
         &self,
         req: Request<pb::ExtendDeadlineRequest>,
     ) -> Result<Response<pb::SubjectRequest>, Status> {
-        let who = caller(&req)?;
+        let (who, tenant) = self.state.scope(&req, "").await?.one()?;
         let r = req.into_inner();
         let mut v = Violations::new();
         v.required_text("id", &r.id, 64);
         v.required_text("reason", &r.reason, 1000);
         v.finish()?;
-        let tenant = visible_tenant(&who)?.unwrap_or_default();
-        let entry = audit_entry(&who, Some(&tenant), "subject_request.extend", &r.id, "ok");
-        let secrets = self.state.secrets.clone();
-        let (rec, tasks) = self
-            .write_request("subject_request.extend", move |c, clock| {
-                store::extend(
-                    c,
-                    clock.now(),
-                    &secrets.ring,
-                    &tenant,
-                    &r.id,
-                    r.reason.trim(),
-                    entry,
-                )
-            })
-            .await?;
-        Ok(Response::new(self.request_pb(rec, tasks, true)?))
+        let reason = r.reason.trim().to_owned();
+        let view = service::extend(&self.state, Actor::of(&who), tenant, r.id, reason).await?;
+        Ok(Response::new(request_pb(view)))
     }
 
     type GetExportStream = ChunkStream;
@@ -708,83 +720,77 @@ impl SubjectRequestService for SubjectRequests {
         &self,
         req: Request<pb::GetExportRequest>,
     ) -> Result<Response<Self::GetExportStream>, Status> {
-        let who = caller(&req)?;
+        let (who, tenant) = self.state.scope(&req, "").await?.one()?;
         let slot = self.state.streams.open(&who)?;
-        let id = req.into_inner().id;
+        let r = req.into_inner();
+        let id = r.id;
         required_id(&id, "id")?;
-        let tenant = visible_tenant(&who)?.unwrap_or_default();
-        let entry = audit_entry(&who, Some(&tenant), "subject_request.export", &id, "ok");
-        let retention = self.export_retention;
-        let start = self
-            .state
-            .store
-            .write("subject_request.export", move |c, clock| {
-                store::export_start(c, clock.now(), &tenant, &id, retention, entry)
-            })
-            .await?;
-        let (rec, tasks) = match start {
-            ExportStart::Ready(r, t) => (r, t),
-            ExportStart::Deleted => {
-                return Err(Status::failed_precondition(
-                    "the export bundle was deleted when its retention after first download ran out",
-                ));
+        let zip = match pb::ExportFormat::try_from(r.format) {
+            Ok(pb::ExportFormat::Unspecified | pb::ExportFormat::Json) => false,
+            Ok(pb::ExportFormat::Zip) => true,
+            _ => {
+                return Err(
+                    Error::invalid("format", "must be EXPORT_FORMAT_JSON or EXPORT_FORMAT_ZIP").into(),
+                );
             }
         };
+        let (rec, tasks) =
+            service::start_export(&self.state, Actor::of(&who), tenant, id, self.export_retention).await?;
         let (tx, rx) = mpsc::channel(8);
-        let store = self.state.store.clone();
-        let secrets = self.state.secrets.clone();
+        if zip {
+            let artifacts = service::artifacts(&self.state.store, rec.id.clone()).await?;
+            let (store, secrets) = (self.state.store.clone(), self.state.secrets.clone());
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                let out = tx.clone();
+                let sink = crate::subject_requests::export::PieceSink::new(ZIP_PIECE, move |data| {
+                    out.blocking_send(Ok(pb::ExportChunk {
+                        data,
+                        system: String::new(),
+                    }))
+                    .is_ok()
+                });
+                let job = ZipJob {
+                    handle,
+                    store,
+                    secrets,
+                };
+                if let Err(e) = job.write(&rec, &tasks, &artifacts, sink) {
+                    let _ = tx.blocking_send(Err(e.into()));
+                }
+            });
+            return Ok(Response::new(crate::rpc::streams::hold(
+                slot,
+                ReceiverStream::new(rx),
+            )));
+        }
+        let (store, secrets) = (self.state.store.clone(), self.state.secrets.clone());
         tokio::spawn(async move {
             let send = |data: Vec<u8>, system: &str| {
-                let tx = tx.clone();
-                let system = system.to_owned();
-                async move { tx.send(Ok(pb::ExportChunk { data, system })).await.is_ok() }
+                let (tx, system) = (tx.clone(), system.to_owned());
+                async move { data.is_empty() || tx.send(Ok(pb::ExportChunk { data, system })).await.is_ok() }
             };
-            let head = serde_json::json!({
-                "format": "proctor.export.v1",
-                "request": {
-                    "id": rec.id,
-                    "tenant_id": rec.tenant_id,
-                    "request_type": rec.request_type.as_str(),
-                    "regime": rec.regime.as_str(),
-                    "received_at": rec.received_at.to_rfc3339(),
-                    "due_at": rec.due_at.to_rfc3339(),
-                    "completed_at": rec.closed_at.map(|t| t.to_rfc3339()),
-                    "subject_ref": rec.subject_ref,
-                    "categories": rec.categories,
-                },
-            });
-            let head = head.to_string();
-            let mut buf = head.as_bytes()[..head.len() - 1].to_vec();
-            buf.extend_from_slice(b",\"documents\":[");
-            if !send(buf, "").await {
+            let mut w = BundleWriter::new();
+            if !send(w.head(&export_head(&rec)), "").await {
                 return;
             }
-            let done: Vec<&TaskRecord> = tasks.iter().filter(|t| t.status == TaskStatus::Done).collect();
-            for (i, task) in done.iter().enumerate() {
-                let open = serde_json::json!({
-                    "system": task.system,
-                    "request_id": task.request_id,
-                    "request_type": task.request_type.as_str(),
-                    "categories": task.categories,
-                    "records_affected": task.records_affected,
-                })
-                .to_string();
-                let mut doc = if i > 0 { b",".to_vec() } else { Vec::new() };
-                doc.extend_from_slice(&open.as_bytes()[..open.len() - 1]);
-                doc.extend_from_slice(b",\"records\":[");
-                if !send(doc, &task.system).await {
+            for task in tasks.iter().filter(|t| t.status == TaskStatus::Done) {
+                let doc = DocumentHead {
+                    system: &task.system,
+                    request_id: &task.request_id,
+                    request_type: task.request_type.as_str(),
+                    categories: &task.categories,
+                    records_affected: task.records_affected,
+                    no_data_held: task.no_data_held,
+                };
+                if !send(w.document(&doc), &task.system).await {
                     return;
                 }
                 let mut after = 0;
-                let mut first = true;
                 loop {
-                    let tid = task.id.clone();
-                    let secrets = secrets.clone();
-                    let batch = store
-                        .read("subject_request.export_chunks", move |c, _| {
-                            store::export_chunks(c, &secrets.ring, &tid, after, EXPORT_BATCH)
-                        })
-                        .await;
+                    let batch =
+                        service::export_chunks(&store, secrets.clone(), task.id.clone(), after, EXPORT_BATCH)
+                            .await;
                     let batch = match batch {
                         Ok(b) => b,
                         Err(e) => {
@@ -795,14 +801,7 @@ impl SubjectRequestService for SubjectRequests {
                     let n = batch.len() as i64;
                     for (seq, data) in batch {
                         after = seq;
-                        let inner = dom::array_inner(&data);
-                        if inner.is_empty() {
-                            continue;
-                        }
-                        let mut piece = if first { Vec::new() } else { b",".to_vec() };
-                        first = false;
-                        piece.extend_from_slice(inner);
-                        if !send(piece, &task.system).await {
+                        if !send(w.records(&data), &task.system).await {
                             return;
                         }
                     }
@@ -810,11 +809,11 @@ impl SubjectRequestService for SubjectRequests {
                         break;
                     }
                 }
-                if !send(b"]}".to_vec(), &task.system).await {
+                if !send(w.end_document(), &task.system).await {
                     return;
                 }
             }
-            let _ = send(b"]}".to_vec(), "").await;
+            let _ = send(w.finish(), "").await;
         });
         Ok(Response::new(crate::rpc::streams::hold(
             slot,
@@ -827,11 +826,9 @@ impl SubjectRequestService for SubjectRequests {
         req: Request<pb::ComputeSubjectRefRequest>,
     ) -> Result<Response<pb::ComputeSubjectRefResponse>, Status> {
         use pb::compute_subject_ref_request::Identifier;
-        let crate::rpc::Scope { caller: _, tenant } =
-            self.state.scope(&req, &req.get_ref().tenant_id).await?;
+        let (_, tenant) = self.state.scope(&req, &req.get_ref().tenant_id).await?.one()?;
         let r = req.into_inner();
         let mut v = Violations::new();
-        v.check(tenant.is_none(), "tenant_id", "is required");
         let (kind, value) = match &r.identifier {
             Some(Identifier::Email(e)) => (IdKind::Email, dom::normalize_email(e)),
             Some(Identifier::Phone(p)) => (IdKind::Phone, dom::normalize_phone(p)),
@@ -851,7 +848,7 @@ impl SubjectRequestService for SubjectRequests {
         Ok(Response::new(pb::ComputeSubjectRefResponse {
             subject_ref: dom::subject_ref(
                 &self.state.secrets.hash_key,
-                &tenant.unwrap_or_default(),
+                &tenant,
                 kind,
                 &value.unwrap_or_default(),
             ),
@@ -862,7 +859,7 @@ impl SubjectRequestService for SubjectRequests {
         &self,
         req: Request<pb::RegisterSystemRequest>,
     ) -> Result<Response<pb::PlatformSystem>, Status> {
-        let who = caller(&req)?;
+        let who = self.state.scope(&req, "").await?.caller;
         let r = req.into_inner();
         let mut v = Violations::new();
         v.required_text("name", &r.name, 128);
@@ -878,14 +875,7 @@ impl SubjectRequestService for SubjectRequests {
             "at least one category is required",
         );
         v.finish()?;
-        let entry = audit_entry(&who, None, "subject_request.register_system", &r.name, "ok");
-        let sys = self
-            .state
-            .store
-            .write("subject_request.register_system", move |c, clock| {
-                store::register_system(c, clock.now(), &r.name, &cats, entry)
-            })
-            .await?;
+        let sys = service::register_system(&self.state, Actor::of(&who), r.name, cats).await?;
         Ok(Response::new(pb::PlatformSystem {
             name: sys.name,
             categories: sys.categories,
@@ -897,126 +887,77 @@ impl SubjectRequestService for SubjectRequests {
         &self,
         req: Request<pb::PullTasksRequest>,
     ) -> Result<Response<pb::PullTasksResponse>, Status> {
-        let who = caller(&req)?;
+        let scope = self.state.scope(&req, "").await?;
         let r = req.into_inner();
-        if !r.system.is_empty() && r.system != who.sub {
-            self.state
-                .record_denial(audit_entry(
-                    &who,
-                    None,
-                    "auth.denied",
-                    "SubjectRequestService/PullTasks",
-                    "other_system",
-                ))
-                .await;
-            return Err(Status::permission_denied(
-                "a platform system pulls only its own tasks",
-            ));
+        if let Err(e) = dom::own_system(&scope.caller.sub, &r.system) {
+            return Err(self.state.refuse(&scope, "other_system", e).await);
         }
         let spec = PullSpec::parse(r.max, r.lease_seconds)?;
-        let system = who.sub.clone();
-        let leased = self
-            .state
-            .store
-            .write("subject_request.pull_tasks", move |c, clock| {
-                store::pull_tasks(c, clock.now(), &system, spec)
-            })
-            .await?;
-        let mut tasks = Vec::with_capacity(leased.len());
-        for l in leased {
-            let body = match &l.sealed {
-                Some(s) => Some(self.open_sealed(&l.task.request_id, s)?),
-                None => None,
-            };
-            tasks.push(self.task_pb(
-                l.task,
-                l.subject_ref.as_deref(),
-                body.as_ref().map(|b| &b.subject),
-            )?);
-        }
-        Ok(Response::new(pb::PullTasksResponse { tasks }))
+        let who = scope.caller;
+        let tasks = service::pull_tasks(
+            &self.state,
+            Actor::of(&who),
+            who.sub.clone(),
+            spec,
+            self.limits.tasks,
+        )
+        .await?;
+        Ok(Response::new(pb::PullTasksResponse {
+            tasks: tasks.into_iter().map(task_pb).collect(),
+        }))
     }
 
     async fn complete_task(
         &self,
         req: Request<pb::CompleteTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let who = caller(&req)?;
+        let who = self.state.scope(&req, "").await?.caller;
         let r = req.into_inner();
         required_id(&r.task_id, "task_id")?;
         let records = i64::try_from(r.records_affected)
             .map_err(|_| Error::invalid("records_affected", "is out of range"))?;
-        let entry = audit_entry(&who, None, "subject_request.complete_task", &r.task_id, "ok");
-        let system = who.sub.clone();
+        let mut v = Violations::new();
+        v.check(
+            r.no_data_held && records > 0,
+            "no_data_held",
+            "a system that holds no data acted on no records (records_affected must be 0)",
+        );
+        v.check(
+            r.no_data_held && !r.export_data.is_empty(),
+            "no_data_held",
+            "a system that holds no data sends no export data",
+        );
+        v.finish()?;
         let done = Completion {
             records_affected: records,
             export_data: r.export_data,
             more: r.more,
+            no_data_held: r.no_data_held,
         };
-        let secrets = self.state.secrets.clone();
-        let (task, req) = self
-            .state
-            .store
-            .write("subject_request.complete_task", move |c, clock| {
-                store::complete_task(c, clock.now(), &secrets.ring, &system, &r.task_id, done, entry)
-            })
-            .await?;
-        self.state.follow_decisions().await;
-        Ok(Response::new(self.task_pb(
-            task,
-            req.subject_ref.as_deref(),
-            None,
-        )?))
+        let system = who.sub.clone();
+        let task = service::complete_task(&self.state, Actor::of(&who), system, r.task_id, done).await?;
+        Ok(Response::new(task_pb(task)))
     }
 
     async fn fail_task(&self, req: Request<pb::FailTaskRequest>) -> Result<Response<pb::Task>, Status> {
-        let who = caller(&req)?;
+        let who = self.state.scope(&req, "").await?.caller;
         let r = req.into_inner();
         let mut v = Violations::new();
         v.required_text("task_id", &r.task_id, 64);
         v.required_text("error", &r.error, 2000);
         v.finish()?;
-        let entry = audit_entry(&who, None, "subject_request.fail_task", &r.task_id, "ok");
-        let system = who.sub.clone();
-        let secrets = self.state.secrets.clone();
-        let task = self
-            .state
-            .store
-            .write("subject_request.fail_task", move |c, clock| {
-                store::fail_task(
-                    c,
-                    clock.now(),
-                    &secrets.ring,
-                    &system,
-                    &r.task_id,
-                    r.error.trim(),
-                    entry,
-                )
-            })
-            .await?;
-        Ok(Response::new(self.task_pb(task, None, None)?))
+        let (system, error) = (who.sub.clone(), r.error.trim().to_owned());
+        let policy = self.limits.tasks;
+        let task = service::fail_task(&self.state, Actor::of(&who), system, r.task_id, error, policy).await?;
+        Ok(Response::new(task_pb(task)))
     }
 
     async fn count_subject_requests(
         &self,
         req: Request<pb::CountSubjectRequestsRequest>,
     ) -> Result<Response<pb::CountSubjectRequestsResponse>, Status> {
-        let who = caller(&req)?;
-        let tenant = self
-            .state
-            .scope_tenant(
-                &who,
-                &req.get_ref().tenant_id,
-                "SubjectRequestService/CountSubjectRequests",
-            )
-            .await?;
-        let (open, overdue, open_tasks) = self
-            .state
-            .store
-            .read("subject_request.count", move |c, clock| {
-                store::counts(c, clock.now(), tenant.as_deref())
-            })
-            .await?;
+        let tenant = self.state.scope(&req, &req.get_ref().tenant_id).await?.tenant;
+        let (open, overdue, open_tasks) = service::counts(&self.state, tenant).await?;
         Ok(Response::new(pb::CountSubjectRequestsResponse {
             open,
             overdue,
@@ -1028,18 +969,9 @@ impl SubjectRequestService for SubjectRequests {
         &self,
         req: Request<pb::SetSubjectRequestSettingsRequest>,
     ) -> Result<Response<pb::SubjectRequestSettings>, Status> {
-        let who = caller(&req)?;
+        let (who, tenant) = self.state.scope(&req, &req.get_ref().tenant_id).await?.one()?;
         let r = req.into_inner();
-        let tenant = self
-            .state
-            .scope_tenant(
-                &who,
-                &r.tenant_id,
-                "SubjectRequestService/SetSubjectRequestSettings",
-            )
-            .await?;
         let mut v = Violations::new();
-        v.check(tenant.is_none(), "tenant_id", "is required");
         let tz = (!r.time_zone.is_empty()).then(|| r.time_zone.clone());
         v.check(
             tz.as_deref().is_some_and(|z| dom::parse_tz(z).is_none()),
@@ -1052,17 +984,8 @@ impl SubjectRequestService for SubjectRequests {
             format!("must be at most {}", dom::MAX_SLA_DAYS),
         );
         v.finish()?;
-        let tenant = tenant.unwrap_or_default();
         let sla = (r.sla_days > 0).then_some(r.sla_days);
-        let entry = audit_entry(&who, Some(&tenant), "subject_request.settings", &tenant, "ok");
-        let t2 = tenant.clone();
-        let s = self
-            .state
-            .store
-            .write("subject_request.settings", move |c, clock| {
-                store::put_settings(c, clock.now(), &t2, tz, sla, entry)
-            })
-            .await?;
+        let s = service::set_settings(&self.state, Actor::of(&who), tenant.clone(), tz, sla).await?;
         Ok(Response::new(pb::SubjectRequestSettings {
             tenant_id: tenant,
             time_zone: s.time_zone,
@@ -1074,27 +997,203 @@ impl SubjectRequestService for SubjectRequests {
         &self,
         req: Request<pb::GetSubjectRequestSettingsRequest>,
     ) -> Result<Response<pb::SubjectRequestSettings>, Status> {
-        let who = caller(&req)?;
-        let tenant = self
-            .state
-            .scope_tenant(
-                &who,
-                &req.get_ref().tenant_id,
-                "SubjectRequestService/GetSubjectRequestSettings",
-            )
-            .await?
-            .ok_or_else(|| Error::invalid("tenant_id", "is required"))?;
-        let t2 = tenant.clone();
-        let s = self
-            .state
-            .store
-            .read("subject_request.settings", move |c, _| store::settings(c, &t2))
-            .await?;
+        let (_, tenant) = self.state.scope(&req, &req.get_ref().tenant_id).await?.one()?;
+        let s = service::settings(&self.state, tenant.clone()).await?;
         Ok(Response::new(pb::SubjectRequestSettings {
             tenant_id: tenant,
             time_zone: s.time_zone,
             sla_days: s.sla_days,
         }))
+    }
+
+    async fn ask_controller(
+        &self,
+        req: Request<pb::AskControllerRequest>,
+    ) -> Result<Response<pb::ControllerQuestion>, Status> {
+        let who = self.state.scope(&req, "").await?.caller;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        v.required_text("request_id", &r.request_id, 64);
+        v.required_text("question", &r.question, dom::MAX_QUESTION_CHARS);
+        v.finish()?;
+        let question = r.question.trim().to_owned();
+        let q = service::ask_controller(&self.state, Actor::of(&who), r.request_id, question).await?;
+        Ok(Response::new(question_pb(q)))
+    }
+
+    async fn get_controller_question(
+        &self,
+        req: Request<pb::GetControllerQuestionRequest>,
+    ) -> Result<Response<pb::ControllerQuestion>, Status> {
+        let Scope { caller, tenant, .. } = self.state.scope(&req, "").await?;
+        let id = req.into_inner().id;
+        required_id(&id, "id")?;
+        let reader = match (caller.role, tenant) {
+            (Role::Tenant, Some(t)) => QuestionReader::Tenant(t),
+            _ => QuestionReader::System(caller.sub.clone()),
+        };
+        let q = service::get_question(&self.state, reader, id).await?;
+        Ok(Response::new(question_pb(q)))
+    }
+
+    async fn confirm_sub_processor_deletion(
+        &self,
+        req: Request<pb::ConfirmSubProcessorDeletionRequest>,
+    ) -> Result<Response<pb::SubProcessorDeletion>, Status> {
+        let (who, tenant) = self.state.scope(&req, &req.get_ref().tenant_id).await?.one()?;
+        let r = req.into_inner();
+        let mut v = Violations::new();
+        v.max_len("tenant_id", &tenant, 128);
+        v.required_text("sub_processor_id", &r.sub_processor_id, 128);
+        v.required_text("reference", &r.reference, 512);
+        let confirmed_at = match from_ts(r.confirmed_at.as_ref(), "confirmed_at") {
+            Ok(Some(at)) => Some(at),
+            Ok(None) => {
+                v.add("confirmed_at", "is required");
+                None
+            }
+            Err(Error::Invalid(found)) => {
+                found.into_iter().for_each(|f| v.add(f.field, f.description));
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        v.finish()?;
+        let at = confirmed_at.ok_or_else(|| Error::invalid("confirmed_at", "is required"))?;
+        let (sp, reference) = (r.sub_processor_id, r.reference.trim().to_owned());
+        let c =
+            service::confirm_sub_processor_deletion(&self.state, Actor::of(&who), tenant, sp, at, reference)
+                .await?;
+        Ok(Response::new(pb::SubProcessorDeletion {
+            tenant_id: c.tenant_id,
+            sub_processor_id: c.sub_processor_id,
+            confirmed_at: Some(ts(c.confirmed_at)),
+            reference: c.reference,
+            recorded_at: Some(ts(c.recorded_at)),
+        }))
+    }
+
+    async fn get_deletion_certificate(
+        &self,
+        req: Request<pb::GetDeletionCertificateRequest>,
+    ) -> Result<Response<pb::DeletionCertificate>, Status> {
+        let (_, tenant) = self.state.scope(&req, &req.get_ref().tenant_id).await?.one()?;
+        let c = service::deletion_certificate(&self.state, tenant).await?;
+        Ok(Response::new(pb::DeletionCertificate {
+            document: c.document,
+            signature: c.signature,
+            key_id: c.key_id,
+        }))
+    }
+
+    async fn upload_artifact(
+        &self,
+        req: Request<tonic::Streaming<pb::UploadArtifactChunk>>,
+    ) -> Result<Response<pb::Artifact>, Status> {
+        use sha2::Digest;
+        let who = self.state.scope(&req, "").await?.caller;
+        let mut stream = req.into_inner();
+        let idle = self.limits.upload_idle;
+        let Some(first) = next_message(&mut stream, idle).await? else {
+            return Err(Error::invalid("task_id", "is required (the stream was empty)").into());
+        };
+        let mut v = Violations::new();
+        v.required_text("task_id", &first.task_id, 64);
+        dom::check_file_name(&first.file_name, &mut v);
+        v.max_len("content_type", &first.content_type, dom::MAX_CONTENT_TYPE_LEN);
+        v.finish()?;
+        let content_type = match first.content_type.trim() {
+            "" => dom::DEFAULT_CONTENT_TYPE.to_owned(),
+            t => t.to_owned(),
+        };
+        let (task_id, file_name) = (first.task_id.clone(), first.file_name.clone());
+        let system = who.sub.clone();
+        let actor = Actor::of(&who);
+        let started = service::start_artifact(
+            &self.state,
+            actor.clone(),
+            system.clone(),
+            task_id.clone(),
+            file_name.clone(),
+            content_type,
+        )
+        .await?;
+        let max = self.limits.max_artifact_bytes;
+        let upload = async {
+            let (mut hash, mut size, mut idx) = (sha2::Sha256::new(), 0u64, 0i64);
+            let mut buf = Vec::with_capacity(ARTIFACT_CHUNK);
+            let mut next = Some(first);
+            loop {
+                let m = match next.take() {
+                    Some(m) => m,
+                    None => match next_message(&mut stream, idle).await? {
+                        Some(m) => m,
+                        None => break,
+                    },
+                };
+                let renamed = (!m.task_id.is_empty() && m.task_id != task_id)
+                    || (!m.file_name.is_empty() && m.file_name != file_name);
+                if renamed {
+                    return Err(Error::invalid("task_id", "one stream uploads one file of one task").into());
+                }
+                size += m.data.len() as u64;
+                if size > max {
+                    return Err(Error::invalid("data", format!("the file exceeds {max} bytes")).into());
+                }
+                hash.update(&m.data);
+                let mut data = &m.data[..];
+                while !data.is_empty() {
+                    let n = (ARTIFACT_CHUNK - buf.len()).min(data.len());
+                    buf.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    if buf.len() == ARTIFACT_CHUNK {
+                        let piece = std::mem::replace(&mut buf, Vec::with_capacity(ARTIFACT_CHUNK));
+                        service::append_artifact_chunk(
+                            &self.state,
+                            actor.clone(),
+                            started.id.clone(),
+                            idx,
+                            piece,
+                        )
+                        .await?;
+                        idx += 1;
+                    }
+                }
+            }
+            if !buf.is_empty() {
+                service::append_artifact_chunk(&self.state, actor.clone(), started.id.clone(), idx, buf)
+                    .await?;
+            }
+            let size = i64::try_from(size).map_err(|_| Error::invalid("data", "is too large"))?;
+            let sha = hex::encode(hash.finalize());
+            service::finish_artifact(
+                &self.state,
+                actor.clone(),
+                system.clone(),
+                started.id.clone(),
+                size,
+                sha,
+            )
+            .await
+            .map_err(Status::from)
+        };
+        match upload.await {
+            Ok(a) => Ok(Response::new(pb::Artifact {
+                id: a.id,
+                task_id: a.task_id,
+                file_name: a.file_name,
+                content_type: a.content_type,
+                size: u64::try_from(a.size).unwrap_or(0),
+                sha256: a.sha256,
+            })),
+            Err(e) => {
+                // A refused or broken upload leaves nothing behind.
+                if let Err(cleanup) = service::abort_artifact(&self.state, actor, started.id).await {
+                    tracing::warn!(error = %cleanup, "an unfinished artifact upload could not be removed");
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn get_receipt_key(
@@ -1107,5 +1206,22 @@ impl SubjectRequestService for SubjectRequests {
             public_key_pem: k.public_key_pem(),
             public_key: k.public_key().to_vec(),
         }))
+    }
+}
+
+/// The next message of a streamed upload, or DEADLINE_EXCEEDED when it is
+/// more than `idle` late: such a stream has no bound on the whole call
+/// (see `rpc::deadline`), so a caller that stops sending cannot hold a
+/// task's upload open forever.
+async fn next_message<T>(
+    stream: &mut tonic::Streaming<T>,
+    idle: std::time::Duration,
+) -> Result<Option<T>, Status> {
+    match tokio::time::timeout(idle, stream.message()).await {
+        Ok(m) => m,
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "no upload message for {} s (--request-timeout-seconds)",
+            idle.as_secs()
+        ))),
     }
 }

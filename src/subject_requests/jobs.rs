@@ -18,6 +18,10 @@ use crate::subject_requests::repo as subject_requests;
 pub const EXPORT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// How often terminated tenants are checked for a due erasure.
 pub const CONTRACT_END_INTERVAL: Duration = Duration::from_secs(1);
+/// How often leases that ran out are looked for. The backoff after an
+/// expiry counts from the lease's end, so this only bounds how late a task
+/// whose system died is seen to need attention.
+pub const LEASE_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Rows of each kind sealed per transaction by [`seal_clear_rows`].
 const SEAL_CLEAR_BATCH: i64 = 200;
 
@@ -30,6 +34,40 @@ pub async fn sweep_exports(store: Store, retention: chrono::Duration, stop: Canc
         })
     })
     .await;
+}
+
+/// Records leases that ran out as failed attempts (backoff, then
+/// NEEDS_ATTENTION under `policy`), so a task whose system died holding it
+/// is not left leased to nobody, and is not offered forever either.
+pub async fn expire_leases(
+    store: Store,
+    secrets: Arc<SubjectSecrets>,
+    policy: crate::subject_requests::model::TaskPolicy,
+    stop: CancellationToken,
+) {
+    let clock = store.clock().clone();
+    every("lease_expiry", LEASE_SWEEP_INTERVAL, &clock, &stop, || {
+        expire_leases_round(store.clone(), secrets.clone(), policy)
+    })
+    .await;
+}
+
+/// One round of [`expire_leases`]: a read, and a write transaction only
+/// when some lease ran out (an idle server does not write every round).
+pub async fn expire_leases_round(
+    store: Store,
+    secrets: Arc<SubjectSecrets>,
+    policy: crate::subject_requests::model::TaskPolicy,
+) -> crate::error::Result<usize> {
+    let any = store
+        .read("subject_request.expired_leases", |c, clock| {
+            subject_requests::expired_leases(c, clock.now(), None, 1)
+        })
+        .await?;
+    if any.is_empty() {
+        return Ok(0);
+    }
+    crate::subject_requests::service::expire_leases(&store, secrets, policy).await
 }
 
 /// Opens the contract-end erasure request (all categories, every system) of
@@ -58,27 +96,11 @@ pub async fn contract_end_round(store: Store, secrets: Arc<SubjectSecrets>) -> c
         .await?;
     let mut opened = 0;
     for tenant in due {
-        let secrets = secrets.clone();
-        let t = tenant.clone();
-        let done = store
-            .write("tenant.contract_end_erasure", move |c, clock| {
-                let now = clock.now();
-                let entry = AuditEntry {
-                    actor: "proctor".into(),
-                    role: "service".into(),
-                    tenant_id: Some(t.clone()),
-                    action: "subject_request.contract_end".into(),
-                    target: format!("tenant/{t}"),
-                    outcome: "ok".into(),
-                    trace_id: String::new(),
-                    detail: String::new(),
-                };
-                subject_requests::contract_end_erasure(c, now, &t, &secrets.receipt, entry)?;
-                instructions::mark_erasure_requested(c, now, &t)
-            })
-            .await;
+        let done =
+            crate::subject_requests::service::contract_end_erasure(&store, secrets.clone(), tenant.clone())
+                .await;
         match done {
-            Ok(()) => opened += 1,
+            Ok(_) => opened += 1,
             Err(e) => tracing::warn!(
                 job = "contract_end_erasure",
                 tenant.id = %tenant,

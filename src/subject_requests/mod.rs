@@ -4,7 +4,9 @@
 //! `CheckProcessing` reads; [`jobs`] runs the export sweep and the
 //! contract-end erasure.
 
+pub mod export;
 pub mod grpc;
 pub mod jobs;
 pub mod model;
 pub mod repo;
+pub mod service;

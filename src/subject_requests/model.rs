@@ -83,6 +83,9 @@ str_enum!(
         Rejected = "rejected",
         /// Withdrawn by the controller; terminal.
         Cancelled = "cancelled",
+        /// A platform system asked the controller a question that is not
+        /// answered yet; proctor's own SLA clock is paused meanwhile.
+        AwaitingController = "awaiting_controller",
     }
 );
 
@@ -109,8 +112,9 @@ str_enum!(
 /// | from        | to                                        |
 /// |-------------|-------------------------------------------|
 /// | received    | in_progress, completed, rejected, cancelled |
-/// | forwarded   | completed, rejected, cancelled            |
-/// | in_progress | completed, rejected, cancelled            |
+/// | forwarded   | awaiting_controller, completed, rejected, cancelled |
+/// | in_progress | awaiting_controller, completed, rejected, cancelled |
+/// | awaiting_controller | forwarded, in_progress (answered), completed, rejected, cancelled |
 /// | completed   | (terminal)                                |
 /// | rejected    | (terminal)                                |
 /// | cancelled   | (terminal)                                |
@@ -129,11 +133,31 @@ pub const TRANSITIONS: &[(Status, &[Status])] = &[
     ),
     (
         Status::Forwarded,
-        &[Status::Completed, Status::Rejected, Status::Cancelled],
+        &[
+            Status::AwaitingController,
+            Status::Completed,
+            Status::Rejected,
+            Status::Cancelled,
+        ],
     ),
     (
         Status::InProgress,
-        &[Status::Completed, Status::Rejected, Status::Cancelled],
+        &[
+            Status::AwaitingController,
+            Status::Completed,
+            Status::Rejected,
+            Status::Cancelled,
+        ],
+    ),
+    (
+        Status::AwaitingController,
+        &[
+            Status::Forwarded,
+            Status::InProgress,
+            Status::Completed,
+            Status::Rejected,
+            Status::Cancelled,
+        ],
     ),
     (Status::Completed, &[]),
     (Status::Rejected, &[]),
@@ -164,7 +188,10 @@ impl Status {
 
     /// Still owed an answer (counts toward open/overdue).
     pub fn is_open(self) -> bool {
-        matches!(self, Self::Received | Self::Forwarded | Self::InProgress)
+        matches!(
+            self,
+            Self::Received | Self::Forwarded | Self::InProgress | Self::AwaitingController
+        )
     }
 }
 
@@ -177,12 +204,90 @@ str_enum!(
         Leased = "leased",
         /// Completed by its system.
         Done = "done",
-        /// The last attempt failed; offered again on the next pull.
+        /// The last attempt failed; offered again once its backoff passed.
         Failed = "failed",
         /// Its request was cancelled; completions are refused.
         Cancelled = "cancelled",
+        /// It failed on every attempt it was allowed: no longer offered, the
+        /// compliance queue was told; its system may still complete it.
+        NeedsAttention = "needs_attention",
     }
 );
+
+/// How failed tasks are retried: after `retry_initial_seconds` the first
+/// time, twice as long after each further failure, until the task has had
+/// `max_attempts` attempts. Bounded, so a system that always fails cannot
+/// keep a request busy until its legal deadline passes unnoticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskPolicy {
+    /// Wait before the first retry, seconds.
+    pub retry_initial_seconds: u64,
+    /// Attempts (leases) a task gets before it needs attention.
+    pub max_attempts: u32,
+}
+
+impl Default for TaskPolicy {
+    fn default() -> Self {
+        Self {
+            retry_initial_seconds: 30,
+            max_attempts: 5,
+        }
+    }
+}
+
+/// The operator's bounds on subject-request work (flags): how tasks are
+/// retried and how large an attached file may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Retries of failed tasks.
+    pub tasks: TaskPolicy,
+    /// Largest artefact one task may attach, bytes.
+    pub max_artifact_bytes: u64,
+    /// Longest wait for the next message of an upload: the bound a
+    /// streamed upload has instead of the call deadline, which a large
+    /// file on a slow link could never meet.
+    pub upload_idle: std::time::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            tasks: TaskPolicy::default(),
+            max_artifact_bytes: 1 << 30,
+            upload_idle: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a failed attempt leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Offered again from this instant on.
+    RetryAt(DateTime<Utc>),
+    /// Out of attempts: it needs a person to look at it.
+    NeedsAttention,
+}
+
+/// Longest wait between two attempts, whatever the doubling says (a day:
+/// past that, the request's deadline is what matters).
+pub const MAX_RETRY_DELAY_SECONDS: u64 = 86_400;
+
+impl TaskPolicy {
+    /// The outcome of the failure of attempt number `attempts` (1 = the
+    /// first lease) at `now`: the wait doubles with every attempt, first
+    /// `retry_initial_seconds`, capped at [`MAX_RETRY_DELAY_SECONDS`].
+    pub fn after_failure(self, attempts: u32, now: DateTime<Utc>) -> AfterFailure {
+        if attempts >= self.max_attempts {
+            return AfterFailure::NeedsAttention;
+        }
+        let doublings = attempts.saturating_sub(1).min(32);
+        let delay = self
+            .retry_initial_seconds
+            .saturating_mul(1u64 << doublings)
+            .min(MAX_RETRY_DELAY_SECONDS);
+        AfterFailure::RetryAt(now + chrono::Duration::seconds(delay as i64))
+    }
+}
 
 impl TaskStatus {
     /// No further work or completion accepted.
@@ -518,6 +623,91 @@ pub struct CanonicalBody<'a> {
     pub channel: &'a str,
     /// Message (forwarded requests).
     pub message: &'a str,
+    /// Corrected values of a rectification (left out when none, so the
+    /// digests of requests without corrections stay what they were).
+    #[serde(skip_serializing_if = "<[Correction]>::is_empty")]
+    pub corrections: &'a [Correction],
+}
+
+/// One corrected value of a rectification request (GDPR Art. 16): in
+/// category `category`, field `field` should read `value`. Personal data:
+/// sealed with the request's identifiers and dropped with them on close.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Correction {
+    /// The taxonomy category the field belongs to.
+    pub category: String,
+    /// The field, as the tenant's systems name it (e.g. `postal_address`).
+    pub field: String,
+    /// The corrected value.
+    pub value: String,
+}
+
+/// Most corrections one request carries.
+pub const MAX_CORRECTIONS: usize = 100;
+/// Longest corrected field name.
+pub const MAX_CORRECTION_FIELD_LEN: usize = 128;
+/// Longest corrected value.
+pub const MAX_CORRECTION_VALUE_LEN: usize = 4000;
+
+/// Checks the corrections of a request of type `ty` (`None` when the type
+/// itself is missing): only a rectification carries any; each names a
+/// category (a well-formed key; whether the taxonomy knows it is checked
+/// against the database) and a field, and its value is bounded. Every bad
+/// entry is reported as `corrections[i].category` / `.field` / `.value`.
+pub fn parse_corrections(ty: Option<RequestType>, raw: &[Correction], v: &mut Violations) -> Vec<Correction> {
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    if ty.is_some_and(|t| t != RequestType::Rectification) {
+        v.add("corrections", "only a rectification request carries corrections");
+        return Vec::new();
+    }
+    v.check(
+        raw.len() > MAX_CORRECTIONS,
+        "corrections",
+        format!("at most {MAX_CORRECTIONS} corrections"),
+    );
+    raw.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let cats = parse_categories(
+                std::slice::from_ref(&c.category),
+                &format!("corrections[{i}].category"),
+                &mut Violations::new(),
+            );
+            v.check(
+                cats.is_empty() || c.category.trim().is_empty(),
+                format!("corrections[{i}].category"),
+                "must be a category key",
+            );
+            v.required_text(
+                &format!("corrections[{i}].field"),
+                &c.field,
+                MAX_CORRECTION_FIELD_LEN,
+            );
+            v.max_len(
+                &format!("corrections[{i}].value"),
+                &c.value,
+                MAX_CORRECTION_VALUE_LEN,
+            );
+            Correction {
+                category: c.category.trim().to_owned(),
+                field: c.field.trim().to_owned(),
+                value: c.value.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The corrections a task whose scope is `task_categories` acts on: those
+/// in its categories, so a system learns no corrected value it does not
+/// hold.
+pub fn corrections_for(corrections: &[Correction], task_categories: &[String]) -> Vec<Correction> {
+    corrections
+        .iter()
+        .filter(|c| task_categories.contains(&c.category))
+        .cloned()
+        .collect()
 }
 
 /// The request's digest: hex HMAC-SHA256 (under the identifier hash key, so
@@ -645,6 +835,174 @@ pub fn array_inner(data: &[u8]) -> &[u8] {
     t.trim_ascii()
 }
 
+/// Whether a reader in `role` sees a request's identifiers: only the
+/// controller, who answers the person; compliance and every other reader
+/// see the request without them.
+pub fn sees_identifiers(role: crate::auth::Role) -> bool {
+    role == crate::auth::Role::Tenant
+}
+
+/// The system a platform caller `sub` pulls tasks for: its own, whether
+/// `requested` is empty or names it; naming another system is refused.
+pub fn own_system<'a>(sub: &'a str, requested: &str) -> std::result::Result<&'a str, &'static str> {
+    if requested.is_empty() || requested == sub {
+        Ok(sub)
+    } else {
+        Err("a platform system pulls only its own tasks")
+    }
+}
+
+/// Longest question a system asks the controller, or answer it gets.
+pub const MAX_QUESTION_CHARS: usize = 4000;
+
+/// Whether platform system `asker` may ask the controller about a request:
+/// the system that forwarded it, or one holding one of its tasks. Anyone
+/// else learns nothing about the request (NOT_FOUND).
+pub fn may_ask(asker: &str, forwarded_by: Option<&str>, task_systems: &[String]) -> bool {
+    forwarded_by == Some(asker) || task_systems.iter().any(|s| s == asker)
+}
+
+/// proctor's SLA deadline once a pause that began at `paused_at` ends at
+/// `now`: moved by the time spent waiting for the controller (its answer
+/// is not the processor's delay), yet never past the legal deadline, which
+/// never pauses.
+pub fn resumed_sla(
+    sla_due: DateTime<Utc>,
+    paused_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    legal_due: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let paused = (now - paused_at).max(chrono::Duration::zero());
+    (sla_due + paused).min(legal_due).max(sla_due.min(legal_due))
+}
+
+/// Format name at the top of every deletion certificate.
+pub const CERTIFICATE_FORMAT: &str = "proctor.deletion_certificate.v1";
+
+/// RFC 3339 with microseconds and `Z`, as every certificate time is written.
+pub fn rfc3339_us(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// One system's part of a contract-end erasure, as the certificate states it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SystemDeletion {
+    /// The platform system.
+    pub system: String,
+    /// When it completed its task (RFC 3339).
+    pub completed_at: String,
+    /// Records it erased.
+    pub records_affected: i64,
+    /// It held nothing for the tenant.
+    pub no_data_held: bool,
+}
+
+/// One sub-processor's confirmation, as the certificate states it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SubProcessorDeletion {
+    /// Registry id.
+    pub sub_processor_id: String,
+    /// When it says it deleted the data (RFC 3339).
+    pub confirmed_at: String,
+    /// Its document or ticket reference.
+    pub reference: String,
+}
+
+/// The deletion certificate a terminated tenant gets once its contract-end
+/// erasure has completed (GDPR Art. 28(3)(g)): the document whose UTF-8
+/// bytes the receipt key signs, so the controller can prove offline that
+/// its data is gone, where, and what was withheld under a legal hold.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeletionCertificate {
+    /// [`CERTIFICATE_FORMAT`].
+    pub format: &'static str,
+    /// The controller.
+    pub tenant_id: String,
+    /// When its contract ended (RFC 3339), when known.
+    pub contract_ended_at: Option<String>,
+    /// The contract-end erasure request.
+    pub erasure_request_id: String,
+    /// When proctor opened it (RFC 3339).
+    pub erasure_opened_at: String,
+    /// When its last task completed (RFC 3339).
+    pub erasure_completed_at: String,
+    /// Every system's completion, by system name.
+    pub systems: Vec<SystemDeletion>,
+    /// Every sub-processor's confirmation, by id.
+    pub sub_processors: Vec<SubProcessorDeletion>,
+    /// Categories kept under a legal hold (none unless a hold applies).
+    pub withheld_categories: Vec<String>,
+    /// When this certificate was issued (RFC 3339).
+    pub issued_at: String,
+}
+
+impl DeletionCertificate {
+    /// The document as signed: compact JSON, systems and sub-processors in
+    /// name order so two certificates of one state read the same.
+    pub fn document(mut self) -> String {
+        self.systems.sort_by(|a, b| a.system.cmp(&b.system));
+        self.sub_processors
+            .sort_by(|a, b| a.sub_processor_id.cmp(&b.sub_processor_id));
+        self.withheld_categories.sort();
+        serde_json::to_string(&self).expect("a certificate serialises")
+    }
+}
+
+/// A certificate exists only for a completed contract-end erasure; before,
+/// FAILED_PRECONDITION saying what is missing.
+pub fn certificate_ready(erasure: Option<Status>) -> Result<()> {
+    match erasure {
+        None => Err(Error::WrongState(
+            "no contract-end erasure was opened for this tenant (its contract has not ended, or its grace period runs)"
+                .into(),
+        )),
+        Some(Status::Completed) => Ok(()),
+        Some(s) => Err(Error::WrongState(format!(
+            "the contract-end erasure is {}; the certificate is issued once it has completed",
+            s.as_str()
+        ))),
+    }
+}
+
+/// Longest artefact file name.
+pub const MAX_FILE_NAME_LEN: usize = 255;
+/// Longest artefact media type.
+pub const MAX_CONTENT_TYPE_LEN: usize = 128;
+/// Media type of an artefact that names none.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// Checks an artefact's file name: one path segment (it becomes
+/// `files/<system>/<file_name>` in the ZIP, so a name must never climb out
+/// of its folder or hide control characters), at most 255 characters.
+pub fn check_file_name(name: &str, v: &mut Violations) {
+    v.required_text("file_name", name, MAX_FILE_NAME_LEN);
+    v.check(
+        name.contains(['/', '\\']) || name == "." || name == ".." || name.chars().any(char::is_control),
+        "file_name",
+        "must be a plain file name (no path separators, no control characters, not . or ..)",
+    );
+}
+
+/// A name as one safe ZIP path segment: path separators and control
+/// characters become `_` (system names are checked at registration, but
+/// only for spaces).
+pub fn zip_segment(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    match s.as_str() {
+        "" | "." | ".." => "_".into(),
+        _ => s,
+    }
+}
+
 /// Day of month, for readable assertions elsewhere.
 pub fn day_of(d: DateTime<Utc>, tz: Tz) -> (i32, u32, u32) {
     let l = d.with_timezone(&tz);
@@ -737,6 +1095,106 @@ mod tests {
     }
 
     #[test]
+    fn failed_tasks_back_off_then_need_attention() {
+        let now = utc(2026, 3, 2, 9);
+        let p = TaskPolicy::default();
+        let wait = |a| match p.after_failure(a, now) {
+            AfterFailure::RetryAt(at) => (at - now).num_seconds(),
+            AfterFailure::NeedsAttention => -1,
+        };
+        assert_eq!([wait(1), wait(2), wait(3), wait(4)], [30, 60, 120, 240]);
+        assert_eq!(p.after_failure(5, now), AfterFailure::NeedsAttention);
+        assert_eq!(p.after_failure(9, now), AfterFailure::NeedsAttention);
+        // Doubling never overflows and never waits more than a day.
+        let long = TaskPolicy {
+            retry_initial_seconds: u64::MAX / 2,
+            max_attempts: u32::MAX,
+        };
+        assert_eq!(
+            long.after_failure(200, now),
+            AfterFailure::RetryAt(now + chrono::Duration::seconds(MAX_RETRY_DELAY_SECONDS as i64))
+        );
+        let once = TaskPolicy {
+            retry_initial_seconds: 1,
+            max_attempts: 1,
+        };
+        assert_eq!(once.after_failure(1, now), AfterFailure::NeedsAttention);
+    }
+
+    #[test]
+    fn who_may_ask_the_controller() {
+        let tasks = vec!["crm".to_owned(), "dialer".to_owned()];
+        assert!(may_ask("mail", Some("mail"), &[]));
+        assert!(may_ask("crm", Some("mail"), &tasks));
+        assert!(!may_ask("billing", Some("mail"), &tasks));
+        assert!(!may_ask("billing", None, &[]));
+    }
+
+    #[test]
+    fn the_sla_pauses_but_not_past_the_legal_deadline() {
+        let sla = utc(2026, 3, 12, 23);
+        let legal = utc(2026, 4, 2, 23);
+        let asked = utc(2026, 3, 5, 9);
+        assert_eq!(
+            resumed_sla(sla, asked, utc(2026, 3, 7, 9), legal),
+            utc(2026, 3, 14, 23),
+            "two days waiting move the SLA by two days"
+        );
+        assert_eq!(resumed_sla(sla, asked, utc(2026, 5, 1, 9), legal), legal);
+        // A clock that went backwards never moves it earlier.
+        assert_eq!(resumed_sla(sla, asked, utc(2026, 3, 1, 9), legal), sla);
+    }
+
+    #[test]
+    fn certificates_only_after_completion_and_in_a_stable_order() {
+        assert!(matches!(certificate_ready(None), Err(Error::WrongState(_))));
+        assert!(matches!(
+            certificate_ready(Some(Status::InProgress)),
+            Err(Error::WrongState(_))
+        ));
+        assert!(certificate_ready(Some(Status::Completed)).is_ok());
+        let sys = |n: &str| SystemDeletion {
+            system: n.into(),
+            completed_at: "2026-03-02T09:00:00.000000Z".into(),
+            records_affected: 1,
+            no_data_held: false,
+        };
+        let cert = |systems| DeletionCertificate {
+            format: CERTIFICATE_FORMAT,
+            tenant_id: "t1".into(),
+            contract_ended_at: None,
+            erasure_request_id: "r".into(),
+            erasure_opened_at: "a".into(),
+            erasure_completed_at: "b".into(),
+            systems,
+            sub_processors: Vec::new(),
+            withheld_categories: Vec::new(),
+            issued_at: "c".into(),
+        };
+        let a = cert(vec![sys("dialer"), sys("crm")]).document();
+        assert_eq!(a, cert(vec![sys("crm"), sys("dialer")]).document());
+        let v: serde_json::Value = serde_json::from_str(&a).unwrap();
+        assert_eq!(v["format"], CERTIFICATE_FORMAT);
+        assert_eq!(v["systems"][0]["system"], "crm");
+        assert_eq!(v["withheld_categories"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn artefact_names_stay_in_their_folder() {
+        for bad in ["", "../etc/passwd", "a/b", "a\\b", "..", ".", "a\u{0}b"] {
+            let mut v = Violations::new();
+            check_file_name(bad, &mut v);
+            assert!(!v.is_empty(), "{bad:?} must be refused");
+        }
+        let mut v = Violations::new();
+        check_file_name("call 2026-03-02.wav", &mut v);
+        assert!(v.is_empty());
+        assert_eq!(zip_segment("crm/eu"), "crm_eu");
+        assert_eq!(zip_segment(".."), "_");
+        assert_eq!(zip_segment("dialer"), "dialer");
+    }
+
+    #[test]
     fn rejection_grounds_round_trip() {
         for g in RejectionGround::ALL {
             assert_eq!(RejectionGround::parse(g.as_str()), Some(*g));
@@ -758,6 +1216,13 @@ mod tests {
             (Status::InProgress, Status::Completed),
             (Status::InProgress, Status::Rejected),
             (Status::InProgress, Status::Cancelled),
+            (Status::Forwarded, Status::AwaitingController),
+            (Status::InProgress, Status::AwaitingController),
+            (Status::AwaitingController, Status::Forwarded),
+            (Status::AwaitingController, Status::InProgress),
+            (Status::AwaitingController, Status::Completed),
+            (Status::AwaitingController, Status::Rejected),
+            (Status::AwaitingController, Status::Cancelled),
         ];
         let mut n = 0;
         for &from in Status::ALL {
@@ -774,7 +1239,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 36);
+        assert_eq!(n, 49);
         assert_eq!(TRANSITIONS.len(), Status::ALL.len(), "one row per status");
     }
 
@@ -854,6 +1319,7 @@ mod tests {
             received_at_us: None,
             channel: "",
             message: "",
+            corrections: &[],
         };
         let d1 = body_digest(k, &body);
         assert_eq!(d1, body_digest(k, &body));
@@ -865,6 +1331,64 @@ mod tests {
             },
         );
         assert_ne!(d1, d2);
+    }
+
+    #[test]
+    fn corrections_only_for_rectification() {
+        let fix = |cat: &str, field: &str| Correction {
+            category: cat.into(),
+            field: field.into(),
+            value: "12 Marylebone Rd".into(),
+        };
+        let mut v = Violations::new();
+        let ok = parse_corrections(
+            Some(RequestType::Rectification),
+            &[fix("contact", " postal_address ")],
+            &mut v,
+        );
+        assert!(v.is_empty());
+        assert_eq!(ok[0].field, "postal_address");
+        let mut v = Violations::new();
+        parse_corrections(Some(RequestType::Erasure), &[fix("contact", "x")], &mut v);
+        match v.finish() {
+            Err(Error::Invalid(f)) => assert_eq!(f[0].field, "corrections"),
+            other => panic!("{other:?}"),
+        }
+        let mut v = Violations::new();
+        parse_corrections(
+            Some(RequestType::Rectification),
+            &[fix("Bad Cat", "x"), fix("contact", "")],
+            &mut v,
+        );
+        match v.finish() {
+            Err(Error::Invalid(f)) => {
+                let fields: Vec<_> = f.iter().map(|x| x.field.as_str()).collect();
+                assert_eq!(fields, ["corrections[0].category", "corrections[1].field"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let all = [fix("contact", "a"), fix("recording", "b")];
+        assert_eq!(corrections_for(&all, &["contact".into()]), [fix("contact", "a")]);
+        // A digest without corrections is what it was before they existed.
+        let s = Subject::default();
+        let body = CanonicalBody {
+            tenant_id: "t",
+            origin: "submitted",
+            request_type: "rectification",
+            regime: "gdpr",
+            subject: &s,
+            categories: &[],
+            received_at_us: None,
+            channel: "",
+            message: "",
+            corrections: &[],
+        };
+        assert!(!serde_json::to_string(&body).unwrap().contains("corrections"));
+        let with = CanonicalBody {
+            corrections: &all,
+            ..body.clone()
+        };
+        assert_ne!(body_digest(b"k", &body), body_digest(b"k", &with));
     }
 
     #[test]
@@ -918,5 +1442,21 @@ mod tests {
             String::from_utf8(m).unwrap(),
             "proctor.receipt.v1\nt1\nabc\n2026-03-02T09:00:00.000000Z"
         );
+    }
+
+    #[test]
+    fn only_the_controller_sees_identifiers() {
+        use crate::auth::Role;
+        assert!(sees_identifiers(Role::Tenant));
+        for r in [Role::Compliance, Role::Platform, Role::Sre] {
+            assert!(!sees_identifiers(r));
+        }
+    }
+
+    #[test]
+    fn a_system_pulls_only_its_own_tasks() {
+        assert_eq!(own_system("crm", ""), Ok("crm"));
+        assert_eq!(own_system("crm", "crm"), Ok("crm"));
+        assert!(own_system("crm", "billing").is_err());
     }
 }

@@ -20,32 +20,28 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use diesel::prelude::*;
 
-use crate::audit::model::AuditEntry;
+use crate::db::schema::subject_artifact_chunks::dsl as ac;
+use crate::db::schema::subject_artifacts::dsl as ar;
+use crate::db::schema::subject_deletion_confirmations::dsl as dc;
 use crate::db::schema::subject_export_chunks::dsl as x;
 use crate::db::schema::subject_flags::dsl as f;
+use crate::db::schema::subject_questions::dsl as q;
 use crate::db::schema::subject_request_refs::dsl as rr;
+use crate::db::schema::subject_request_waits::dsl as w;
 use crate::db::schema::subject_requests::dsl as r;
 use crate::db::schema::subject_systems::dsl as sy;
 use crate::db::schema::subject_tasks::dsl as t;
 use crate::db::schema::subject_tenant_settings::dsl as ts;
-use crate::db::{DbConnection, chain_lock, from_us, to_us};
+use crate::db::{DbConnection, from_us, to_us};
 use crate::error::{Error, Result};
-use crate::inbox::model::{PullSpec, Recipient};
+use crate::inbox::model::PullSpec;
+use crate::instructions::model::holds::Held;
+use crate::secrets::KeyRing;
 use crate::secrets::sealed::{Field, StoredText};
-use crate::secrets::{KeyRing, ReceiptSigner};
 use crate::subject_requests::model as dom;
 use crate::subject_requests::model::{
     Origin, Regime, RejectionGround, RequestType, Status, SubjectFlags, TaskStatus,
 };
-
-/// How far in the future a `received_at` may lie (clock skew of callers).
-const RECEIVED_AT_SKEW_SECONDS: i64 = 300;
-/// Envelope kind announcing a forwarded request to its controller.
-pub const KIND_FORWARDED: &str = "subject_request.forwarded";
-/// Envelope kind announcing a fulfilment task to its system.
-pub const KIND_TASK: &str = "subject_request.task";
-/// Envelope kind telling the controller a request completed.
-pub const KIND_COMPLETED: &str = "subject_request.completed";
 
 /// Identifiers sealed with the key ring: which key, and the ciphertext.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +134,7 @@ impl StoredReasons {
 }
 
 /// Writes `reasons` of request `id` sealed and empties the clear columns.
-fn save_reasons(conn: &mut DbConnection, ring: &KeyRing, id: &str, reasons: &Reasons) -> Result<()> {
+pub fn save_reasons(conn: &mut DbConnection, ring: &KeyRing, id: &str, reasons: &Reasons) -> Result<()> {
     let sealed = reasons.seal(ring, id)?;
     diesel::update(r::subject_requests.filter(r::id.eq(id)))
         .set((
@@ -216,6 +212,15 @@ pub struct RequestRecord {
     pub export_deleted_at: Option<DateTime<Utc>>,
     /// The legal ground of a rejection.
     pub rejection_ground: Option<RejectionGround>,
+    /// The platform system that forwarded it (forwarded requests).
+    pub forwarded_by: Option<String>,
+    /// While awaiting the controller: the status it returns to once every
+    /// question is answered.
+    pub resume_status: Option<Status>,
+    /// While awaiting the controller: since when proctor's SLA is paused.
+    pub sla_paused_at: Option<DateTime<Utc>>,
+    /// How many questions platform systems asked about it (0: none to read).
+    pub questions: i64,
 }
 
 #[derive(Queryable, Insertable)]
@@ -314,6 +319,10 @@ impl TryFrom<Row> for RequestRecord {
                 Some(g) => Some(RejectionGround::parse(&g).ok_or_else(|| corrupt("rejection ground"))?),
                 None => None,
             },
+            forwarded_by: None,
+            resume_status: None,
+            sla_paused_at: None,
+            questions: 0,
         })
     }
 }
@@ -347,6 +356,13 @@ pub struct TaskRecord {
     pub error: StoredText,
     /// Creation.
     pub created_at: DateTime<Utc>,
+    /// A failed task is not offered again before this instant (backoff).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Its system reported that it holds nothing for the person (distinct
+    /// from acting on zero records).
+    pub no_data_held: bool,
+    /// Its last change (for a done task: when it was completed).
+    pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Queryable, Insertable)]
@@ -368,6 +384,8 @@ struct TaskRow {
     updated_at_us: i64,
     error_sealed: Option<String>,
     error_key_id: Option<String>,
+    next_attempt_at_us: Option<i64>,
+    no_data_held: bool,
 }
 
 impl TryFrom<TaskRow> for TaskRecord {
@@ -387,6 +405,9 @@ impl TryFrom<TaskRow> for TaskRecord {
             records_affected: w.records_affected,
             error: StoredText::from_columns(w.error, w.error_key_id, w.error_sealed),
             created_at: from_us(w.created_at_us),
+            next_attempt_at: w.next_attempt_at_us.map(from_us),
+            no_data_held: w.no_data_held,
+            updated_at: from_us(w.updated_at_us),
         })
     }
 }
@@ -435,24 +456,14 @@ pub fn settings(conn: &mut DbConnection, tenant_id: &str) -> Result<TenantSettin
     )
 }
 
-/// Changes the tenant's settings (`None` keeps a value); applies to
-/// requests received from now on.
-pub fn put_settings(
+/// Stores the tenant's settings `s` (already merged with what it had);
+/// they apply to requests received from now on.
+pub fn store_settings(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
     tenant_id: &str,
-    time_zone: Option<String>,
-    sla_days: Option<u32>,
-    mut entry: AuditEntry,
-) -> Result<TenantSettings> {
-    chain_lock(conn)?;
-    let mut s = settings(conn, tenant_id)?;
-    if let Some(z) = time_zone {
-        s.time_zone = z;
-    }
-    if let Some(d) = sla_days {
-        s.sla_days = d;
-    }
+    s: &TenantSettings,
+) -> Result<()> {
     let sla = i32::try_from(s.sla_days).unwrap_or(i32::MAX);
     let n = diesel::update(ts::subject_tenant_settings.filter(ts::tenant_id.eq(tenant_id)))
         .set((
@@ -471,10 +482,7 @@ pub fn put_settings(
             ))
             .execute(conn)?;
     }
-    entry.target = tenant_id.to_owned();
-    entry.detail = serde_json::json!({"time_zone": s.time_zone, "sla_days": s.sla_days}).to_string();
-    crate::audit::repo::append(conn, now, entry)?;
-    Ok(s)
+    Ok(())
 }
 
 /// A request about to be recorded, already validated and with its
@@ -505,22 +513,22 @@ pub struct NewRequest {
     pub categories: Vec<String>,
     /// When it reached the platform or the controller; `None` = now.
     pub received_at: Option<DateTime<Utc>>,
+    /// The platform system that forwards it (forwarded requests).
+    pub forwarded_by: Option<String>,
 }
 
 fn next_seq_requests(conn: &mut DbConnection) -> Result<i64> {
-    let last: Option<i64> = r::subject_requests.select(diesel::dsl::max(r::seq)).first(conn)?;
-    Ok(last.unwrap_or(0) + 1)
+    crate::db::next_seq(conn, crate::db::Numbered::SubjectRequests)
 }
 
 fn next_seq_tasks(conn: &mut DbConnection) -> Result<i64> {
-    let last: Option<i64> = t::subject_tasks.select(diesel::dsl::max(t::seq)).first(conn)?;
-    Ok(last.unwrap_or(0) + 1)
+    crate::db::next_seq(conn, crate::db::Numbered::SubjectTasks)
 }
 
 /// The request an idempotency key already named, within its origin: a
 /// platform forward, a tenant's submission and proctor's own requests each
 /// have their own key space, so one can never take another's key.
-fn by_idempotency(
+pub fn by_idempotency(
     conn: &mut DbConnection,
     tenant_id: &str,
     origin: Origin,
@@ -535,52 +543,29 @@ fn by_idempotency(
     row.map(TryInto::try_into).transpose()
 }
 
-/// Records a request (forwarded, submitted or created at contract end):
-/// returns it and whether it was created now. A retry with the same
-/// idempotency key and the same body digest returns the stored request; the
-/// same key with another body is ALREADY_EXISTS. A forwarded request lands
-/// in the tenant's inbox; any other fans out into one task per system
-/// holding a category in scope, each announced in that system's inbox. The
-/// receipt is signed, the subject flags updated and the audit event
-/// appended, all in this transaction.
-pub fn submit(
+/// When a request was received and what it is due by: the legal deadline
+/// and the platform's own (SLA) one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// When it reached the platform or the controller.
+    pub received: DateTime<Utc>,
+    /// The legal deadline.
+    pub due: DateTime<Utc>,
+    /// proctor's SLA deadline (never after `due`).
+    pub sla: DateTime<Utc>,
+}
+
+/// Inserts a new request in status `initial` with its subject refs and
+/// signed receipt.
+pub fn insert_request(
     conn: &mut DbConnection,
-    now: DateTime<Utc>,
-    new: NewRequest,
-    signer: &ReceiptSigner,
-    mut entry: AuditEntry,
-) -> Result<(RequestRecord, bool)> {
-    chain_lock(conn)?;
-    if let Some(existing) = by_idempotency(conn, &new.tenant_id, new.origin, &new.idempotency_key)? {
-        if existing.body_digest == new.body_digest {
-            return Ok((existing, false));
-        }
-        return Err(Error::Duplicate(
-            "idempotency_key was already used for a different request".into(),
-        ));
-    }
-    let received = new.received_at.unwrap_or(now);
-    if received > now + chrono::Duration::seconds(RECEIVED_AT_SKEW_SECONDS) {
-        return Err(Error::invalid("received_at", "must not be in the future"));
-    }
-    if received < now - chrono::Duration::days(dom::MAX_RECEIVED_AGE_DAYS) {
-        return Err(Error::invalid(
-            "received_at",
-            format!("must lie at most {} days in the past", dom::MAX_RECEIVED_AGE_DAYS),
-        ));
-    }
-    crate::instructions::repo::check_known_categories(conn, "categories", &new.categories)?;
-    let settings = settings(conn, &new.tenant_id)?;
-    let tz = settings.tz();
-    let due = dom::due_at(new.regime, received, tz, false);
-    let sla = dom::sla_due_at(received, tz, settings.sla_days, due);
-    let signature = signer.sign(&dom::receipt_message(&new.tenant_id, &new.body_digest, now));
+    new: &NewRequest,
+    at: Deadlines,
+    initial: Status,
+    receipt: &Receipt,
+) -> Result<()> {
     use base64::Engine;
-    let initial = if new.origin == Origin::Forwarded {
-        Status::Forwarded
-    } else {
-        Status::Received
-    };
+    let now = receipt.issued_at;
     let row = Row {
         seq: next_seq_requests(conn)?,
         id: new.id.clone(),
@@ -596,14 +581,14 @@ pub fn submit(
         subject_sealed: new.sealed.as_ref().map(|s| s.data.clone()),
         subject_key_id: new.sealed.as_ref().map(|s| s.key_id.clone()),
         categories: cats_to_json(&new.categories),
-        received_at_us: to_us(received),
-        due_at_us: to_us(due),
-        sla_due_at_us: to_us(sla),
+        received_at_us: to_us(at.received),
+        due_at_us: to_us(at.due),
+        sla_due_at_us: to_us(at.sla),
         extended: false,
         extension_reason: None,
         receipt_issued_at_us: to_us(now),
-        receipt_signature: base64::engine::general_purpose::STANDARD.encode(signature),
-        receipt_key_id: signer.key_id().to_owned(),
+        receipt_signature: base64::engine::general_purpose::STANDARD.encode(&receipt.signature),
+        receipt_key_id: receipt.key_id.clone(),
         created_at_us: to_us(now),
         updated_at_us: to_us(now),
         closed_at_us: None,
@@ -618,6 +603,11 @@ pub fn submit(
     diesel::insert_into(r::subject_requests)
         .values(&row)
         .execute(conn)?;
+    if let Some(by) = &new.forwarded_by {
+        diesel::insert_into(w::subject_request_waits)
+            .values((w::request_id.eq(&new.id), w::forwarded_by.eq(Some(by))))
+            .execute(conn)?;
+    }
     for sref in &new.subject_refs {
         diesel::insert_into(rr::subject_request_refs)
             .values((
@@ -627,111 +617,159 @@ pub fn submit(
             ))
             .execute(conn)?;
     }
-    let mut detail = serde_json::json!({
-        "origin": new.origin.as_str(),
-        "type": new.request_type.as_str(),
-        "regime": new.regime.as_str(),
-        "digest": new.body_digest,
-    });
-    if initial == Status::Forwarded {
-        crate::inbox::repo::enqueue(
-            conn,
-            now,
-            &Recipient::Tenant(new.tenant_id.clone()),
-            KIND_FORWARDED,
-            &serde_json::json!({"id": new.id, "request_type": new.request_type.as_str()}),
-        )?;
-    } else {
-        let tasks = fan_out(conn, now, &new)?;
-        let to = if tasks.is_empty() {
-            Status::Completed
-        } else {
-            Status::InProgress
-        };
-        set_status(conn, now, &new.id, initial, to)?;
-        if to == Status::Completed {
-            // No system holds data in scope: done at once, and the controller
-            // still hears of it as of any other completion.
-            announce_completed(conn, now, &new.tenant_id, &new.id, new.request_type)?;
-        }
-        detail["tasks"] = serde_json::json!(tasks.len());
-    }
-    recompute_flags(conn, now, &new.tenant_id, &new.subject_refs)?;
-    entry.target = new.id.clone();
-    entry.tenant_id = Some(new.tenant_id.clone());
-    entry.detail = detail.to_string();
-    crate::audit::repo::append(conn, now, entry)?;
-    Ok((get(conn, None, &new.id)?, true))
-}
-
-/// Tells the controller in its inbox that request `id` completed.
-fn announce_completed(
-    conn: &mut DbConnection,
-    now: DateTime<Utc>,
-    tenant_id: &str,
-    id: &str,
-    request_type: RequestType,
-) -> Result<()> {
-    crate::inbox::repo::enqueue(
-        conn,
-        now,
-        &Recipient::Tenant(tenant_id.to_owned()),
-        KIND_COMPLETED,
-        &serde_json::json!({"id": id, "request_type": request_type.as_str()}),
-    )?;
     Ok(())
 }
 
-/// One task per registered system whose categories meet the scope, each
-/// announced in the system's inbox.
-fn fan_out(conn: &mut DbConnection, now: DateTime<Utc>, req: &NewRequest) -> Result<Vec<String>> {
+/// Per system, the categories a legal hold withheld from its task.
+pub type Withheld = Vec<(String, Vec<String>)>;
+
+/// A task just planned: its id and the system it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedTask {
+    /// Task id.
+    pub id: String,
+    /// The system that holds data in scope.
+    pub system: String,
+}
+
+/// Inserts one pending task per registered system whose categories meet
+/// the request's scope, leaving out the categories `held` covers (a legal
+/// hold: see [`crate::instructions::service::held_now`]). Returns the tasks
+/// and, per system, the categories withheld.
+pub fn plan_tasks(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    req: &NewRequest,
+    held: &Held,
+) -> Result<(Vec<PlannedTask>, Withheld)> {
     let systems: Vec<(String, String)> = sy::subject_systems
         .select((sy::name, sy::categories))
         .order(sy::name.asc())
         .load(conn)?;
-    let mut seq = next_seq_tasks(conn)?;
-    let mut ids = Vec::new();
+    let mut out = Vec::new();
+    let mut withheld = Vec::new();
     for (name, cats) in systems {
         let Some(scope) = dom::task_scope(&cats_from_json(&cats)?, &req.categories) else {
             continue;
         };
-        let id = uuid::Uuid::new_v4().to_string();
-        diesel::insert_into(t::subject_tasks)
-            .values(&TaskRow {
-                seq,
-                id: id.clone(),
-                request_id: req.id.clone(),
-                tenant_id: req.tenant_id.clone(),
-                system: name.clone(),
-                request_type: req.request_type.as_str().into(),
-                categories: cats_to_json(&scope),
-                status: TaskStatus::Pending.as_str().into(),
-                lease_until_us: None,
-                attempts: 0,
-                records_affected: 0,
-                error: None,
-                created_at_us: to_us(now),
-                updated_at_us: to_us(now),
-                error_sealed: None,
-                error_key_id: None,
-            })
-            .execute(conn)?;
-        crate::inbox::repo::enqueue(
+        let (scope, kept) = held.split(&scope);
+        if !kept.is_empty() {
+            withheld.push((name.clone(), kept));
+        }
+        if scope.is_empty() {
+            continue;
+        }
+        let id = add_task(
             conn,
             now,
-            &Recipient::System(name),
-            KIND_TASK,
-            &serde_json::json!({"id": id, "request_id": req.id, "request_type": req.request_type.as_str()}),
+            &req.id,
+            &req.tenant_id,
+            &name,
+            req.request_type,
+            &scope,
         )?;
-        seq += 1;
-        ids.push(id);
+        out.push(PlannedTask { id, system: name });
     }
-    Ok(ids)
+    Ok((out, withheld))
+}
+
+/// Inserts one pending task of `system` for request `request_id` over
+/// `categories`; returns its id.
+pub fn add_task(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    request_id: &str,
+    tenant_id: &str,
+    system: &str,
+    request_type: RequestType,
+    categories: &[String],
+) -> Result<String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    diesel::insert_into(t::subject_tasks)
+        .values(&TaskRow {
+            seq: next_seq_tasks(conn)?,
+            id: id.clone(),
+            request_id: request_id.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            system: system.to_owned(),
+            request_type: request_type.as_str().into(),
+            categories: cats_to_json(categories),
+            status: TaskStatus::Pending.as_str().into(),
+            lease_until_us: None,
+            attempts: 0,
+            records_affected: 0,
+            error: None,
+            created_at_us: to_us(now),
+            updated_at_us: to_us(now),
+            error_sealed: None,
+            error_key_id: None,
+            next_attempt_at_us: None,
+            no_data_held: false,
+        })
+        .execute(conn)?;
+    Ok(id)
+}
+
+/// Cancels one unfinished task (a later completion is refused).
+pub fn cancel_task(conn: &mut DbConnection, now: DateTime<Utc>, task_id: &str) -> Result<()> {
+    diesel::update(
+        t::subject_tasks
+            .filter(t::id.eq(task_id))
+            .filter(t::status.ne_all(FINISHED)),
+    )
+    .set(cancelled_at(now))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// Statuses a task never leaves: what cancelling passes over.
+const FINISHED: [&str; 2] = ["done", "cancelled"];
+
+/// What [`cancelled_at`] sets: status, no lease, the time.
+type Cancelled = (
+    diesel::dsl::Eq<t::status, &'static str>,
+    diesel::dsl::Eq<t::lease_until_us, Option<i64>>,
+    diesel::dsl::Eq<t::updated_at_us, i64>,
+);
+
+/// The columns a cancelled task gets, for one task or a request's open
+/// ones alike.
+fn cancelled_at(now: DateTime<Utc>) -> Cancelled {
+    (
+        t::status.eq(TaskStatus::Cancelled.as_str()),
+        t::lease_until_us.eq(None::<i64>),
+        t::updated_at_us.eq(to_us(now)),
+    )
+}
+
+/// The open requests of `tenant` of one type, oldest first.
+pub fn open_of_type(
+    conn: &mut DbConnection,
+    tenant: &str,
+    request_type: RequestType,
+) -> Result<Vec<RequestRecord>> {
+    let open: Vec<&str> = [Status::Received, Status::Forwarded, Status::InProgress]
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    let rows: Vec<Row> = r::subject_requests
+        .filter(r::tenant_id.eq(tenant))
+        .filter(r::request_type.eq(request_type.as_str()))
+        .filter(r::status.eq_any(open))
+        .order(r::seq.asc())
+        .load(conn)?;
+    rows.into_iter().map(TryInto::try_into).collect()
 }
 
 /// Moves a request along the transition table; closing it drops its sealed
 /// identifiers (only the keyed hash remains) and bumps its version.
-fn set_status(conn: &mut DbConnection, now: DateTime<Utc>, id: &str, from: Status, to: Status) -> Result<()> {
+pub fn set_status(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    id: &str,
+    from: Status,
+    to: Status,
+) -> Result<()> {
     from.transition(to)?;
     let target = r::subject_requests
         .filter(r::id.eq(id))
@@ -756,6 +794,15 @@ fn set_status(conn: &mut DbConnection, now: DateTime<Utc>, id: &str, from: Statu
             ))
             .execute(conn)?
     };
+    if !to.is_open() {
+        // A closed request awaits nobody.
+        diesel::update(w::subject_request_waits.filter(w::request_id.eq(id)))
+            .set((
+                w::resume_status.eq(None::<String>),
+                w::sla_paused_at_us.eq(None::<i64>),
+            ))
+            .execute(conn)?;
+    }
     if n != 1 {
         return Err(Error::Conflict("the request changed concurrently; retry".into()));
     }
@@ -763,7 +810,9 @@ fn set_status(conn: &mut DbConnection, now: DateTime<Utc>, id: &str, from: Statu
     Ok(())
 }
 
-fn touch(conn: &mut DbConnection, now: DateTime<Utc>, id: &str) -> Result<()> {
+/// Bumps request `id`'s version (a task of it changed) and wakes its
+/// watchers.
+pub fn touch(conn: &mut DbConnection, now: DateTime<Utc>, id: &str) -> Result<()> {
     diesel::update(r::subject_requests.filter(r::id.eq(id)))
         .set((r::updated_at_us.eq(to_us(now)), r::version.eq(r::version + 1)))
         .execute(conn)?;
@@ -778,13 +827,14 @@ fn new_version(id: &str) {
 }
 
 /// Recomputes the flags of `refs` from every live controller request
-/// (submitted or contract-end, open or completed) naming them.
-fn recompute_flags(
+/// (submitted or contract-end, open or completed) naming them; true when
+/// any changed, so the caller logs a decision change for the tenant.
+pub fn recompute_flags(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
     tenant_id: &str,
     refs: &[String],
-) -> Result<()> {
+) -> Result<bool> {
     let mut changed = false;
     for sref in refs {
         let ids: Vec<String> = rr::subject_request_refs
@@ -818,10 +868,7 @@ fn recompute_flags(
         if exists == 0 && !flags.any() {
             continue;
         }
-        let last: Option<i64> = f::subject_flags
-            .select(diesel::dsl::max(f::change_seq))
-            .first(conn)?;
-        let seq = last.unwrap_or(0) + 1;
+        let seq = crate::db::next_seq(conn, crate::db::Numbered::SubjectFlagChanges)?;
         let vals = (
             f::restricted.eq(flags.restricted),
             f::objected.eq(flags.objected),
@@ -845,15 +892,11 @@ fn recompute_flags(
         }
         changed = true;
     }
-    if changed {
-        // Decision snapshots follow this log: the new flags reach
-        // CheckProcessing on every replica.
-        crate::instructions::repo::record_change(conn, now, tenant_id)?;
-    }
-    Ok(())
+    Ok(changed)
 }
 
-fn refs_of(conn: &mut DbConnection, id: &str) -> Result<(String, Vec<String>)> {
+/// The tenant and subject refs of request `id`.
+pub fn refs_of(conn: &mut DbConnection, id: &str) -> Result<(String, Vec<String>)> {
     let rows: Vec<(String, String)> = rr::subject_request_refs
         .select((rr::tenant_id, rr::subject_ref))
         .filter(rr::request_id.eq(id))
@@ -865,13 +908,49 @@ fn refs_of(conn: &mut DbConnection, id: &str) -> Result<(String, Vec<String>)> {
 /// One request; `tenant` = `Some` restricts to that tenant, and another
 /// tenant's id is NOT_FOUND exactly like an id that does not exist.
 pub fn get(conn: &mut DbConnection, tenant: Option<&str>, id: &str) -> Result<RequestRecord> {
-    let mut q = r::subject_requests.filter(r::id.eq(id)).into_boxed();
+    let mut q = r::subject_requests
+        .left_join(w::subject_request_waits.on(w::request_id.eq(r::id)))
+        .select((
+            crate::db::schema::subject_requests::all_columns,
+            WAIT_COLUMNS.nullable(),
+        ))
+        .filter(r::id.eq(id))
+        .into_boxed();
     if let Some(tn) = tenant {
         q = q.filter(r::tenant_id.eq(tn));
     }
-    let row: Option<Row> = q.first(conn).optional()?;
-    row.ok_or_else(|| Error::Missing(format!("subject request {id}")))?
-        .try_into()
+    let row: Option<(Row, Option<WaitRow>)> = q.first(conn).optional()?;
+    with_wait(row.ok_or_else(|| Error::not_found("subject request", id.to_string()))?)
+}
+
+type WaitRow = (Option<String>, Option<String>, Option<i64>, i64);
+
+const WAIT_COLUMNS: (
+    w::forwarded_by,
+    w::resume_status,
+    w::sla_paused_at_us,
+    w::questions,
+) = (
+    w::forwarded_by,
+    w::resume_status,
+    w::sla_paused_at_us,
+    w::questions,
+);
+
+/// A request row with what [`RequestRecord`] keeps beside it (who forwarded
+/// it, its questions, its wait for the controller), read in the same query.
+fn with_wait((row, wait): (Row, Option<WaitRow>)) -> Result<RequestRecord> {
+    let mut rec: RequestRecord = row.try_into()?;
+    if let Some((by, resume, paused, questions)) = wait {
+        rec.forwarded_by = by;
+        rec.resume_status = match resume {
+            Some(st) => Some(Status::parse(&st).ok_or_else(|| corrupt("resume status"))?),
+            None => None,
+        };
+        rec.sla_paused_at = paused.map(from_us);
+        rec.questions = questions;
+    }
+    Ok(rec)
 }
 
 /// The tasks of the given requests, in creation order.
@@ -896,7 +975,7 @@ pub struct ListFilter {
     pub due_before: Option<DateTime<Utc>>,
 }
 
-const OPEN: [&str; 3] = ["received", "forwarded", "in_progress"];
+const OPEN: [&str; 4] = ["received", "forwarded", "in_progress", "awaiting_controller"];
 
 /// One page of requests (after `after`, by creation order) and the number
 /// of overdue open requests under the same tenant filter.
@@ -908,6 +987,11 @@ pub fn list(
     limit: i64,
 ) -> Result<(Vec<RequestRecord>, u64)> {
     let mut q = r::subject_requests
+        .left_join(w::subject_request_waits.on(w::request_id.eq(r::id)))
+        .select((
+            crate::db::schema::subject_requests::all_columns,
+            WAIT_COLUMNS.nullable(),
+        ))
         .filter(r::seq.gt(after))
         .order(r::seq.asc())
         .limit(limit)
@@ -926,9 +1010,10 @@ pub fn list(
     if let Some(b) = filter.due_before {
         q = q.filter(r::status.eq_any(OPEN)).filter(r::due_at_us.le(to_us(b)));
     }
-    let rows: Vec<Row> = q.load(conn)?;
+    let rows: Vec<(Row, Option<WaitRow>)> = q.load(conn)?;
     let (_, overdue, _) = counts(conn, now, filter.tenant.as_deref())?;
-    Ok((records(rows)?, overdue))
+    let recs = rows.into_iter().map(with_wait).collect::<Result<_>>()?;
+    Ok((recs, overdue))
 }
 
 /// (open requests, overdue open requests, unfinished tasks), optionally for
@@ -940,7 +1025,7 @@ pub fn counts(conn: &mut DbConnection, now: DateTime<Utc>, tenant: Option<&str>)
         .filter(r::due_at_us.lt(to_us(now)))
         .into_boxed();
     let mut tasks = t::subject_tasks
-        .filter(t::status.eq_any(["pending", "leased", "failed"]))
+        .filter(t::status.eq_any(["pending", "leased", "failed", "needs_attention"]))
         .into_boxed();
     if let Some(tn) = tenant {
         open = open.filter(r::tenant_id.eq(tn.to_owned()));
@@ -953,59 +1038,255 @@ pub fn counts(conn: &mut DbConnection, now: DateTime<Utc>, tenant: Option<&str>)
     Ok((o as u64, d as u64, k as u64))
 }
 
-/// Closes an open request of `tenant` without completing it: cancelled, or
-/// rejected when `closing` names a legal ground. Its unfinished tasks are
-/// cancelled (later completions are FAILED_PRECONDITION), its identifiers
-/// dropped, its export chunks deleted, its flags recomputed, the reason
-/// (sealed with `ring`) and ground kept with it.
-pub fn close(
+/// Moves open request `id` (now `from`) to awaiting the controller: it
+/// returns to `from` once every question is answered, and proctor's SLA is
+/// paused from `now`.
+pub fn pause_for_controller(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
-    ring: &KeyRing,
-    tenant: &str,
     id: &str,
-    closing: Closing,
-    mut entry: AuditEntry,
-) -> Result<RequestRecord> {
-    chain_lock(conn)?;
-    let req = get(conn, Some(tenant), id)?;
-    let to = if closing.ground.is_some() {
-        Status::Rejected
-    } else {
-        Status::Cancelled
-    };
-    set_status(conn, now, id, req.status, to)?;
-    let reason = closing.reason.as_deref().unwrap_or_default();
-    let mut reasons = req.reasons.open(ring, id)?;
-    reasons.close = reason.to_owned();
-    save_reasons(conn, ring, id, &reasons)?;
-    diesel::update(r::subject_requests.filter(r::id.eq(id)))
-        .set(r::rejection_ground.eq(closing.ground.map(RejectionGround::as_str)))
+    from: Status,
+) -> Result<()> {
+    set_status(conn, now, id, from, Status::AwaitingController)?;
+    let vals = (
+        w::resume_status.eq(Some(from.as_str())),
+        w::sla_paused_at_us.eq(Some(to_us(now))),
+    );
+    let n = diesel::update(w::subject_request_waits.filter(w::request_id.eq(id)))
+        .set(vals)
         .execute(conn)?;
+    if n == 0 {
+        diesel::insert_into(w::subject_request_waits)
+            .values((w::request_id.eq(id), vals))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Ends request `id`'s wait for the controller: back to `to`, with
+/// proctor's SLA deadline moved to `sla`.
+pub fn resume_from_controller(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    id: &str,
+    to: Status,
+    sla: DateTime<Utc>,
+) -> Result<()> {
+    set_status(conn, now, id, Status::AwaitingController, to)?;
+    diesel::update(w::subject_request_waits.filter(w::request_id.eq(id)))
+        .set((
+            w::resume_status.eq(None::<String>),
+            w::sla_paused_at_us.eq(None::<i64>),
+        ))
+        .execute(conn)?;
+    diesel::update(r::subject_requests.filter(r::id.eq(id)))
+        .set(r::sla_due_at_us.eq(to_us(sla)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// A question a platform system asked a request's controller, both texts
+/// sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuestionRecord {
+    /// Public id.
+    pub id: String,
+    /// The request it is about.
+    pub request_id: String,
+    /// The request's tenant (the controller asked).
+    pub tenant_id: String,
+    /// The platform system that asked (gets the answer).
+    pub asked_by: String,
+    /// The question, sealed.
+    pub question: StoredText,
+    /// When it was asked.
+    pub asked_at: DateTime<Utc>,
+    /// The answer, sealed (empty while open).
+    pub answer: StoredText,
+    /// Who answered (the tenant token's subject).
+    pub answered_by: Option<String>,
+    /// When it was answered; `None` while open.
+    pub answered_at: Option<DateTime<Utc>>,
+}
+
+type QuestionRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+fn question_record(w: QuestionRow) -> QuestionRecord {
+    QuestionRecord {
+        id: w.0,
+        request_id: w.1,
+        tenant_id: w.2,
+        asked_by: w.3,
+        question: StoredText::from_columns(None, Some(w.4), Some(w.5)),
+        asked_at: from_us(w.6),
+        answer: StoredText::from_columns(None, w.7, w.8),
+        answered_by: w.9,
+        answered_at: w.10.map(from_us),
+    }
+}
+
+const QUESTION_COLUMNS: (
+    q::id,
+    q::request_id,
+    q::tenant_id,
+    q::asked_by,
+    q::question_key_id,
+    q::question_sealed,
+    q::asked_at_us,
+    q::answer_key_id,
+    q::answer_sealed,
+    q::answered_by,
+    q::answered_at_us,
+) = (
+    q::id,
+    q::request_id,
+    q::tenant_id,
+    q::asked_by,
+    q::question_key_id,
+    q::question_sealed,
+    q::asked_at_us,
+    q::answer_key_id,
+    q::answer_sealed,
+    q::answered_by,
+    q::answered_at_us,
+);
+
+/// Records a question (`question` already sealed under its id).
+pub fn insert_question(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    id: &str,
+    req: &RequestRecord,
+    asked_by: &str,
+    question: &StoredText,
+) -> Result<()> {
+    diesel::insert_into(q::subject_questions)
+        .values((
+            q::id.eq(id),
+            q::request_id.eq(&req.id),
+            q::tenant_id.eq(&req.tenant_id),
+            q::asked_by.eq(asked_by),
+            q::question_key_id.eq(question.key_id.clone().unwrap_or_default()),
+            q::question_sealed.eq(question.sealed.clone().unwrap_or_default()),
+            q::asked_at_us.eq(to_us(now)),
+        ))
+        .execute(conn)?;
+    let n = diesel::update(w::subject_request_waits.filter(w::request_id.eq(&req.id)))
+        .set(w::questions.eq(w::questions + 1))
+        .execute(conn)?;
+    if n == 0 {
+        diesel::insert_into(w::subject_request_waits)
+            .values((w::request_id.eq(&req.id), w::questions.eq(1i64)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Question `id`; `tenant` = `Some` restricts to that tenant's, and
+/// another tenant's is NOT_FOUND like one that does not exist.
+pub fn question(conn: &mut DbConnection, tenant: Option<&str>, id: &str) -> Result<QuestionRecord> {
+    let mut query = q::subject_questions
+        .select(QUESTION_COLUMNS)
+        .filter(q::id.eq(id))
+        .into_boxed();
+    if let Some(tn) = tenant {
+        query = query.filter(q::tenant_id.eq(tn.to_owned()));
+    }
+    let row: Option<QuestionRow> = query.first(conn).optional()?;
+    row.map(question_record)
+        .ok_or_else(|| Error::Missing(format!("question {id}")))
+}
+
+/// The questions about the given requests, oldest first.
+pub fn questions_of(conn: &mut DbConnection, request_ids: &[String]) -> Result<Vec<QuestionRecord>> {
+    let rows: Vec<QuestionRow> = q::subject_questions
+        .select(QUESTION_COLUMNS)
+        .filter(q::request_id.eq_any(request_ids))
+        .order((q::asked_at_us.asc(), q::id.asc()))
+        .load(conn)?;
+    Ok(rows.into_iter().map(question_record).collect())
+}
+
+/// How many questions about request `request_id` are still unanswered.
+pub fn open_questions(conn: &mut DbConnection, request_id: &str) -> Result<i64> {
+    Ok(q::subject_questions
+        .filter(q::request_id.eq(request_id))
+        .filter(q::answered_at_us.is_null())
+        .count()
+        .get_result(conn)?)
+}
+
+/// Records the answer (already sealed) to question `id`.
+pub fn answer_question(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    id: &str,
+    by: &str,
+    answer: &StoredText,
+) -> Result<()> {
+    diesel::update(q::subject_questions.filter(q::id.eq(id)))
+        .set((
+            q::answer_key_id.eq(&answer.key_id),
+            q::answer_sealed.eq(&answer.sealed),
+            q::answered_by.eq(Some(by)),
+            q::answered_at_us.eq(Some(to_us(now))),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Tasks that failed every attempt they were allowed and wait for a
+/// person (the gauge SRE and compliance watch); numbers only.
+pub fn count_needing_attention(conn: &mut DbConnection) -> Result<u64> {
+    let n: i64 = t::subject_tasks
+        .filter(t::status.eq(TaskStatus::NeedsAttention.as_str()))
+        .count()
+        .get_result(conn)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Stores the rejection ground of a closed request (None: cancelled).
+pub fn set_rejection_ground(
+    conn: &mut DbConnection,
+    id: &str,
+    ground: Option<RejectionGround>,
+) -> Result<()> {
+    diesel::update(r::subject_requests.filter(r::id.eq(id)))
+        .set(r::rejection_ground.eq(ground.map(RejectionGround::as_str)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Cancels every unfinished task of request `id`: a later completion is
+/// FAILED_PRECONDITION.
+pub fn cancel_open_tasks(conn: &mut DbConnection, now: DateTime<Utc>, id: &str) -> Result<()> {
     diesel::update(
         t::subject_tasks
             .filter(t::request_id.eq(id))
-            .filter(t::status.ne_all(["done", "cancelled"])),
+            .filter(t::status.ne_all(FINISHED)),
     )
-    .set((
-        t::status.eq(TaskStatus::Cancelled.as_str()),
-        t::lease_until_us.eq(None::<i64>),
-        t::updated_at_us.eq(to_us(now)),
-    ))
+    .set(cancelled_at(now))
     .execute(conn)?;
+    Ok(())
+}
+
+/// Deletes the export chunks of request `id` (the bundle of a request that
+/// closed without completing).
+pub fn delete_export_chunks(conn: &mut DbConnection, id: &str) -> Result<()> {
     diesel::delete(x::subject_export_chunks.filter(x::request_id.eq(id))).execute(conn)?;
-    let (_, refs) = refs_of(conn, id)?;
-    recompute_flags(conn, now, tenant, &refs)?;
-    entry.target = id.to_owned();
-    entry.detail = serde_json::json!({
-        "from": req.status.as_str(),
-        "to": to.as_str(),
-        "ground": closing.ground.map(RejectionGround::as_str),
-        "reason_chars": reason.chars().count(),
-    })
-    .to_string();
-    crate::audit::repo::append(conn, now, entry)?;
-    get(conn, None, id)
+    delete_artifacts(conn, id)
 }
 
 /// How a controller closes a request without completing it.
@@ -1017,32 +1298,14 @@ pub struct Closing {
     pub ground: Option<RejectionGround>,
 }
 
-/// Uses the one extension (see [`dom::extend`]); `reason` is kept with it,
-/// sealed with `ring`; the audit log records its length only.
-pub fn extend(
+/// Moves request `id`'s legal deadline to `due` and marks the one
+/// extension used.
+pub fn set_extended_due(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
-    ring: &KeyRing,
-    tenant: &str,
     id: &str,
-    reason: &str,
-    mut entry: AuditEntry,
-) -> Result<RequestRecord> {
-    chain_lock(conn)?;
-    let req = get(conn, Some(tenant), id)?;
-    let tz = settings(conn, tenant)?.tz();
-    let due = dom::extend(
-        req.regime,
-        req.status,
-        req.extended,
-        req.received_at,
-        req.due_at,
-        now,
-        tz,
-    )?;
-    let mut reasons = req.reasons.open(ring, id)?;
-    reasons.extension = reason.to_owned();
-    save_reasons(conn, ring, id, &reasons)?;
+    due: DateTime<Utc>,
+) -> Result<()> {
     diesel::update(r::subject_requests.filter(r::id.eq(id)))
         .set((
             r::due_at_us.eq(to_us(due)),
@@ -1052,15 +1315,7 @@ pub fn extend(
         ))
         .execute(conn)?;
     new_version(id);
-    entry.target = id.to_owned();
-    entry.detail = serde_json::json!({
-        "from": to_us(req.due_at),
-        "to": to_us(due),
-        "reason_chars": reason.chars().count(),
-    })
-    .to_string();
-    crate::audit::repo::append(conn, now, entry)?;
-    get(conn, None, id)
+    Ok(())
 }
 
 /// A registered platform system.
@@ -1074,17 +1329,13 @@ pub struct SystemRecord {
     pub registered_at: DateTime<Utc>,
 }
 
-/// Registers a system or replaces its categories (later requests only; open
-/// tasks are not re-planned).
-pub fn register_system(
+/// Registers a system or replaces its categories; returns it as stored.
+pub fn upsert_system(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
     name: &str,
     categories: &[String],
-    mut entry: AuditEntry,
 ) -> Result<SystemRecord> {
-    chain_lock(conn)?;
-    crate::instructions::repo::check_known_categories(conn, "categories", categories)?;
     let n = diesel::update(sy::subject_systems.filter(sy::name.eq(name)))
         .set((
             sy::categories.eq(cats_to_json(categories)),
@@ -1101,9 +1352,6 @@ pub fn register_system(
             ))
             .execute(conn)?;
     }
-    entry.target = name.to_owned();
-    entry.detail = serde_json::json!({"categories": categories}).to_string();
-    crate::audit::repo::append(conn, now, entry)?;
     let (cats, at): (String, i64) = sy::subject_systems
         .select((sy::categories, sy::registered_at_us))
         .filter(sy::name.eq(name))
@@ -1127,9 +1375,12 @@ pub struct LeasedTask {
     pub sealed: Option<Sealed>,
 }
 
-/// Leases up to `spec.max` available tasks of `system` (pending, failed, or
-/// leased with an expired lease), oldest first. On PostgreSQL tasks another
-/// replica is leasing right now are skipped, never handed out twice.
+/// Leases up to `spec.max` available tasks of `system` (pending, or failed
+/// and past its backoff), oldest first. A task whose lease ran out is not
+/// among them until its expiry was recorded as a failed attempt
+/// ([`expired_leases`]): otherwise a system that dies holding it would get
+/// it back at once, forever. On PostgreSQL tasks another replica is leasing
+/// right now are skipped, never handed out twice.
 pub fn pull_tasks(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
@@ -1142,9 +1393,11 @@ pub fn pull_tasks(
         .select(t::seq)
         .filter(t::system.eq(system))
         .filter(
-            t::status
-                .eq_any(["pending", "failed"])
-                .or(t::status.eq("leased").and(t::lease_until_us.le(now_us))),
+            t::status.eq("pending").or(t::status.eq("failed").and(
+                t::next_attempt_at_us
+                    .is_null()
+                    .or(t::next_attempt_at_us.le(now_us)),
+            )),
         )
         .order(t::seq.asc())
         .limit(i64::from(spec.max));
@@ -1181,22 +1434,37 @@ pub fn pull_tasks(
     Ok(out)
 }
 
-fn task_of_system(conn: &mut DbConnection, system: &str, task_id: &str) -> Result<TaskRecord> {
+/// Up to `limit` tasks (of `system`, or of every system) still leased
+/// whose lease ended by `now`, oldest first: attempts whose system never
+/// reported, for the caller to record as failed.
+pub fn expired_leases(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    system: Option<&str>,
+    limit: i64,
+) -> Result<Vec<TaskRecord>> {
+    let mut q = t::subject_tasks
+        .filter(t::status.eq(TaskStatus::Leased.as_str()))
+        .filter(t::lease_until_us.le(to_us(now)))
+        .order(t::seq.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(system) = system {
+        q = q.filter(t::system.eq(system.to_owned()));
+    }
+    records(q.load::<TaskRow>(conn)?)
+}
+
+/// `system`'s task `task_id`; another system's task is NOT_FOUND exactly
+/// like one that does not exist.
+pub fn task_of_system(conn: &mut DbConnection, system: &str, task_id: &str) -> Result<TaskRecord> {
     let row: Option<TaskRow> = t::subject_tasks
         .filter(t::id.eq(task_id))
         .filter(t::system.eq(system))
         .first(conn)
         .optional()?;
-    row.ok_or_else(|| Error::Missing(format!("task {task_id}")))?
+    row.ok_or_else(|| Error::not_found("task", task_id.to_string()))?
         .try_into()
-}
-
-fn refuse_terminal(task: &TaskRecord) -> Result<()> {
-    match task.status {
-        TaskStatus::Cancelled => Err(Error::WrongState("the task's request was cancelled".into())),
-        TaskStatus::Done => Err(Error::WrongState("the task is already done".into())),
-        _ => Ok(()),
-    }
 }
 
 /// What a system reports with `CompleteTask`.
@@ -1208,128 +1476,106 @@ pub struct Completion {
     pub export_data: Vec<u8>,
     /// More chunks follow: keep the task open.
     pub more: bool,
+    /// The system holds nothing for the person.
+    pub no_data_held: bool,
 }
 
-/// Records a completion (or one export chunk) of `system`'s task. When the
-/// last task of a request is done, the request completes, its identifiers
-/// are dropped, and the controller's inbox gets a notice.
-pub fn complete_task(
+/// Appends one export chunk of `task`, already sealed (`key_id`, `sealed`).
+pub fn insert_export_chunk(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
-    ring: &KeyRing,
-    system: &str,
-    task_id: &str,
-    done: Completion,
-    mut entry: AuditEntry,
-) -> Result<(TaskRecord, RequestRecord)> {
-    chain_lock(conn)?;
-    let task = task_of_system(conn, system, task_id)?;
-    refuse_terminal(&task)?;
-    if !done.export_data.is_empty() {
-        if !task.request_type.exports() {
-            return Err(Error::invalid(
-                "export_data",
-                format!("a {} task sends no export data", task.request_type.as_str()),
-            ));
-        }
-        dom::export_chunk_inner(&done.export_data)?;
-        // A subject's records at rest are sealed like its identifiers.
-        let (key_id, sealed) = seal_chunk(ring, &task.id, &done.export_data)?;
-        let last: Option<i64> = x::subject_export_chunks
-            .select(diesel::dsl::max(x::seq))
-            .first(conn)?;
-        diesel::insert_into(x::subject_export_chunks)
-            .values((
-                x::seq.eq(last.unwrap_or(0) + 1),
-                x::request_id.eq(&task.request_id),
-                x::task_id.eq(&task.id),
-                x::system.eq(system),
-                x::data.eq(&sealed),
-                x::key_id.eq(Some(key_id)),
-                x::created_at_us.eq(to_us(now)),
-            ))
-            .execute(conn)?;
-    }
-    let status = if done.more { task.status } else { TaskStatus::Done };
-    let lease = if done.more {
-        task.lease_until.map(to_us)
-    } else {
-        None
-    };
-    diesel::update(t::subject_tasks.filter(t::id.eq(task_id)))
+    task: &TaskRecord,
+    key_id: &str,
+    sealed: &[u8],
+) -> Result<()> {
+    diesel::insert_into(x::subject_export_chunks)
+        .values((
+            x::seq.eq(crate::db::next_seq(conn, crate::db::Numbered::ExportChunks)?),
+            x::request_id.eq(&task.request_id),
+            x::task_id.eq(&task.id),
+            x::system.eq(&task.system),
+            x::data.eq(sealed),
+            x::key_id.eq(Some(key_id)),
+            x::created_at_us.eq(to_us(now)),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Records a completion step of `task`: done (its lease released), or
+/// still `more` to come under its lease; its records added up, any earlier
+/// error cleared.
+pub fn record_completion(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    task: &TaskRecord,
+    done: &Completion,
+) -> Result<()> {
+    let (records_affected, more) = (done.records_affected, done.more);
+    let status = if more { task.status } else { TaskStatus::Done };
+    let lease = if more { task.lease_until.map(to_us) } else { None };
+    diesel::update(t::subject_tasks.filter(t::id.eq(&task.id)))
         .set((
             t::status.eq(status.as_str()),
             t::lease_until_us.eq(lease),
-            t::records_affected.eq(t::records_affected + done.records_affected),
+            t::records_affected.eq(t::records_affected + records_affected),
+            t::no_data_held.eq(done.no_data_held),
+            t::next_attempt_at_us.eq(None::<i64>),
             t::error.eq(None::<String>),
             t::error_sealed.eq(None::<String>),
             t::error_key_id.eq(None::<String>),
             t::updated_at_us.eq(to_us(now)),
         ))
         .execute(conn)?;
-    let req = get(conn, None, &task.request_id)?;
-    let remaining: i64 = t::subject_tasks
-        .filter(t::request_id.eq(&task.request_id))
-        .filter(t::status.ne(TaskStatus::Done.as_str()))
-        .count()
-        .get_result(conn)?;
-    if remaining == 0 && req.status.is_open() {
-        set_status(conn, now, &req.id, req.status, Status::Completed)?;
-        let (_, refs) = refs_of(conn, &req.id)?;
-        recompute_flags(conn, now, &req.tenant_id, &refs)?;
-        announce_completed(conn, now, &req.tenant_id, &req.id, req.request_type)?;
-    } else {
-        touch(conn, now, &req.id)?;
-    }
-    entry.target = task_id.to_owned();
-    entry.tenant_id = Some(req.tenant_id.clone());
-    entry.detail = serde_json::json!({
-        "request_id": req.id,
-        "records_affected": done.records_affected,
-        "export_bytes": done.export_data.len(),
-        "more": done.more,
-    })
-    .to_string();
-    crate::audit::repo::append(conn, now, entry)?;
-    let task = task_of_system(conn, system, task_id)?;
-    Ok((task, get(conn, None, &req.id)?))
+    Ok(())
 }
 
-/// Records a failed attempt: the task is offered again on the next pull.
-/// The error is sealed with `ring`; the audit log records its length only.
-pub fn fail_task(
+/// How many tasks of request `request_id` are not done yet.
+pub fn unfinished_tasks(conn: &mut DbConnection, request_id: &str) -> Result<i64> {
+    // A task cancelled while its request is open was withheld by a legal
+    // hold (and reissued for what the hold does not cover): it no longer
+    // holds the request back.
+    Ok(t::subject_tasks
+        .filter(t::request_id.eq(request_id))
+        .filter(t::status.ne_all(FINISHED))
+        .count()
+        .get_result(conn)?)
+}
+
+/// Records a failed attempt of task `task_id` with its error, sealed:
+/// the task is offered again from `retry_at` on, or (`None`) it needs
+/// attention and is no longer offered.
+pub fn record_failure(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
-    ring: &KeyRing,
-    system: &str,
     task_id: &str,
-    error: &str,
-    mut entry: AuditEntry,
-) -> Result<TaskRecord> {
-    chain_lock(conn)?;
-    let task = task_of_system(conn, system, task_id)?;
-    refuse_terminal(&task)?;
-    let sealed = StoredText::seal(ring, Field::TaskError, task_id, error)?;
+    error: &StoredText,
+    retry_at: Option<DateTime<Utc>>,
+) -> Result<()> {
+    let status = match retry_at {
+        Some(_) => TaskStatus::Failed,
+        None => TaskStatus::NeedsAttention,
+    };
     diesel::update(t::subject_tasks.filter(t::id.eq(task_id)))
         .set((
-            t::status.eq(TaskStatus::Failed.as_str()),
+            t::status.eq(status.as_str()),
+            t::next_attempt_at_us.eq(retry_at.map(to_us)),
             t::lease_until_us.eq(None::<i64>),
             t::error.eq(None::<String>),
-            t::error_sealed.eq(&sealed.sealed),
-            t::error_key_id.eq(&sealed.key_id),
+            t::error_sealed.eq(&error.sealed),
+            t::error_key_id.eq(&error.key_id),
             t::updated_at_us.eq(to_us(now)),
         ))
         .execute(conn)?;
-    touch(conn, now, &task.request_id)?;
-    entry.target = task_id.to_owned();
-    entry.tenant_id = Some(task.tenant_id.clone());
-    entry.detail = serde_json::json!({
-        "request_id": task.request_id,
-        "error_chars": error.chars().count(),
-    })
-    .to_string();
-    crate::audit::repo::append(conn, now, entry)?;
-    task_of_system(conn, system, task_id)
+    Ok(())
+}
+
+/// Starts the export's retention clock at its first download.
+pub fn mark_downloaded(conn: &mut DbConnection, now: DateTime<Utc>, id: &str) -> Result<()> {
+    diesel::update(r::subject_requests.filter(r::id.eq(id)))
+        .set(r::export_downloaded_at_us.eq(Some(to_us(now))))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// What `GetExport` may stream.
@@ -1342,52 +1588,10 @@ pub enum ExportStart {
     Deleted,
 }
 
-/// Opens an export download of `tenant`'s request: only for completed
-/// access/portability requests; the first download starts the retention
-/// clock, after which the chunks are deleted.
-pub fn export_start(
-    conn: &mut DbConnection,
-    now: DateTime<Utc>,
-    tenant: &str,
-    id: &str,
-    retention: chrono::Duration,
-    mut entry: AuditEntry,
-) -> Result<ExportStart> {
-    chain_lock(conn)?;
-    let req = get(conn, Some(tenant), id)?;
-    if !req.request_type.exports() {
-        return Err(Error::WrongState(format!(
-            "a {} request has no export",
-            req.request_type.as_str()
-        )));
-    }
-    if req.status != Status::Completed {
-        return Err(Error::WrongState(format!(
-            "the export is ready when the request is completed; it is {}",
-            req.status.as_str()
-        )));
-    }
-    if req.export_deleted_at.is_some() {
-        return Ok(ExportStart::Deleted);
-    }
-    if let Some(first) = req.export_downloaded_at {
-        if first + retention <= now {
-            delete_export(conn, now, id)?;
-            return Ok(ExportStart::Deleted);
-        }
-    } else {
-        diesel::update(r::subject_requests.filter(r::id.eq(id)))
-            .set(r::export_downloaded_at_us.eq(Some(to_us(now))))
-            .execute(conn)?;
-    }
-    entry.target = id.to_owned();
-    crate::audit::repo::append(conn, now, entry)?;
-    let tasks = tasks_of(conn, &[id.to_owned()])?;
-    Ok(ExportStart::Ready(Box::new(get(conn, None, id)?), tasks))
-}
-
-fn delete_export(conn: &mut DbConnection, now: DateTime<Utc>, id: &str) -> Result<()> {
+/// Deletes request `id`'s export bundle and records when.
+pub fn delete_export(conn: &mut DbConnection, now: DateTime<Utc>, id: &str) -> Result<()> {
     diesel::delete(x::subject_export_chunks.filter(x::request_id.eq(id))).execute(conn)?;
+    delete_artifacts(conn, id)?;
     diesel::update(r::subject_requests.filter(r::id.eq(id)))
         .set(r::export_deleted_at_us.eq(Some(to_us(now))))
         .execute(conn)?;
@@ -1544,34 +1748,269 @@ pub fn tenant_flags(conn: &mut DbConnection, tenant_id: &str) -> Result<Vec<Flag
     Ok(rows.into_iter().map(flag_change).collect())
 }
 
-/// Creates (once) the erasure of everything a terminated tenant's data is
-/// owed after the contract-end grace period: an erasure over all categories
-/// with no subject, fanned out like any other request. Idempotent per
-/// tenant. Called by the instructions capability's grace-period sweep.
-pub fn contract_end_erasure(
+/// A sub-processor's confirmation that a tenant's data is deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletionConfirmation {
+    /// The tenant whose data it deleted.
+    pub tenant_id: String,
+    /// The sub-processor (registry id).
+    pub sub_processor_id: String,
+    /// When the sub-processor says it deleted it.
+    pub confirmed_at: DateTime<Utc>,
+    /// Its document or ticket reference.
+    pub reference: String,
+    /// Who recorded it (compliance).
+    pub recorded_by: String,
+    /// When it was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// Records (or replaces) sub-processor `c.sub_processor_id`'s deletion
+/// confirmation for `c.tenant_id`.
+pub fn upsert_confirmation(conn: &mut DbConnection, c: &DeletionConfirmation) -> Result<()> {
+    let target = dc::subject_deletion_confirmations
+        .filter(dc::tenant_id.eq(&c.tenant_id))
+        .filter(dc::sub_processor_id.eq(&c.sub_processor_id));
+    let vals = (
+        dc::confirmed_at_us.eq(to_us(c.confirmed_at)),
+        dc::reference.eq(&c.reference),
+        dc::recorded_by.eq(&c.recorded_by),
+        dc::recorded_at_us.eq(to_us(c.recorded_at)),
+    );
+    let n = diesel::update(target).set(vals).execute(conn)?;
+    if n == 0 {
+        diesel::insert_into(dc::subject_deletion_confirmations)
+            .values((
+                dc::tenant_id.eq(&c.tenant_id),
+                dc::sub_processor_id.eq(&c.sub_processor_id),
+                vals,
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Every deletion confirmation of a tenant, by sub-processor id.
+pub fn confirmations(conn: &mut DbConnection, tenant_id: &str) -> Result<Vec<DeletionConfirmation>> {
+    let rows: Vec<(String, String, i64, String, String, i64)> = dc::subject_deletion_confirmations
+        .select((
+            dc::tenant_id,
+            dc::sub_processor_id,
+            dc::confirmed_at_us,
+            dc::reference,
+            dc::recorded_by,
+            dc::recorded_at_us,
+        ))
+        .filter(dc::tenant_id.eq(tenant_id))
+        .order(dc::sub_processor_id.asc())
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(tenant_id, sub_processor_id, at, reference, by, rec)| DeletionConfirmation {
+                tenant_id,
+                sub_processor_id,
+                confirmed_at: from_us(at),
+                reference,
+                recorded_by: by,
+                recorded_at: from_us(rec),
+            },
+        )
+        .collect())
+}
+
+/// A file a platform system attached to an export task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactRecord {
+    /// Public id.
+    pub id: String,
+    /// The task it belongs to.
+    pub task_id: String,
+    /// The task's request.
+    pub request_id: String,
+    /// The system that uploaded it.
+    pub system: String,
+    /// Its file name (checked: a single path segment).
+    pub file_name: String,
+    /// Its media type.
+    pub content_type: String,
+    /// Bytes (once complete).
+    pub size: i64,
+    /// Hex SHA-256 of its bytes (once complete).
+    pub sha256: String,
+    /// Whether the upload finished; unfinished ones are never exported.
+    pub complete: bool,
+}
+
+type ArtifactRow = (String, String, String, String, String, String, i64, String, bool);
+
+fn artifact_record(w: ArtifactRow) -> ArtifactRecord {
+    ArtifactRecord {
+        id: w.0,
+        task_id: w.1,
+        request_id: w.2,
+        system: w.3,
+        file_name: w.4,
+        content_type: w.5,
+        size: w.6,
+        sha256: w.7,
+        complete: w.8,
+    }
+}
+
+const ARTIFACT_COLUMNS: (
+    ar::id,
+    ar::task_id,
+    ar::request_id,
+    ar::system,
+    ar::file_name,
+    ar::content_type,
+    ar::size,
+    ar::sha256,
+    ar::complete,
+) = (
+    ar::id,
+    ar::task_id,
+    ar::request_id,
+    ar::system,
+    ar::file_name,
+    ar::content_type,
+    ar::size,
+    ar::sha256,
+    ar::complete,
+);
+
+/// Starts an artefact of `task` (no bytes yet, not complete).
+pub fn insert_artifact(conn: &mut DbConnection, now: DateTime<Utc>, a: &ArtifactRecord) -> Result<()> {
+    diesel::insert_into(ar::subject_artifacts)
+        .values((
+            ar::id.eq(&a.id),
+            ar::task_id.eq(&a.task_id),
+            ar::request_id.eq(&a.request_id),
+            ar::system.eq(&a.system),
+            ar::file_name.eq(&a.file_name),
+            ar::content_type.eq(&a.content_type),
+            ar::size.eq(0i64),
+            ar::sha256.eq(""),
+            ar::complete.eq(false),
+            ar::created_at_us.eq(to_us(now)),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Artefact `id` as stored, or NOT_FOUND.
+pub fn artifact(conn: &mut DbConnection, id: &str) -> Result<ArtifactRecord> {
+    let row: Option<ArtifactRow> = ar::subject_artifacts
+        .select(ARTIFACT_COLUMNS)
+        .filter(ar::id.eq(id))
+        .first(conn)
+        .optional()?;
+    row.map(artifact_record)
+        .ok_or_else(|| Error::Missing(format!("artifact {id}")))
+}
+
+/// The artefacts of task `task_id`, complete or not.
+pub fn artifacts_of_task(conn: &mut DbConnection, task_id: &str) -> Result<Vec<ArtifactRecord>> {
+    let rows: Vec<ArtifactRow> = ar::subject_artifacts
+        .select(ARTIFACT_COLUMNS)
+        .filter(ar::task_id.eq(task_id))
+        .order((ar::created_at_us.asc(), ar::id.asc()))
+        .load(conn)?;
+    Ok(rows.into_iter().map(artifact_record).collect())
+}
+
+/// The complete artefacts of request `request_id`, by system then name.
+pub fn artifacts_of_request(conn: &mut DbConnection, request_id: &str) -> Result<Vec<ArtifactRecord>> {
+    let rows: Vec<ArtifactRow> = ar::subject_artifacts
+        .select(ARTIFACT_COLUMNS)
+        .filter(ar::request_id.eq(request_id))
+        .filter(ar::complete.eq(true))
+        .order((ar::system.asc(), ar::file_name.asc()))
+        .load(conn)?;
+    Ok(rows.into_iter().map(artifact_record).collect())
+}
+
+/// The AAD of chunk `idx` of artefact `id`: a chunk opens only in its own
+/// place of its own file.
+fn chunk_aad(id: &str, idx: i64) -> Vec<u8> {
+    format!("artifact/{id}/{idx}").into_bytes()
+}
+
+/// Seals chunk `idx` of artefact `id`: (key id, stored text). Public so
+/// `keys reseal` seals a chunk exactly as an upload does.
+pub fn seal_artifact_chunk(ring: &KeyRing, id: &str, idx: i64, plain: &[u8]) -> Result<(String, String)> {
+    ring.seal(plain, &chunk_aad(id, idx))
+}
+
+/// Chunk `idx` of artefact `id` in the clear, sealed under `key`.
+pub fn open_artifact_chunk(ring: &KeyRing, id: &str, idx: i64, key: &str, data: &str) -> Result<Vec<u8>> {
+    ring.open(key, data, &chunk_aad(id, idx))
+}
+
+/// Seals and stores chunk `idx` of artefact `id`.
+pub fn insert_artifact_chunk(
     conn: &mut DbConnection,
-    now: DateTime<Utc>,
-    tenant_id: &str,
-    signer: &ReceiptSigner,
-    entry: AuditEntry,
-) -> Result<(RequestRecord, bool)> {
-    use sha2::Digest;
-    let digest = hex::encode(sha2::Sha256::digest(format!(
-        "proctor.contract_end.v1\0{tenant_id}"
-    )));
-    let new = NewRequest {
-        id: uuid::Uuid::new_v4().to_string(),
-        tenant_id: tenant_id.to_owned(),
-        origin: Origin::ContractEnd,
-        request_type: RequestType::Erasure,
-        regime: Regime::Gdpr,
-        channel: "contract_end".into(),
-        idempotency_key: dom::CONTRACT_END_KEY.into(),
-        body_digest: digest,
-        subject_refs: Vec::new(),
-        sealed: None,
-        categories: Vec::new(),
-        received_at: Some(now),
-    };
-    submit(conn, now, new, signer, entry)
+    ring: &KeyRing,
+    id: &str,
+    idx: i64,
+    plain: &[u8],
+) -> Result<()> {
+    let (key_id, data) = seal_artifact_chunk(ring, id, idx, plain)?;
+    diesel::insert_into(ac::subject_artifact_chunks)
+        .values((
+            ac::artifact_id.eq(id),
+            ac::idx.eq(idx),
+            ac::key_id.eq(key_id),
+            ac::data.eq(data),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Marks artefact `id` complete with its size and checksum.
+pub fn complete_artifact(conn: &mut DbConnection, id: &str, size: i64, sha256: &str) -> Result<()> {
+    diesel::update(ar::subject_artifacts.filter(ar::id.eq(id)))
+        .set((ar::size.eq(size), ar::sha256.eq(sha256), ar::complete.eq(true)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Deletes artefact `id` and its chunks (an upload that failed).
+pub fn delete_artifact(conn: &mut DbConnection, id: &str) -> Result<()> {
+    diesel::delete(ac::subject_artifact_chunks.filter(ac::artifact_id.eq(id))).execute(conn)?;
+    diesel::delete(ar::subject_artifacts.filter(ar::id.eq(id))).execute(conn)?;
+    Ok(())
+}
+
+/// Deletes every artefact of request `request_id` with its chunks.
+pub fn delete_artifacts(conn: &mut DbConnection, request_id: &str) -> Result<()> {
+    let ids: Vec<String> = ar::subject_artifacts
+        .select(ar::id)
+        .filter(ar::request_id.eq(request_id))
+        .load(conn)?;
+    diesel::delete(ac::subject_artifact_chunks.filter(ac::artifact_id.eq_any(&ids))).execute(conn)?;
+    diesel::delete(ar::subject_artifacts.filter(ar::request_id.eq(request_id))).execute(conn)?;
+    Ok(())
+}
+
+/// Up to `limit` chunks of artefact `id` after chunk `after` (-1: from
+/// the start), in order and in the clear.
+pub fn artifact_chunks(
+    conn: &mut DbConnection,
+    ring: &KeyRing,
+    id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, Vec<u8>)>> {
+    let rows: Vec<(i64, String, String)> = ac::subject_artifact_chunks
+        .select((ac::idx, ac::key_id, ac::data))
+        .filter(ac::artifact_id.eq(id))
+        .filter(ac::idx.gt(after))
+        .order(ac::idx.asc())
+        .limit(limit)
+        .load(conn)?;
+    rows.into_iter()
+        .map(|(idx, key, data)| Ok((idx, open_artifact_chunk(ring, id, idx, &key, &data)?)))
+        .collect()
 }

@@ -19,7 +19,7 @@ use crate::proto::v1::sub_processor_service_server::SubProcessorService;
 use crate::rpc::convert::{from_ts, ts};
 use crate::rpc::page::Page;
 use crate::rpc::{AppState, caller};
-use crate::screening::grpc::NameScreener;
+use crate::screening::live::NameScreener;
 use crate::subprocessors::model::{
     AnswerNotice, ExportFormat, Notice, ProposeChange, RegistrationRequest, Registry, Reply, Scope, SetMode,
     Status as SpStatus, SubProcessorView, TenantEntry, TransferMechanism, required_id,
@@ -60,12 +60,14 @@ fn mechanism_name(m: TransferMechanism) -> &'static str {
         TransferMechanism::Scc => "SCC",
         TransferMechanism::Dpf => "DPF",
         TransferMechanism::Bcr => "BCR",
+        TransferMechanism::Derogation => "DEROGATION",
     }
 }
 
 /// The wire form of a sub-processor as of its view's instant.
 fn sp_to_pb(v: SubProcessorView) -> pb::SubProcessor {
     let s = v.sub_processor;
+    let processing_locations = s.locations().into_owned();
     pb::SubProcessor {
         id: s.id,
         status: status_to_pb(v.status),
@@ -80,6 +82,7 @@ fn sp_to_pb(v: SubProcessorView) -> pb::SubProcessor {
         nda_signed_at: s.nda_signed_at.map(ts),
         created_at: Some(ts(s.created_at)),
         screening: s.screening.as_str().to_owned(),
+        processing_locations,
     }
 }
 
@@ -135,6 +138,11 @@ fn registration_from_pb(r: pb::RegisterSubProcessorRequest) -> Result<Registrati
         nda_signed_at: from_ts(r.nda_signed_at.as_ref(), "nda_signed_at")?,
         legal_name: r.legal_name.trim().to_owned(),
         country: r.country.trim().to_owned(),
+        processing_locations: r
+            .processing_locations
+            .iter()
+            .map(|l| l.trim().to_owned())
+            .collect(),
         services: r.services.trim().to_owned(),
         scope: Scope {
             categories: r.categories,
@@ -175,6 +183,9 @@ struct ExportRow {
     pending_notice: bool,
     dpa_signed_at: String,
     nda_signed_at: String,
+    /// Every country where it processes, joined by ";" (last, so the
+    /// columns clients already read keep their places).
+    processing_locations: String,
 }
 
 fn export_rows(r: &Registry, entries: &[TenantEntry], now: DateTime<Utc>) -> Vec<ExportRow> {
@@ -200,13 +211,14 @@ fn export_rows(r: &Registry, entries: &[TenantEntry], now: DateTime<Utc>) -> Vec
                 pending_notice: e.pending_notice,
                 dpa_signed_at: s.dpa_signed_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
                 nda_signed_at: s.nda_signed_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                processing_locations: s.locations().join(";"),
             })
         })
         .collect()
 }
 
 /// CSV with a header row, quoted per RFC 4180 by the `csv` crate.
-fn to_csv(rows: &[ExportRow]) -> Result<Vec<u8>, Error> {
+fn to_csv(rows: &[ExportRow]) -> Result<String, Error> {
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(Vec::new());
@@ -229,13 +241,15 @@ fn to_csv(rows: &[ExportRow]) -> Result<Vec<u8>, Error> {
             "pending_notice",
             "dpa_signed_at",
             "nda_signed_at",
+            "processing_locations",
         ])
         .map_err(|e| Error::Unexpected(e.to_string()))?;
     }
     for r in rows {
         w.serialize(r).map_err(|e| Error::Unexpected(e.to_string()))?;
     }
-    w.into_inner().map_err(|e| Error::Unexpected(e.to_string()))
+    let bytes = w.into_inner().map_err(|e| Error::Unexpected(e.to_string()))?;
+    String::from_utf8(bytes).map_err(|e| Error::Unexpected(e.to_string()))
 }
 
 #[tonic::async_trait]
@@ -310,8 +324,7 @@ impl SubProcessorService for SubProcessors {
         &self,
         req: Request<pb::ListChangeNoticesRequest>,
     ) -> Result<Response<pb::ListChangeNoticesResponse>, Status> {
-        let crate::rpc::Scope { caller: _, tenant } =
-            self.state.scope(&req, &req.get_ref().tenant_id).await?;
+        let crate::rpc::Scope { tenant, .. } = self.state.scope(&req, &req.get_ref().tenant_id).await?;
         let r = req.into_inner();
         let page = Page::parse(r.page_size, &r.page_token)?;
         let rows = service::list_change_notices(&self.state, tenant, page.after, page.size).await?;
@@ -359,7 +372,7 @@ fn render_export(
     tenant: &str,
     list: &TenantList,
     format: ExportFormat,
-) -> Result<(&'static str, Vec<u8>), Error> {
+) -> Result<(&'static str, String), Error> {
     let rows = export_rows(&list.registry, &list.entries, list.at);
     match format {
         ExportFormat::Csv => Ok(("text/csv; charset=utf-8", to_csv(&rows)?)),
@@ -369,7 +382,7 @@ fn render_export(
                 "generated_at": list.at.to_rfc3339(),
                 "sub_processors": rows,
             });
-            let data = serde_json::to_vec_pretty(&doc).map_err(|e| Error::Unexpected(e.to_string()))?;
+            let data = serde_json::to_string_pretty(&doc).map_err(|e| Error::Unexpected(e.to_string()))?;
             Ok(("application/json", data))
         }
     }
@@ -383,13 +396,8 @@ impl SubProcessors {
         req: Request<(String, String, String)>,
         reply: Reply,
     ) -> Result<Response<pb::ChangeNoticeAnswer>, Status> {
-        let who = caller(&req)?;
-        let (notice_id, tenant_id, reason) = req.into_inner();
-        let rpc = match reply {
-            Reply::Approve => "SubProcessorService/ApproveChange",
-            Reply::Object => "SubProcessorService/ObjectToChange",
-        };
-        let tenant = self.state.require_tenant(&who, &tenant_id, rpc).await?;
+        let (who, tenant) = self.state.scope(&req, &req.get_ref().1).await?.one()?;
+        let (notice_id, _, reason) = req.into_inner();
         let cmd = AnswerNotice::parse(notice_id, tenant, reply, reason)?;
         let answer = service::answer(&self.state, Actor::of(&who), cmd).await?;
         Ok(Response::new(answer_to_pb(answer)))
@@ -403,7 +411,7 @@ mod tests {
 
     #[test]
     fn csv_quotes_per_rfc_4180_and_always_has_a_header() {
-        let empty = String::from_utf8(to_csv(&[]).unwrap()).unwrap();
+        let empty = to_csv(&[]).unwrap();
         assert!(empty.starts_with("id,legal_name,country,"), "{empty}");
         let row = ExportRow {
             id: "x".into(),
@@ -421,8 +429,9 @@ mod tests {
             pending_notice: false,
             dpa_signed_at: String::new(),
             nda_signed_at: String::new(),
+            processing_locations: "US;DE".into(),
         };
-        let out = String::from_utf8(to_csv(&[row]).unwrap()).unwrap();
+        let out = to_csv(&[row]).unwrap();
         assert!(out.contains("\"Acme \"\"Cloud\"\", Inc.\""), "{out}");
         assert!(out.contains("\"line one\nline two\""), "{out}");
         assert!(out.contains("\r\n"));
@@ -436,6 +445,10 @@ mod tests {
         );
         assert_eq!(ChangeKind::ScopeChange as i32, pb::ChangeKind::ScopeChange as i32);
         assert_eq!(TransferMechanism::Bcr as i32, pb::TransferMechanism::Bcr as i32);
+        assert_eq!(
+            TransferMechanism::Derogation as i32,
+            pb::TransferMechanism::Derogation as i32
+        );
         assert_eq!(
             AuthorizationMode::Specific as i32,
             pb::AuthorizationMode::Specific as i32

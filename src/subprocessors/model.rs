@@ -35,7 +35,10 @@ pub const MAX_REASON: usize = 2_000;
 pub const MAX_SCOPE: usize = 100;
 
 /// European Economic Area members (EU 27 plus Iceland, Liechtenstein,
-/// Norway): data processed there is not a transfer.
+/// Norway): data processed there is not a transfer. Source: the EEA
+/// Agreement's contracting parties as listed by the EFTA Secretariat
+/// (efta.int/eea/eea-agreement), current since Croatia joined in 2014; no
+/// maintained crate carries the membership, so it is kept here.
 pub const EEA: [&str; 30] = [
     "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT", "LV", "LT",
     "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE", "IS", "LI", "NO",
@@ -47,7 +50,12 @@ pub fn in_eea(country: &str) -> bool {
 }
 
 /// Legal basis of a transfer outside the EEA. Values match the wire enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TransferMechanism {
     /// No transfer: processing stays in the EEA.
     Eea = 1,
@@ -59,37 +67,62 @@ pub enum TransferMechanism {
     Dpf = 4,
     /// Binding corporate rules (Art. 47).
     Bcr = 5,
+    /// A derogation for a specific situation (Art. 49), e.g. explicit
+    /// consent or a contract with the data subject.
+    Derogation = 6,
 }
 
 impl TransferMechanism {
     /// Stored form.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Eea => "eea",
-            Self::Adequacy => "adequacy",
-            Self::Scc => "scc",
-            Self::Dpf => "dpf",
-            Self::Bcr => "bcr",
-        }
+        self.into()
     }
 
     /// Parses the stored form.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Eea, Self::Adequacy, Self::Scc, Self::Dpf, Self::Bcr]
-            .into_iter()
-            .find(|m| m.as_str() == s)
+        s.parse().ok()
     }
 
     /// From the wire value (0 and unknown values are `None`).
     pub fn from_i32(v: i32) -> Option<Self> {
-        [Self::Eea, Self::Adequacy, Self::Scc, Self::Dpf, Self::Bcr]
-            .into_iter()
+        <Self as strum::VariantArray>::VARIANTS
+            .iter()
+            .copied()
             .find(|m| *m as i32 == v)
+    }
+
+    /// The mechanism as one bit of a [`MechanismSet`].
+    pub fn bit(self) -> u16 {
+        1 << (self as u8)
     }
 }
 
+/// A set of transfer mechanisms in one word, so the decision hot path can
+/// test membership without allocating; empty means "any".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MechanismSet(u16);
+
+impl MechanismSet {
+    /// The set of `ms`.
+    pub fn of(ms: &[TransferMechanism]) -> Self {
+        Self(ms.iter().fold(0, |acc, m| acc | m.bit()))
+    }
+
+    /// Whether `m` is permitted: always when the set is empty (the tenant
+    /// restricted nothing).
+    pub fn permits(self, m: TransferMechanism) -> bool {
+        self.0 == 0 || self.0 & m.bit() != 0
+    }
+}
+
+/// Most processing locations of one sub-processor.
+pub const MAX_LOCATIONS: usize = 50;
+
 /// What a change notice announces. Values match the wire enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum ChangeKind {
     /// Engaging the sub-processor.
     Add = 1,
@@ -102,30 +135,37 @@ pub enum ChangeKind {
 impl ChangeKind {
     /// Stored form.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Add => "add",
-            Self::Remove => "remove",
-            Self::ScopeChange => "scope_change",
-        }
+        self.into()
     }
 
     /// Parses the stored form.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Add, Self::Remove, Self::ScopeChange]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        s.parse().ok()
     }
 
     /// From the wire value.
     pub fn from_i32(v: i32) -> Option<Self> {
-        [Self::Add, Self::Remove, Self::ScopeChange]
-            .into_iter()
-            .find(|k| *k as i32 == v)
+        <Self as strum::VariantArray>::VARIANTS
+            .iter()
+            .copied()
+            .find(|m| *m as i32 == v)
     }
 }
 
 /// How a tenant authorises sub-processors. Values match the wire enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum AuthorizationMode {
     /// General written authorisation: bound by a change unless it objects
     /// before the deadline. The default, as in most processor contracts.
@@ -138,30 +178,29 @@ pub enum AuthorizationMode {
 impl AuthorizationMode {
     /// Stored form.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::General => "general",
-            Self::Specific => "specific",
-        }
+        self.into()
     }
 
     /// Parses the stored form.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::General, Self::Specific]
-            .into_iter()
-            .find(|m| m.as_str() == s)
+        s.parse().ok()
     }
 
     /// From the wire value.
     pub fn from_i32(v: i32) -> Option<Self> {
-        [Self::General, Self::Specific]
-            .into_iter()
+        <Self as strum::VariantArray>::VARIANTS
+            .iter()
+            .copied()
             .find(|m| *m as i32 == v)
     }
 }
 
 /// Where the screening of a legal name stands: the hook the screening
 /// capability sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString, strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Screening {
     /// Not screened yet, or a possible match awaits its case.
     Pending,
@@ -174,11 +213,7 @@ pub enum Screening {
 impl Screening {
     /// Stored form.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Clear => "clear",
-            Self::Confirmed => "confirmed",
-        }
+        self.into()
     }
 
     /// Parses the stored form (unknown reads as pending: fail closed).
@@ -273,6 +308,10 @@ pub struct SubProcessor {
     pub legal_name: String,
     /// ISO 3166-1 alpha-2 country where it processes.
     pub country: String,
+    /// Every country where it processes (`[country]` unless registered
+    /// with more); a location outside the EEA relies on
+    /// `transfer_mechanism`.
+    pub processing_locations: Vec<String>,
     /// What it does for the platform.
     pub services: String,
     /// The scope it was registered with (notices may change it later).
@@ -550,6 +589,13 @@ impl Registry {
             .iter()
             .map(|sp| GrantEntry {
                 parent: sp.parent_id.as_deref().and_then(|p| index.get(p).copied()),
+                locations: sp
+                    .locations()
+                    .iter()
+                    .filter_map(|c| <[u8; 2]>::try_from(c.as_bytes()).ok())
+                    .collect(),
+                transfers: sp.locations().iter().any(|c| !in_eea(c)),
+                mechanism: sp.transfer_mechanism,
                 steps: self
                     .timeline(&sp.id, t)
                     .into_iter()
@@ -595,6 +641,12 @@ impl From<Scope> for CompiledScope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct GrantEntry {
     parent: Option<u32>,
+    /// Where it processes, as ISO 3166-1 alpha-2 bytes.
+    locations: Box<[[u8; 2]]>,
+    /// Some location lies outside the EEA (a transfer).
+    transfers: bool,
+    /// What such a transfer relies on.
+    mechanism: TransferMechanism,
     /// `(from, scope)` in time order; before the first step: not authorised.
     steps: Box<[(DateTime<Utc>, Option<CompiledScope>)]>,
 }
@@ -612,27 +664,95 @@ impl SubProcessorGrants {
     /// for `category` and `purpose`. Unknown ids are not authorised.
     /// Allocation-free.
     pub fn permits(&self, id: &str, category: &str, purpose: &str, now: DateTime<Utc>) -> bool {
+        self.verdict(id, category, purpose, now, None).authorized
+    }
+
+    /// Whether `id` and every parent up its chain keep to the transfer
+    /// rules: each processes only in `regions` (empty: anywhere), and each
+    /// that processes outside the EEA relies on a mechanism in `permitted`.
+    /// Unknown ids pass (they are refused as not authorised). Allocation-free.
+    pub fn transfer_permitted(&self, id: &str, regions: &[[u8; 2]], permitted: MechanismSet) -> bool {
+        // The authorisation part of the walk is not asked for: any category.
+        self.verdict(id, "", "", DateTime::<Utc>::MIN_UTC, Some((regions, permitted)))
+            .transfer_permitted
+    }
+
+    /// Both questions a check naming `id` asks, in one lookup and one walk
+    /// up the chain (the hot path asks both): is every link authorised at
+    /// `now` for `category` and `purpose`, and, when `transfer` gives the
+    /// rule's regions and the permitted mechanisms, does every link keep to
+    /// them. An unknown id is not authorised and passes the transfer rules;
+    /// a chain longer than the registry (a corrupt cycle) fails both.
+    /// Allocation-free.
+    pub fn verdict(
+        &self,
+        id: &str,
+        category: &str,
+        purpose: &str,
+        now: DateTime<Utc>,
+        transfer: Option<(&[[u8; 2]], MechanismSet)>,
+    ) -> ChainVerdict {
         let Some(mut i) = self.index.get(id).copied() else {
-            return false;
+            return ChainVerdict {
+                authorized: false,
+                transfer_permitted: true,
+            };
         };
-        // Bounded by the number of entries, so even a corrupt cycle ends.
+        let mut v = ChainVerdict {
+            authorized: true,
+            transfer_permitted: true,
+        };
         for _ in 0..self.entries.len() {
             let e = &self.entries[i as usize];
-            let at = e.steps.partition_point(|(from, _)| *from <= now);
-            let ok = at > 0
-                && e.steps[at - 1].1.as_ref().is_some_and(|s| {
-                    s.categories.iter().any(|c| &**c == category)
-                        && s.purposes.iter().any(|p| &**p == purpose)
-                });
-            if !ok {
-                return false;
+            if v.authorized {
+                let at = e.steps.partition_point(|(from, _)| *from <= now);
+                v.authorized = at > 0
+                    && e.steps[at - 1].1.as_ref().is_some_and(|s| {
+                        s.categories.iter().any(|c| &**c == category)
+                            && s.purposes.iter().any(|p| &**p == purpose)
+                    });
             }
+            if let Some((regions, permitted)) = transfer
+                && v.transfer_permitted
+            {
+                v.transfer_permitted = (regions.is_empty()
+                    || e.locations.iter().all(|l| regions.contains(l)))
+                    && (!e.transfers || permitted.permits(e.mechanism));
+            }
+            let undecided = v.authorized || (transfer.is_some() && v.transfer_permitted);
             match e.parent {
-                Some(p) => i = p,
-                None => return true,
+                Some(p) if undecided => i = p,
+                Some(_) => return v,
+                None => return v,
             }
         }
-        false
+        ChainVerdict {
+            authorized: false,
+            transfer_permitted: false,
+        }
+    }
+}
+
+/// What a walk up a sub-processor's chain found (see
+/// [`SubProcessorGrants::verdict`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainVerdict {
+    /// Every link is authorised for the check's category and purpose.
+    pub authorized: bool,
+    /// Every link processes within the rule's regions on a permitted
+    /// mechanism (true when the transfer rules were not asked).
+    pub transfer_permitted: bool,
+}
+
+impl SubProcessor {
+    /// Where it processes: its locations, or `[country]` for a row
+    /// registered before locations were recorded.
+    pub fn locations(&self) -> std::borrow::Cow<'_, [String]> {
+        if self.processing_locations.is_empty() {
+            std::borrow::Cow::Owned(vec![self.country.clone()])
+        } else {
+            std::borrow::Cow::Borrowed(&self.processing_locations)
+        }
     }
 }
 
@@ -643,6 +763,9 @@ pub struct Registration {
     pub legal_name: String,
     /// ISO 3166-1 alpha-2.
     pub country: String,
+    /// Every country where it processes; `[country]` when the request named
+    /// none.
+    pub processing_locations: Vec<String>,
     /// What it does.
     pub services: String,
     /// What it may process.
@@ -670,12 +793,36 @@ impl Registration {
             "not an ISO 3166-1 alpha-2 code",
         );
         self.scope.validate(tax, "", &mut v);
+        let too_many = self.processing_locations.len() > MAX_LOCATIONS;
         v.check(
-            valid_region(&self.country)
-                && !in_eea(&self.country)
-                && self.transfer_mechanism == TransferMechanism::Eea,
+            too_many,
+            "processing_locations",
+            format!("at most {MAX_LOCATIONS} locations"),
+        );
+        let listed = if too_many {
+            &[][..]
+        } else {
+            &self.processing_locations[..]
+        };
+        for (i, l) in listed.iter().enumerate() {
+            if !valid_region(l) {
+                v.add(
+                    format!("processing_locations[{i}]"),
+                    format!("not an ISO 3166-1 alpha-2 code: {l:?}"),
+                );
+            } else if self.processing_locations[..i].contains(l) {
+                v.add(format!("processing_locations[{i}]"), format!("duplicate {l:?}"));
+            }
+        }
+        let outside = (valid_region(&self.country) && !in_eea(&self.country))
+            || self
+                .processing_locations
+                .iter()
+                .any(|l| valid_region(l) && !in_eea(l));
+        v.check(
+            outside && self.transfer_mechanism == TransferMechanism::Eea,
             "transfer_mechanism",
-            "a sub-processor outside the EEA needs a transfer mechanism (ADEQUACY, SCC, DPF or BCR)",
+            "a sub-processor processing outside the EEA needs a transfer mechanism (ADEQUACY, SCC, DPF, BCR or DEROGATION)",
         );
         for (f, t) in [
             ("dpa_signed_at", self.dpa_signed_at),
@@ -827,6 +974,8 @@ pub struct RegistrationRequest {
     pub legal_name: String,
     /// ISO 3166-1 alpha-2, trimmed.
     pub country: String,
+    /// ISO 3166-1 alpha-2 codes, trimmed; empty means `[country]`.
+    pub processing_locations: Vec<String>,
     /// What it does, trimmed.
     pub services: String,
     /// What it may process.
@@ -852,9 +1001,15 @@ impl RegistrationRequest {
             "transfer_mechanism",
             "is required",
         );
+        let processing_locations = if self.processing_locations.is_empty() {
+            vec![self.country.clone()]
+        } else {
+            self.processing_locations
+        };
         let reg = Registration {
             legal_name: self.legal_name,
             country: self.country,
+            processing_locations,
             services: self.services,
             scope: self.scope,
             transfer_mechanism: self.transfer_mechanism.unwrap_or(TransferMechanism::Eea),
@@ -1049,6 +1204,7 @@ mod tests {
             id: id.into(),
             legal_name: format!("{id} Ltd"),
             country: "DE".into(),
+            processing_locations: vec!["DE".into()],
             services: "hosting".into(),
             scope: scope(
                 &["recording", "transcript"],
@@ -1311,6 +1467,7 @@ mod tests {
         let mut r = Registration {
             legal_name: "Acme".into(),
             country: "US".into(),
+            processing_locations: vec![],
             services: "speech to text".into(),
             scope: Scope::default(),
             transfer_mechanism: TransferMechanism::Eea,
@@ -1337,6 +1494,75 @@ mod tests {
         assert!(in_eea("NO") && !in_eea("CH") && !in_eea("GB"));
     }
 
+    #[test]
+    fn locations_are_checked_and_any_outside_the_eea_needs_a_mechanism() {
+        let mut r = Registration {
+            legal_name: "Acme".into(),
+            country: "DE".into(),
+            processing_locations: vec!["DE".into(), "US".into()],
+            services: "speech to text".into(),
+            scope: scope(&["recording"], &["transcription"]),
+            transfer_mechanism: TransferMechanism::Eea,
+            parent_id: None,
+            dpa_signed_at: None,
+            nda_signed_at: None,
+        };
+        let tax = Taxonomy {
+            categories: ["recording".to_owned()].into(),
+            purposes: ["transcription".to_owned()].into(),
+        };
+        assert_eq!(violations(r.validate(&tax, t(1))), ["transfer_mechanism"]);
+        r.transfer_mechanism = TransferMechanism::Scc;
+        assert!(r.validate(&tax, t(1)).is_ok());
+        r.processing_locations = vec!["FR".into(), "us".into(), "FR".into(), "XX".into()];
+        assert_eq!(
+            violations(r.validate(&tax, t(1))),
+            [
+                "processing_locations[1]",
+                "processing_locations[2]",
+                "processing_locations[3]"
+            ]
+        );
+        r.processing_locations = vec!["DE".into(); MAX_LOCATIONS + 1];
+        assert_eq!(violations(r.validate(&tax, t(1))), ["processing_locations"]);
+        // No locations in the request: the country.
+        let mut req = request();
+        req.country = "FR".into();
+        assert_eq!(req.parse(&tax, t(1)).unwrap().processing_locations, ["FR"]);
+    }
+
+    #[test]
+    fn transfers_walk_the_whole_chain() {
+        let mut parent = sp("p", None, Screening::Clear);
+        parent.processing_locations = vec!["DE".into(), "US".into()];
+        parent.transfer_mechanism = TransferMechanism::Scc;
+        let child = sp("c", Some("p"), Screening::Clear);
+        let mut old = sp("old", None, Screening::Clear);
+        old.processing_locations = vec![];
+        old.country = "IE".into();
+        let reg = Registry {
+            sub_processors: vec![parent, child, old],
+            notices: vec![],
+        };
+        let g = reg.grants(&TenantAnswers::default());
+        let de_fr: &[[u8; 2]] = &[*b"DE", *b"FR"];
+        let any = MechanismSet::default();
+        // The child stays in DE, but its parent also processes in the US.
+        assert!(!g.transfer_permitted("c", de_fr, any));
+        assert!(g.transfer_permitted("c", &[*b"DE", *b"US"], any));
+        assert!(g.transfer_permitted("c", &[], any));
+        // Mechanisms: SCC permitted or not.
+        assert!(g.transfer_permitted("c", &[], MechanismSet::of(&[TransferMechanism::Scc])));
+        assert!(!g.transfer_permitted("c", &[], MechanismSet::of(&[TransferMechanism::Bcr])));
+        // A row without locations processes in its country.
+        assert!(g.transfer_permitted("old", &[*b"IE"], MechanismSet::of(&[TransferMechanism::Bcr])));
+        assert!(!g.transfer_permitted("old", de_fr, any));
+        // Unknown ids are left to the authorisation check.
+        assert!(g.transfer_permitted("nobody", de_fr, any));
+        assert!(MechanismSet::default().permits(TransferMechanism::Dpf));
+        assert!(!MechanismSet::of(&[TransferMechanism::Scc]).permits(TransferMechanism::Dpf));
+    }
+
     fn violations<T: std::fmt::Debug>(r: Result<T>) -> Vec<String> {
         match r {
             Err(Error::Invalid(v)) => v.into_iter().map(|f| f.field).collect(),
@@ -1348,6 +1574,7 @@ mod tests {
         RegistrationRequest {
             legal_name: "Acme".into(),
             country: "US".into(),
+            processing_locations: vec![],
             services: "speech to text".into(),
             scope: scope(&["recording"], &["transcription"]),
             transfer_mechanism: Some(TransferMechanism::Scc),
@@ -1440,5 +1667,34 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn stored_forms_stay_what_the_database_holds() {
+        use strum::VariantArray;
+        let names = |v: Vec<&'static str>| v.join(",");
+        assert_eq!(
+            names(TransferMechanism::VARIANTS.iter().map(|m| m.as_str()).collect()),
+            "eea,adequacy,scc,dpf,bcr,derogation"
+        );
+        assert_eq!(
+            names(ChangeKind::VARIANTS.iter().map(|m| m.as_str()).collect()),
+            "add,remove,scope_change"
+        );
+        assert_eq!(
+            names(AuthorizationMode::VARIANTS.iter().map(|m| m.as_str()).collect()),
+            "general,specific"
+        );
+        assert_eq!(
+            names(Screening::VARIANTS.iter().map(|m| m.as_str()).collect()),
+            "pending,clear,confirmed"
+        );
+        for m in TransferMechanism::VARIANTS {
+            assert_eq!(TransferMechanism::parse(m.as_str()), Some(*m));
+            assert_eq!(TransferMechanism::from_i32(*m as i32), Some(*m));
+        }
+        assert_eq!(TransferMechanism::from_i32(0), None);
+        assert_eq!(ChangeKind::from_i32(3), Some(ChangeKind::ScopeChange));
+        assert_eq!(Screening::parse("nonsense"), Screening::Pending, "fails closed");
     }
 }

@@ -14,7 +14,7 @@ use crate::db::schema::{
     sub_processor_modes as md, sub_processor_notice_tenants as nt, sub_processor_notices as sn,
     sub_processors as sp,
 };
-use crate::db::{DbConnection, chain_lock, from_us, to_us};
+use crate::db::{DbConnection, from_json_list, from_us, to_json_list, to_us};
 use crate::error::{Error, Result};
 use crate::instructions::repo as instructions;
 use crate::subprocessors::model::{
@@ -40,6 +40,7 @@ struct SpRow {
     created_at_us: i64,
     screening: String,
     screened_at_us: Option<i64>,
+    processing_locations: String,
 }
 
 #[derive(Queryable, Insertable)]
@@ -55,14 +56,6 @@ struct NoticeRow {
     objection_deadline_us: i64,
     created_at_us: i64,
     author: String,
-}
-
-fn json_list(v: &[String]) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
-}
-
-fn parse_list(s: &str) -> Vec<String> {
-    serde_json::from_str(s).unwrap_or_default()
 }
 
 /// The key that makes one registration per company: legal name (trimmed,
@@ -83,10 +76,11 @@ impl TryFrom<SpRow> for SubProcessor {
             id: r.id,
             legal_name: r.legal_name,
             country: r.country,
+            processing_locations: from_json_list(&r.processing_locations),
             services: r.services,
             scope: Scope {
-                categories: parse_list(&r.categories),
-                purposes: parse_list(&r.purposes),
+                categories: from_json_list(&r.categories),
+                purposes: from_json_list(&r.purposes),
             },
             parent_id: r.parent_id,
             dpa_signed_at: r.dpa_signed_at_us.map(from_us),
@@ -109,8 +103,8 @@ impl TryFrom<NoticeRow> for Notice {
             seq: r.seq,
             sub_processor_id: r.sub_processor_id,
             scope: Scope {
-                categories: parse_list(&r.categories),
-                purposes: parse_list(&r.purposes),
+                categories: from_json_list(&r.categories),
+                purposes: from_json_list(&r.purposes),
             },
             effective_at: from_us(r.effective_at_us),
             objection_deadline: from_us(r.objection_deadline_us),
@@ -188,25 +182,25 @@ pub fn tenant_grants(
 /// Registers a sub-processor; the same legal name and country twice is
 /// ALREADY_EXISTS.
 pub fn insert(conn: &mut DbConnection, s: &SubProcessor) -> Result<()> {
-    chain_lock(conn)?;
     let key = name_key(&s.legal_name, &s.country);
+    // Two registrations of one name and country check and insert in turn.
+    crate::db::key_lock(conn, "sub_processor.name", &key)?;
     let taken: i64 = sp::table.filter(sp::name_key.eq(&key)).count().get_result(conn)?;
     if taken > 0 {
         return Err(Error::Duplicate(
             "a sub-processor with this legal name and country".into(),
         ));
     }
-    let last: Option<i64> = sp::table.select(diesel::dsl::max(sp::seq)).first(conn)?;
     diesel::insert_into(sp::table)
         .values(SpRow {
-            seq: last.unwrap_or(0) + 1,
+            seq: crate::db::next_seq(conn, crate::db::Numbered::SubProcessors)?,
             id: s.id.clone(),
             name_key: key,
             legal_name: s.legal_name.clone(),
             country: s.country.clone(),
             services: s.services.clone(),
-            categories: json_list(&s.scope.categories),
-            purposes: json_list(&s.scope.purposes),
+            categories: to_json_list(&s.scope.categories),
+            purposes: to_json_list(&s.scope.purposes),
             transfer_mechanism: s.transfer_mechanism.as_str().to_owned(),
             parent_id: s.parent_id.clone(),
             dpa_signed_at_us: s.dpa_signed_at.map(to_us),
@@ -214,6 +208,7 @@ pub fn insert(conn: &mut DbConnection, s: &SubProcessor) -> Result<()> {
             created_at_us: to_us(s.created_at),
             screening: s.screening.as_str().to_owned(),
             screened_at_us: s.screened_at.map(to_us),
+            processing_locations: to_json_list(&s.processing_locations),
         })
         .execute(conn)?;
     Ok(())
@@ -221,17 +216,15 @@ pub fn insert(conn: &mut DbConnection, s: &SubProcessor) -> Result<()> {
 
 /// Stores a notice (its `seq` is assigned here and returned).
 pub fn insert_notice(conn: &mut DbConnection, n: &Notice, author: &str) -> Result<i64> {
-    chain_lock(conn)?;
-    let last: Option<i64> = sn::table.select(diesel::dsl::max(sn::seq)).first(conn)?;
-    let seq = last.unwrap_or(0) + 1;
+    let seq = crate::db::next_seq(conn, crate::db::Numbered::SubProcessorNotices)?;
     diesel::insert_into(sn::table)
         .values(NoticeRow {
             seq,
             id: n.id.clone(),
             sub_processor_id: n.sub_processor_id.clone(),
             kind: n.kind.as_str().to_owned(),
-            categories: json_list(&n.scope.categories),
-            purposes: json_list(&n.scope.purposes),
+            categories: to_json_list(&n.scope.categories),
+            purposes: to_json_list(&n.scope.purposes),
             effective_at_us: to_us(n.effective_at),
             objection_deadline_us: to_us(n.objection_deadline),
             created_at_us: to_us(n.created_at),
@@ -244,7 +237,7 @@ pub fn insert_notice(conn: &mut DbConnection, n: &Notice, author: &str) -> Resul
 /// One notice, or NOT_FOUND.
 pub fn notice(conn: &mut DbConnection, id: &str) -> Result<Notice> {
     let row: Option<NoticeRow> = sn::table.filter(sn::id.eq(id)).first(conn).optional()?;
-    row.ok_or_else(|| Error::Missing(format!("change notice {id}")))?
+    row.ok_or_else(|| Error::not_found("change notice", id.to_string()))?
         .try_into()
 }
 
@@ -321,11 +314,11 @@ pub fn set_mode(
     tenant: &str,
     mode: AuthorizationMode,
 ) -> Result<()> {
-    chain_lock(conn)?;
-    let last: Option<i64> = md::table.select(diesel::dsl::max(md::seq)).first(conn)?;
+    // A tenant's mode changes are a history read in order.
+    crate::db::key_lock(conn, "sub_processor.mode", tenant)?;
     diesel::insert_into(md::table)
         .values((
-            md::seq.eq(last.unwrap_or(0) + 1),
+            md::seq.eq(crate::db::next_seq(conn, crate::db::Numbered::SubProcessorModes)?),
             md::tenant_id.eq(tenant),
             md::mode.eq(mode.as_str()),
             md::since_us.eq(to_us(now)),
@@ -449,7 +442,7 @@ pub fn record_screening(
         ))
         .execute(conn)?;
     if n == 0 {
-        return Err(Error::Missing(format!("sub-processor {id}")));
+        return Err(Error::not_found("sub-processor", id.to_string()));
     }
     record_change_all(conn, now)?;
     Ok(())

@@ -15,21 +15,18 @@ use super::model::{
     SetMode, SubProcessor, SubProcessorView, TenantAnswers, TenantEntry,
 };
 use super::repo;
-use crate::audit::model::AuditEntry;
 use crate::auth::Caller;
 use crate::db::DbConnection;
 use crate::db::pipeline::{Actor, Tx};
 use crate::error::{Error, Result};
+use crate::inbox::kinds::EnvelopeKind;
 use crate::inbox::model::Recipient;
 use crate::instructions::repo as instructions;
 use crate::rpc::AppState;
 use crate::screening::effects::{self as screening_effects, SubProcessorParty};
-use crate::screening::grpc::NameScreener;
 use crate::screening::index::Hit;
+use crate::screening::live::NameScreener;
 use crate::validate::Violations;
-
-/// Inbox envelope kind of a change notice.
-pub const NOTICE_KIND: &str = "sub_processor.change_notice";
 
 /// A registration whose legal name was already screened in memory (on this
 /// replica's live indexes, outside any transaction): the outcome is
@@ -82,15 +79,12 @@ pub async fn register(state: &AppState, actor: Actor, cmd: Register) -> Result<S
             if let Some(p) = &reg.parent_id {
                 let parent = repo::registry(tx.conn())?
                     .declared_scope(p)
-                    .ok_or_else(|| Error::Missing(format!("parent sub-processor {p}")))?;
+                    .ok_or_else(|| Error::not_found("sub-processor", p.to_string()))?;
                 reg.check_parent(&parent)?;
             }
             let target = format!("sub_processor/{}", cmd.party.id);
-            let entry = audit_entry(tx.actor(), "sub_processor.register", &target);
             let gate = screening_effects::settle_sub_processor(
-                tx.conn(),
-                now,
-                &entry,
+                tx,
                 &secrets.ring,
                 &cmd.party,
                 cmd.hits.as_deref(),
@@ -100,6 +94,7 @@ pub async fn register(state: &AppState, actor: Actor, cmd: Register) -> Result<S
                 id: cmd.party.id,
                 legal_name: reg.legal_name,
                 country: reg.country,
+                processing_locations: reg.processing_locations,
                 services: reg.services,
                 scope: reg.scope,
                 transfer_mechanism: reg.transfer_mechanism,
@@ -121,21 +116,6 @@ pub async fn register(state: &AppState, actor: Actor, cmd: Register) -> Result<S
         })
         .await?;
     Ok(committed.value)
-}
-
-/// The audit entry the screening gate records its effects under: the
-/// registration's actor, about no tenant.
-fn audit_entry(actor: &Actor, action: &str, target: &str) -> AuditEntry {
-    AuditEntry {
-        actor: actor.sub.clone(),
-        role: actor.role.clone(),
-        tenant_id: None,
-        action: action.to_owned(),
-        target: target.to_owned(),
-        outcome: "ok".to_owned(),
-        trace_id: actor.trace_id.clone(),
-        detail: String::new(),
-    }
 }
 
 /// A change notice as stored, with the tenants it reached.
@@ -163,7 +143,7 @@ pub async fn propose_change(state: &AppState, actor: Actor, cmd: ProposeChange) 
             let id = &cmd.sub_processor_id;
             let s = registry
                 .get(id)
-                .ok_or_else(|| Error::Missing(format!("sub-processor {id}")))?;
+                .ok_or_else(|| Error::not_found("sub-processor", id.to_string()))?;
             let (effective_at, deadline) = dom::notice_dates(now, cmd.effective_at, cmd.objection_deadline)?;
             dom::check_sequence(cmd.kind, &registry.notices_of(id), effective_at, s.screening)?;
             let declared = registry.declared_scope(id).unwrap_or_default();
@@ -232,7 +212,11 @@ fn send_notice(tx: &mut Tx<'_>, n: &Notice, tenants: &[String]) -> Result<()> {
             "effective_at": n.effective_at.to_rfc3339(),
             "objection_deadline": n.objection_deadline.to_rfc3339(),
         });
-        tx.envelope(&Recipient::Tenant(t.clone()), NOTICE_KIND, &payload)?;
+        tx.envelope(
+            &Recipient::Tenant(t.clone()),
+            EnvelopeKind::SubProcessorChangeNotice,
+            &payload,
+        )?;
         repo::mark_notified(tx.conn(), &n.id, t)?;
         tx.audit("sub_processor.notice", &target, Some(t), "")?;
     }
@@ -312,7 +296,7 @@ pub async fn get(state: &AppState, id: String) -> Result<SubProcessorView> {
             let r = repo::registry(c)?;
             let s = r
                 .get(&id)
-                .ok_or_else(|| Error::Missing(format!("sub-processor {id}")))?;
+                .ok_or_else(|| Error::not_found("sub-processor", id.to_string()))?;
             Ok(r.view(s, clock.now()))
         })
         .await

@@ -54,6 +54,42 @@ pub fn register_pool(meter: &Meter, store: &Store) -> Vec<ObservableGauge<u64>> 
     ]
 }
 
+/// Registers SQLite's group-commit counters on `meter` (nothing on
+/// PostgreSQL, which has no single writer): groups committed and commands
+/// in them, so commands per group (their ratio) shows whether the writer
+/// is batching under load or committing one command at a time.
+pub fn register_write_groups(
+    meter: &Meter,
+    store: &Store,
+) -> Vec<opentelemetry::metrics::ObservableCounter<u64>> {
+    if store.write_groups().is_none() {
+        return Vec::new();
+    }
+    let (s1, s2) = (store.clone(), store.clone());
+    vec![
+        meter
+            .u64_observable_counter("proctor.db.write_groups")
+            .with_unit("{group}")
+            .with_description("Groups SQLite's writer committed (one COMMIT, one fsync each)")
+            .with_callback(move |o| {
+                if let Some(g) = s1.write_groups() {
+                    o.observe(g.groups, &[]);
+                }
+            })
+            .build(),
+        meter
+            .u64_observable_counter("proctor.db.grouped_commands")
+            .with_unit("{command}")
+            .with_description("Commands run inside those groups, each in its savepoint, failed ones included")
+            .with_callback(move |o| {
+                if let Some(g) = s2.write_groups() {
+                    o.observe(g.commands, &[]);
+                }
+            })
+            .build(),
+    ]
+}
+
 /// One sampled gauge: its name, unit, meaning, fixed attributes and how to
 /// read it from a [`Sample`].
 struct Sampled {
@@ -108,6 +144,13 @@ const SAMPLED: &[Sampled] = &[
         read: |s| s.subject_tasks_unfinished as f64,
     },
     Sampled {
+        name: "proctor.subject_tasks.needing_attention",
+        unit: "{task}",
+        description: "Subject-request tasks that failed every attempt and are no longer offered",
+        attrs: &[],
+        read: |s| s.subject_tasks_needing_attention as f64,
+    },
+    Sampled {
         name: "proctor.breaches.past_deadline",
         unit: "{breach}",
         description: "Open breaches past the 72-hour authority deadline",
@@ -127,6 +170,13 @@ const SAMPLED: &[Sampled] = &[
         description: "Screening cases awaiting a decision (open or answered)",
         attrs: &[],
         read: |s| s.screening_cases_open as f64,
+    },
+    Sampled {
+        name: "proctor.audit.sequencing_delay",
+        unit: "s",
+        description: "Age of the oldest audit event not yet sequenced into the Merkle tree (0 when none)",
+        attrs: &[],
+        read: |s| s.audit_unsequenced_oldest_seconds,
     },
 ];
 
@@ -241,10 +291,12 @@ mod tests {
             breaches_past_deadline: 7,
             breaches_near_deadline: 8,
             screening_cases_open: 9,
+            audit_unsequenced_oldest_seconds: 10.0,
+            subject_tasks_needing_attention: 11,
         };
         let mut read: Vec<f64> = SAMPLED.iter().map(|g| (g.read)(&s)).collect();
         read.sort_by(f64::total_cmp);
-        assert_eq!(read, (1..=9).map(f64::from).collect::<Vec<_>>());
+        assert_eq!(read, (1..=11).map(f64::from).collect::<Vec<_>>());
         // Series of one gauge are adjacent, so each name is built once.
         let mut names: Vec<&str> = SAMPLED.iter().map(|g| g.name).collect();
         names.dedup();

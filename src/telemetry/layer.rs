@@ -76,8 +76,9 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// The span for one call of `path` (`/package.Service/Method`).
-pub fn rpc_span(path: &str, headers: &HeaderMap) -> Span {
+/// The span for one call of `path` (`/package.Service/Method`), arrived
+/// over `system` (`grpc`, or `connect_rpc` through the Connect layer).
+pub fn rpc_span(path: &str, headers: &HeaderMap, system: &'static str) -> Span {
     let full = path.trim_start_matches('/');
     let (service, method) = full.split_once('/').unwrap_or((full, ""));
     let span = tracing::info_span!(
@@ -85,7 +86,7 @@ pub fn rpc_span(path: &str, headers: &HeaderMap) -> Span {
         otel.name = %full,
         otel.kind = "server",
         otel.status_code = Empty,
-        rpc.system = "grpc",
+        rpc.system = system,
         rpc.service = %service,
         rpc.method = %method,
         rpc.grpc.status_code = Empty,
@@ -138,8 +139,17 @@ where
                 call: None,
             };
         }
-        let span = rpc_span(path, req.headers());
-        let record = self.metrics.start(path);
+        let system = if req
+            .extensions()
+            .get::<crate::rpc::connect::ConnectCall>()
+            .is_some()
+        {
+            "connect_rpc"
+        } else {
+            "grpc"
+        };
+        let span = rpc_span(path, req.headers(), system);
+        let record = self.metrics.start(path, system);
         let inner = {
             let _e = span.enter();
             self.inner.call(req)

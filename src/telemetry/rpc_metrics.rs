@@ -83,10 +83,12 @@ impl RpcMetrics {
     }
 
     /// Counts a call of `path` in flight until the returned record is
-    /// finished or dropped.
-    pub fn start(&self, path: &str) -> CallRecord {
+    /// finished or dropped; `system` is `grpc`, or `connect_rpc` for a call
+    /// that arrived as Connect JSON.
+    pub fn start(&self, path: &str, system: &'static str) -> CallRecord {
         let (service, method) = labels(path);
         let attrs = [
+            KeyValue::new("rpc.system", system),
             KeyValue::new("rpc.service", service),
             KeyValue::new("rpc.method", method),
         ];
@@ -105,7 +107,7 @@ impl RpcMetrics {
 /// one (the client hung up, the stream was dropped).
 pub struct CallRecord {
     metrics: Arc<Instruments>,
-    attrs: [KeyValue; 2],
+    attrs: [KeyValue; 3],
     started: Instant,
     code: Option<i64>,
 }
@@ -120,10 +122,11 @@ impl CallRecord {
 impl Drop for CallRecord {
     fn drop(&mut self) {
         self.metrics.active.add(-1, &self.attrs);
-        let [service, method] = self.attrs.clone();
+        let [system, service, method] = self.attrs.clone();
         self.metrics.duration.record(
             self.started.elapsed().as_secs_f64(),
             &[
+                system,
                 service,
                 method,
                 KeyValue::new("rpc.grpc.status_code", self.code.unwrap_or(CANCELLED)),

@@ -13,7 +13,8 @@ use crate::inbox::put;
 use crate::on_both_backends;
 use crate::support::{Backend, authed, spawn_app};
 
-fn entry(tenant: Option<&str>, action: &str) -> AuditEntry {
+/// An entry of `action` about `tenant`, for tests that write the log directly.
+pub(crate) fn entry(tenant: Option<&str>, action: &str) -> AuditEntry {
     AuditEntry {
         actor: "test".into(),
         role: "compliance".into(),
@@ -38,9 +39,10 @@ async fn tamper_is_named(b: Backend) {
             .unwrap();
         ids.push((ev.seq, ev.id));
     }
+    app.audit_settled().await;
     let mut a = app.audit();
     let ok = a
-        .verify_audit_log(authed(VerifyAuditLogRequest {}, &app.keys.compliance()))
+        .verify_audit_log(authed(VerifyAuditLogRequest::default(), &app.keys.compliance()))
         .await
         .unwrap()
         .into_inner();
@@ -53,7 +55,7 @@ async fn tamper_is_named(b: Backend) {
         ids[2].0
     ));
     let bad = a
-        .verify_audit_log(authed(VerifyAuditLogRequest {}, &app.keys.compliance()))
+        .verify_audit_log(authed(VerifyAuditLogRequest::default(), &app.keys.compliance()))
         .await
         .unwrap()
         .into_inner();
@@ -75,11 +77,12 @@ async fn deleted_row_is_found(b: Backend) {
             .unwrap();
         ids.push((ev.seq, ev.id));
     }
+    app.audit_settled().await;
     app.db
         .execute(&format!("DELETE FROM audit_events WHERE seq = {}", ids[1].0));
     let bad = app
         .audit()
-        .verify_audit_log(authed(VerifyAuditLogRequest {}, &app.keys.sre()))
+        .verify_audit_log(authed(VerifyAuditLogRequest::default(), &app.keys.sre()))
         .await
         .unwrap()
         .into_inner();
@@ -145,7 +148,9 @@ async fn tenant_trails(b: Backend) {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
 
-    // Compliance pages through everyone's events.
+    // Compliance pages through everyone's events, once they have their
+    // leaves (only a page of sequenced events has a next page).
+    app.audit_settled().await;
     let c = app.keys.compliance();
     let p1 = a
         .list_audit_events(authed(

@@ -16,7 +16,7 @@ async fn refusals(b: Backend) {
     let k = &app.keys;
     let mut inbox = app.inbox();
     let mut audit = app.audit();
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::support::t0().timestamp();
 
     // No token at all.
     let e = inbox
@@ -81,7 +81,7 @@ async fn refusals(b: Backend) {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     let e = audit
-        .verify_audit_log(authed(VerifyAuditLogRequest {}, &k.tenant("t1")))
+        .verify_audit_log(authed(VerifyAuditLogRequest::default(), &k.tenant("t1")))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
@@ -156,7 +156,7 @@ async fn refusals(b: Backend) {
         assert!(!text.contains("eyJ"), "a token leaked into the audit log: {text}");
     }
     let v = audit
-        .verify_audit_log(authed(VerifyAuditLogRequest {}, &k.sre()))
+        .verify_audit_log(authed(VerifyAuditLogRequest::default(), &k.sre()))
         .await
         .unwrap()
         .into_inner();
@@ -180,7 +180,7 @@ async fn hs256_secret_is_accepted_only_when_configured() {
         sub: "dev".into(),
         roles: vec!["tenant".into()],
         tenant_id: Some("t1".into()),
-        exp: chrono::Utc::now().timestamp() + 60,
+        exp: crate::support::t0().timestamp() + 60,
         nbf: None,
         iat: None,
         iss: Some("https://issuer.test".into()),
@@ -284,7 +284,7 @@ async fn refusals_survive_shutdown(b: Backend) {
     }
     let store = app.store.clone();
     app.stop().await;
-    let events = store
+    let (events, _) = store
         .read("test.audit", |c, _| proctor::audit::repo::list(c, None, 0, 1000))
         .await
         .unwrap();
@@ -347,7 +347,7 @@ fn sign_with(kid: &str, key: &jsonwebtoken::EncodingKey, claims: &serde_json::Va
 fn claims(extra: serde_json::Value) -> serde_json::Value {
     let mut c = json!({
         "sub": "crm", "roles": ["platform"], "iss": "https://issuer.test", "aud": "proctor",
-        "exp": chrono::Utc::now().timestamp() + 600,
+        "exp": crate::support::t0().timestamp() + 3600,
     });
     c.as_object_mut()
         .unwrap()
@@ -379,10 +379,15 @@ async fn an_audience_array_holding_ours_is_accepted() {
 /// measured from `iat`, or from now without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_living_too_long_are_refused() {
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::support::t0().timestamp();
     let day = 86_400;
     // The default: a day.
-    let app = spawn_app(Backend::Sqlite).await;
+    use crate::support::{TestDb, TestKeys, spawn_with, test_config};
+    let db = TestDb::new(Backend::Sqlite);
+    let keys = TestKeys::short_lived();
+    let mut cfg = test_config(&db, &keys);
+    cfg.jwt_max_lifetime_seconds = proctor::config::Config::default().jwt_max_lifetime_seconds;
+    let app = spawn_with(db, keys, cfg).await;
     let k = &app.keys;
     let cases = [
         (
@@ -419,9 +424,8 @@ async fn tokens_living_too_long_are_refused() {
     app.stop().await;
 
     // Configured shorter.
-    use crate::support::{TestDb, TestKeys, spawn_with, test_config};
     let db = TestDb::new(Backend::Sqlite);
-    let keys = TestKeys::new();
+    let keys = TestKeys::short_lived();
     let mut cfg = test_config(&db, &keys);
     cfg.jwt_max_lifetime_seconds = 3600;
     let app = spawn_with(db, keys, cfg).await;

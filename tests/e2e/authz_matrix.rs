@@ -1,7 +1,9 @@
 //! The authorisation matrix: every RPC the server declares (read from the
 //! compiled descriptor set, so a new RPC without a rule in
 //! `src/auth/policy.rs` fails here) × every role × own and other tenant,
-//! called over real gRPC with real tokens and an empty or minimal request.
+//! called over real gRPC, and again as Connect JSON over plain HTTP/1.1
+//! (all but the client-streaming RPCs), with real tokens and an empty or
+//! minimal request.
 //!
 //! Expectations, per call:
 //!
@@ -76,6 +78,10 @@ pub struct Rpc {
     pub path: String,
     /// Fully qualified input type, without the leading dot.
     pub input: String,
+    /// Whether it takes a stream of requests (gRPC only).
+    pub client_streaming: bool,
+    /// Whether it answers with a stream.
+    pub server_streaming: bool,
 }
 
 /// Every RPC of every service in the descriptor set, and its messages.
@@ -93,6 +99,8 @@ pub fn rpcs() -> (Vec<Rpc>, Vec<(String, DescriptorProto)>) {
                 rpcs.push(Rpc {
                     path: format!("/{pkg}.{}/{}", svc.name(), m.name()),
                     input: m.input_type().trim_start_matches('.').to_owned(),
+                    client_streaming: m.client_streaming(),
+                    server_streaming: m.server_streaming(),
                 });
             }
         }
@@ -151,12 +159,90 @@ fn with_tenant(
     named.then_some(out)
 }
 
-/// Calls `path` with `body` and returns the status the caller sees: the
+/// How the matrix reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// gRPC over HTTP/2.
+    Grpc,
+    /// Connect JSON over plain HTTP/1.1 (client-streaming RPCs stay gRPC).
+    Connect,
+}
+
+/// Calls `rpc` with `body` and returns the status the caller sees: the
 /// error, or OK once a first message (or an open stream) came back.
-async fn call(app: &TestApp, path: &str, body: Vec<u8>, token: Option<&str>) -> Code {
-    match call_status(app, path, body, token, Duration::from_secs(2)).await {
-        Ok(()) => Code::Ok,
-        Err(s) => s.code(),
+async fn call(app: &TestApp, via: Transport, rpc: &Rpc, body: Vec<u8>, token: Option<&str>) -> Code {
+    match via {
+        Transport::Grpc => match call_status(app, &rpc.path, body, token, Duration::from_secs(2)).await {
+            Ok(()) => Code::Ok,
+            Err(s) => s.code(),
+        },
+        Transport::Connect => connect_call(app, rpc, &body, token).await,
+    }
+}
+
+/// The same call as Connect JSON: the protobuf body turned into its JSON
+/// form, the answer's code read from the Connect error.
+async fn connect_call(app: &TestApp, rpc: &Rpc, body: &[u8], token: Option<&str>) -> Code {
+    use http_body_util::BodyExt;
+    static POOL: std::sync::OnceLock<prost_reflect::DescriptorPool> = std::sync::OnceLock::new();
+    let pool = POOL
+        .get_or_init(|| prost_reflect::DescriptorPool::decode(proctor::proto::FILE_DESCRIPTOR_SET).unwrap());
+    let input = pool.get_message_by_name(&rpc.input).unwrap();
+    let msg = prost_reflect::DynamicMessage::decode(input, body).unwrap();
+    let json = serde_json::to_vec(&msg).unwrap();
+    let (content_type, payload) = if rpc.server_streaming {
+        ("application/connect+json", crate::connect::enveloped(&json))
+    } else {
+        ("application/json", json)
+    };
+    let resp = crate::connect::send(
+        app.addr,
+        crate::connect::Http::One,
+        &rpc.path,
+        content_type,
+        token,
+        &[],
+        payload,
+    )
+    .await;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if !rpc.server_streaming {
+        let bytes = body.collect().await.unwrap().to_bytes();
+        if status.is_success() {
+            return Code::Ok;
+        }
+        let e: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        return crate::connect::code_of(e["code"].as_str().unwrap_or(""));
+    }
+    // A stream: its first envelope says it all; one that stays open
+    // without a message (a subscription) is an answer too.
+    let mut buf = Vec::new();
+    let first = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                buf.extend_from_slice(&data);
+            }
+            if buf.len() >= 5 {
+                let len = u32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
+                if buf.len() >= 5 + len {
+                    return Some((buf[0], buf[5..5 + len].to_vec()));
+                }
+            }
+        }
+        None
+    })
+    .await;
+    match first {
+        Err(_) => Code::Ok,
+        Ok(None) => Code::Unknown,
+        Ok(Some((flags, _))) if flags & 0x02 == 0 => Code::Ok,
+        Ok(Some((_, end))) => {
+            let end: serde_json::Value = serde_json::from_slice(&end).unwrap();
+            end["error"]["code"]
+                .as_str()
+                .map_or(Code::Ok, crate::connect::code_of)
+        }
     }
 }
 
@@ -219,17 +305,21 @@ async fn matrix(b: Backend) {
     let app = spawn_app(b).await;
     let mut failures = Vec::new();
     let mut calls = 0;
-    for rpc in &rpcs {
+    let routes = rpcs.iter().flat_map(|r| {
+        let connect = (!r.client_streaming).then_some((Transport::Connect, r));
+        std::iter::once((Transport::Grpc, r)).chain(connect)
+    });
+    for (via, rpc) in routes {
         let allowed = policy::allowed(&rpc.path).unwrap();
         calls += 1;
-        let got = call(&app, &rpc.path, Vec::new(), None).await;
+        let got = call(&app, via, rpc, Vec::new(), None).await;
         if got != Code::Unauthenticated {
-            failures.push(format!("{} without token: {got:?}", rpc.path));
+            failures.push(format!("{} via {via:?} without token: {got:?}", rpc.path));
         }
         for role in Role::ALL {
             let token = token_for(&app, role);
             calls += 1;
-            let got = call(&app, &rpc.path, Vec::new(), Some(&token)).await;
+            let got = call(&app, via, rpc, Vec::new(), Some(&token)).await;
             let ok = if allowed.contains(&role) {
                 !matches!(got, Code::PermissionDenied | Code::Unauthenticated)
             } else {
@@ -239,7 +329,10 @@ async fn matrix(b: Backend) {
             // everyone it lets through; it serves no data to anyone.
             let not_served = allowed.contains(&role) && got == Code::Unimplemented;
             if !ok {
-                failures.push(format!("{} as {role} (allowed {allowed:?}): {got:?}", rpc.path));
+                failures.push(format!(
+                    "{} via {via:?} as {role} (allowed {allowed:?}): {got:?}",
+                    rpc.path
+                ));
             }
             if !allowed.contains(&role) {
                 continue;
@@ -247,9 +340,9 @@ async fn matrix(b: Backend) {
             // Own tenant named explicitly: still allowed.
             if let Some(own) = with_tenant(&rpc.input, &messages, "t1", 1) {
                 calls += 1;
-                let got = call(&app, &rpc.path, own, Some(&token)).await;
+                let got = call(&app, via, rpc, own, Some(&token)).await;
                 if matches!(got, Code::PermissionDenied | Code::Unauthenticated) {
-                    failures.push(format!("{} as {role} naming t1: {got:?}", rpc.path));
+                    failures.push(format!("{} via {via:?} as {role} naming t1: {got:?}", rpc.path));
                 }
             }
             // A tenant token naming another tenant learns nothing.
@@ -257,11 +350,14 @@ async fn matrix(b: Backend) {
                 && let Some(other) = with_tenant(&rpc.input, &messages, "t2", 1)
             {
                 calls += 1;
-                let got = call(&app, &rpc.path, other, Some(&token)).await;
+                let got = call(&app, via, rpc, other, Some(&token)).await;
                 let refused = matches!(got, Code::PermissionDenied | Code::NotFound)
                     || (not_served && got == Code::Unimplemented);
                 if !refused {
-                    failures.push(format!("{} as tenant t1 naming t2: {got:?}", rpc.path));
+                    failures.push(format!(
+                        "{} via {via:?} as tenant t1 naming t2: {got:?}",
+                        rpc.path
+                    ));
                 }
             }
         }

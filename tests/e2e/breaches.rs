@@ -64,7 +64,7 @@ async fn lifecycle(b: Backend) {
         let n = notices(&app, t).await;
         assert_eq!(n.len(), 1, "{t}");
         assert_eq!(n[0].kind, "breach.notice");
-        let p: serde_json::Value = serde_json::from_slice(&n[0].payload).unwrap();
+        let p: serde_json::Value = serde_json::from_str(&n[0].payload).unwrap();
         assert_eq!(p["breach_id"], br.id);
     }
     assert!(notices(&app, "initech").await.is_empty());
@@ -128,7 +128,7 @@ async fn lifecycle(b: Backend) {
         .await
         .unwrap()
         .into_inner();
-    let md = String::from_utf8(doc.data).unwrap();
+    let md = doc.data;
     assert!(
         md.contains("approximately 1200") && md.contains("Exposure of call audio"),
         "{md}"
@@ -144,7 +144,7 @@ async fn lifecycle(b: Backend) {
         .await
         .unwrap()
         .into_inner();
-    let v: serde_json::Value = serde_json::from_slice(&json.data).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json.data).unwrap();
     assert_eq!(v["breach"]["approx_records"], 4800);
     assert_eq!(v["missing_for_notification"], serde_json::json!([]));
 
@@ -307,6 +307,7 @@ async fn derived_tenants(b: Backend) {
         InstructionSet {
             rules: vec![rule("recording")],
             termination_grace_days: 0,
+            ..Default::default()
         },
     )
     .await;
@@ -317,6 +318,7 @@ async fn derived_tenants(b: Backend) {
         InstructionSet {
             rules: vec![rule("contact")],
             termination_grace_days: 0,
+            ..Default::default()
         },
     )
     .await;

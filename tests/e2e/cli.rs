@@ -24,15 +24,36 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A `proctor serve` child process, killed if the test panics.
+/// A `proctor serve` child process, killed if the test panics. Its stderr
+/// goes to a file so that an unexpected exit can say why.
 pub struct Server {
     pub child: Child,
     pub port: u16,
+    stderr: tempfile::NamedTempFile,
+}
+
+/// How a server ended after SIGTERM, with what it printed.
+pub struct Stopped {
+    pub status: std::process::ExitStatus,
+    pub stderr: String,
+}
+
+impl Stopped {
+    /// Panics with the server's own words unless it exited cleanly.
+    pub fn assert_clean(&self) {
+        assert!(
+            self.status.success(),
+            "clean exit on SIGTERM, got {:?}:\n{}",
+            self.status,
+            self.stderr
+        );
+    }
 }
 
 impl Server {
     pub fn start(cwd: &Path, args: &[&str], env: &[(&str, String)]) -> Self {
         let port = free_port();
+        let stderr = tempfile::NamedTempFile::new().expect("stderr file");
         let mut cmd = Command::new(BIN);
         cmd.current_dir(cwd)
             .arg("serve")
@@ -42,13 +63,14 @@ impl Server {
             .env_remove("PROCTOR_DATABASE_URL")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(stderr.reopen().expect("stderr file"));
         for (k, v) in env {
             cmd.env(k, v);
         }
         Self {
             child: cmd.spawn().expect("proctor starts"),
             port,
+            stderr,
         }
     }
 
@@ -85,8 +107,8 @@ impl Server {
         false
     }
 
-    /// SIGTERM, then the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    /// SIGTERM, then the exit status and what the server printed.
+    pub fn terminate(mut self) -> Stopped {
         let ok = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -95,8 +117,9 @@ impl Server {
         assert!(ok.success());
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let stderr = std::fs::read_to_string(self.stderr.path()).unwrap_or_default();
+                return Stopped { status, stderr };
             }
             assert!(std::time::Instant::now() < deadline, "proctor ignored SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
@@ -159,8 +182,7 @@ async fn newcomer_serves_on_defaults_and_calls_with_a_minted_token() {
         .unwrap();
     assert!(!out.status.success());
 
-    let status = server.terminate();
-    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    server.terminate().assert_clean();
 }
 
 #[tokio::test]
@@ -187,7 +209,7 @@ async fn health_waits_for_migrations_when_serve_does_not_migrate() {
     );
     let again = run(cwd.path(), &["migrate", "--database-url", &url]);
     assert!(again.contains("applied 0 migration"), "{again}");
-    server.terminate();
+    server.terminate().assert_clean();
 }
 
 #[tokio::test]

@@ -9,6 +9,10 @@
 //!   fast with UNAVAILABLE, health turns NOT_SERVING, nothing panics, and
 //!   everything recovers by itself when the proxy forwards again.
 //!
+//! - (c) of two replicas on one PostgreSQL, the one sequencing the audit
+//!   log is SIGKILLed mid-burst: the other sequences every committed event
+//!   within seconds, no leaf index twice.
+//!
 //! Two replicas on one PostgreSQL (leases, convergence) are tested in
 //! `inbox.rs`, `instructions.rs` and `subject_requests.rs`.
 
@@ -52,6 +56,7 @@ fn instructions(n: u64) -> pb::InstructionSet {
             ..Default::default()
         }],
         termination_grace_days: 30,
+        ..Default::default()
     }
 }
 
@@ -139,7 +144,7 @@ async fn burst(channel: Channel, keys: &TestKeys, acks: Arc<Mutex<Acks>>, stop: 
 
 async fn sigkill_during_writes(b: Backend) {
     let db = TestDb::new(b);
-    let keys = TestKeys::new();
+    let keys = TestKeys::for_process();
     let mut server = start(&db, &keys);
     let channel = server.channel().await;
     assert!(server.wait_health(1, Duration::from_secs(30)).await);
@@ -253,18 +258,118 @@ async fn sigkill_during_writes(b: Backend) {
         );
     }
 
-    let v = AuditServiceClient::new(channel)
-        .verify_audit_log(authed(pb::VerifyAuditLogRequest {}, &keys.sre()))
+    // Every event that committed before the kill gets its leaf from the
+    // restarted server's sequencer, and the tree verifies with all of them.
+    let all = sequenced_events(&channel, &keys, Duration::from_secs(10)).await;
+    let mut audit = AuditServiceClient::new(channel);
+    let v = audit
+        .verify_audit_log(authed(pb::VerifyAuditLogRequest::default(), &keys.sre()))
         .await
         .unwrap()
         .into_inner();
-    assert!(v.ok, "audit chain broken after SIGKILL: {v:?}");
+    assert!(v.ok, "audit log broken after SIGKILL: {v:?}");
+    assert_eq!(
+        v.tree_size,
+        all.len() as u64,
+        "every stored event is a leaf of the signed tree"
+    );
     drop(server);
 }
 on_both_backends!(
     sigkill_during_writes_loses_nothing_acknowledged,
     sigkill_during_writes
 );
+
+/// Every audit event, as compliance lists it, once each has its leaf (or
+/// what is there after `within`, for the caller's assertion to report).
+async fn sequenced_events(channel: &Channel, keys: &TestKeys, within: Duration) -> Vec<pb::AuditEvent> {
+    let mut audit = AuditServiceClient::new(channel.clone());
+    let deadline = Instant::now() + within;
+    loop {
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = audit
+                .list_audit_events(authed(
+                    pb::ListAuditEventsRequest {
+                        page_size: 1000,
+                        page_token: token.clone(),
+                        ..Default::default()
+                    },
+                    &keys.compliance(),
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            all.extend(page.events);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        if all.iter().all(|e| e.leaf_index.is_some()) || Instant::now() > deadline {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// (c) Two replicas on one PostgreSQL; the one taking the writes, which
+/// sequences most of them, is SIGKILLed mid-burst. The survivor, never
+/// restarted, places every committed event in the tree within seconds;
+/// no leaf index is assigned twice, and the tree verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_sequencing_replica_hands_sequencing_to_the_other() {
+    if !crate::support::postgres_available() {
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres);
+    let keys = TestKeys::for_process();
+    let mut a = start(&db, &keys);
+    let b = start(&db, &keys);
+    let channel_a = a.channel().await;
+    let channel_b = b.channel().await;
+    assert!(a.wait_health(1, Duration::from_secs(30)).await);
+    assert!(b.wait_health(1, Duration::from_secs(30)).await);
+
+    let acks = Arc::new(Mutex::new(Acks::default()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let killer = async {
+        let started = Instant::now();
+        while acks.lock().unwrap().submitted.len() < 40 && started.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        a.child.kill().unwrap(); // SIGKILL, mid-burst
+        a.child.wait().unwrap();
+        let _ = stop_tx.send(true);
+    };
+    tokio::join!(burst(channel_a, &keys, acks.clone(), stop_rx), killer);
+    let killed_at = Instant::now();
+    assert!(acks.lock().unwrap().submitted.len() >= 40, "burst too small");
+
+    let all = sequenced_events(&channel_b, &keys, Duration::from_secs(10)).await;
+    assert!(
+        all.iter().all(|e| e.leaf_index.is_some()),
+        "the surviving replica left events unsequenced"
+    );
+    let took = killed_at.elapsed();
+    assert!(took < Duration::from_secs(10), "take-over took {took:?}");
+    let mut leaves: Vec<u64> = all.iter().filter_map(|e| e.leaf_index).collect();
+    leaves.sort_unstable();
+    assert_eq!(
+        leaves,
+        (0..all.len() as u64).collect::<Vec<_>>(),
+        "leaf indexes are dense and none is assigned twice"
+    );
+    let v = AuditServiceClient::new(channel_b)
+        .verify_audit_log(authed(pb::VerifyAuditLogRequest::default(), &keys.sre()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.ok, "audit log broken after the take-over: {v:?}");
+    assert_eq!(v.tree_size, all.len() as u64);
+    drop(b);
+}
 
 /// A TCP proxy to PostgreSQL that the test can cut (every connection
 /// dropped, new ones closed at once) and restore.

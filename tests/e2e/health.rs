@@ -48,6 +48,7 @@ async fn health_and_reflection(b: Backend) {
         "proctor.v1.SubjectRequestService",
         "proctor.v1.InboxService",
         "proctor.v1.BreachService",
+        "proctor.v1.DisclosureService",
         "proctor.v1.AuditService",
         "grpc.health.v1.Health",
     ] {
@@ -96,4 +97,82 @@ async fn graceful_shutdown_ends_streams_and_returns() {
         .await
         .expect("server stopped")
         .unwrap();
+}
+
+/// What old grpcurl, Postman, Evans and Python's grpcio-reflection do: list
+/// over v1alpha, then fetch the file of a symbol and every file it imports
+/// by name. The google.rpc error details resolve, so they decode
+/// `BadRequest` instead of printing bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_v1alpha_resolves_services_and_error_details() {
+    use prost::Message as _;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    let app = spawn_app(Backend::Sqlite).await;
+    let refl = ServerReflectionClient::new(app.channel.clone());
+    let ask = |m: MessageRequest| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    };
+    let answers = |reqs: Vec<ServerReflectionRequest>| {
+        let mut refl = refl.clone();
+        async move {
+            let mut stream = refl
+                .server_reflection_info(tokio_stream::iter(reqs))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(r) = stream.message().await.unwrap() {
+                out.push(r.message_response.unwrap());
+            }
+            out
+        }
+    };
+    let list = answers(vec![ask(MessageRequest::ListServices(String::new()))]).await;
+    let MessageResponse::ListServicesResponse(list) = &list[0] else {
+        panic!("unexpected reflection answer: {list:?}");
+    };
+    assert!(list.service.iter().any(|s| s.name == "proctor.v1.InboxService"));
+
+    // Resolve each symbol, then every import by file name, as clients do.
+    for symbol in [
+        "proctor.v1.InboxService",
+        "google.rpc.BadRequest",
+        "google.rpc.PreconditionFailure",
+        "google.rpc.ResourceInfo",
+        "google.rpc.ErrorInfo",
+        "google.rpc.Status",
+    ] {
+        let got = answers(vec![ask(MessageRequest::FileContainingSymbol(symbol.into()))]).await;
+        let MessageResponse::FileDescriptorResponse(files) = &got[0] else {
+            panic!("{symbol} does not resolve: {got:?}");
+        };
+        let mut pending: Vec<String> = files
+            .file_descriptor_proto
+            .iter()
+            .flat_map(|b| {
+                prost_types::FileDescriptorProto::decode(b.as_slice())
+                    .unwrap()
+                    .dependency
+            })
+            .collect();
+        while let Some(name) = pending.pop() {
+            let got = answers(vec![ask(MessageRequest::FileByFilename(name.clone()))]).await;
+            let MessageResponse::FileDescriptorResponse(f) = &got[0] else {
+                panic!("import {name} of {symbol} does not resolve: {got:?}");
+            };
+            for b in &f.file_descriptor_proto {
+                pending.extend(
+                    prost_types::FileDescriptorProto::decode(b.as_slice())
+                        .unwrap()
+                        .dependency,
+                );
+            }
+        }
+    }
+    drop(refl);
+    app.stop().await;
 }

@@ -128,7 +128,7 @@ async fn healthcheck_fails_until_migrations_are_applied() {
 
     let out = healthcheck(vec!["--addr".into(), addr]).await;
     assert!(out.status.success(), "SERVING after migrate: {}", stderr(&out));
-    server.terminate();
+    server.terminate().assert_clean();
 }
 
 #[tokio::test]

@@ -77,7 +77,7 @@ async fn leases_and_acks(b: Backend) {
         got.iter()
             .all(|e| e.delivery_count == 1 && e.kind == "breach.notice")
     );
-    let payload: serde_json::Value = serde_json::from_slice(&got[0].payload).unwrap();
+    let payload: serde_json::Value = serde_json::from_str(&got[0].payload).unwrap();
     assert_eq!(payload["id"], "thing-0");
 
     // Leased: nobody else gets them until the lease runs out.

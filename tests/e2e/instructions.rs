@@ -26,7 +26,7 @@ fn rule(cat: &str, purposes: &[&str], regions: &[&str]) -> CategoryRule {
     }
 }
 
-fn standard() -> InstructionSet {
+pub(crate) fn standard() -> InstructionSet {
     let mut recording = rule(
         "recording",
         &["service_delivery", "quality_assurance"],
@@ -42,6 +42,7 @@ fn standard() -> InstructionSet {
     InstructionSet {
         rules: vec![recording, transcript, screen, contact],
         termination_grace_days: 30,
+        ..Default::default()
     }
 }
 
@@ -59,7 +60,7 @@ pub async fn put(app: &TestApp, tenant: &str, expected: u64, set: InstructionSet
 }
 
 /// `PutInstructions` for `tenant` as the caller `token`, with `reason`.
-async fn try_put(
+pub(crate) async fn try_put(
     app: &TestApp,
     tenant: &str,
     expected: u64,
@@ -82,7 +83,7 @@ async fn try_put(
 }
 
 /// `GetInstructions` of `tenant` at `version` (0 = current) as `token`.
-async fn get(
+pub(crate) async fn get(
     app: &TestApp,
     tenant: &str,
     version: u64,
@@ -100,7 +101,7 @@ async fn get(
         .map(|r| r.into_inner())
 }
 
-fn chk(tenant: &str, category: &str, purpose: &str, region: &str) -> CheckProcessingRequest {
+pub(crate) fn chk(tenant: &str, category: &str, purpose: &str, region: &str) -> CheckProcessingRequest {
     CheckProcessingRequest {
         tenant_id: tenant.into(),
         category: category.into(),
@@ -267,6 +268,7 @@ async fn decisions(b: Backend) {
         .batch_check_processing(authed(
             BatchCheckProcessingRequest {
                 checks: cases.iter().map(|(c, _)| c.clone()).collect(),
+                ..Default::default()
             },
             &app.keys.platform("recorder"),
         ))
@@ -289,6 +291,7 @@ async fn decisions(b: Backend) {
                     chk("acme", "contact", "billing", ""),
                     chk("acme", "dna", "billing", "usa"),
                 ],
+                ..Default::default()
             },
             &app.keys.platform("recorder"),
         ))

@@ -1,8 +1,9 @@
 //! Metrics reach a real OTLP/gRPC receiver from a real `proctor serve`
 //! process: the RPC duration histogram by service, method and status code
 //! (invented paths folded into `_OTHER`), calls in flight, the database
-//! pool, and the sampled backlog gauges following what the calls did, with
-//! no tenant or personal data in any attribute.
+//! pool, the sampled backlog gauges following what the calls did, and a
+//! refused list download counted by source, with no tenant or personal
+//! data in any attribute.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -179,10 +180,20 @@ async fn start(db: &TestDb) -> (Receiver, ServerProcess) {
         tonic::transport::Server::builder().add_service(MetricsServiceServer::new(receiver.clone())),
     )
     .await;
+    // A list host whose certificate a CA the server was not told to trust
+    // issued: the download at start is refused, for the failure counter.
+    let (_, leaf) = crate::list_refresh::test_ca();
+    let (_, eu) = crate::screening::fixture("eu/fsf_1_1_excerpt_2026-08-05.xml");
+    let lists = crate::list_refresh::serve(crate::list_refresh::Served::new(eu, "\"eu-1\"", &leaf)).await;
     let server = ServerProcess::start(
         Path::new(BIN),
         Some(&db.url),
         &[
+            (
+                "PROCTOR_LIST_URL",
+                format!("eu_fsf=https://localhost:{}/files/fsf.xml", lists.port()),
+            ),
+            ("PROCTOR_LIST_ALLOW_PRIVATE", "true".into()),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}")),
             ("OTEL_TRACES_EXPORTER", "none".into()),
             ("OTEL_METRIC_EXPORT_INTERVAL", "200".into()),
@@ -208,6 +219,11 @@ async fn metrics_reach_the_collector(b: Backend) {
                 && r.value("proctor.subject_requests.open", &[]) == Some(0.0)
         })
         .await;
+    receiver
+        .wait_for("the refused list download counted", |r| {
+            r.value("proctor.screening.list_refresh_failures", &[("source", "eu_fsf")]) == Some(1.0)
+        })
+        .await;
 
     import_small_ofac(ch.clone(), &token(&["compliance"], None))
         .await
@@ -223,6 +239,7 @@ async fn metrics_reach_the_collector(b: Backend) {
                 party_ref: format!("tenants/{TENANT}/contacts/1"),
                 min_score: 0.0,
                 limit: 5,
+                ..Default::default()
             },
             &platform,
         ))
@@ -296,7 +313,7 @@ async fn metrics_reach_the_collector(b: Backend) {
         let keys: BTreeSet<&str> = p.attributes.iter().map(|kv| kv.key.as_str()).collect();
         assert_eq!(
             keys,
-            BTreeSet::from(["rpc.grpc.status_code", "rpc.method", "rpc.service"]),
+            BTreeSet::from(["rpc.grpc.status_code", "rpc.method", "rpc.service", "rpc.system"]),
             "histogram attributes"
         );
         assert_ne!(attr(&p.attributes, "rpc.method").as_deref(), Some("Invented"));
@@ -320,6 +337,19 @@ async fn metrics_reach_the_collector(b: Backend) {
         )
         .unwrap();
     assert!((1.0..=5.0).contains(&(used + idle)), "{used} used + {idle} idle");
+    // SQLite's writer reports its groups; PostgreSQL has none to report.
+    let groups = receiver.value("proctor.db.write_groups", &[]);
+    let grouped = receiver.value("proctor.db.grouped_commands", &[]);
+    match b {
+        Backend::Sqlite => {
+            let (groups, grouped) = (groups.unwrap(), grouped.unwrap());
+            assert!(
+                groups >= 1.0 && grouped >= groups,
+                "{grouped} commands in {groups} groups"
+            );
+        }
+        Backend::Postgres => assert!(groups.is_none() && grouped.is_none()),
+    }
 
     // The tenant's inbox backlog is what it can pull; acknowledging it all
     // brings the gauge to zero.

@@ -1,11 +1,14 @@
 //! Retiring an identifier encryption key: a server seals under key 1 (a
 //! request's identifiers and reasons, export chunks, a task error, a case
 //! answer and notes, screened parties, a breach's nature and contact point,
-//! plus a note, a chunk and a task error left in the clear from before they
-//! were sealed); `proctor keys reseal`
-//! with the ring [2, 1] moves every row to key 2, beside the running
-//! server; afterwards the ring [2] alone opens every row to the same text,
-//! a second run has nothing to do, and the audit log records counts only.
+//! a webhook's current and previous secrets, a legal hold's texts, a logged
+//! decision's subject ref, a question to the controller and its answer, an
+//! uploaded artefact's chunks, plus a note, a chunk and a task error left
+//! in the clear from before they were sealed); `proctor keys reseal` with
+//! the ring [2, 1] moves every row to key 2, beside the running server;
+//! afterwards the ring [2] alone opens every row to the same text, a server
+//! started with it reads each through its RPCs, a second run has nothing to
+//! do, and the audit log records counts only.
 
 use std::process::Command;
 
@@ -13,28 +16,43 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
+use proctor::app::Application;
+use proctor::clock::ManualClock;
 use proctor::db::schema::breaches::dsl as br;
+use proctor::db::schema::decision_log::dsl as dl;
+use proctor::db::schema::legal_holds::dsl as lh;
 use proctor::db::schema::screening_case_answers::dsl as ca;
 use proctor::db::schema::screening_cases::dsl as sc;
 use proctor::db::schema::screening_parties::dsl as pa;
+use proctor::db::schema::subject_artifact_chunks::dsl as ac;
 use proctor::db::schema::subject_export_chunks::dsl as x;
+use proctor::db::schema::subject_questions::dsl as sq;
 use proctor::db::schema::subject_requests::dsl as r;
 use proctor::db::schema::subject_tasks::dsl as t;
-use proctor::proto::v1::{self as pb, PartyType, Resolution, ResolveCaseRequest};
+use proctor::db::schema::webhooks::dsl as wh;
+use proctor::proto::v1::{
+    self as pb, PartyType, Resolution, ResolveCaseRequest, compute_subject_ref_request::Identifier,
+};
 use proctor::secrets::KeyRing;
 use proctor::secrets::reseal;
 
 use crate::cli::BIN;
 use crate::on_both_backends;
 use crate::screening::{client as screening, import, ofac_set, screen};
-use crate::subject_requests::{client as requests, complete, pull, register, submit};
-use crate::support::{Backend, TestApp, TestDb, TestKeys, authed, spawn_with, test_config};
+use crate::subject_requests::{
+    client as requests, complete, contact_for_service_delivery, pull, register, submit,
+};
+use crate::subject_rights::upload_messages;
+use crate::support::{Backend, TestApp, TestDb, TestKeys, authed, pull_inbox, spawn_with, t0, test_config};
+use crate::webhooks::{Mode, Receiver};
 
 /// Every sealed row as `(kind, binding, key id, sealed text)`; clear rows
 /// have no key id.
 type Sealed = Vec<(&'static str, String, Option<String>, String)>;
 /// (id, clear text, key id, ciphertext) of a column pair that once was clear.
 type TextRow = (String, Option<String>, Option<String>, Option<String>);
+/// (id, key, ciphertext, previous key, previous ciphertext) of a webhook.
+type WebhookRow = (String, String, String, Option<String>, Option<String>);
 /// (id, nature key, nature ciphertext, contact key, contact ciphertext).
 type BreachRow = (
     String,
@@ -124,6 +142,77 @@ async fn sealed_rows(app: &TestApp) -> Sealed {
                 out.push(("nature", id.clone(), nk, ns.unwrap_or_default()));
                 out.push(("contact", id, ck, cs.unwrap_or_default()));
             }
+            // The kinds sealed from the start: (binding, key, ciphertext).
+            let rows: Vec<WebhookRow> = wh::webhooks
+                .order(wh::id.asc())
+                .select((
+                    wh::id,
+                    wh::secret_key_id,
+                    wh::secret_sealed,
+                    wh::previous_secret_key_id,
+                    wh::previous_secret_sealed,
+                ))
+                .load(c)?;
+            for (id, k, s, pk, ps) in rows {
+                out.push(("webhook secret", id.clone(), Some(k), s));
+                if let Some(ps) = ps {
+                    out.push((
+                        "previous secret",
+                        proctor::webhooks::repo::previous_id(&id),
+                        pk,
+                        ps,
+                    ));
+                }
+            }
+            type Pair = (String, Option<String>, Option<String>);
+            let pairs: [(&'static str, Vec<Pair>); 4] = [
+                (
+                    "hold",
+                    lh::legal_holds
+                        .order(lh::id.asc())
+                        .select((lh::id, lh::texts_key_id, lh::texts_sealed))
+                        .load(c)?,
+                ),
+                (
+                    "decision",
+                    dl::decision_log
+                        .filter(dl::subject_sealed.is_not_null())
+                        .order(dl::seq.asc())
+                        .select((dl::decision_id, dl::subject_key_id, dl::subject_sealed))
+                        .load(c)?,
+                ),
+                (
+                    "controller question",
+                    sq::subject_questions
+                        .order(sq::id.asc())
+                        .select((
+                            sq::id,
+                            sq::question_key_id.nullable(),
+                            sq::question_sealed.nullable(),
+                        ))
+                        .load(c)?,
+                ),
+                (
+                    "controller answer",
+                    sq::subject_questions
+                        .filter(sq::answer_sealed.is_not_null())
+                        .order(sq::id.asc())
+                        .select((sq::id, sq::answer_key_id, sq::answer_sealed))
+                        .load(c)?,
+                ),
+            ];
+            for (kind, rows) in pairs {
+                for (id, k, s) in rows {
+                    out.push((kind, id, k, s.unwrap_or_default()));
+                }
+            }
+            let rows: Vec<(String, i64, String, String)> = ac::subject_artifact_chunks
+                .order((ac::artifact_id.asc(), ac::idx.asc()))
+                .select((ac::artifact_id, ac::idx, ac::key_id, ac::data))
+                .load(c)?;
+            for (file, idx, k, d) in rows {
+                out.push(("artifact chunk", format!("{file}/{idx}"), Some(k), d));
+            }
             Ok(out)
         })
         .await
@@ -164,6 +253,20 @@ fn opened(rows: &Sealed, ring: &KeyRing) -> Vec<(&'static str, String)> {
                 ("chunk", k) => sr::open_chunk(ring, id, 0, text.clone().into_bytes(), k.as_deref())
                     .map(|b| String::from_utf8(b).unwrap()),
                 ("answer", Some(k)) => case_answers::open_text(ring, id, k, text),
+                ("webhook secret" | "previous secret", Some(k)) => ring
+                    .open(k, text, &Field::WebhookSecret.aad(id))
+                    .map(|b| String::from_utf8(b).unwrap()),
+                ("hold", k) => text_of(Field::LegalHoldTexts, id, k, text),
+                ("decision", k) => text_of(Field::DecisionSubject, id, k, text),
+                ("controller question", k) => text_of(Field::SubjectQuestion, id, k, text),
+                ("controller answer", k) => text_of(Field::SubjectAnswer, id, k, text),
+                ("artifact chunk", Some(k)) => {
+                    let (file, idx) = id.rsplit_once('/').unwrap();
+                    sr::open_artifact_chunk(ring, file, idx.parse().unwrap(), k, text).map(|b| {
+                        use sha2::Digest;
+                        hex::encode(sha2::Sha256::digest(b))
+                    })
+                }
                 ("subject", Some(k)) => sr::Sealed {
                     key_id: k.clone(),
                     data: text.clone(),
@@ -178,6 +281,31 @@ fn opened(rows: &Sealed, ring: &KeyRing) -> Vec<(&'static str, String)> {
             )
         })
         .collect()
+}
+
+/// t2's logged decisions as compliance lists them, once the writer (off
+/// the request path) stored one.
+async fn decisions(app: &TestApp, token: &str) -> Vec<pb::DecisionRecord> {
+    for _ in 0..200 {
+        let got = app
+            .instructions()
+            .list_decisions(authed(
+                pb::ListDecisionsRequest {
+                    tenant_id: "t2".into(),
+                    ..Default::default()
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .decisions;
+        if !got.is_empty() {
+            return got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the decision log never held t2's decision");
 }
 
 fn key_text(key: &[u8; 32]) -> String {
@@ -214,15 +342,24 @@ fn keys_cli(db: &TestDb, ring_file: &std::path::Path, args: &[&str]) -> String {
 
 async fn reseal_retires_the_old_key(b: Backend) {
     let (k1, k2) = (rand::random::<[u8; 32]>(), rand::random::<[u8; 32]>());
-    let keys = TestKeys::new();
-    let ring_file = keys.dir.path().join("ring.keys");
+    // The ring outlives the first server (a second one starts with it).
+    let ring_dir = tempfile::tempdir().unwrap();
+    let ring_file = ring_dir.path().join("ring.keys");
     std::fs::write(&ring_file, key_text(&k1)).unwrap();
     let db = TestDb::new(b);
-    let mut cfg = test_config(&db, &keys);
-    cfg.identifier_encryption_key_file = Some(ring_file.clone());
-    // Clear rows stay clear until the reseal (no sealing pass).
-    cfg.seal_clear_interval_seconds = 0;
-    let app = spawn_with(db, keys, cfg).await;
+    let config = |keys: &TestKeys| {
+        let mut cfg = test_config(&db, keys);
+        cfg.identifier_encryption_key_file = Some(ring_file.clone());
+        // Clear rows stay clear until the reseal (no sealing pass).
+        cfg.seal_clear_interval_seconds = 0;
+        // The webhook receiver is on loopback, over http.
+        cfg.webhook_allow_insecure = true;
+        cfg.webhook_allow_private = true;
+        cfg
+    };
+    let keys = TestKeys::new();
+    let cfg = config(&keys);
+    let app = spawn_with(TestDb::shared_with(&db), keys, cfg).await;
     let comp = app.keys.compliance();
     let t1 = app.keys.tenant("t1");
 
@@ -377,6 +514,139 @@ async fn reseal_retires_the_old_key(b: Backend) {
         .await
         .unwrap();
 
+    // Sealed from the start, in tenants t2 and t3 (t1's inbox is read
+    // above): a webhook's secret and, once rotated, its previous one ...
+    let rx = Receiver::start(Mode::Ok).await;
+    let t3 = app.keys.tenant("t3");
+    let first_secret = app
+        .webhooks()
+        .set_webhook(authed(
+            pb::SetWebhookRequest {
+                url: rx.url(),
+                description: "our privacy tool".into(),
+                ..Default::default()
+            },
+            &t3,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let secret = app
+        .webhooks()
+        .rotate_webhook_secret(authed(pb::RotateWebhookSecretRequest::default(), &t3))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    // ... a legal hold's texts and a logged decision's subject ref ...
+    let t2 = app.keys.tenant("t2");
+    contact_for_service_delivery(&app, "t2", 30).await;
+    let sref = requests(&app)
+        .compute_subject_ref(authed(
+            pb::ComputeSubjectRefRequest {
+                identifier: Some(Identifier::Email("ada.lovelace@example.org".into())),
+                tenant_id: "t2".into(),
+            },
+            &crm_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .subject_ref;
+    let hold = app
+        .instructions()
+        .place_legal_hold(authed(
+            pb::PlaceLegalHoldRequest {
+                tenant_id: "t2".into(),
+                subject_ref: sref.clone(),
+                categories: vec!["contact".into()],
+                reason: "Litigation hold: Lovelace v. Example Ltd".into(),
+                reference: "case 4711".into(),
+                until: None,
+            },
+            &comp,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let denied = app
+        .instructions()
+        .check_processing(authed(
+            pb::CheckProcessingRequest {
+                tenant_id: "t2".into(),
+                category: "contact".into(),
+                purpose: "billing".into(),
+                subject_ref: sref.clone(),
+                ..Default::default()
+            },
+            &app.keys.platform("recorder"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        denied.verdict,
+        pb::Verdict::Deny as i32,
+        "a DENY is always logged"
+    );
+    assert_eq!(decisions(&app, &comp).await[0].subject_ref, sref);
+    // ... and a question to the controller with its answer, and a file
+    // of two chunks (one per MiB) uploaded for the same request.
+    let b1 = requests(&app)
+        .submit_subject_request(authed(submit(pb::RequestType::Access, "b1", &[]), &t2))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let task = pull(&app, "crm", 60)
+        .await
+        .into_iter()
+        .find(|t| t.request_id == b1)
+        .expect("b1's task")
+        .id;
+    let recording: Vec<u8> = (0..1_500_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let artifact = requests(&app)
+        .upload_artifact(authed(
+            tokio_stream::iter(upload_messages(&task, "call.wav", &recording)),
+            &crm_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let question = requests(&app)
+        .ask_controller(authed(
+            pb::AskControllerRequest {
+                request_id: b1.clone(),
+                question: "Which of Lovelace's two accounts?".into(),
+            },
+            &crm_token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let asked = pull_inbox(&app, &t2, 30)
+        .await
+        .into_iter()
+        .find(|e| e.kind == "subject_request.question")
+        .expect("the question reaches t2");
+    app.inbox()
+        .reply(authed(
+            pb::ReplyRequest {
+                id: asked.id,
+                text: "The Marylebone one, says Lovelace".into(),
+            },
+            &t2,
+        ))
+        .await
+        .unwrap();
+    complete(&app, "crm", &task, br#"[{"contact":"Ada"}]"#, false)
+        .await
+        .unwrap();
+
     let ring1 = KeyRing::new(&[k1]).unwrap();
     let before = sealed_rows(&app).await;
     let kinds: Vec<_> = before.iter().map(|r| r.0).collect();
@@ -385,6 +655,7 @@ async fn reseal_retires_the_old_key(b: Backend) {
         [
             "subject",
             "subject",
+            "chunk",
             "chunk",
             "answer",
             "note",
@@ -395,7 +666,15 @@ async fn reseal_retires_the_old_key(b: Backend) {
             "party",
             "party",
             "nature",
-            "contact"
+            "contact",
+            "webhook secret",
+            "previous secret",
+            "hold",
+            "decision",
+            "controller question",
+            "controller answer",
+            "artifact chunk",
+            "artifact chunk"
         ]
     );
     assert_eq!(
@@ -418,7 +697,7 @@ async fn reseal_retires_the_old_key(b: Backend) {
             pending.case_answers,
             pending.case_notes
         ),
-        (2, 1, 1, 2)
+        (2, 2, 1, 2)
     );
     assert_eq!(
         (
@@ -428,6 +707,17 @@ async fn reseal_retires_the_old_key(b: Backend) {
             pending.breach_texts
         ),
         (1, 2, 2, 2)
+    );
+    assert_eq!(
+        (
+            pending.webhook_secrets,
+            pending.legal_hold_texts,
+            pending.decision_subjects,
+            pending.subject_questions,
+            pending.subject_answers,
+            pending.artifact_chunks
+        ),
+        (2, 1, 1, 1, 1, 2)
     );
     assert_eq!(uses.len(), 2, "key 1 and the clear rows: {uses:?}");
 
@@ -443,7 +733,7 @@ async fn reseal_retires_the_old_key(b: Backend) {
         ),
         "{out}"
     );
-    assert!(err.contains("13 row(s) are not under the active key"), "{err}");
+    assert!(err.contains("22 row(s) are not under the active key"), "{err}");
     // No row is sealed under key 2 yet: nothing shows the server has it, so
     // a reseal is refused unless forced.
     let (ok, _, err) = keys_run(&app.db, &ring_file, &["reseal"]);
@@ -453,12 +743,23 @@ async fn reseal_retires_the_old_key(b: Backend) {
     let out = keys_cli(&app.db, &ring_file, &["reseal", "--batch", "1", "--force"]);
     assert!(
         out.contains(
-            "2 subject identifiers, 1 export chunks, 1 case answers, 2 case notes, \
-             1 request reasons, 2 task errors, 2 screened parties, 2 breach texts"
+            "2 subject identifiers, 2 export chunks, 1 case answers, 2 case notes, \
+             1 request reasons, 2 task errors, 2 screened parties, 2 breach texts, \
+             0 authority request texts, 2 webhook secrets, 1 legal hold texts, 1 decision subjects, \
+             1 subject questions, 1 subject answers, 2 artifact chunks"
         ),
         "{out}"
     );
     assert!(out.contains("they can leave the ring"), "{out}");
+
+    // Every kind is under key 2 only, as many rows as before.
+    let uses = app
+        .store
+        .read("test.keys_in_use", |c, _| reseal::keys_in_use(c))
+        .await
+        .unwrap();
+    assert_eq!(uses.len(), 1, "key 2 alone: {uses:?}");
+    assert_eq!(uses[&Some(ring2.active_id().to_owned())], pending);
 
     // Key 2 alone opens everything, to the same text; nothing is clear.
     let after = sealed_rows(&app).await;
@@ -491,7 +792,112 @@ async fn reseal_retires_the_old_key(b: Backend) {
             "{}",
             e.detail
         );
+        assert!(e.detail.contains(r#""artifact_chunks":1"#), "{}", e.detail);
     }
+
+    // The old key leaves the ring: a server started with the ring [2] alone
+    // (after the runbook's steps, which the key check on start asks for)
+    // reads every kind through its RPCs.
+    app.stop().await;
+    for ring in [
+        format!("{}{}", key_text(&k1), key_text(&k2)),
+        format!("{}{}", key_text(&k2), key_text(&k1)),
+    ] {
+        std::fs::write(&ring_file, ring).unwrap();
+        let keys = TestKeys::new();
+        Application::build(config(&keys), ManualClock::new(t0()))
+            .await
+            .expect("the runbook's step starts");
+    }
+    std::fs::write(&ring_file, key_text(&k2)).unwrap();
+    let keys = TestKeys::new();
+    let cfg = config(&keys);
+    let app = spawn_with(TestDb::shared_with(&db), keys, cfg).await;
+    let (comp, t2) = (app.keys.compliance(), app.keys.tenant("t2"));
+    // Deliveries are signed with both webhook secrets (the previous one's
+    // overlap has not run out).
+    let breach = app
+        .breaches()
+        .report_breach(authed(
+            pb::ReportBreachRequest {
+                nature: "Recordings readable through a misconfigured bucket".into(),
+                categories: vec!["recording".into()],
+                became_aware_at: Some(prost_types::Timestamp {
+                    seconds: crate::support::t0().timestamp() - 60,
+                    nanos: 0,
+                }),
+                tenant_ids: vec!["t3".into()],
+                ..Default::default()
+            },
+            &comp,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let delivered = rx.wait_for(1).await.remove(0);
+    assert!(
+        delivered.json().to_string().contains(&breach),
+        "{:?}",
+        delivered.json()
+    );
+    assert!(delivered.signed_by(&secret), "the current secret opens");
+    assert!(delivered.signed_by(&first_secret), "the previous one too");
+    let holds = app
+        .instructions()
+        .list_legal_holds(authed(
+            pb::ListLegalHoldsRequest {
+                tenant_id: "t2".into(),
+                active_only: false,
+            },
+            &comp,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .holds;
+    assert_eq!(holds, [hold]);
+    assert_eq!(decisions(&app, &comp).await[0].subject_ref, sref);
+    let read = requests(&app)
+        .get_controller_question(authed(
+            pb::GetControllerQuestionRequest {
+                id: question.id.clone(),
+            },
+            &t2,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (read.question.as_str(), read.answer.as_str()),
+        (
+            "Which of Lovelace's two accounts?",
+            "The Marylebone one, says Lovelace"
+        )
+    );
+    let zip = {
+        use tokio_stream::StreamExt;
+        let mut s = requests(&app)
+            .get_export(authed(
+                pb::GetExportRequest {
+                    id: b1.clone(),
+                    format: pb::ExportFormat::Zip as i32,
+                },
+                &t2,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut all = Vec::new();
+        while let Some(chunk) = s.next().await {
+            all.extend(chunk.unwrap().data);
+        }
+        all
+    };
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(zip)).expect("a valid ZIP");
+    let mut file = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name("files/crm/call.wav").unwrap(), &mut file).unwrap();
+    assert!(file == recording, "the artefact reads back whole");
 
     // A row under a key the ring lacks is reported and left as it was; the
     // run still goes through every other row, and fails.
@@ -500,12 +906,36 @@ async fn reseal_retires_the_old_key(b: Backend) {
     let (lost_key, lost_text) =
         proctor::screening::case_answers::seal_text(&lost_ring, &cases[0], "sealed under a lost key")
             .unwrap();
+    // A question and an artefact chunk too (kinds sealed from the start).
+    let lost_question = proctor::secrets::sealed::StoredText::seal(
+        &lost_ring,
+        proctor::secrets::sealed::Field::SubjectQuestion,
+        &question.id,
+        "sealed under a lost key",
+    )
+    .unwrap();
+    let (_, lost_chunk) =
+        proctor::subject_requests::repo::seal_artifact_chunk(&lost_ring, &artifact, 0, b"lost").unwrap();
     let (case0, lk, lt) = (cases[0].clone(), lost_key.clone(), lost_text.clone());
+    let (qid, aid) = (question.id.clone(), artifact.clone());
     app.store
         .write("test.lost_key_row", move |c, _| {
             diesel::update(ca::screening_case_answers.filter(ca::case_id.eq(&case0)))
                 .set((ca::key_id.eq(&lk), ca::text.eq(&lt)))
                 .execute(c)?;
+            diesel::update(sq::subject_questions.filter(sq::id.eq(&qid)))
+                .set((
+                    sq::question_key_id.eq(lost_question.key_id.unwrap()),
+                    sq::question_sealed.eq(lost_question.sealed.unwrap()),
+                ))
+                .execute(c)?;
+            diesel::update(
+                ac::subject_artifact_chunks
+                    .filter(ac::artifact_id.eq(&aid))
+                    .filter(ac::idx.eq(0)),
+            )
+            .set((ac::key_id.eq(&lk), ac::data.eq(&lost_chunk)))
+            .execute(c)?;
             Ok(())
         })
         .await
@@ -514,11 +944,21 @@ async fn reseal_retires_the_old_key(b: Backend) {
     let (ok, out, err) = keys_run(&app.db, &ring_file, &["reseal", "--force"]);
     assert!(!ok, "{out}");
     assert!(
-        out.contains("2 subject identifiers, 1 export chunks, 0 case answers, 2 case notes"),
+        out.contains("2 subject identifiers, 2 export chunks, 0 case answers, 2 case notes"),
         "{out}"
     );
-    let answer = format!("did not open: case answers {}/1 (key {lost_key})", cases[0]);
-    assert!(err.contains(&answer), "{err}");
+    assert!(
+        out.contains("0 subject questions, 1 subject answers, 1 artifact chunks"),
+        "{out}"
+    );
+    for left in [
+        format!("did not open: case answers {}/1 (key {lost_key})", cases[0]),
+        format!("did not open: subject questions {} (key {lost_key})", question.id),
+        format!("did not open: artifact chunks {artifact}/0 (key {lost_key})"),
+    ] {
+        assert!(err.contains(&left), "{err}");
+    }
+    assert!(err.contains("3 row(s) did not open"), "{err}");
     let still: (String, String) = app
         .store
         .read("test.lost_row", move |c, _| {

@@ -23,7 +23,7 @@ use crate::support::{Backend, TestApp, TestDb, TestKeys, authed, spawn_app, spaw
 
 const CHUNK: usize = 64 * 1024;
 
-fn fixture(rel: &str) -> (String, Vec<u8>) {
+pub(crate) fn fixture(rel: &str) -> (String, Vec<u8>) {
     let path = format!("{}/tests/fixtures/sanctions/{rel}", env!("CARGO_MANIFEST_DIR"));
     let data = std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"));
     (rel.rsplit('/').next().unwrap().to_owned(), data)
@@ -90,6 +90,7 @@ pub(crate) async fn screen(
                 party_ref: party_ref.into(),
                 min_score: 0.0,
                 limit: 5,
+                ..Default::default()
             },
             token,
         ))
@@ -158,7 +159,7 @@ async fn versions_diff_and_rescreening(b: Backend) {
     let envs = crate::support::pull_inbox(&app, &t1, 30).await;
     assert_eq!(envs.len(), 1);
     assert_eq!(envs[0].kind, "screening.clarification");
-    let payload: serde_json::Value = serde_json::from_slice(&envs[0].payload).unwrap();
+    let payload: serde_json::Value = serde_json::from_str(&envs[0].payload).unwrap();
     let case_id = payload["case_id"].as_str().unwrap().to_owned();
 
     // Screening the party again reuses the open case and names the entry.
@@ -224,7 +225,7 @@ async fn cases_clarification_and_blocking(b: Backend) {
     let t2 = app.keys.tenant("t2");
     let envs = crate::support::pull_inbox(&app, &t1, 30).await;
     assert_eq!(envs.len(), 1);
-    let payload: serde_json::Value = serde_json::from_slice(&envs[0].payload).unwrap();
+    let payload: serde_json::Value = serde_json::from_str(&envs[0].payload).unwrap();
     assert_eq!(payload["case_id"], case_id.as_str());
 
     // Tenants see their own parties' cases only.

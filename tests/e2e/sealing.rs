@@ -24,6 +24,8 @@ use crate::support::{Backend, TestApp, TestDb, TestKeys, authed, spawn_with, tes
 
 /// In every text written, so one search finds any of them in the clear.
 const MARK: &str = "Quaxley";
+/// The screened party's passport number: sealed with its identity.
+const PASSPORT: &str = "QX7731904";
 const DOB: &str = "1931-02-17";
 
 /// A request's stored reasons: (close clear, extension clear, key, sealed).
@@ -142,7 +144,10 @@ fn assert_party_sealed((name, dob, country, aliases, key, sealed): &PartyCols) {
     }
     assert!(key.is_some());
     let sealed = sealed.as_deref().unwrap();
-    assert!(!sealed.contains(MARK) && !sealed.contains(DOB), "{sealed}");
+    assert!(
+        !sealed.contains(MARK) && !sealed.contains(DOB) && !sealed.contains(PASSPORT),
+        "{sealed}"
+    );
 }
 
 fn breaches(app: &TestApp) -> BreachServiceClient<tonic::transport::Channel> {
@@ -194,10 +199,16 @@ async fn screen_quaxley(app: &TestApp, party_ref: &str) -> pb::ScreenResponse {
                     date_of_birth: DOB.into(),
                     country: "GB".into(),
                     aliases: vec!["Zeb Quaxley".into()],
+                    identifiers: vec![pb::Identifier {
+                        r#type: pb::IdentifierType::Passport as i32,
+                        value: PASSPORT.into(),
+                        country: "GB".into(),
+                    }],
                 }),
                 party_ref: party_ref.into(),
                 min_score: 0.0,
                 limit: 5,
+                ..Default::default()
             },
             &app.keys.platform("crm"),
         ))

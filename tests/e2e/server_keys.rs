@@ -129,7 +129,7 @@ async fn dev_keys_let_one_replica_serve_on_postgres() {
     ] {
         assert!(data.join(f).exists(), "{f} created");
     }
-    assert!(server.terminate().success());
+    server.terminate().assert_clean();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +141,7 @@ async fn the_sqlite_default_makes_its_keys_and_refuses_once_they_are_lost() {
         "SERVING on defaults"
     );
     assert!(cwd.path().join("proctor-data/dev-audit-signing-key.pem").exists());
-    assert!(server.terminate().success());
+    server.terminate().assert_clean();
     // The same database with its hash key gone: refs would no longer match.
     std::fs::remove_file(cwd.path().join("proctor-data/dev-identifier-hash.key")).unwrap();
     let (ok, stderr) = serve_exit(cwd.path(), &[]).expect("serve exits");

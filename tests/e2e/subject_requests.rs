@@ -47,6 +47,7 @@ pub(crate) fn submit(ty: pb::RequestType, key: &str, cats: &[&str]) -> pb::Submi
         regime: pb::Regime::Gdpr as i32,
         received_at: None,
         idempotency_key: key.into(),
+        corrections: Vec::new(),
     }
 }
 
@@ -60,6 +61,7 @@ pub(crate) async fn contact_for_service_delivery(app: &TestApp, tenant: &str, te
     let set = pb::InstructionSet {
         rules: vec![rule],
         termination_grace_days,
+        ..Default::default()
     };
     crate::instructions::put(app, tenant, 0, set).await;
 }
@@ -107,6 +109,7 @@ pub(crate) async fn complete(
                 records_affected: 2,
                 export_data: data.to_vec(),
                 more,
+                ..Default::default()
             },
             &app.keys.platform(system),
         ))
@@ -343,7 +346,13 @@ async fn access_export(b: Backend) {
     assert_eq!(r.tasks.len(), 2);
     // Not ready before completion.
     let mut early = c
-        .get_export(authed(pb::GetExportRequest { id: r.id.clone() }, &t1))
+        .get_export(authed(
+            pb::GetExportRequest {
+                id: r.id.clone(),
+                ..Default::default()
+            },
+            &t1,
+        ))
         .await;
     if let Ok(s) = &mut early {
         let first = s.get_mut().next().await.unwrap();
@@ -389,7 +398,13 @@ async fn access_export(b: Backend) {
     }
 
     let mut stream = c
-        .get_export(authed(pb::GetExportRequest { id: r.id.clone() }, &t1))
+        .get_export(authed(
+            pb::GetExportRequest {
+                id: r.id.clone(),
+                ..Default::default()
+            },
+            &t1,
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -415,7 +430,10 @@ async fn access_export(b: Backend) {
     // bundle is gone.
     let e = c
         .get_export(authed(
-            pb::GetExportRequest { id: r.id.clone() },
+            pb::GetExportRequest {
+                id: r.id.clone(),
+                ..Default::default()
+            },
             &app.keys.tenant("t2"),
         ))
         .await
@@ -423,13 +441,25 @@ async fn access_export(b: Backend) {
     assert_eq!(e.code(), Code::NotFound);
     app.clock.advance(Duration::hours(167));
     assert!(
-        c.get_export(authed(pb::GetExportRequest { id: r.id.clone() }, &t1))
-            .await
-            .is_ok()
+        c.get_export(authed(
+            pb::GetExportRequest {
+                id: r.id.clone(),
+                ..Default::default()
+            },
+            &t1
+        ))
+        .await
+        .is_ok()
     );
     app.clock.advance(Duration::hours(2));
     let e = c
-        .get_export(authed(pb::GetExportRequest { id: r.id.clone() }, &t1))
+        .get_export(authed(
+            pb::GetExportRequest {
+                id: r.id.clone(),
+                ..Default::default()
+            },
+            &t1,
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
@@ -456,10 +486,18 @@ async fn leases_failures_and_cancel(b: Backend) {
     let first = pull(&app, "crm", 30).await;
     assert_eq!(first.len(), 1);
     assert!(pull(&app, "crm", 30).await.is_empty(), "leased");
+    // An expired lease is a failed attempt: offered again after the first
+    // retry's 30 s, counted from the lease's end.
     app.clock.advance(Duration::seconds(31));
+    assert!(
+        pull(&app, "crm", 30).await.is_empty(),
+        "backing off after the expiry"
+    );
+    app.clock.advance(Duration::seconds(29));
     let again = pull(&app, "crm", 30).await;
     assert_eq!(again.len(), 1, "an expired lease makes the task available again");
     assert_eq!(again[0].attempts, 2);
+    assert_eq!(again[0].error, "lease expired");
 
     // A failure is visible and offered again.
     let failed = c
@@ -474,6 +512,11 @@ async fn leases_failures_and_cancel(b: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(failed.status, pb::TaskStatus::Failed as i32);
+    // The second attempt failed: it waits twice the first retry's 30 s.
+    assert!(pull(&app, "crm", 30).await.is_empty(), "backing off");
+    app.clock.advance(Duration::seconds(59));
+    assert!(pull(&app, "crm", 30).await.is_empty(), "backing off");
+    app.clock.advance(Duration::seconds(1));
     assert_eq!(pull(&app, "crm", 30).await.len(), 1);
 
     // Someone else's system name is refused.
@@ -926,7 +969,7 @@ async fn forwarded_and_encrypted(b: Backend) {
         .envelopes;
     assert_eq!(envs.len(), 1);
     assert_eq!(envs[0].kind, "subject_request.forwarded");
-    let payload: serde_json::Value = serde_json::from_slice(&envs[0].payload).unwrap();
+    let payload: serde_json::Value = serde_json::from_str(&envs[0].payload).unwrap();
     assert_eq!(payload["id"], fwd.id);
     let got = c
         .get_subject_request(authed(pb::GetSubjectRequestRequest { id: fwd.id.clone() }, &t1))
@@ -996,19 +1039,7 @@ async fn contract_end_fans_out(b: Backend) {
     register(&app, "dialer", &["recording"]).await;
     let signer = std::sync::Arc::new(proctor::secrets::SubjectSecrets::load(&app.config).unwrap());
     let run = |signer: std::sync::Arc<proctor::secrets::SubjectSecrets>| {
-        app.store.write("test.contract_end", move |c, clock| {
-            let entry = proctor::audit::model::AuditEntry {
-                actor: "proctor".into(),
-                role: "service".into(),
-                tenant_id: Some("t1".into()),
-                action: "subject_request.contract_end".into(),
-                target: String::new(),
-                outcome: "ok".into(),
-                trace_id: String::new(),
-                detail: String::new(),
-            };
-            store::contract_end_erasure(c, clock.now(), "t1", &signer.receipt, entry)
-        })
+        proctor::subject_requests::service::contract_end_erasure(&app.store, signer, "t1".into())
     };
     let (first, created) = run(signer.clone()).await.unwrap();
     assert!(created);
@@ -1161,3 +1192,29 @@ on_both_backends!(
     nul_in_text_is_refused_with_the_field,
     nul_in_text_is_refused_with_the_field
 );
+
+/// A forward naming a tenant id longer than any tenant's is refused with
+/// the field named, before anything is written.
+async fn forward_bounds_the_tenant_id(b: Backend) {
+    let app = spawn_app(b).await;
+    let e = client(&app)
+        .forward_to_controller(authed(
+            pb::ForwardToControllerRequest {
+                tenant_id: "t".repeat(129),
+                request_type: pb::RequestType::Access as i32,
+                subject: Some(pb::Subject {
+                    email: "ada@example.com".into(),
+                    ..Default::default()
+                }),
+                idempotency_key: "long-tenant".into(),
+                ..Default::default()
+            },
+            &app.keys.platform("crm"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(crate::support::violated_fields(&e), ["tenant_id"]);
+    app.stop().await;
+}
+on_both_backends!(forward_bounds_the_tenant_id, forward_bounds_the_tenant_id);

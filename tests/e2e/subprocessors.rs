@@ -53,6 +53,7 @@ pub(crate) fn media() -> InstructionSet {
             rule("contact", &["service_delivery"]),
         ],
         termination_grace_days: 30,
+        ..Default::default()
     }
 }
 
@@ -61,6 +62,7 @@ fn contacts_only() -> InstructionSet {
     InstructionSet {
         rules: vec![rule("contact", &["service_delivery"])],
         termination_grace_days: 30,
+        ..Default::default()
     }
 }
 
@@ -91,7 +93,7 @@ pub(crate) async fn register(app: &TestApp, r: RegisterSubProcessorRequest) -> S
 }
 
 /// What the screening capability will do: settle the legal name's screening.
-async fn screen(app: &TestApp, id: &str, outcome: Screening) {
+pub(crate) async fn screen(app: &TestApp, id: &str, outcome: Screening) {
     let id = id.to_owned();
     app.store
         .write("test.screen", move |c, clock| {
@@ -209,7 +211,7 @@ async fn inbox(app: &TestApp, tenant: &str) -> Vec<serde_json::Value> {
         .into_iter()
         .map(|e| {
             assert_eq!(e.kind, "sub_processor.change_notice");
-            serde_json::from_slice(&e.payload).unwrap()
+            serde_json::from_str(&e.payload).unwrap()
         })
         .collect()
 }
@@ -737,7 +739,7 @@ async fn exports(b: Backend) {
         .unwrap()
         .into_inner();
     assert!(csv_out.content_type.starts_with("text/csv"));
-    let mut rd = csv::Reader::from_reader(csv_out.data.as_slice());
+    let mut rd = csv::Reader::from_reader(csv_out.data.as_bytes());
     let header: Vec<String> = rd.headers().unwrap().iter().map(str::to_owned).collect();
     for col in [
         "id",
@@ -770,7 +772,7 @@ async fn exports(b: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(json.content_type, "application/json");
-    let doc: serde_json::Value = serde_json::from_slice(&json.data).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&json.data).unwrap();
     assert_eq!(doc["tenant_id"], "acme");
     let list = doc["sub_processors"].as_array().unwrap();
     assert_eq!(list.len(), 2);

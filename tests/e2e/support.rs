@@ -19,16 +19,18 @@ use ed25519_dalek::pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use proctor::app::Application;
 use proctor::auth::jwt::Claims;
-use proctor::clock::ManualClock;
+use proctor::clock::{Clock, ManualClock};
 use proctor::config::Config;
 use proctor::db::Store;
 use proctor::proto::v1::audit_service_client::AuditServiceClient;
 use proctor::proto::v1::breach_service_client::BreachServiceClient;
+use proctor::proto::v1::disclosure_service_client::DisclosureServiceClient;
 use proctor::proto::v1::inbox_service_client::InboxServiceClient;
 use proctor::proto::v1::instruction_service_client::InstructionServiceClient;
 use proctor::proto::v1::screening_service_client::ScreeningServiceClient;
 use proctor::proto::v1::sub_processor_service_client::SubProcessorServiceClient;
 use proctor::proto::v1::subject_request_service_client::SubjectRequestServiceClient;
+use proctor::proto::v1::webhook_service_client::WebhookServiceClient;
 use tokio::sync::oneshot;
 use tonic::Request;
 use tonic::metadata::MetadataValue;
@@ -244,6 +246,14 @@ pub struct TestKeys {
     pub dir: tempfile::TempDir,
     pub jwks_path: PathBuf,
     ed: EncodingKey,
+    /// The clock of the server these keys sign for (it starts at [`t0`]):
+    /// tokens are minted on it, as the server verifies them on it.
+    pub clock: Arc<ManualClock>,
+    /// Mint on the wall clock instead: for a server started as a process,
+    /// which runs on the wall clock.
+    wall: bool,
+    /// How long a minted token lives, in seconds.
+    lifetime: i64,
 }
 
 impl TestKeys {
@@ -259,6 +269,38 @@ impl TestKeys {
             dir,
             jwks_path,
             ed: EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
+            clock: ManualClock::new(t0()),
+            wall: false,
+            lifetime: 10 * 366 * 86_400,
+        }
+    }
+
+    /// Keys whose server clock starts at `start` instead of [`t0`]: for
+    /// tests whose peers check times against the wall clock (a webhook
+    /// receiver refuses signatures more than five minutes old).
+    pub fn at(start: chrono::DateTime<Utc>) -> Self {
+        Self {
+            clock: ManualClock::new(start),
+            ..Self::new()
+        }
+    }
+
+    /// Keys whose tokens live an hour on the test clock: for a server that
+    /// keeps the lifetime cap.
+    pub fn short_lived() -> Self {
+        Self {
+            lifetime: 3600,
+            ..Self::new()
+        }
+    }
+
+    /// Keys for a server started as a process (on the wall clock): its
+    /// tokens live an hour from now, within the default lifetime cap.
+    pub fn for_process() -> Self {
+        Self {
+            wall: true,
+            lifetime: 3600,
+            ..Self::new()
         }
     }
 
@@ -269,13 +311,22 @@ impl TestKeys {
         jsonwebtoken::encode(&h, claims, &self.ed).unwrap()
     }
 
-    /// A valid token for `sub` with `roles` (and `tenant`), for an hour.
+    /// A valid token for `sub` with `roles` (and `tenant`), living the
+    /// keys' lifetime from now on their clock. [`TestKeys::new`] tokens live
+    /// ten years, so a test may hold one while it moves the clock by days
+    /// (test servers run without the lifetime cap, see [`test_config`]).
     pub fn token(&self, sub: &str, roles: &[&str], tenant: Option<&str>) -> String {
+        let now = if self.wall {
+            Utc::now().timestamp()
+        } else {
+            self.clock.now().timestamp()
+        };
+        let exp = now + self.lifetime;
         let claims = Claims {
             sub: sub.into(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
             tenant_id: tenant.map(Into::into),
-            exp: Utc::now().timestamp() + 3600,
+            exp,
             nbf: None,
             iat: None,
             iss: Some("https://issuer.test".into()),
@@ -328,6 +379,9 @@ pub fn test_config(db: &TestDb, keys: &TestKeys) -> Config {
         jwt_audience: Some("proctor".into()),
         db_pool_size: 8,
         shutdown_grace_seconds: 5,
+        // Test tokens outlive the clock moves of a test (see
+        // `TestKeys::token`); the cap has tests of its own.
+        jwt_max_lifetime_seconds: 0,
         ..Config::default()
     };
     db.secrets.configure(&mut cfg);
@@ -342,7 +396,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_with(db: TestDb, keys: TestKeys, cfg: Config) -> TestApp {
-    let clock = ManualClock::new(t0());
+    let clock = keys.clock.clone();
     let config = cfg.clone();
     let app = Application::build(cfg, clock.clone())
         .await
@@ -396,6 +450,10 @@ impl TestApp {
         BreachServiceClient::new(self.channel.clone())
     }
 
+    pub fn disclosures(&self) -> DisclosureServiceClient<Channel> {
+        DisclosureServiceClient::new(self.channel.clone())
+    }
+
     pub fn subject_requests(&self) -> SubjectRequestServiceClient<Channel> {
         SubjectRequestServiceClient::new(self.channel.clone())
     }
@@ -408,8 +466,33 @@ impl TestApp {
         ScreeningServiceClient::new(self.channel.clone())
     }
 
+    pub fn webhooks(&self) -> WebhookServiceClient<Channel> {
+        WebhookServiceClient::new(self.channel.clone())
+    }
+
     pub fn health(&self) -> HealthClient<Channel> {
         HealthClient::new(self.channel.clone())
+    }
+}
+
+impl TestApp {
+    /// Waits until the sequencer has placed every audit event written so
+    /// far in the Merkle tree (it runs right after each commit).
+    pub async fn audit_settled(&self) {
+        for _ in 0..500 {
+            let waiting = self
+                .store
+                .read("test.audit_settled", |c, _| {
+                    proctor::audit::repo::oldest_unsequenced(c)
+                })
+                .await
+                .expect("the audit log reads");
+            if waiting.is_none() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("audit events were not sequenced within 10 s");
     }
 }
 
@@ -504,20 +587,29 @@ pub fn authed<T>(msg: T, token: &str) -> Request<T> {
 
 /// Moves the clock past the refusal interval (60 s by default) and waits
 /// for the flusher to write the counted refusals: the `auth.refused`
-/// events, one per caller class.
+/// events, one per caller class. The log lists an event once the sequencer
+/// has given it a leaf, which happens after the flusher's commit, so this
+/// waits (real time, bounded) for them to appear.
 pub async fn flushed_refusals(app: &TestApp) -> Vec<proctor::proto::v1::AuditEvent> {
     // One round of the flusher after the window is due writes it.
     app.clock.advance_settled(chrono::Duration::seconds(61)).await;
-    let refused: Vec<_> = audit_events(app)
-        .await
-        .into_iter()
-        .filter(|e| e.action == "auth.refused")
-        .collect();
-    assert!(
-        !refused.is_empty(),
-        "the refused calls were never written to the audit log"
-    );
-    refused
+    let refused = || async {
+        audit_events(app)
+            .await
+            .into_iter()
+            .filter(|e| e.action == "auth.refused")
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..500 {
+        if !refused().await.is_empty() {
+            // The flusher writes every class in one transaction; a moment
+            // more lets the sequencer place all of its events.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            return refused().await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the refused calls were never written to the audit log");
 }
 
 /// The JSON detail of a counted-refusals event.

@@ -19,19 +19,20 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::support::{Backend, TestDb, TestKeys, authed, test_config};
 
-/// A CA able to sign leaf certificates.
-struct Ca {
+/// A CA able to sign leaf certificates (also the test CA of the list
+/// downloads' HTTPS server).
+pub(crate) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// A leaf certificate and its key, PEM.
-struct Leaf {
-    cert: String,
-    key: String,
+pub(crate) struct Leaf {
+    pub(crate) cert: String,
+    pub(crate) key: String,
 }
 
 impl Ca {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -40,11 +41,11 @@ impl Ca {
         }
     }
 
-    fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.issuer.pem()
     }
 
-    fn leaf(&self, name: &str, usage: ExtendedKeyUsagePurpose) -> Leaf {
+    pub(crate) fn leaf(&self, name: &str, usage: ExtendedKeyUsagePurpose) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec![name.to_owned()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);

@@ -57,7 +57,7 @@ async fn attacks(b: Backend) {
     let cfg = test_config(&db, &keys);
     let app = spawn_with(db, keys, cfg).await;
     let k = &app.keys;
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::support::t0().timestamp();
     let claims = json!({
         "sub": "attacker", "roles": ["tenant"], "tenant_id": "t1",
         "iss": "https://issuer.test", "aud": "proctor", "exp": now + 600,
@@ -201,7 +201,7 @@ async fn attacks(b: Backend) {
         );
     }
     let v = audit
-        .verify_audit_log(authed(VerifyAuditLogRequest {}, &k.sre()))
+        .verify_audit_log(authed(VerifyAuditLogRequest::default(), &k.sre()))
         .await
         .unwrap()
         .into_inner();

@@ -85,7 +85,7 @@ async fn every_rpc_arrives_as_a_server_span_in_the_callers_trace() {
     )
     .await;
 
-    let keys = TestKeys::new();
+    let keys = TestKeys::for_process();
     let cwd = tempfile::tempdir().unwrap();
     let server = Server::start(
         cwd.path(),
@@ -141,7 +141,10 @@ async fn every_rpc_arrives_as_a_server_span_in_the_callers_trace() {
         .await
         .unwrap();
     audit
-        .verify_audit_log(with_parent(authed(VerifyAuditLogRequest {}, &keys.sre()), trace))
+        .verify_audit_log(with_parent(
+            authed(VerifyAuditLogRequest::default(), &keys.sre()),
+            trace,
+        ))
         .await
         .unwrap();
     inbox
@@ -155,9 +158,22 @@ async fn every_rpc_arrives_as_a_server_span_in_the_callers_trace() {
         ))
         .await
         .unwrap_err();
-    assert!(server.terminate().success());
+    // The same RPC as JSON over plain HTTP: a span of its own, marked Connect.
+    let connect = crate::connect::post(
+        format!("127.0.0.1:{}", server.port).parse().unwrap(),
+        crate::connect::Http::One,
+        "/proctor.v1.InboxService/Pull",
+        "application/json",
+        Some(&keys.tenant("t1")),
+        &[("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))],
+        b"{}".to_vec(),
+    )
+    .await;
+    assert_eq!(connect.status, 200);
+    server.terminate().assert_clean();
 
-    let expected: [(&str, i64, Option<&str>, Option<&str>); 6] = [
+    let expected: [(&str, i64, Option<&str>, Option<&str>); 7] = [
+        ("proctor.v1.InboxService/Pull", 0, Some("tenant"), Some("t1")),
         ("proctor.v1.InboxService/Pull", 0, Some("tenant"), Some("t1")),
         ("proctor.v1.InboxService/Ack", 5, Some("platform"), None),
         (
@@ -190,6 +206,11 @@ async fn every_rpc_arrives_as_a_server_span_in_the_callers_trace() {
         expected.len(),
         "one server span per RPC: {server_spans:#?}"
     );
+    let connect_spans = server_spans
+        .iter()
+        .filter(|(s, _)| attr(s, "rpc.system").as_deref() == Some("connect_rpc"))
+        .count();
+    assert_eq!(connect_spans, 1, "the Connect call's span says connect_rpc");
     let mut remaining = server_spans.clone();
     for (name, code, role, tenant) in expected {
         let pos = remaining
@@ -201,7 +222,10 @@ async fn every_rpc_arrives_as_a_server_span_in_the_callers_trace() {
         let (s, resource) = remaining.remove(pos);
         assert_eq!(hex(&s.trace_id), trace, "{name} continues the caller's trace");
         assert_eq!(hex(&s.parent_span_id), "00f067aa0ba902b7");
-        assert_eq!(attr(s, "rpc.system").as_deref(), Some("grpc"));
+        assert!(matches!(
+            attr(s, "rpc.system").as_deref(),
+            Some("grpc" | "connect_rpc")
+        ));
         let (service, method) = name.split_once('/').unwrap();
         assert_eq!(attr(s, "rpc.service").as_deref(), Some(service));
         assert_eq!(attr(s, "rpc.method").as_deref(), Some(method));

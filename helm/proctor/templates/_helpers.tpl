@@ -80,6 +80,7 @@ receiptSigning: /etc/proctor/receipt-signing
 auditSigning: /etc/proctor/audit-signing
 tls: /etc/proctor/tls
 clientCa: /etc/proctor/tls-client-ca
+outboundCa: /etc/proctor/outbound-ca
 data: /var/lib/proctor
 {{- end }}
 

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use crate::instructions::model::{ANONYMIZED_ANALYTICS, InstructionSet};
-use crate::subprocessors::model::SubProcessorGrants;
+use crate::subprocessors::model::{MechanismSet, SubProcessorGrants};
 
 /// Why processing is denied. Values match the wire enum `DenyReason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -40,11 +40,15 @@ pub enum DenyReason {
     TenantTerminated = 10,
     /// The tenant itself has a confirmed sanctions match.
     SanctionedParty = 11,
+    /// The sub-processor or a parent in its chain processes outside the
+    /// rule's regions, or relies outside the EEA on a transfer mechanism
+    /// the tenant did not permit.
+    TransferNotPermitted = 12,
 }
 
 impl DenyReason {
     /// Every reason, in wire order.
-    pub const ALL: [DenyReason; 11] = [
+    pub const ALL: [DenyReason; 12] = [
         Self::NoInstructions,
         Self::CategoryNotCovered,
         Self::PurposeNotPermitted,
@@ -56,6 +60,7 @@ impl DenyReason {
         Self::SubjectErased,
         Self::TenantTerminated,
         Self::SanctionedParty,
+        Self::TransferNotPermitted,
     ];
 }
 
@@ -83,6 +88,18 @@ impl Reasons {
     pub fn iter(self) -> impl Iterator<Item = DenyReason> {
         DenyReason::ALL.into_iter().filter(move |r| self.contains(*r))
     }
+
+    /// The set of the wire values in `values` (unknown ones are ignored),
+    /// as the decision log stores them.
+    pub fn from_wire(values: &[u8]) -> Self {
+        let mut r = Self::default();
+        for x in DenyReason::ALL {
+            if values.contains(&(x as u8)) {
+                r.add(x);
+            }
+        }
+        r
+    }
 }
 
 /// The answer to one check.
@@ -92,6 +109,9 @@ pub struct Decision {
     pub reasons: Reasons,
     /// The instruction version the decision used (0 = none).
     pub instruction_version: u64,
+    /// On ALLOW, the days the category's data may be kept (its rule's
+    /// retention); 0 on DENY or when it is kept until contract end.
+    pub retention_days: u32,
 }
 
 impl Decision {
@@ -109,6 +129,7 @@ struct CompiledRule {
     regions: Box<[[u8; 2]]>,
     restricted: bool,
     allow_anonymized_analytics: bool,
+    retention_days: u32,
 }
 
 /// Immutable snapshot of everything decisions need about one tenant.
@@ -131,6 +152,9 @@ pub struct TenantPolicy {
     /// The tenant has a confirmed sanctions match: nothing is processed
     /// for it until the case history says otherwise.
     pub sanctioned: bool,
+    /// The transfer mechanisms the tenant permits outside the EEA (empty:
+    /// any).
+    permitted_mechanisms: MechanismSet,
 }
 
 impl TenantPolicy {
@@ -158,13 +182,18 @@ impl TenantPolicy {
                                 regions,
                                 restricted: r.restricted,
                                 allow_anonymized_analytics: r.allow_anonymized_analytics,
+                                retention_days: r.retention_days,
                             },
                         )
                     })
                     .collect()
             })
             .unwrap_or_default();
+        let permitted_mechanisms = set
+            .map(|s| MechanismSet::of(&s.permitted_transfer_mechanisms))
+            .unwrap_or_default();
         Self {
+            permitted_mechanisms,
             version: if set.is_some() { version } else { 0 },
             rules,
             terminated_from,
@@ -236,6 +265,7 @@ pub fn decide(policy: Option<&TenantPolicy>, check: &Check<'_>, now: DateTime<Ut
         return Decision {
             reasons,
             instruction_version: 0,
+            retention_days: 0,
         };
     };
     if p.terminated_from.is_some_and(|t| t <= now) {
@@ -249,12 +279,17 @@ pub fn decide(policy: Option<&TenantPolicy>, check: &Check<'_>, now: DateTime<Ut
     {
         reasons.0 |= s.0;
     }
+    // The rule's regions, for the transfer check (none: no rule applies).
+    let mut regions: Option<&[[u8; 2]]> = None;
+    let mut retention_days = 0;
     if p.version == 0 {
         reasons.add(DenyReason::NoInstructions);
     } else {
         match p.rules.get(check.category) {
             None => reasons.add(DenyReason::CategoryNotCovered),
             Some(rule) => {
+                regions = Some(&rule.regions);
+                retention_days = rule.retention_days;
                 if rule.restricted {
                     reasons.add(DenyReason::CategoryRestricted);
                 }
@@ -273,14 +308,26 @@ pub fn decide(policy: Option<&TenantPolicy>, check: &Check<'_>, now: DateTime<Ut
         }
     }
     // Empty: no sub-processor involved; an unknown id is not authorised.
-    if !check.sub_processor_id.is_empty()
-        && !p
-            .sub_processors
-            .permits(check.sub_processor_id, check.category, check.purpose, now)
-    {
-        reasons.add(DenyReason::SubProcessorNotAuthorized);
+    // Where the sub-processor and its chain process must meet the rule's
+    // regions and the tenant's permitted transfer mechanisms, whatever
+    // region the caller names (asked only when a rule applies).
+    if !check.sub_processor_id.is_empty() {
+        let v = p.sub_processors.verdict(
+            check.sub_processor_id,
+            check.category,
+            check.purpose,
+            now,
+            regions.map(|r| (r, p.permitted_mechanisms)),
+        );
+        if !v.authorized {
+            reasons.add(DenyReason::SubProcessorNotAuthorized);
+        }
+        if !v.transfer_permitted {
+            reasons.add(DenyReason::TransferNotPermitted);
+        }
     }
     Decision {
+        retention_days: if reasons.is_empty() { retention_days } else { 0 },
         reasons,
         instruction_version: p.version,
     }
@@ -303,6 +350,7 @@ mod tests {
             Some(&InstructionSet {
                 rules,
                 termination_grace_days: 30,
+                ..Default::default()
             }),
             terminated,
             0,
@@ -340,6 +388,18 @@ mod tests {
         let d = decide(Some(&p), &check("contact", "support", "DE"), now());
         assert!(d.allowed());
         assert_eq!(d.instruction_version, 3);
+        let mut kept = rule("contact");
+        kept.retention_days = 90;
+        let p = policy(vec![kept], None);
+        assert_eq!(
+            decide(Some(&p), &check("contact", "support", "DE"), now()).retention_days,
+            90
+        );
+        assert_eq!(
+            decide(Some(&p), &check("contact", "billing", "DE"), now()).retention_days,
+            0,
+            "none on DENY"
+        );
     }
 
     #[test]
@@ -467,6 +527,113 @@ mod tests {
         );
     }
 
+    /// A tenant in general mode with `sp` (chain: its parent first) added
+    /// on 1 May and `sp`'s chain as given.
+    fn grants(sps: Vec<crate::subprocessors::model::SubProcessor>) -> SubProcessorGrants {
+        use crate::subprocessors::model::{AuthorizationMode, ChangeKind, Notice, Registry, TenantAnswers};
+        let may = Utc.with_ymd_and_hms(2026, 5, 1, 0, 0, 0).unwrap();
+        let notices = sps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Notice {
+                id: format!("n{i}"),
+                seq: i as i64,
+                sub_processor_id: s.id.clone(),
+                kind: ChangeKind::Add,
+                scope: s.scope.clone(),
+                effective_at: may,
+                objection_deadline: may - Duration::days(1),
+                created_at: may - Duration::days(30),
+            })
+            .collect();
+        Registry {
+            sub_processors: sps,
+            notices,
+        }
+        .grants(&TenantAnswers {
+            modes: vec![(may - Duration::days(60), AuthorizationMode::General)],
+            answers: Default::default(),
+        })
+    }
+
+    fn sub_processor(
+        id: &str,
+        parent: Option<&str>,
+        locations: &[&str],
+        mechanism: crate::subprocessors::model::TransferMechanism,
+    ) -> crate::subprocessors::model::SubProcessor {
+        crate::subprocessors::model::SubProcessor {
+            id: id.into(),
+            legal_name: id.into(),
+            country: locations[0].into(),
+            processing_locations: locations.iter().map(|l| l.to_string()).collect(),
+            services: "transcription".into(),
+            scope: crate::subprocessors::model::Scope {
+                categories: vec!["contact".into()],
+                purposes: vec!["support".into()],
+            },
+            transfer_mechanism: mechanism,
+            parent_id: parent.map(Into::into),
+            dpa_signed_at: None,
+            nda_signed_at: None,
+            created_at: now() - Duration::days(90),
+            screening: crate::subprocessors::model::Screening::Clear,
+            screened_at: None,
+        }
+    }
+
+    #[test]
+    fn a_sub_processor_chain_outside_the_rules_regions_is_a_transfer_not_permitted() {
+        use crate::subprocessors::model::TransferMechanism::{Bcr, Eea, Scc};
+        let g = grants(vec![
+            sub_processor("us-parent", None, &["DE", "US"], Scc),
+            sub_processor("de-child", Some("us-parent"), &["DE"], Eea),
+            sub_processor("fr", None, &["FR"], Eea),
+        ]);
+        let mut anywhere = rule("transcript");
+        anywhere.regions.clear();
+        anywhere.category = "contact_anywhere".into();
+        let p = policy(vec![rule("contact"), anywhere.clone()], None).with_sub_processors(g.clone());
+        let mut c = check("contact", "support", "DE");
+        c.sub_processor_id = "fr";
+        assert!(decide(Some(&p), &c, now()).allowed());
+        // The child itself stays in DE; its parent processes in the US.
+        c.sub_processor_id = "de-child";
+        assert_eq!(reasons(decide(Some(&p), &c, now())), [TransferNotPermitted]);
+        c.sub_processor_id = "us-parent";
+        assert_eq!(reasons(decide(Some(&p), &c, now())), [TransferNotPermitted]);
+        // No sub-processor named: only the caller's region counts.
+        c.sub_processor_id = "";
+        assert!(decide(Some(&p), &c, now()).allowed());
+
+        // A rule without regions: only the mechanisms count.
+        let mut any_region = anywhere.clone();
+        any_region.category = "contact".into();
+        let set = |mechanisms| InstructionSet {
+            rules: vec![any_region.clone()],
+            termination_grace_days: 0,
+            permitted_transfer_mechanisms: mechanisms,
+        };
+        let open = TenantPolicy::compile(2, Some(&set(vec![])), None, 0).with_sub_processors(g.clone());
+        let scc = TenantPolicy::compile(2, Some(&set(vec![Scc])), None, 0).with_sub_processors(g.clone());
+        let bcr = TenantPolicy::compile(2, Some(&set(vec![Bcr])), None, 0).with_sub_processors(g.clone());
+        let mut c = check("contact", "support", "BR");
+        c.sub_processor_id = "de-child";
+        assert!(decide(Some(&open), &c, now()).allowed());
+        assert!(decide(Some(&scc), &c, now()).allowed());
+        assert_eq!(reasons(decide(Some(&bcr), &c, now())), [TransferNotPermitted]);
+        // Inside the EEA nothing is a transfer, whatever is permitted.
+        c.sub_processor_id = "fr";
+        assert!(decide(Some(&bcr), &c, now()).allowed());
+        // An unknown sub-processor is refused as not authorised, not as a
+        // transfer.
+        c.sub_processor_id = "nobody";
+        assert_eq!(
+            reasons(decide(Some(&bcr), &c, now())),
+            [SubProcessorNotAuthorized]
+        );
+    }
+
     #[test]
     fn reasons_set_round_trips() {
         let mut r = Reasons::default();
@@ -475,5 +642,7 @@ mod tests {
         }
         assert_eq!(r.iter().collect::<Vec<_>>(), DenyReason::ALL);
         assert!(!r.is_empty());
+        let wire: Vec<u8> = r.iter().map(|x| x as u8).collect();
+        assert_eq!(Reasons::from_wire(&wire), r);
     }
 }

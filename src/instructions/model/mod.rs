@@ -6,6 +6,7 @@
 //! hot path answers from.
 
 pub mod decide;
+pub mod holds;
 pub mod retention;
 
 use std::collections::HashSet;
@@ -13,6 +14,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::subprocessors::model::TransferMechanism;
 use crate::validate::Violations;
 
 /// The purpose that is only allowed where a rule opts into anonymised
@@ -54,6 +56,11 @@ pub struct InstructionSet {
     pub rules: Vec<CategoryRule>,
     /// Days after contract end before all the tenant's data must be erased.
     pub termination_grace_days: u32,
+    /// The mechanisms a sub-processor may rely on for a location outside
+    /// the EEA (GDPR Chapter V); empty permits any. Versions written before
+    /// the field existed read as empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permitted_transfer_mechanisms: Vec<TransferMechanism>,
 }
 
 /// Which taxonomy a key belongs to.
@@ -133,6 +140,14 @@ impl InstructionSet {
                 format!("{prefix}.termination_grace_days"),
                 format!("must be at most {MAX_GRACE_DAYS}"),
             );
+        }
+        for (i, m) in self.permitted_transfer_mechanisms.iter().enumerate() {
+            if self.permitted_transfer_mechanisms[..i].contains(m) {
+                v.add(
+                    format!("{prefix}.permitted_transfer_mechanisms[{i}]"),
+                    format!("duplicate {}", m.as_str()),
+                );
+            }
         }
         let mut seen = HashSet::new();
         for (i, r) in self.rules.iter().enumerate().take(MAX_RULES) {
@@ -266,6 +281,7 @@ mod tests {
         let set = InstructionSet {
             rules: vec![rule("contact"), rule("recording")],
             termination_grace_days: 30,
+            ..Default::default()
         };
         assert!(PutInstructions::parse("t1".into(), 0, Some(set), "initial".into(), &tax()).is_ok());
     }
@@ -279,6 +295,7 @@ mod tests {
         let set = InstructionSet {
             rules: vec![bad, rule("contact"), rule("biometrics")],
             termination_grace_days: MAX_GRACE_DAYS + 1,
+            ..Default::default()
         };
         let got =
             fields(PutInstructions::parse(String::new(), 0, Some(set), String::new(), &tax()).unwrap_err());
@@ -314,6 +331,7 @@ mod tests {
         let set = InstructionSet {
             rules: vec![r],
             termination_grace_days: 0,
+            ..Default::default()
         };
         assert_eq!(
             fields(PutInstructions::parse("t".into(), 0, Some(set), "r".into(), &tax()).unwrap_err()),

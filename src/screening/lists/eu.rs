@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::xml::{Ev, attr, walk};
 use super::{ListFile, ParseError};
-use crate::screening::model::{EntityKind, Identifier, ListEntry};
+use crate::screening::model::{EntityKind, ListEntry};
 
 /// Parses one EU FSF XML file.
 pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
@@ -93,15 +93,14 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                     }
                     "identification" => {
                         let v = attr(attrs, "number").unwrap_or("").trim();
-                        if !v.is_empty() {
-                            e.identifiers.push(Identifier {
-                                kind: attr(attrs, "identificationTypeDescription")
-                                    .or(attr(attrs, "identificationTypeCode"))
-                                    .unwrap_or("id")
-                                    .to_owned(),
-                                value: v.to_owned(),
-                            });
-                        }
+                        let kind = attr(attrs, "identificationTypeDescription")
+                            .filter(|d| !d.is_empty())
+                            .or(attr(attrs, "identificationTypeCode"))
+                            .unwrap_or("id");
+                        let country = attr(attrs, "countryDescription")
+                            .filter(|c| *c != "UNKNOWN")
+                            .unwrap_or("");
+                        e.push_identifier(kind, v, country);
                     }
                     _ => {}
                 }

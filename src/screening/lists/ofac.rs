@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::{ListFile, ParseError};
-use crate::screening::model::{EntityKind, Identifier, ListEntry};
+use crate::screening::model::{EntityKind, ListEntry};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -92,7 +92,56 @@ fn ent_num(f: &ListFile, line: u64, v: &str) -> Result<u64, ParseError> {
     })
 }
 
-/// Lifts DOB, nationality, passport, IMO and weak a.k.a.s out of remarks.
+/// The identifier labels OFAC writes in remarks, longest first where one
+/// starts another, with the kind recorded for each.
+const REMARK_IDS: &[(&str, &str)] = &[
+    ("vessel registration identification imo ", "IMO"),
+    ("imo ", "IMO"),
+    ("mmsi ", "MMSI"),
+    ("swift/bic ", "SWIFT/BIC"),
+    ("legal entity number ", "Legal Entity Number"),
+    ("passport ", "Passport"),
+    ("national id no. ", "National ID"),
+    ("cedula no. ", "Cedula No."),
+    ("d.n.i. ", "D.N.I."),
+    ("tax id no. ", "Tax ID No."),
+    ("nit # ", "NIT #"),
+    ("rfc ", "RFC"),
+    ("aircraft tail number ", "Aircraft Tail Number"),
+    ("previous aircraft tail number ", "Aircraft Tail Number"),
+    ("company number ", "Company Number"),
+    ("registration id ", "Registration ID"),
+    ("registration number ", "Registration Number"),
+    ("business registration number ", "Registration Number"),
+    ("identification number ", "Identification Number"),
+];
+
+/// An identifier written in one remark, as `(kind, value, country)`:
+/// `Passport A1234567 (Iran) expires 2020`, `alt. Passport ...`,
+/// `Vessel Registration Identification IMO 9187655`. The value runs to the
+/// country in brackets (or to `issued`/`expires`), the country is what the
+/// brackets hold.
+fn remark_identifier(p: &str) -> Option<(&'static str, &str, &str)> {
+    let p = p.strip_prefix("alt. ").unwrap_or(p);
+    let lower = p.to_ascii_lowercase();
+    let (label, kind) = REMARK_IDS.iter().find(|(l, _)| lower.starts_with(l))?;
+    let rest = p.get(label.len()..)?.trim();
+    let lower_rest = rest.to_ascii_lowercase();
+    let end = [" (", " issued", " expires", ";"]
+        .iter()
+        .filter_map(|m| lower_rest.find(m))
+        .min()
+        .unwrap_or(rest.len());
+    let value = rest[..end].trim().trim_matches(',');
+    let country = rest[end..]
+        .trim_start()
+        .strip_prefix('(')
+        .and_then(|c| c.split_once(')'))
+        .map_or("", |(c, _)| c.trim());
+    (!value.is_empty()).then_some((*kind, value, country))
+}
+
+/// Lifts DOB, nationality, identifiers and weak a.k.a.s out of remarks.
 fn lift_remarks(e: &mut ListEntry, remarks: &str) {
     for part in remarks.split(';') {
         let p = part.trim().trim_end_matches('.');
@@ -104,28 +153,8 @@ fn lift_remarks(e: &mut ListEntry, remarks: &str) {
             .or_else(|| lower.strip_prefix("citizen "))
         {
             ListEntry::push_unique(&mut e.countries, &p[p.len() - rest.len()..]);
-        } else if lower.starts_with("passport ")
-            || lower.starts_with("national id no. ")
-            || lower.starts_with("imo ")
-        {
-            let (kind, value) = p.split_once(' ').unwrap_or((p, ""));
-            let kind = if lower.starts_with("national id") {
-                "National ID"
-            } else {
-                kind
-            };
-            let value = if lower.starts_with("national id") {
-                p.get(16..).unwrap_or("")
-            } else {
-                value
-            };
-            let value = value.split_whitespace().next().unwrap_or("").trim_matches(',');
-            if !value.is_empty() {
-                e.identifiers.push(Identifier {
-                    kind: kind.to_owned(),
-                    value: value.to_owned(),
-                });
-            }
+        } else if let Some((kind, value, country)) = remark_identifier(p) {
+            e.push_identifier(kind, value, country);
         }
         // Weak a.k.a.s: "a.k.a. 'NAME'" (only in remarks).
         let mut rest = p;

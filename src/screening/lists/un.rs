@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::xml::{Ev, walk};
 use super::{ListFile, ParseError};
-use crate::screening::model::{EntityKind, Identifier, ListEntry};
+use crate::screening::model::{EntityKind, ListEntry};
 
 #[derive(Default)]
 struct Cur {
@@ -19,6 +19,7 @@ struct Cur {
     alias_name: String,
     doc_type: String,
     doc_number: String,
+    doc_country: String,
     dob: String,
 }
 
@@ -66,6 +67,9 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                     ("INDIVIDUAL_DATE_OF_BIRTH", "FROM_YEAR") if c.dob.is_empty() => c.dob = t.to_owned(),
                     ("INDIVIDUAL_DOCUMENT", "TYPE_OF_DOCUMENT") => c.doc_type = t.to_owned(),
                     ("INDIVIDUAL_DOCUMENT", "NUMBER") => c.doc_number = t.to_owned(),
+                    ("INDIVIDUAL_DOCUMENT", "ISSUING_COUNTRY" | "COUNTRY_OF_ISSUE") => {
+                        c.doc_country = t.to_owned()
+                    }
                     _ => {}
                 }
             }
@@ -85,9 +89,8 @@ pub fn parse(f: &ListFile) -> Result<Vec<ListEntry>, ParseError> {
                     "INDIVIDUAL_DOCUMENT" => {
                         let v = std::mem::take(&mut c.doc_number);
                         let k = std::mem::take(&mut c.doc_type);
-                        if !v.is_empty() {
-                            c.e.identifiers.push(Identifier { kind: k, value: v });
-                        }
+                        let country = std::mem::take(&mut c.doc_country);
+                        c.e.push_identifier(&k, &v, &country);
                     }
                     "INDIVIDUAL" | "ENTITY" => {
                         let Some(mut c) = cur.take() else { return Ok(()) };

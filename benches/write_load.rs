@@ -1,0 +1,403 @@
+//! Audited writes against the release server, each number a ratio to
+//! something measured in the same run (issue "The write path", point 5):
+//!
+//! 1. pgbench's TPC-B-like transactions (`-c 32 -j 2 -M prepared`, scale 10)
+//!    on the PostgreSQL server the proctor run then uses, in a scratch
+//!    database dropped afterwards: what that database server can commit on
+//!    this machine right now.
+//! 2. `proctor serve` (a separate process, [`load::server`]) on a fresh
+//!    PostgreSQL database and then on a fresh SQLite file, driving
+//!    `ForwardToController` (one audited write with one inbox envelope, a
+//!    new idempotency key per call, spread over the tenants) for the same
+//!    time at 1, 8 and 32 calls in flight.
+//! 3. `CheckProcessing` from a separate, paced client (a few calls in
+//!    flight on their own connection), alone and then while the 32 writers
+//!    run: reads must not wait behind writes.
+//!
+//! It prints the per-level tables and a summary against the issue's targets.
+//! pgbench is required: without it there is no ratio, so the bench fails
+//! rather than report absolute rates that mean nothing on shared cores.
+//!
+//! `cargo bench --bench write_load -- [--seconds N] [--database-url postgres://user@host:port]`
+
+mod load;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use proctor::proto::v1::instruction_service_client::InstructionServiceClient;
+use proctor::proto::v1::subject_request_service_client::SubjectRequestServiceClient;
+use tokio::time::MissedTickBehavior;
+use tonic::transport::Channel;
+
+use load::mixed::{new_subject_request, put_instructions};
+use load::report::{Report, Timed, drive, print_table};
+use load::scratch::{ScratchDb, server_of};
+use load::server::ServerProcess;
+use load::{authed, check_for, tenant, token};
+
+/// Tenants the writes are spread over: commands of different tenants are
+/// what the write path must commit in parallel.
+const TENANTS: usize = 64;
+/// Writes in flight, in the order measured.
+const LEVELS: [usize; 3] = [1, 8, 32];
+/// HTTP/2 connections the writers share.
+const CONNECTIONS: usize = 4;
+/// Checks in flight in the separate client.
+const CHECKERS: usize = 4;
+/// Each checker starts one call per period (400 checks/s in all): a fixed
+/// offered load, so its latency can be compared with and without writes
+/// and it takes little of the cores the writers are measured on.
+const CHECK_PERIOD: Duration = Duration::from_millis(10);
+/// The TPC-B-like scale pgbench initialises (1,000,000 accounts).
+const PGBENCH_SCALE: &str = "10";
+/// Scratch databases, dropped (and dropped first if a run was interrupted).
+const PGBENCH_DB: &str = "proctor_writebench_pgbench";
+const PROCTOR_DB: &str = "proctor_writebench_proctor";
+/// Within this factor of its p99 alone, CheckProcessing's p99 during the
+/// writes counts as unchanged: a few thousand paced calls on shared cores
+/// do not give a p99 steadier than that, while reads queueing behind a
+/// write lock show as many times.
+const CHECK_P99_TOLERANCE: f64 = 1.5;
+
+/// pgbench on `PATH`, else the newest in the Debian/Ubuntu layout
+/// (`/usr/lib/postgresql/<version>/bin`), where the server package puts it
+/// without linking it onto `PATH`.
+fn pgbench() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join("pgbench"))
+        .find(|p| p.is_file());
+    on_path
+        .or_else(|| {
+            let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let version = e.file_name().to_string_lossy().split('.').next()?.parse().ok()?;
+                    let bin = e.path().join("bin/pgbench");
+                    bin.is_file().then_some((version, bin))
+                })
+                .collect();
+            found.sort();
+            found.pop().map(|(_, bin)| bin)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "pgbench not found on PATH nor in /usr/lib/postgresql/*/bin: install the \
+                 PostgreSQL client tools; the write bench reports ratios to it"
+            )
+        })
+}
+
+/// What pgbench measured.
+struct Pgbench {
+    /// Transactions per second, without the initial connection time.
+    tps: f64,
+    /// Mean transaction latency, ms.
+    latency_ms: f64,
+}
+
+/// Runs `cmd` to success and returns its standard output; panics with its
+/// error output otherwise.
+fn output_of(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The number after `prefix` on the line of `report` that starts with it.
+fn number_after(report: &str, prefix: &str) -> f64 {
+    report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no `{prefix}` in pgbench's report:\n{report}"))
+}
+
+/// Initialises and runs pgbench's TPC-B-like script in its own database.
+fn run_pgbench(server: &str, seconds: u64) -> Pgbench {
+    let bin = pgbench();
+    let db = ScratchDb::create(server, PGBENCH_DB);
+    output_of(
+        Command::new(&bin)
+            .args(["-i", "-q", "-s", PGBENCH_SCALE])
+            .arg(&db.url),
+    );
+    let report = output_of(
+        Command::new(&bin)
+            .args(["-c", "32", "-j", "2", "-M", "prepared"])
+            .args(["-T", &seconds.to_string()])
+            .arg(&db.url),
+    );
+    assert_eq!(
+        number_after(&report, "number of failed transactions:"),
+        0.0,
+        "pgbench transactions failed:\n{report}"
+    );
+    Pgbench {
+        tps: number_after(&report, "tps ="),
+        latency_ms: number_after(&report, "latency average ="),
+    }
+}
+
+/// What one backend measured.
+struct Backend {
+    name: &'static str,
+    /// `ForwardToController` at each of [`LEVELS`].
+    writes: Vec<Report>,
+    checks_alone: Report,
+    /// Checks while the writes at the last level ran.
+    checks_during: Report,
+    /// A few of the errors, for the report.
+    first_errors: Vec<String>,
+}
+
+impl Backend {
+    fn at(&self, level: usize) -> &Report {
+        &self.writes[LEVELS.iter().position(|l| *l == level).unwrap()]
+    }
+
+    fn errors(&self) -> usize {
+        self.writes.iter().map(|r| r.errors).sum::<usize>()
+            + self.checks_alone.errors
+            + self.checks_during.errors
+    }
+
+    fn print(&self) {
+        println!("\n### {}\n", self.name);
+        println!("ForwardToController; throughput vs baseline = vs 1 in flight:\n");
+        let writes: Vec<&Report> = self.writes.iter().collect();
+        print_table(&writes, &self.writes[0]);
+        println!(
+            "\nCheckProcessing, separate client ({CHECKERS} in flight, one call each per {} ms):\n",
+            CHECK_PERIOD.as_millis()
+        );
+        print_table(&[&self.checks_alone, &self.checks_during], &self.checks_alone);
+        for e in &self.first_errors {
+            println!("error: {e}");
+        }
+    }
+}
+
+/// Writes for `duration` with `level` in flight, call numbers from `first`
+/// (so idempotency keys never repeat within a database).
+async fn writes(
+    channels: &[Channel],
+    first: usize,
+    duration: Duration,
+    level: usize,
+    errors: &Arc<Mutex<Vec<String>>>,
+) -> Report {
+    let platform = Arc::new(token(&["platform"], None));
+    let errors = errors.clone();
+    let deadline = Some(Instant::now() + duration);
+    let (timed, elapsed) = drive(channels, first..usize::MAX, deadline, level, move |ch, i| {
+        let (platform, errors) = (platform.clone(), errors.clone());
+        async move {
+            let res = SubjectRequestServiceClient::new(ch)
+                .forward_to_controller(authed(
+                    new_subject_request(i, tenant(i % TENANTS), "write-"),
+                    &platform,
+                ))
+                .await;
+            if let Err(e) = &res {
+                let mut kept = errors.lock().unwrap();
+                if kept.len() < 5 {
+                    kept.push(format!("ForwardToController: {:?} {}", e.code(), e.message()));
+                }
+            }
+            (0, res.is_ok())
+        }
+    })
+    .await;
+    Report::of(&format!("{level} in flight"), None, &timed, elapsed)
+}
+
+/// The paced check client on its own connection for `duration`. Paced, not
+/// closed-loop: a closed loop would measure how much of the cores checks can
+/// take from the writers, not whether a check waits for them.
+async fn checks(channel: Channel, duration: Duration, name: &str) -> Report {
+    let platform = Arc::new(token(&["platform"], None));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let workers: Vec<_> = (0..CHECKERS)
+        .map(|w| {
+            let (ch, platform) = (channel.clone(), platform.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(CHECK_PERIOD);
+                tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                let mut out = Vec::new();
+                let mut i = w;
+                loop {
+                    tick.tick().await;
+                    if Instant::now() >= deadline {
+                        return out;
+                    }
+                    let t = Instant::now();
+                    let ok = InstructionServiceClient::new(ch.clone())
+                        .check_processing(authed(check_for(i, TENANTS), &platform))
+                        .await
+                        .is_ok();
+                    out.push(Timed {
+                        kind: 0,
+                        latency: t.elapsed(),
+                        ok,
+                    });
+                    i += CHECKERS;
+                }
+            })
+        })
+        .collect();
+    let mut timed = Vec::new();
+    for w in workers {
+        timed.extend(w.await.unwrap());
+    }
+    Report::of(name, None, &timed, started.elapsed())
+}
+
+/// Sets `server` up and runs the checks alone, then the writes at every
+/// level, the checks beside the last.
+async fn measure(name: &'static str, server: &ServerProcess, duration: Duration) -> Backend {
+    let channels = server.channels(CONNECTIONS).await;
+    let checker = server.channels(1).await.remove(0);
+    put_instructions(&channels, TENANTS).await;
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    // Warm connections, pools, statement and token caches before measuring.
+    writes(&channels, 0, Duration::from_secs(1), 8, &errors).await;
+    checks(checker.clone(), Duration::from_secs(1), "warm-up").await;
+
+    let checks_alone = checks(checker.clone(), duration, "alone").await;
+    let mut reports = Vec::new();
+    let mut checks_during = None;
+    for (n, level) in LEVELS.iter().enumerate() {
+        let first = (n + 1) * 100_000_000;
+        if n + 1 == LEVELS.len() {
+            let name = format!("during writes at {level} in flight");
+            let (w, c) = tokio::join!(
+                writes(&channels, first, duration, *level, &errors),
+                checks(checker.clone(), duration, &name),
+            );
+            reports.push(w);
+            checks_during = Some(c);
+        } else {
+            reports.push(writes(&channels, first, duration, *level, &errors).await);
+        }
+    }
+    let first_errors = errors.lock().unwrap().clone();
+    Backend {
+        name,
+        writes: reports,
+        checks_alone,
+        checks_during: checks_during.unwrap(),
+        first_errors,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "yes" } else { "**no**" }
+}
+
+/// The summary table: each of the issue's targets, as measured in this run.
+fn print_summary(pgbench: &Pgbench, pg: &Backend, sqlite: &Backend) {
+    let top = *LEVELS.last().unwrap();
+    let (pg1, pg8, pg32) = (pg.at(1), pg.at(8), pg.at(top));
+    let ratio = pg32.rps() / pgbench.tps;
+    let spread = pg32.pct(0.99).as_secs_f64() / pg32.pct(0.50).as_secs_f64();
+    let scaling = pg32.rps() / pg1.rps();
+    println!("\n### Against the targets\n");
+    println!("| measure | this run | target | met |");
+    println!("|---|---|---|---|");
+    println!(
+        "| PostgreSQL: writes/s at {top} in flight / pgbench tps | {ratio:.2} ({:.0} / {:.0}) | at least 0.6 | {} |",
+        pg32.rps(),
+        pgbench.tps,
+        verdict(ratio >= 0.6)
+    );
+    println!(
+        "| PostgreSQL: p99 / p50 at {top} in flight | {spread:.1} ({:.1} / {:.1} ms) | at most 3 | {} |",
+        ms(pg32.pct(0.99)),
+        ms(pg32.pct(0.50)),
+        verdict(spread <= 3.0)
+    );
+    println!(
+        "| PostgreSQL: p99 at 8 in flight | {:.1} ms | under 50 ms | {} |",
+        ms(pg8.pct(0.99)),
+        verdict(pg8.pct(0.99) < Duration::from_millis(50))
+    );
+    println!(
+        "| PostgreSQL: writes/s at {top} / at 1 in flight | {scaling:.2} ({:.0} / {:.0}) | at least 1 (does not fall) | {} |",
+        pg32.rps(),
+        pg1.rps(),
+        verdict(scaling >= 1.0)
+    );
+    let (sq1, sq32) = (sqlite.at(1), sqlite.at(top));
+    println!(
+        "| SQLite: writes/s at {top} in flight | {:.0} ({:.2} of 1 in flight) | at least 1,000 | {} |",
+        sq32.rps(),
+        sq32.rps() / sq1.rps(),
+        verdict(sq32.rps() >= 1000.0)
+    );
+    for b in [pg, sqlite] {
+        let (alone, during) = (b.checks_alone.pct(0.99), b.checks_during.pct(0.99));
+        let r = during.as_secs_f64() / alone.as_secs_f64();
+        println!(
+            "| {}: CheckProcessing p99 during writes / alone | {r:.2} ({:.2} / {:.2} ms) | unchanged (at most {CHECK_P99_TOLERANCE}) | {} |",
+            b.name,
+            ms(during),
+            ms(alone),
+            verdict(r <= CHECK_P99_TOLERANCE)
+        );
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let seconds: u64 = load::arg("--seconds", 20);
+    let base: String = load::arg("--database-url", "postgres://postgres@127.0.0.1:5432".to_owned());
+    let server = server_of(&base);
+    let duration = Duration::from_secs(seconds);
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_proctor"));
+    println!("write path: {seconds} s per phase, {TENANTS} tenants, writers over {CONNECTIONS} connections");
+
+    let pgbench = run_pgbench(&server, seconds);
+    println!(
+        "\npgbench TPC-B-like (scale {PGBENCH_SCALE}, -c 32 -j 2 -M prepared -T {seconds}): \
+         {:.0} tps without initial connection time, latency average {:.3} ms",
+        pgbench.tps, pgbench.latency_ms
+    );
+
+    let pg = {
+        let db = ScratchDb::create(&server, PROCTOR_DB);
+        let proc = ServerProcess::start(bin, Some(&db.url), &[]);
+        let b = measure("PostgreSQL", &proc, duration).await;
+        b.print();
+        assert_eq!(b.errors(), 0, "calls failed; server log:\n{}", proc.log());
+        b
+    };
+    let sqlite = {
+        let proc = ServerProcess::start(bin, None, &[]);
+        let b = measure("SQLite", &proc, duration).await;
+        b.print();
+        assert_eq!(b.errors(), 0, "calls failed; server log:\n{}", proc.log());
+        b
+    };
+    print_summary(&pgbench, &pg, &sqlite);
+}

@@ -1,0 +1,2 @@
+DROP TABLE authority_request_tenants;
+DROP TABLE authority_requests;

@@ -1,0 +1,16 @@
+DROP INDEX decision_changes_unordered;
+DROP INDEX decision_changes_ord;
+ALTER TABLE decision_changes DROP COLUMN ord;
+DROP SEQUENCE envelopes_seq;
+DROP SEQUENCE decision_changes_seq;
+DROP SEQUENCE sub_processors_seq;
+DROP SEQUENCE sub_processor_notices_seq;
+DROP SEQUENCE sub_processor_modes_seq;
+DROP SEQUENCE screening_list_versions_seq;
+DROP SEQUENCE screening_cases_seq;
+DROP SEQUENCE subject_requests_seq;
+DROP SEQUENCE subject_tasks_seq;
+DROP SEQUENCE subject_export_chunks_seq;
+DROP SEQUENCE subject_flags_change_seq;
+DROP SEQUENCE breaches_seq;
+DROP SEQUENCE authority_requests_seq;

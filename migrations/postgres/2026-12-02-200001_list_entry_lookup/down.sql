@@ -1,0 +1,1 @@
+DROP INDEX screening_entries_by_entry;

@@ -1,0 +1,3 @@
+DROP INDEX decision_changes_unordered;
+DROP INDEX decision_changes_ord;
+ALTER TABLE decision_changes DROP COLUMN ord;

@@ -1,0 +1,1 @@
+ALTER TABLE sub_processors DROP COLUMN processing_locations;

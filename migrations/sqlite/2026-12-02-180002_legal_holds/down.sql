@@ -1,0 +1,2 @@
+DROP TABLE legal_hold_withheld;
+DROP TABLE legal_holds;

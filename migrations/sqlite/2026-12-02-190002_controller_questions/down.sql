@@ -1,0 +1,2 @@
+DROP TABLE subject_request_waits;
+DROP TABLE subject_questions;

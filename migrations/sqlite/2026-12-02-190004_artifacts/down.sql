@@ -1,0 +1,2 @@
+DROP TABLE subject_artifact_chunks;
+DROP TABLE subject_artifacts;

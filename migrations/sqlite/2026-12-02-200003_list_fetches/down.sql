@@ -1,0 +1,1 @@
+DROP TABLE screening_list_fetches;

@@ -1,0 +1,140 @@
+//! The sequencer: integrates committed audit events into the Merkle tree,
+//! and gives committed decision changes their place in the change log's
+//! order (see [`crate::instructions::repo::order_changes`]).
+//!
+//! Commands write their events without a leaf index, so nothing on the
+//! write path orders them. The sequencer, woken by this replica's commits
+//! and at least every `--audit-max-merge-delay-ms` for other replicas',
+//! takes the unsequenced events in the order they were written, gives them
+//! the next leaf indexes, stores the tree's new hashes and signs a
+//! checkpoint of the new size, all in one transaction.
+//!
+//! One sequencer per cluster at a time: on PostgreSQL each batch first takes
+//! a transaction-level advisory try-lock, so whichever replica gets it
+//! sequences, and the others skip the round. Nothing is elected that could
+//! die holding the role: when a replica dies its batch rolls back and the
+//! next round of any other replica takes over, within one merge delay. On
+//! SQLite the write transaction itself is exclusive. The unique index on the
+//! leaf index refuses a second event at the same leaf whatever happens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::prelude::*;
+
+use crate::audit::checkpoint::CheckpointSigner;
+use crate::audit::repo::{self, StoredCheckpoint};
+use crate::audit::tree;
+use crate::db::notify::Topic;
+use crate::db::{DbConnection, Store};
+use crate::error::Result;
+use crate::periodic::CancellationToken;
+
+/// Events integrated per transaction.
+pub const BATCH: i64 = 1000;
+
+/// Key of the sequencing try-lock (PostgreSQL), distinct from every other
+/// advisory lock proctor takes.
+const SEQUENCER_LOCK_KEY: i64 = 0x7072_6f63_7365_7131; // "procseq1"
+
+#[derive(QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    locked: bool,
+}
+
+/// Whether this transaction may sequence: another replica sequencing right
+/// now holds the lock, and this one then skips its round.
+fn may_sequence(conn: &mut DbConnection) -> Result<bool> {
+    match conn {
+        DbConnection::Pg(c) => {
+            let r: Locked = diesel::sql_query(format!(
+                "SELECT pg_try_advisory_xact_lock({SEQUENCER_LOCK_KEY}) AS locked"
+            ))
+            .get_result(c)?;
+            Ok(r.locked)
+        }
+        DbConnection::Sqlite(_) => Ok(true),
+    }
+}
+
+/// Integrates up to [`BATCH`] events in the caller's transaction and signs
+/// the checkpoint of the new size; returns how many (0: nothing to do or
+/// another replica is sequencing).
+pub fn sequence_batch(
+    conn: &mut DbConnection,
+    now: chrono::DateTime<chrono::Utc>,
+    signer: &CheckpointSigner,
+) -> Result<usize> {
+    if !may_sequence(conn)? {
+        return Ok(0);
+    }
+    // The decision change log is ordered here too: after commit, one
+    // sequencer at a time, so followers never miss an entry.
+    let ordered = crate::instructions::repo::order_changes(conn, BATCH)?;
+    let events = repo::unsequenced(conn, BATCH)?;
+    if events.is_empty() {
+        return Ok(ordered);
+    }
+    let size = repo::sequenced_size(conn)?;
+    let leaves: Vec<tlog_tiles::Hash> = events
+        .iter()
+        .map(|e| tlog_tiles::record_hash(&e.leaf_data()))
+        .collect();
+    let hashes = tree::append(conn, size, &leaves)?;
+    tree::store(conn, &hashes)?;
+    for (i, e) in events.iter().enumerate() {
+        repo::place(conn, e.seq, (size + i as u64) as i64)?;
+    }
+    let new_size = size + events.len() as u64;
+    let root = tree::root(conn, new_size)?;
+    let note = signer.sign(new_size, root)?;
+    repo::store_checkpoint(
+        conn,
+        now,
+        &StoredCheckpoint {
+            size: new_size,
+            root: root.0.to_vec(),
+            note,
+        },
+    )?;
+    Ok(events.len().max(ordered))
+}
+
+/// Sequences until nothing is left (or another replica holds the lock);
+/// returns how many events this replica integrated.
+pub async fn round(store: &Store, signer: &CheckpointSigner) -> Result<usize> {
+    let mut total = 0;
+    loop {
+        let s = signer.clone();
+        let n = store
+            .write("audit.sequence", move |c, clock| {
+                sequence_batch(c, clock.now(), &s)
+            })
+            .await?;
+        total += n;
+        if n < BATCH as usize {
+            return Ok(total);
+        }
+    }
+}
+
+/// Runs the sequencer until `stop`: a round after each local commit that
+/// wrote audit events, and at least every `max_delay` (on the wall clock:
+/// the delay is a promise in real time, whatever clock the server runs on).
+pub fn spawn(store: Store, signer: CheckpointSigner, max_delay: Duration, stop: CancellationToken) {
+    let signer = Arc::new(signer);
+    tokio::spawn(async move {
+        let mut commits = store.follow(Topic::AuditLog);
+        loop {
+            if let Err(e) = round(&store, &signer).await {
+                tracing::warn!(job = "audit_sequencer", error = %e, "audit sequencing failed; retrying");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = commits.changed() => {}
+                _ = tokio::time::sleep(max_delay) => {}
+            }
+        }
+    });
+}

@@ -1,0 +1,144 @@
+//! The audit log's Merkle tree in the database (RFC 6962 hashing through
+//! the `tlog_tiles` port of Go's `sumdb/tlog`): every complete subtree's hash
+//! is stored under its stored-hash index, so a root, an inclusion proof or a
+//! consistency proof reads O(log n) rows, and appending a leaf writes on
+//! average two. Rows and queries only; the sequencer decides what to append.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use diesel::prelude::*;
+use tlog_tiles::{Hash, HashReader, RecordProof, TreeProof};
+
+use crate::db::DbConnection;
+use crate::db::schema::audit_tree_hashes::dsl as th;
+use crate::error::{Error, Result};
+
+/// Reads stored hashes from the database, and from `pending` first: the
+/// hashes a batch computed but has not written yet.
+pub struct DbHashes<'c, 'p> {
+    conn: RefCell<&'c mut DbConnection>,
+    pending: &'p HashMap<u64, Hash>,
+}
+
+impl<'c, 'p> DbHashes<'c, 'p> {
+    /// A reader over `conn` that sees `pending` as if written.
+    pub fn new(conn: &'c mut DbConnection, pending: &'p HashMap<u64, Hash>) -> Self {
+        Self {
+            conn: RefCell::new(conn),
+            pending,
+        }
+    }
+}
+
+fn to_hash(raw: &[u8]) -> std::result::Result<Hash, tlog_tiles::Error> {
+    <[u8; 32]>::try_from(raw)
+        .map(Hash)
+        .map_err(|_| tlog_tiles::Error::MalformedHash)
+}
+
+impl HashReader for DbHashes<'_, '_> {
+    fn read_hashes(&self, indexes: &[u64]) -> std::result::Result<Vec<Hash>, tlog_tiles::Error> {
+        let missing: Vec<i64> = indexes
+            .iter()
+            .filter(|i| !self.pending.contains_key(i))
+            .map(|&i| i64::try_from(i).map_err(|_| tlog_tiles::Error::IndexesNotInTree))
+            .collect::<std::result::Result<_, _>>()?;
+        let mut found: HashMap<u64, Hash> = HashMap::new();
+        if !missing.is_empty() {
+            let mut conn = self.conn.borrow_mut();
+            let rows: Vec<(i64, Vec<u8>)> = th::audit_tree_hashes
+                .filter(th::idx.eq_any(&missing))
+                .select((th::idx, th::hash))
+                .load(&mut **conn)
+                .map_err(|_| tlog_tiles::Error::IndexesNotInTree)?;
+            for (i, h) in rows {
+                found.insert(i as u64, to_hash(&h)?);
+            }
+        }
+        indexes
+            .iter()
+            .map(|i| {
+                self.pending
+                    .get(i)
+                    .or_else(|| found.get(i))
+                    .copied()
+                    .ok_or(tlog_tiles::Error::IndexesNotInTree)
+            })
+            .collect()
+    }
+}
+
+/// Maps a tree error: the stored tree is missing what the proof needs, so
+/// the log is damaged (or the request names a size it does not have).
+fn tree_error(e: tlog_tiles::Error) -> Error {
+    Error::Unexpected(format!("audit tree: {e}"))
+}
+
+/// Stores `hashes` (stored-hash index, hash) computed by a batch.
+pub fn store(conn: &mut DbConnection, hashes: &HashMap<u64, Hash>) -> Result<()> {
+    let mut rows: Vec<(i64, Vec<u8>)> = hashes.iter().map(|(i, h)| (*i as i64, h.0.to_vec())).collect();
+    rows.sort_unstable_by_key(|(i, _)| *i);
+    for chunk in rows.chunks(500) {
+        let values: Vec<_> = chunk
+            .iter()
+            .map(|(i, h)| (th::idx.eq(*i), th::hash.eq(h.as_slice())))
+            .collect();
+        let q = diesel::insert_into(th::audit_tree_hashes).values(&values);
+        match conn {
+            DbConnection::Pg(c) => q.execute(c)?,
+            DbConnection::Sqlite(c) => q.execute(c)?,
+        };
+    }
+    Ok(())
+}
+
+/// The stored hash of leaf `n`.
+pub fn leaf_hash(conn: &mut DbConnection, n: u64) -> Result<Option<Hash>> {
+    let idx = tlog_tiles::stored_hash_index(0, n) as i64;
+    let raw: Option<Vec<u8>> = th::audit_tree_hashes
+        .filter(th::idx.eq(idx))
+        .select(th::hash)
+        .first(conn)
+        .optional()?;
+    raw.map(|r| to_hash(&r).map_err(tree_error)).transpose()
+}
+
+/// The root of the tree's first `size` leaves, from the stored hashes.
+pub fn root(conn: &mut DbConnection, size: u64) -> Result<Hash> {
+    let none = HashMap::new();
+    tlog_tiles::tree_hash(size, &DbHashes::new(conn, &none)).map_err(tree_error)
+}
+
+/// The proof that leaf `n` is in the tree of size `size`.
+pub fn inclusion(conn: &mut DbConnection, size: u64, n: u64) -> Result<RecordProof> {
+    let none = HashMap::new();
+    tlog_tiles::prove_record(size, n, &DbHashes::new(conn, &none)).map_err(tree_error)
+}
+
+/// The proof that the tree of size `to` extends the tree of size `from`.
+pub fn consistency(conn: &mut DbConnection, from: u64, to: u64) -> Result<TreeProof> {
+    if from == to {
+        return Ok(Vec::new());
+    }
+    let none = HashMap::new();
+    tlog_tiles::prove_tree(to, from, &DbHashes::new(conn, &none)).map_err(tree_error)
+}
+
+/// The hashes to store when leaves with `leaf_hashes` are appended to a
+/// tree of `size` leaves, computed in memory over the stored ones.
+pub fn append(conn: &mut DbConnection, size: u64, leaf_hashes: &[Hash]) -> Result<HashMap<u64, Hash>> {
+    let mut pending: HashMap<u64, Hash> = HashMap::new();
+    for (i, h) in leaf_hashes.iter().enumerate() {
+        let n = size + i as u64;
+        let new = {
+            let reader = DbHashes::new(conn, &pending);
+            tlog_tiles::stored_hashes_for_record_hash(n, *h, &reader).map_err(tree_error)?
+        };
+        let start = tlog_tiles::stored_hash_index(0, n);
+        for (k, h) in new.into_iter().enumerate() {
+            pending.insert(start + k as u64, h);
+        }
+    }
+    Ok(pending)
+}
