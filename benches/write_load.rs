@@ -269,18 +269,64 @@ async fn checks(channel: Channel, duration: Duration, name: &str) -> Report {
     Report::of(name, None, &timed, started.elapsed())
 }
 
+/// The paced check client on a thread and a runtime of its own, with its
+/// own connection. On the bench's runtime, beside 32 writers, a check's
+/// response waited for the writers' client-side work (encoding, decoding,
+/// their HTTP/2 connections) before it was polled, so its latency was
+/// partly the load generator's; here only the server and the cores are
+/// shared.
+struct Checker {
+    jobs: std::sync::mpsc::Sender<(Duration, String, tokio::sync::oneshot::Sender<Report>)>,
+}
+
+impl Checker {
+    /// Connects to the server on `port` from a new thread.
+    fn start(port: u16) -> Self {
+        let (jobs, next) =
+            std::sync::mpsc::channel::<(Duration, String, tokio::sync::oneshot::Sender<Report>)>();
+        std::thread::Builder::new()
+            .name("checker".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+                        .unwrap()
+                        .connect()
+                        .await
+                        .expect("the checker connects");
+                    // Idle between phases: nothing else runs on this runtime.
+                    while let Ok((duration, name, answer)) = next.recv() {
+                        let _ = answer.send(checks(channel.clone(), duration, &name).await);
+                    }
+                });
+            })
+            .unwrap();
+        Self { jobs }
+    }
+
+    /// Runs the paced checks for `duration` on the checker's thread.
+    async fn run(&self, duration: Duration, name: &str) -> Report {
+        let (answer, report) = tokio::sync::oneshot::channel();
+        self.jobs.send((duration, name.to_owned(), answer)).unwrap();
+        report.await.expect("the checker thread answers")
+    }
+}
+
 /// Sets `server` up and runs the checks alone, then the writes at every
 /// level, the checks beside the last.
 async fn measure(name: &'static str, server: &ServerProcess, duration: Duration) -> Backend {
     let channels = server.channels(CONNECTIONS).await;
-    let checker = server.channels(1).await.remove(0);
+    let checker = Checker::start(server.port);
     put_instructions(&channels, TENANTS).await;
     let errors = Arc::new(Mutex::new(Vec::new()));
     // Warm connections, pools, statement and token caches before measuring.
     writes(&channels, 0, Duration::from_secs(1), 8, &errors).await;
-    checks(checker.clone(), Duration::from_secs(1), "warm-up").await;
+    checker.run(Duration::from_secs(1), "warm-up").await;
 
-    let checks_alone = checks(checker.clone(), duration, "alone").await;
+    let checks_alone = checker.run(duration, "alone").await;
     let mut reports = Vec::new();
     let mut checks_during = None;
     for (n, level) in LEVELS.iter().enumerate() {
@@ -289,7 +335,7 @@ async fn measure(name: &'static str, server: &ServerProcess, duration: Duration)
             let name = format!("during writes at {level} in flight");
             let (w, c) = tokio::join!(
                 writes(&channels, first, duration, *level, &errors),
-                checks(checker.clone(), duration, &name),
+                checker.run(duration, &name),
             );
             reports.push(w);
             checks_during = Some(c);

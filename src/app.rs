@@ -239,6 +239,7 @@ fn reread_jwks(verifier: &Verifier, path: &std::path::Path, last_text: &std::syn
 pub fn connect_store(config: &Config, clock: SharedClock) -> Result<Store, StartError> {
     let opts = StoreOptions {
         pool_size: config.pool_size(),
+        write_concurrency: config.write_concurrency(),
         connect_timeout: Duration::from_secs(config.db_timeout_seconds.max(1)),
     };
     Ok(Store::connect(&config.database_url, &opts, clock)?)

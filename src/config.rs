@@ -66,6 +66,9 @@ pub struct Config {
     /// Most database connections per replica; 0 = the backend's default
     /// (see [`Config::pool_size`]).
     pub db_pool_size: u32,
+    /// Most write transactions one replica runs at once on PostgreSQL; 0 =
+    /// the default (see [`Config::write_concurrency`]).
+    pub db_write_concurrency: u32,
     /// Wait for a database connection before failing UNAVAILABLE, seconds.
     pub db_timeout_seconds: u64,
     /// Time in-flight calls get to finish after SIGTERM, seconds.
@@ -203,6 +206,7 @@ impl Default for Config {
             max_message_bytes: 4 * 1024 * 1024,
             request_timeout_seconds: 30,
             db_pool_size: 0,
+            db_write_concurrency: 0,
             db_timeout_seconds: 3,
             shutdown_grace_seconds: 20,
             log_format: LogFormat::Text,
@@ -411,6 +415,11 @@ pub struct ServerArgs {
     #[arg(long, env = "PROCTOR_REQUEST_TIMEOUT_SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_timeout_seconds: Option<u64>,
+    /// Most write transactions at once on PostgreSQL; the others wait in
+    /// proctor [default: twice the cores, at most the pool size].
+    #[arg(long, env = "PROCTOR_DB_WRITE_CONCURRENCY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_write_concurrency: Option<u32>,
     /// Seconds in-flight calls get after SIGTERM [default: 20].
     #[arg(long, env = "PROCTOR_SHUTDOWN_GRACE_SECONDS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -633,6 +642,24 @@ impl Config {
         }
     }
 
+    /// How many write transactions run at once on PostgreSQL: the
+    /// configured number, else twice the cores this replica has, and never
+    /// more than the pool. Past the point where the database's cores are
+    /// busy, more concurrent transactions only queue inside PostgreSQL,
+    /// where each waiting one is a backend process taking turns on the
+    /// cores with everything else (decision reads included); waiting in
+    /// proctor costs nothing, and the commits still group.
+    pub fn write_concurrency(&self) -> u32 {
+        let pool = self.pool_size().max(1);
+        match self.db_write_concurrency {
+            0 => {
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+                (2 * cores).max(2).min(pool)
+            }
+            n => n.min(pool),
+        }
+    }
+
     /// Merges defaults < `file` < `overrides`.
     pub fn load(file: Option<&Path>, overrides: &impl Serialize) -> Result<Self, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
@@ -794,6 +821,24 @@ mod tests {
         assert_eq!(with("sqlite://p.db", 9), 9);
         assert_eq!(with("postgres://h/db", 2), 2);
     }
+    #[test]
+    fn write_concurrency_is_bounded_by_the_pool() {
+        let with = |pool: u32, n: u32| {
+            super::Config {
+                database_url: "postgres://h/db".into(),
+                db_pool_size: pool,
+                db_write_concurrency: n,
+                ..super::Config::default()
+            }
+            .write_concurrency()
+        };
+        assert_eq!(with(16, 3), 3);
+        assert_eq!(with(4, 9), 4, "never more than the pool");
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+        assert_eq!(with(64, 0), (2 * cores).max(2));
+        assert_eq!(with(1, 0), 1);
+    }
+
     #[test]
     fn probes_call_loopback_when_listening_everywhere() {
         let probe = |l: &str| super::probe_addr(l.parse().unwrap()).to_string();

@@ -37,6 +37,7 @@ pub mod inbox;
 pub mod instructions;
 pub mod outbound;
 pub mod periodic;
+pub mod priority;
 pub mod private_fs;
 #[cfg(test)]
 mod proptests;

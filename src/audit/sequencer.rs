@@ -83,9 +83,8 @@ pub fn sequence_batch(
         .collect();
     let hashes = tree::append(conn, size, &leaves)?;
     tree::store(conn, &hashes)?;
-    for (i, e) in events.iter().enumerate() {
-        repo::place(conn, e.seq, (size + i as u64) as i64)?;
-    }
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    repo::place_all(conn, &seqs, size as i64)?;
     let new_size = size + events.len() as u64;
     let root = tree::root(conn, new_size)?;
     let note = signer.sign(new_size, root)?;

@@ -34,7 +34,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
-/// Advisory lock key that orders appends to the audit chain and the inbox.
+/// Advisory lock key that serialises maintenance batches ([`chain_lock`]).
 const CHAIN_LOCK_KEY: i64 = 0x7072_6f63_0001;
 /// Advisory lock key that lets one replica at a time run migrations.
 const MIGRATION_LOCK_KEY: i64 = 0x7072_6f63_0002;
@@ -154,6 +154,9 @@ impl ManageConnection for DbManager {
 pub struct StoreOptions {
     /// Most open connections.
     pub pool_size: u32,
+    /// Most write transactions at once on PostgreSQL (0: as many as the
+    /// pool has connections); SQLite has its one writer.
+    pub write_concurrency: u32,
     /// How long a command waits for a connection before failing UNAVAILABLE.
     pub connect_timeout: Duration,
 }
@@ -162,6 +165,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             pool_size: 16,
+            write_concurrency: 0,
             connect_timeout: Duration::from_secs(3),
         }
     }
@@ -204,6 +208,10 @@ pub struct Store {
     /// [`writer`]); None on PostgreSQL, where writes take pooled
     /// connections and commit in parallel.
     writer: Option<Arc<writer::Writer>>,
+    /// Admission for PostgreSQL write transactions: a command waits here,
+    /// in proctor, for its turn, rather than as one more busy backend.
+    /// None on SQLite.
+    write_turns: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -227,6 +235,13 @@ impl Store {
             DbUrl::Sqlite(_) => Some(Arc::new(writer::Writer::start(&url)?)),
             DbUrl::Postgres(_) => None,
         };
+        let write_turns = matches!(url, DbUrl::Postgres(_)).then(|| {
+            let n = match opts.write_concurrency {
+                0 => opts.pool_size,
+                n => n.min(opts.pool_size),
+            };
+            Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize))
+        });
         let pool = Pool::builder()
             .max_size(opts.pool_size.max(1))
             .min_idle(Some(1))
@@ -239,6 +254,7 @@ impl Store {
             hub: Arc::new(notify::Hub::default()),
             statements: Arc::default(),
             writer,
+            write_turns,
         })
     }
 
@@ -388,6 +404,17 @@ impl Store {
             self.hub.notify(&topics);
             return Ok(out);
         }
+        // Held until the transaction ends; closed only if the store is.
+        let _turn = match &self.write_turns {
+            Some(turns) => Some(
+                turns
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::NotReady("the database writer is closed".into()))?,
+            ),
+            None => None,
+        };
         let (out, topics) = self
             .blocking(op, move |conn| {
                 let (out, topics) = notify::collect(|| write_transaction(conn, |c| f(c, &clock)));
@@ -469,10 +496,31 @@ pub fn chain_lock(conn: &mut DbConnection) -> Result<()> {
 /// a 64-bit hash of both, so scopes never collide by accident.
 pub fn key_lock(conn: &mut DbConnection, scope: &str, key: &str) -> Result<()> {
     if let DbConnection::Pg(c) = conn {
-        let id = key_lock_id(scope, key);
-        diesel::sql_query(format!("SELECT pg_advisory_xact_lock({id})")).execute(c)?;
+        // A bound parameter in a static statement: prepared once per
+        // connection and reused, where a lock id formatted into the text
+        // made PostgreSQL parse and plan every lock anew.
+        diesel::select(pg_sql::pg_advisory_xact_lock(key_lock_id(scope, key))).execute(c)?;
     }
     Ok(())
+}
+
+/// PostgreSQL functions the write path calls, declared so that diesel
+/// prepares the statements calling them once per connection (a raw
+/// `sql_query` is never cached).
+mod pg_sql {
+    use diesel::sql_types::{BigInt, Text};
+
+    diesel::define_sql_function! {
+        /// Takes a transaction-scoped advisory lock. PostgreSQL returns
+        /// `void`, which the callers never read; declared as a nullable
+        /// integer for diesel's type checking only.
+        fn pg_advisory_xact_lock(key: BigInt) -> diesel::sql_types::Nullable<diesel::sql_types::Integer>;
+    }
+
+    diesel::define_sql_function! {
+        /// Draws the next value of a sequence.
+        fn nextval(sequence: Text) -> BigInt;
+    }
 }
 
 /// The PostgreSQL advisory lock id [`key_lock`] takes for `key` of
@@ -487,13 +535,11 @@ pub fn key_lock_id(scope: &str, key: &str) -> i64 {
     i64::from_be_bytes(h[..8].try_into().expect("a SHA-256 has 8 bytes"))
 }
 
-/// A table whose rows are numbered by [`next_seq`].
+/// A table whose rows are numbered by [`next_seq`]. The rows every audited
+/// write inserts (audit events, envelopes, subject requests and their
+/// tasks) are not here: they draw their number in the insert itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Numbered {
-    /// Audit events (their order of writing; the tree orders them).
-    AuditEvents,
-    /// Inbox envelopes (their cursor).
-    Envelopes,
     /// The decision change log.
     DecisionChanges,
     /// The sub-processor registry.
@@ -506,10 +552,6 @@ pub enum Numbered {
     ListVersions,
     /// Screening cases.
     ScreeningCases,
-    /// Subject requests.
-    SubjectRequests,
-    /// Fulfilment tasks.
-    SubjectTasks,
     /// Export chunks.
     ExportChunks,
     /// Subject flag changes.
@@ -526,16 +568,12 @@ impl Numbered {
     /// (table, numbered column): the sequence is named `{table}_{column}`.
     fn table(self) -> (&'static str, &'static str) {
         match self {
-            Self::AuditEvents => ("audit_events", "seq"),
-            Self::Envelopes => ("envelopes", "seq"),
             Self::DecisionChanges => ("decision_changes", "seq"),
             Self::SubProcessors => ("sub_processors", "seq"),
             Self::SubProcessorNotices => ("sub_processor_notices", "seq"),
             Self::SubProcessorModes => ("sub_processor_modes", "seq"),
             Self::ListVersions => ("screening_list_versions", "seq"),
             Self::ScreeningCases => ("screening_cases", "seq"),
-            Self::SubjectRequests => ("subject_requests", "seq"),
-            Self::SubjectTasks => ("subject_tasks", "seq"),
             Self::ExportChunks => ("subject_export_chunks", "seq"),
             Self::SubjectFlagChanges => ("subject_flags", "change_seq"),
             Self::Breaches => ("breaches", "seq"),
@@ -558,15 +596,16 @@ struct Next {
 /// writer makes that safe.
 pub fn next_seq(conn: &mut DbConnection, t: Numbered) -> Result<i64> {
     let (table, column) = t.table();
-    let sql = match conn {
-        DbConnection::Pg(_) => format!("SELECT nextval('{table}_{column}') AS n"),
-        DbConnection::Sqlite(_) => format!("SELECT COALESCE(MAX({column}), 0) + 1 AS n FROM {table}"),
-    };
-    let row: Next = match conn {
-        DbConnection::Pg(c) => diesel::sql_query(sql).get_result(c)?,
-        DbConnection::Sqlite(c) => diesel::sql_query(sql).get_result(c)?,
-    };
-    Ok(row.n)
+    match conn {
+        DbConnection::Pg(c) => {
+            Ok(diesel::select(pg_sql::nextval(format!("{table}_{column}"))).get_result(c)?)
+        }
+        DbConnection::Sqlite(c) => {
+            let sql = format!("SELECT COALESCE(MAX({column}), 0) + 1 AS n FROM {table}");
+            let row: Next = diesel::sql_query(sql).get_result(c)?;
+            Ok(row.n)
+        }
+    }
 }
 
 impl From<diesel::result::Error> for Error {

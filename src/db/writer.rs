@@ -208,7 +208,12 @@ impl Writer {
         let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(conn, &url, rx, &thread_stats))
+            .spawn(move || {
+                // Group commit is throughput work: a decision thread that
+                // wakes runs before it when the cores are full.
+                crate::priority::lower_this_thread("sqlite writer");
+                run(conn, &url, rx, &thread_stats)
+            })
             .map_err(|e| Error::Unexpected(format!("cannot start the sqlite writer: {e}")))?;
         Ok(Self {
             tx: Some(tx),

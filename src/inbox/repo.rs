@@ -32,6 +32,9 @@ pub struct Envelope {
 #[derive(Queryable, Insertable)]
 #[diesel(table_name = crate::db::schema::envelopes)]
 struct Row {
+    /// Drawn by the insert itself (the column's default on PostgreSQL, the
+    /// row id on SQLite), under the recipient's lock.
+    #[diesel(skip_insertion)]
     seq: i64,
     id: String,
     recipient: String,
@@ -67,10 +70,10 @@ pub fn enqueue(
 ) -> Result<Envelope> {
     // One recipient's envelopes commit in cursor order: its lock is held
     // from drawing the number to commit, so a later cursor is never visible
-    // before an earlier one (what `Subscribe` relies on).
-    crate::db::key_lock(conn, "inbox", &to.to_string())?;
-    let row = Row {
-        seq: crate::db::next_seq(conn, crate::db::Numbered::Envelopes)?,
+    // before an earlier one (what `Subscribe` relies on). SQLite's one
+    // writer already orders them.
+    let mut row = Row {
+        seq: 0,
         id: uuid::Uuid::new_v4().to_string(),
         recipient: to.to_string(),
         kind: kind.to_owned(),
@@ -80,12 +83,45 @@ pub fn enqueue(
         delivery_count: 0,
         acked_at_us: None,
     };
-    diesel::insert_into(e::envelopes).values(&row).execute(conn)?;
+    row.seq = match conn {
+        DbConnection::Pg(c) => insert_locked(c, &row)?,
+        DbConnection::Sqlite(_) => diesel::insert_into(e::envelopes)
+            .values(&row)
+            .returning(e::seq)
+            .get_result(conn)?,
+    };
     crate::db::notify::changed(crate::db::notify::Topic::Inbox(to.clone()));
     if matches!(to, Recipient::Tenant(_)) {
         crate::db::notify::changed(crate::db::notify::Topic::Webhooks);
     }
     Ok(row.into())
+}
+
+#[derive(diesel::QueryableByName)]
+struct Drawn {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    seq: i64,
+}
+
+/// Takes the recipient's lock and inserts `row` in one statement (one
+/// round trip where there were two): the row is formed from the lock
+/// query's result, so its number (the column default) is drawn only once
+/// the lock is held.
+fn insert_locked(c: &mut diesel::PgConnection, row: &Row) -> Result<i64> {
+    use diesel::sql_types::{BigInt, Text};
+    let drawn: Drawn = diesel::sql_query(
+        "INSERT INTO envelopes (id, recipient, kind, payload, created_at_us, delivery_count) \
+         SELECT $2, $3, $4, $5, $6, 0 FROM (SELECT pg_advisory_xact_lock($1)) AS locked \
+         RETURNING seq",
+    )
+    .bind::<BigInt, _>(crate::db::key_lock_id("inbox", &row.recipient))
+    .bind::<Text, _>(&row.id)
+    .bind::<Text, _>(&row.recipient)
+    .bind::<Text, _>(&row.kind)
+    .bind::<Text, _>(&row.payload)
+    .bind::<BigInt, _>(row.created_at_us)
+    .get_result(c)?;
+    Ok(drawn.seq)
 }
 
 /// Leases up to `spec.max` available envelopes, oldest first. On PostgreSQL

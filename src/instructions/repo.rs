@@ -88,11 +88,22 @@ pub fn taxonomy(conn: &mut DbConnection) -> Result<Taxonomy> {
 /// in `field`. Checked against the taxonomy as committed (inside the
 /// command's transaction), so a key added a moment ago is accepted.
 pub fn check_known_categories(conn: &mut DbConnection, field: &str, categories: &[String]) -> Result<()> {
-    let tax = taxonomy(conn)?;
+    if categories.is_empty() {
+        return Ok(());
+    }
+    // Only the keys named, not the whole taxonomy: this runs in commands on
+    // the write path (every forwarded or submitted request).
+    let known: std::collections::HashSet<String> = tx::table
+        .select(tx::key)
+        .filter(tx::kind.eq(TaxonomyKind::Category.as_str()))
+        .filter(tx::key.eq_any(categories))
+        .load(conn)?
+        .into_iter()
+        .collect();
     let mut v = crate::validate::Violations::new();
     for (i, c) in categories.iter().enumerate() {
         v.check(
-            !tax.knows(TaxonomyKind::Category, c),
+            !known.contains(c),
             format!("{field}[{i}]"),
             format!("unknown category {c:?} (not a taxonomy key)"),
         );
@@ -374,12 +385,27 @@ pub fn order_changes(conn: &mut DbConnection, limit: i64) -> Result<usize> {
         return Ok(0);
     }
     let top: Option<i64> = dc::table.select(diesel::dsl::max(dc::ord)).first(conn)?;
-    let mut next = top.unwrap_or(0);
-    for seq in &waiting {
-        next += 1;
-        diesel::update(dc::table.filter(dc::seq.eq(seq)))
-            .set(dc::ord.eq(Some(next)))
-            .execute(conn)?;
+    let after = top.unwrap_or(0);
+    match conn {
+        // One statement for the batch on PostgreSQL, where each would be a
+        // round trip.
+        DbConnection::Pg(c) => {
+            diesel::sql_query(
+                "UPDATE decision_changes AS d SET ord = $1 + s.rank \
+                 FROM (SELECT seq, row_number() OVER (ORDER BY seq) AS rank FROM unnest($2::bigint[]) AS seq) AS s \
+                 WHERE d.seq = s.seq",
+            )
+            .bind::<diesel::sql_types::BigInt, _>(after)
+            .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(&waiting)
+            .execute(c)?;
+        }
+        DbConnection::Sqlite(_) => {
+            for (i, seq) in waiting.iter().enumerate() {
+                diesel::update(dc::table.filter(dc::seq.eq(seq)))
+                    .set(dc::ord.eq(Some(after + 1 + i as i64)))
+                    .execute(conn)?;
+            }
+        }
     }
     Ok(waiting.len())
 }

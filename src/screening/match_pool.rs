@@ -51,7 +51,7 @@ impl MatchPool {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("proctor-match-{i}"))
-            .start_handler(|_| lower_priority())
+            .start_handler(|_| crate::priority::lower_this_thread("name matching"))
             // A panicking match fails its own call (its reply is dropped)
             // instead of aborting the process, rayon's default.
             .panic_handler(|_| tracing::error!("a screening panicked; its call fails"))
@@ -118,25 +118,6 @@ impl MatchPool {
         let s = Arc::new(Semaphore::new(self.per_caller));
         map.insert(caller.to_owned(), Arc::downgrade(&s));
         s
-    }
-}
-
-/// Niceness of the matching threads: under full load the scheduler runs
-/// a request thread that wakes (a decision, a health check) almost at once
-/// instead of sharing the core evenly with matching.
-#[cfg(target_os = "linux")]
-const MATCH_NICENESS: libc::c_int = 10;
-
-/// Lowers the calling thread's scheduling priority (Linux keeps niceness
-/// per thread); elsewhere matching runs at normal priority.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority only reads its arguments; gettid cannot fail.
-    unsafe {
-        let tid = libc::gettid();
-        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, MATCH_NICENESS) != 0 {
-            tracing::debug!("could not lower the matching threads' priority");
-        }
     }
 }
 

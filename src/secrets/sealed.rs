@@ -49,11 +49,6 @@ pub enum Field {
     SubjectQuestion,
     /// The controller's answer to such a question.
     SubjectAnswer,
-    /// A rectification request's corrected values (one JSON document).
-    /// No row is sealed under this label today: corrections travel inside
-    /// the request's sealed identifiers, which `keys reseal` moves as
-    /// "subject identifiers".
-    SubjectCorrections,
 }
 
 impl Field {
@@ -71,7 +66,6 @@ impl Field {
             Field::DecisionSubject => "decision-subject",
             Field::SubjectQuestion => "subject-question",
             Field::SubjectAnswer => "subject-answer",
-            Field::SubjectCorrections => "subject-corrections",
         }
     }
 

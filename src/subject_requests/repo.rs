@@ -226,6 +226,9 @@ pub struct RequestRecord {
 #[derive(Queryable, Insertable)]
 #[diesel(table_name = crate::db::schema::subject_requests)]
 struct Row {
+    /// Drawn by the insert itself (the column's default on PostgreSQL,
+    /// the row id on SQLite), not by a round trip before it.
+    #[diesel(skip_insertion)]
     seq: i64,
     id: String,
     tenant_id: String,
@@ -368,6 +371,9 @@ pub struct TaskRecord {
 #[derive(Queryable, Insertable)]
 #[diesel(table_name = crate::db::schema::subject_tasks)]
 struct TaskRow {
+    /// Drawn by the insert itself (the column's default on PostgreSQL,
+    /// the row id on SQLite), not by a round trip before it.
+    #[diesel(skip_insertion)]
     seq: i64,
     id: String,
     request_id: String,
@@ -517,14 +523,6 @@ pub struct NewRequest {
     pub forwarded_by: Option<String>,
 }
 
-fn next_seq_requests(conn: &mut DbConnection) -> Result<i64> {
-    crate::db::next_seq(conn, crate::db::Numbered::SubjectRequests)
-}
-
-fn next_seq_tasks(conn: &mut DbConnection) -> Result<i64> {
-    crate::db::next_seq(conn, crate::db::Numbered::SubjectTasks)
-}
-
 /// The request an idempotency key already named, within its origin: a
 /// platform forward, a tenant's submission and proctor's own requests each
 /// have their own key space, so one can never take another's key.
@@ -556,18 +554,22 @@ pub struct Deadlines {
 }
 
 /// Inserts a new request in status `initial` with its subject refs and
-/// signed receipt.
+/// signed receipt, and returns it as stored (what a read would return);
+/// None (and nothing written) when another request of the tenant and
+/// origin already holds its idempotency key. On PostgreSQL the unique key
+/// makes a concurrent insert of the same key wait for the first to commit,
+/// so retries need no lock of their own.
 pub fn insert_request(
     conn: &mut DbConnection,
     new: &NewRequest,
     at: Deadlines,
     initial: Status,
     receipt: &Receipt,
-) -> Result<()> {
+) -> Result<Option<RequestRecord>> {
     use base64::Engine;
     let now = receipt.issued_at;
     let row = Row {
-        seq: next_seq_requests(conn)?,
+        seq: 0,
         id: new.id.clone(),
         tenant_id: new.tenant_id.clone(),
         origin: new.origin.as_str().into(),
@@ -600,24 +602,49 @@ pub fn insert_request(
         reasons_sealed: None,
         reasons_key_id: None,
     };
-    diesel::insert_into(r::subject_requests)
+    let insert = diesel::insert_into(r::subject_requests)
         .values(&row)
-        .execute(conn)?;
+        .on_conflict((r::tenant_id, r::origin, r::idempotency_key))
+        .do_nothing()
+        .returning(r::seq);
+    // Each backend's own connection: diesel's upsert is not on the
+    // connection that spans both.
+    let seq: Option<i64> = match conn {
+        DbConnection::Pg(c) => insert.get_result(c).optional()?,
+        DbConnection::Sqlite(c) => insert.get_result(c).optional()?,
+    };
+    let Some(seq) = seq else {
+        return Ok(None);
+    };
     if let Some(by) = &new.forwarded_by {
         diesel::insert_into(w::subject_request_waits)
             .values((w::request_id.eq(&new.id), w::forwarded_by.eq(Some(by))))
             .execute(conn)?;
     }
-    for sref in &new.subject_refs {
-        diesel::insert_into(rr::subject_request_refs)
-            .values((
-                rr::request_id.eq(&new.id),
-                rr::tenant_id.eq(&new.tenant_id),
-                rr::subject_ref.eq(sref),
-            ))
-            .execute(conn)?;
+    if !new.subject_refs.is_empty() {
+        // One statement for all of them.
+        let refs: Vec<_> = new
+            .subject_refs
+            .iter()
+            .map(|sref| {
+                (
+                    rr::request_id.eq(&new.id),
+                    rr::tenant_id.eq(&new.tenant_id),
+                    rr::subject_ref.eq(sref),
+                )
+            })
+            .collect();
+        let insert = diesel::insert_into(rr::subject_request_refs).values(&refs);
+        // Each backend's own connection: diesel's multi-row insert is not
+        // on the connection that spans both.
+        match conn {
+            DbConnection::Pg(c) => insert.execute(c)?,
+            DbConnection::Sqlite(c) => insert.execute(c)?,
+        };
     }
-    Ok(())
+    let mut stored: RequestRecord = Row { seq, ..row }.try_into()?;
+    stored.forwarded_by = new.forwarded_by.clone();
+    Ok(Some(stored))
 }
 
 /// Per system, the categories a legal hold withheld from its task.
@@ -687,7 +714,7 @@ pub fn add_task(
     let id = uuid::Uuid::new_v4().to_string();
     diesel::insert_into(t::subject_tasks)
         .values(&TaskRow {
-            seq: next_seq_tasks(conn)?,
+            seq: 0,
             id: id.clone(),
             request_id: request_id.to_owned(),
             tenant_id: tenant_id.to_owned(),

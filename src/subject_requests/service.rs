@@ -443,8 +443,12 @@ pub async fn submit(state: &AppState, actor: Actor, cmd: Incoming, reveal: Revea
     state
         .command("subject_request.submit", actor, move |tx| {
             check_correction_categories(tx.conn(), &fixed)?;
-            let (id, _) = submit_in(tx, new, &secrets.receipt, action)?;
-            let (rec, tasks) = with_tasks(tx, &id)?;
+            let done = submit_in(tx, new, &secrets.receipt, action)?;
+            let (rec, tasks) = match done.unchanged {
+                // A new forwarded request: what it stored is the reply.
+                Some(rec) => (rec, Vec::new()),
+                None => with_tasks(tx, &done.id)?,
+            };
             let view = open_request(tx.conn(), &secrets.ring, rec, tasks, reveal)?;
             one_with_withheld(tx.conn(), view)
         })
@@ -469,58 +473,42 @@ fn check_correction_categories(conn: &mut DbConnection, categories: &[String]) -
     v.finish()
 }
 
+/// What [`submit_in`] recorded.
+struct Submitted {
+    /// The request's id.
+    id: String,
+    /// False for a retry that found the stored request.
+    created: bool,
+    /// The request as stored, when nothing changed it after its insert (a
+    /// new forwarded request): its reply needs no read.
+    unchanged: Option<RequestRecord>,
+}
+
 /// Records a request (forwarded, submitted or created at contract end):
-/// returns its id and whether it was created now (the caller reads what its
-/// reply needs, once). A retry with the same
+/// returns what it recorded (the caller reads what its reply needs, at
+/// most once). A retry with the same
 /// idempotency key and the same body digest returns the stored request; the
 /// same key with another body is ALREADY_EXISTS. A forwarded request lands
 /// in the tenant's inbox; any other fans out into one task per system
 /// holding a category in scope, each announced in that system's inbox. The
 /// receipt is signed, the subject flags updated and the audit event
 /// appended under `action`.
-fn submit_in(
-    tx: &mut Tx<'_>,
-    new: NewRequest,
-    signer: &ReceiptSigner,
-    action: &str,
-) -> Result<(String, bool)> {
-    // Retries with one idempotency key check and insert in turn.
-    let key = format!(
-        "{}\0{}\0{}",
-        new.tenant_id,
-        new.origin.as_str(),
-        new.idempotency_key
-    );
-    crate::db::key_lock(tx.conn(), "subject_request.key", &key)?;
+fn submit_in(tx: &mut Tx<'_>, new: NewRequest, signer: &ReceiptSigner, action: &str) -> Result<Submitted> {
     let now = tx.now();
-    if let Some(existing) =
-        store::by_idempotency(tx.conn(), &new.tenant_id, new.origin, &new.idempotency_key)?
-    {
-        if existing.body_digest == new.body_digest {
-            return Ok((existing.id, false));
+    // No read of the key first: the insert below finds a stored request
+    // under it (and waits for one being committed). Only a request refused
+    // here is looked up, so that a retry of one stored earlier is answered
+    // with it even where it would not pass today (its received_at has aged
+    // past the limit, a category left the taxonomy).
+    let at = match deadlines_of(tx, &new, now) {
+        Ok(at) => at,
+        Err(refused @ Error::Invalid(_)) => {
+            return match store::by_idempotency(tx.conn(), &new.tenant_id, new.origin, &new.idempotency_key)? {
+                Some(existing) => retried(existing, &new),
+                None => Err(refused),
+            };
         }
-        return Err(Error::Duplicate(
-            "idempotency_key was already used for a different request".into(),
-        ));
-    }
-    let received = new.received_at.unwrap_or(now);
-    if received > now + chrono::Duration::seconds(RECEIVED_AT_SKEW_SECONDS) {
-        return Err(Error::invalid("received_at", "must not be in the future"));
-    }
-    if received < now - chrono::Duration::days(dom::MAX_RECEIVED_AGE_DAYS) {
-        return Err(Error::invalid(
-            "received_at",
-            format!("must lie at most {} days in the past", dom::MAX_RECEIVED_AGE_DAYS),
-        ));
-    }
-    crate::instructions::repo::check_known_categories(tx.conn(), "categories", &new.categories)?;
-    let settings = store::settings(tx.conn(), &new.tenant_id)?;
-    let tz = settings.tz();
-    let due = dom::due_at(new.regime, received, tz, false);
-    let at = Deadlines {
-        received,
-        due,
-        sla: dom::sla_due_at(received, tz, settings.sla_days, due),
+        Err(e) => return Err(e),
     };
     let receipt = Receipt {
         issued_at: now,
@@ -534,7 +522,13 @@ fn submit_in(
     } else {
         Status::Received
     };
-    store::insert_request(tx.conn(), &new, at, initial, &receipt)?;
+    let Some(stored) = store::insert_request(tx.conn(), &new, at, initial, &receipt)? else {
+        // A retry with the same key committed while this one ran: the
+        // unique key made this insert wait for it, and its row stands.
+        let existing = store::by_idempotency(tx.conn(), &new.tenant_id, new.origin, &new.idempotency_key)?
+            .ok_or_else(|| Error::Unexpected("an idempotency key conflicted with no request".into()))?;
+        return retried(existing, &new);
+    };
     let mut detail = serde_json::json!({
         "origin": new.origin.as_str(),
         "type": new.request_type.as_str(),
@@ -594,7 +588,53 @@ fn submit_in(
         refresh_flags(tx, &new.tenant_id, &new.subject_refs)?;
     }
     tx.audit(action, &new.id, Some(&new.tenant_id), &detail.to_string())?;
-    Ok((new.id, true))
+    Ok(Submitted {
+        id: new.id,
+        created: true,
+        // Only a forwarded request stays as inserted: any other had its
+        // status set and its tasks planned since.
+        unchanged: (initial == Status::Forwarded).then_some(stored),
+    })
+}
+
+/// Checks when `new` was received and derives its deadlines from its
+/// tenant's settings; INVALID_ARGUMENT names what is refused.
+fn deadlines_of(tx: &mut Tx<'_>, new: &NewRequest, now: chrono::DateTime<chrono::Utc>) -> Result<Deadlines> {
+    let received = new.received_at.unwrap_or(now);
+    if received > now + chrono::Duration::seconds(RECEIVED_AT_SKEW_SECONDS) {
+        return Err(Error::invalid("received_at", "must not be in the future"));
+    }
+    if received < now - chrono::Duration::days(dom::MAX_RECEIVED_AGE_DAYS) {
+        return Err(Error::invalid(
+            "received_at",
+            format!("must lie at most {} days in the past", dom::MAX_RECEIVED_AGE_DAYS),
+        ));
+    }
+    crate::instructions::repo::check_known_categories(tx.conn(), "categories", &new.categories)?;
+    let settings = store::settings(tx.conn(), &new.tenant_id)?;
+    let tz = settings.tz();
+    let due = dom::due_at(new.regime, received, tz, false);
+    Ok(Deadlines {
+        received,
+        due,
+        sla: dom::sla_due_at(received, tz, settings.sla_days, due),
+    })
+}
+
+/// The answer to a retry of `new` that found `existing` under its
+/// idempotency key: the stored request when the bodies match, else
+/// ALREADY_EXISTS.
+fn retried(existing: RequestRecord, new: &NewRequest) -> Result<Submitted> {
+    if existing.body_digest == new.body_digest {
+        return Ok(Submitted {
+            id: existing.id,
+            created: false,
+            unchanged: None,
+        });
+    }
+    Err(Error::Duplicate(
+        "idempotency_key was already used for a different request".into(),
+    ))
 }
 
 /// Tells the controller in its inbox that request `id` completed.
@@ -636,8 +676,8 @@ pub async fn contract_end_erasure(
                 received_at: Some(now),
                 forwarded_by: None,
             };
-            let (id, created) = submit_in(tx, new, &secrets.receipt, "subject_request.contract_end")?;
-            let opened = (store::get(tx.conn(), None, &id)?, created);
+            let done = submit_in(tx, new, &secrets.receipt, "subject_request.contract_end")?;
+            let opened = (store::get(tx.conn(), None, &done.id)?, done.created);
             crate::instructions::repo::mark_erasure_requested(tx.conn(), now, &tenant)?;
             Ok(opened)
         })

@@ -113,9 +113,10 @@ pub async fn round(
     let due = service::earliest_due(store).await?;
     // Envelopes still waiting for a delivery (they came in faster than the
     // turns took them) are due now: no other replica will be told of them.
-    let due = match done.iter().any(|(_, more)| *more) {
-        true => Some(store.clock().now()),
-        false => due,
+    let due = if done.iter().any(|(_, more)| *more) {
+        Some(store.clock().now())
+    } else {
+        due
     };
     Ok((done.iter().map(|(n, _)| n).sum(), due))
 }

@@ -227,6 +227,11 @@ impl TestDb {
             Backend::Sqlite => {
                 let path = self.url.trim_start_matches("sqlite://");
                 let mut c = diesel::sqlite::SqliteConnection::establish(path).unwrap();
+                // The server's writer may be committing a group right now:
+                // wait for it as the server's own connections do.
+                diesel::sql_query("PRAGMA busy_timeout = 10000")
+                    .execute(&mut c)
+                    .unwrap();
                 diesel::sql_query(sql).execute(&mut c).unwrap();
             }
         }
