@@ -119,19 +119,27 @@ pub async fn round(store: &Store, signer: &CheckpointSigner) -> Result<usize> {
 }
 
 /// Runs the sequencer until `stop`: a round after each local commit that
-/// wrote audit events, and at least every `max_delay` (on the wall clock:
+/// wrote audit events (commits within [`crate::periodic::MIN_WAKE_SPACING`]
+/// of the last round's start share the next one), and at least every
+/// `max_delay` (on the wall clock:
 /// the delay is a promise in real time, whatever clock the server runs on).
 pub fn spawn(store: Store, signer: CheckpointSigner, max_delay: Duration, stop: CancellationToken) {
     let signer = Arc::new(signer);
     tokio::spawn(async move {
         let mut commits = store.follow(Topic::AuditLog);
         loop {
+            let started = std::time::Instant::now();
             if let Err(e) = round(&store, &signer).await {
                 tracing::warn!(job = "audit_sequencer", error = %e, "audit sequencing failed; retrying");
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = commits.changed() => {}
+                _ = commits.changed() => {
+                    // Commits that come faster are sequenced together.
+                    if !crate::periodic::spaced(started, &stop).await {
+                        return;
+                    }
+                }
                 _ = tokio::time::sleep(max_delay) => {}
             }
         }
