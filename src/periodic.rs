@@ -103,7 +103,17 @@ pub async fn every_or_sooner<F, Fut>(
         tokio::select! {
             _ = clock.sleep_until(next) => {}
             _ = wake.changed() => {
-                if !spaced(started_wall, stop).await {
+                // The spacing is also a sleep on the job's clock: a job
+                // waiting out its spacing counts as asleep, as it did while
+                // it waited for the wake-up (a test's manual clock settles
+                // on the sleeps it sees).
+                let left = MIN_WAKE_SPACING.saturating_sub(started_wall.elapsed());
+                let until = clock.now() + chrono::Duration::from_std(left).unwrap_or_default();
+                tokio::select! {
+                    _ = clock.sleep_until(until) => {}
+                    _ = spaced(started_wall, stop) => {}
+                }
+                if stop.is_cancelled() {
                     return;
                 }
             }
