@@ -122,11 +122,16 @@ pub fn list(
         q = q.filter(a::tenant_id.eq(t));
     }
     let mut events: Vec<AuditEvent> = q.load::<Row>(conn)?.into_iter().map(Into::into).collect();
-    let cursor = events.last().and_then(|e| e.leaf_index).map(|l| l + 1);
     if (events.len() as i64) < limit {
+        // The sequencer may commit between the two queries (each sees the
+        // log as of its own start on PostgreSQL): an event still waiting
+        // when the first ran can have its leaf by the second. Leaves are
+        // only ever added after the tree's end, so such an event lies past
+        // every leaf the first query saw, and is taken here, in tree order.
+        let seen = events.last().and_then(|e| e.leaf_index).unwrap_or(after - 1);
         let mut tail = a::audit_events
-            .filter(a::leaf_index.is_null())
-            .order(a::seq.asc())
+            .filter(a::leaf_index.is_null().or(a::leaf_index.gt(seen)))
+            .order((a::leaf_index.is_null().asc(), a::leaf_index.asc(), a::seq.asc()))
             .limit(limit - events.len() as i64)
             .into_boxed();
         if let Some(t) = tenant {
@@ -134,6 +139,7 @@ pub fn list(
         }
         events.extend(tail.load::<Row>(conn)?.into_iter().map(AuditEvent::from));
     }
+    let cursor = events.iter().rev().find_map(|e| e.leaf_index).map(|l| l + 1);
     Ok((events, cursor))
 }
 
