@@ -88,6 +88,16 @@ pub fn taxonomy(conn: &mut DbConnection) -> Result<Taxonomy> {
 /// in `field`. Checked against the taxonomy as committed (inside the
 /// command's transaction), so a key added a moment ago is accepted.
 pub fn check_known_categories(conn: &mut DbConnection, field: &str, categories: &[String]) -> Result<()> {
+    check_known_categories_named(conn, categories, |i| format!("{field}[{i}]"))
+}
+
+/// [`check_known_categories`] with each refused category's field named by
+/// `field_of(index)` (`corrections[2].category`, say).
+pub fn check_known_categories_named(
+    conn: &mut DbConnection,
+    categories: &[String],
+    field_of: impl Fn(usize) -> String,
+) -> Result<()> {
     if categories.is_empty() {
         return Ok(());
     }
@@ -104,7 +114,7 @@ pub fn check_known_categories(conn: &mut DbConnection, field: &str, categories: 
     for (i, c) in categories.iter().enumerate() {
         v.check(
             !known.contains(c),
-            format!("{field}[{i}]"),
+            field_of(i),
             format!("unknown category {c:?} (not a taxonomy key)"),
         );
     }

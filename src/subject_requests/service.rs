@@ -458,19 +458,9 @@ pub async fn submit(state: &AppState, actor: Actor, cmd: Incoming, reveal: Revea
 /// Refuses corrections in categories the taxonomy does not know, naming
 /// each (`corrections[i].category`).
 fn check_correction_categories(conn: &mut DbConnection, categories: &[String]) -> Result<()> {
-    if categories.is_empty() {
-        return Ok(());
-    }
-    let tax = crate::instructions::repo::taxonomy(conn)?;
-    let mut v = crate::validate::Violations::new();
-    for (i, c) in categories.iter().enumerate() {
-        v.check(
-            !tax.knows(crate::instructions::model::TaxonomyKind::Category, c),
-            format!("corrections[{i}].category"),
-            format!("unknown category {c:?} (not a taxonomy key)"),
-        );
-    }
-    v.finish()
+    crate::instructions::repo::check_known_categories_named(conn, categories, |i| {
+        format!("corrections[{i}].category")
+    })
 }
 
 /// What [`submit_in`] recorded.
