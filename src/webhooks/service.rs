@@ -247,8 +247,13 @@ pub async fn enqueue_new(store: &Store, webhook_id: &str, retry: RetryPolicy) ->
                     return Ok((0, false));
                 };
                 let to = Recipient::Tenant(w.tenant_id.clone());
-                let found = inbox::unacked_after_in(tx.conn(), &to, w.next_cursor, ENQUEUE_BATCH)?;
+                // The newest cursor first: under READ COMMITTED each
+                // statement sees what committed before it, and an envelope
+                // committed between the two reads must not move the cursor
+                // past it unseen (cursors commit in order per recipient, so
+                // everything up to `last` is visible to the second read).
                 let last = inbox::last_cursor_in(tx.conn(), &to)?;
+                let found = inbox::unacked_after_in(tx.conn(), &to, w.next_cursor, ENQUEUE_BATCH)?;
                 for e in &found {
                     st::insert_delivery(
                         tx.conn(),
@@ -267,6 +272,7 @@ pub async fn enqueue_new(store: &Store, webhook_id: &str, retry: RetryPolicy) ->
                 // envelope up to the newest was seen (the acked ones too).
                 let cursor = match (full, found.last()) {
                     (true, Some(e)) => e.cursor,
+                    (false, Some(e)) => last.max(e.cursor).max(w.next_cursor),
                     _ => last.max(w.next_cursor),
                 };
                 st::advance_cursor(tx.conn(), &w.id, cursor)?;
