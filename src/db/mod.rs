@@ -11,6 +11,7 @@
 //! (the audit sequencer) or per key ([`key_lock`]).
 
 pub mod gauges;
+pub mod liveness;
 pub mod notify;
 mod openssl_exit;
 pub mod pipeline;
@@ -144,8 +145,10 @@ impl ManageConnection for DbManager {
             .map_err(ConnectionError::CouldntSetupConfiguration)
     }
 
+    /// A connection a command lost on this thread ([`liveness`]) is
+    /// dropped at checkin, not pooled again.
     fn has_broken(&self, _conn: &mut DbConnection) -> bool {
-        false
+        liveness::take_lost()
     }
 }
 
@@ -244,6 +247,8 @@ impl Store {
         });
         let pool = Pool::builder()
             .max_size(opts.pool_size.max(1))
+            // Pinged at checkout only after idling ([`checkout`]).
+            .test_on_check_out(false)
             .min_idle(Some(1))
             .connection_timeout(opts.connect_timeout)
             .build_unchecked(DbManager { url: url.clone() });
@@ -440,11 +445,15 @@ impl Store {
         );
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let mut conn: PooledConnection<DbManager> = pool
-                .get()
-                .map_err(|e: r2d2::PoolError| Error::NotReady(format!("database unavailable: {e}")))?;
+            let mut conn = checkout(&pool)?;
             conn.set_instrumentation(statements::CountStatements);
             let (out, n) = statements::counted(|| f(&mut conn));
+            // A lost connection keeps its mark and is dropped at checkin,
+            // right below.
+            if !liveness::is_lost() {
+                PooledConnection::extensions_mut(&mut conn)
+                    .insert(liveness::LastUsed(std::time::Instant::now()));
+            }
             span.record("db.statements", n);
             counts
                 .lock()
@@ -455,6 +464,31 @@ impl Store {
         .await
         .map_err(|e| Error::Unexpected(format!("database task failed: {e}")))?
     }
+}
+
+/// A pooled connection that answers: one used within
+/// [`liveness::TRUSTED_FOR`] as it is, any other after a ping; each that
+/// fails its ping is dropped and the next one tried (at most the pool's
+/// size, then a new connection, which r2d2 waits for up to its timeout).
+fn checkout(pool: &Pool<DbManager>) -> Result<PooledConnection<DbManager>> {
+    // A mark left on this thread by an earlier command is not this one's.
+    liveness::take_lost();
+    for _ in 0..=pool.max_size() {
+        let mut conn = pool
+            .get()
+            .map_err(|e: r2d2::PoolError| Error::NotReady(format!("database unavailable: {e}")))?;
+        let trusted = PooledConnection::extensions(&conn)
+            .get::<liveness::LastUsed>()
+            .is_some_and(|u| u.trusted());
+        if trusted || conn.batch_execute("SELECT 1").is_ok() {
+            return Ok(conn);
+        }
+        liveness::lost();
+        drop(conn);
+    }
+    Err(Error::NotReady(
+        "database unavailable: no pooled connection answers".into(),
+    ))
 }
 
 fn write_transaction<T>(
@@ -619,7 +653,11 @@ impl From<diesel::result::Error> for Error {
             D::DatabaseError(K::SerializationFailure, _) => {
                 Error::Conflict("concurrent update; retry".into())
             }
-            D::DatabaseError(K::ClosedConnection, _) => Error::NotReady("database connection closed".into()),
+            D::DatabaseError(K::ClosedConnection | K::UnableToSendCommand, _) => {
+                // The connection is gone: not pooled again.
+                liveness::lost();
+                Error::NotReady("database connection lost".into())
+            }
             // PostgreSQL refuses NUL in text (SQLite stores it): the caller
             // sent it, so it is their error on both backends, not ours.
             D::DatabaseError(_, info) if info.message().contains("0x00") => {

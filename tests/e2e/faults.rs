@@ -525,6 +525,64 @@ async fn postgres_outage_fails_fast_and_recovers_by_itself() {
     app.stop().await;
 }
 
+/// A connection that dies just after a command used it is handed out
+/// unpinged (it is trusted for a moment), so the next command on it fails
+/// UNAVAILABLE; that command's failure must drop it, not pool it again,
+/// or every command after would fail on it too. One pooled connection, so
+/// the dead one is the only one there is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_in_use_is_dropped_not_pooled_again() {
+    if !crate::support::postgres_available() {
+        return;
+    }
+    let (proxy, db) = postgres_behind_proxy().await;
+    let keys = TestKeys::new();
+    let mut cfg = test_config(&db, &keys);
+    cfg.db_pool_size = 1;
+    cfg.db_timeout_seconds = 2;
+    let app = spawn_with(db, keys, cfg).await;
+    let t1 = app.keys.tenant("t1");
+    let sr = app.subject_requests();
+    let list = || {
+        let (mut sr, t1) = (sr.clone(), t1.clone());
+        async move {
+            sr.list_subject_requests(authed(pb::ListSubjectRequestsRequest::default(), &t1))
+                .await
+        }
+    };
+    for round in 0..3 {
+        list().await.expect("the connection works");
+        // Cut and restored well within the moment a used connection is
+        // trusted: the pooled connection is dead, and nothing pings it.
+        proxy.set(false);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        proxy.set(true);
+        let mut failed = 0;
+        let mut ok = false;
+        for _ in 0..3 {
+            match list().await {
+                Ok(_) => {
+                    ok = true;
+                    break;
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), Code::Unavailable, "round {round}: {e:?}");
+                    failed += 1;
+                }
+            }
+        }
+        assert!(
+            ok,
+            "round {round}: calls fail on after the dead connection failed once"
+        );
+        assert!(
+            failed <= 1,
+            "round {round}: {failed} calls failed on one dead connection"
+        );
+    }
+    app.stop().await;
+}
+
 /// Two replicas on one PostgreSQL pull fulfilment tasks concurrently: each
 /// task is leased to exactly one puller at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
