@@ -81,9 +81,28 @@ impl From<&AuditEvent> for Row {
 /// place in the log is its leaf, which the sequencer gives it after commit;
 /// its `digest` is its leaf hash from the start.
 pub fn append(conn: &mut DbConnection, at: DateTime<Utc>, entry: AuditEntry) -> Result<AuditEvent> {
+    let mut ev = new_event(at, entry);
+    ev.seq = insert(conn, &ev)?;
+    Ok(ev)
+}
+
+/// Inserts event `ev` (from [`new_event`]) on its own and returns its seq.
+pub fn insert(conn: &mut DbConnection, ev: &AuditEvent) -> Result<i64> {
+    let seq = diesel::insert_into(a::audit_events)
+        .values(Row::from(ev))
+        .returning(a::seq)
+        .get_result(conn)?;
+    written();
+    Ok(seq)
+}
+
+/// The event `entry` becomes at `at`, before it is inserted: its id and
+/// leaf hash, no seq yet and no leaf. For writers that insert events
+/// together with other rows ([`crate::db::flush`]); [`append`] inserts one.
+pub fn new_event(at: DateTime<Utc>, entry: AuditEntry) -> AuditEvent {
     let id = uuid::Uuid::new_v4().to_string();
     let digest = hex::encode(tlog_tiles::record_hash(&leaf_data(&id, at, &entry)).0);
-    let mut ev = AuditEvent {
+    AuditEvent {
         seq: 0,
         id,
         at,
@@ -91,14 +110,13 @@ pub fn append(conn: &mut DbConnection, at: DateTime<Utc>, entry: AuditEntry) -> 
         prev_digest: String::new(),
         digest,
         leaf_index: None,
-    };
-    ev.seq = diesel::insert_into(a::audit_events)
-        .values(Row::from(&ev))
-        .returning(a::seq)
-        .get_result(conn)?;
-    // The sequencer places it in the tree once this transaction commits.
+    }
+}
+
+/// Tells the sequencer, once the transaction commits, that events wait for
+/// their leaves: every insert of an event calls it.
+pub fn written() {
     crate::db::notify::changed(crate::db::notify::Topic::AuditLog);
-    Ok(ev)
 }
 
 /// One page of the log in tree order, optionally of one tenant only:

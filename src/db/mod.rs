@@ -10,6 +10,7 @@
 //! no lock shared by the cluster: what needs an order gets it after commit
 //! (the audit sequencer) or per key ([`key_lock`]).
 
+pub mod flush;
 pub mod gauges;
 pub mod liveness;
 pub mod notify;

@@ -92,6 +92,9 @@ pub struct Tx<'c> {
     now: DateTime<Utc>,
     actor: &'c Actor,
     changes: DecisionChanges,
+    /// Audit events and envelopes, written when the command is done
+    /// ([`super::flush`]).
+    pending: super::flush::Pending,
 }
 
 impl<'c> Tx<'c> {
@@ -136,18 +139,28 @@ impl<'c> Tx<'c> {
             trace_id: self.actor.trace_id.clone(),
             detail: detail.to_owned(),
         };
-        crate::audit::repo::append(self.conn, self.now, entry).map(|_| ())
+        self.pending
+            .events
+            .push(crate::audit::repo::new_event(self.now, entry));
+        Ok(())
     }
 
     /// Puts an envelope of `kind` in `to`'s inbox, committed with the change
-    /// that caused it.
+    /// that caused it (inserted when the command is done, as its audit
+    /// events are).
     pub fn envelope(
         &mut self,
         to: &Recipient,
         kind: EnvelopeKind,
         payload: &serde_json::Value,
     ) -> Result<()> {
-        crate::inbox::repo::enqueue(self.conn, self.now, to, kind.as_str(), payload).map(|_| ())
+        self.pending.envelopes.push(crate::inbox::repo::NewEnvelope::new(
+            self.now,
+            to,
+            kind.as_str(),
+            payload,
+        ));
+        Ok(())
     }
 
     /// Logs that `tenant`'s decisions changed, so every replica recompiles
@@ -190,14 +203,14 @@ impl Store {
                 now: clock.now(),
                 actor: &actor,
                 changes: DecisionChanges::default(),
+                pending: Default::default(),
             };
             let (value, seq) = crate::instructions::repo::collect_written(|| f(&mut tx));
+            let value = value?;
+            std::mem::take(&mut tx.pending).write(tx.conn, tx.now)?;
             let mut changes = tx.changes;
             changes.seq = seq;
-            Ok(Committed {
-                value: value?,
-                changes,
-            })
+            Ok(Committed { value, changes })
         })
         .await
         .inspect(|done| note_written(done.changes.seq))

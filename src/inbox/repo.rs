@@ -72,29 +72,85 @@ pub fn enqueue(
     // from drawing the number to commit, so a later cursor is never visible
     // before an earlier one (what `Subscribe` relies on). SQLite's one
     // writer already orders them.
-    let mut row = Row {
-        seq: 0,
-        id: uuid::Uuid::new_v4().to_string(),
-        recipient: to.to_string(),
-        kind: kind.to_owned(),
-        payload: payload.to_string(),
-        created_at_us: to_us(now),
-        lease_until_us: None,
-        delivery_count: 0,
-        acked_at_us: None,
-    };
-    row.seq = match conn {
+    let new = NewEnvelope::new(now, to, kind, payload);
+    let mut row = new.row();
+    row.seq = insert(conn, &new)?;
+    Ok(row.into())
+}
+
+/// Inserts `new` on its own (its recipient's lock first, on PostgreSQL) and
+/// returns its cursor.
+pub fn insert(conn: &mut DbConnection, new: &NewEnvelope) -> Result<i64> {
+    let row = new.row();
+    let seq = match conn {
         DbConnection::Pg(c) => insert_locked(c, &row)?,
         DbConnection::Sqlite(_) => diesel::insert_into(e::envelopes)
             .values(&row)
             .returning(e::seq)
             .get_result(conn)?,
     };
-    crate::db::notify::changed(crate::db::notify::Topic::Inbox(to.clone()));
-    if matches!(to, Recipient::Tenant(_)) {
-        crate::db::notify::changed(crate::db::notify::Topic::Webhooks);
+    new.written();
+    Ok(seq)
+}
+
+/// An envelope before it is inserted: for writers that insert envelopes
+/// together with other rows ([`crate::db::flush`]), which must take
+/// [`NewEnvelope::lock_id`] before the insert draws its cursor and call
+/// [`NewEnvelope::written`] after it, as [`enqueue`] does.
+#[derive(Debug, Clone)]
+pub struct NewEnvelope {
+    /// Its id.
+    pub id: String,
+    /// Whose inbox.
+    pub to: Recipient,
+    /// Dotted kind.
+    pub kind: String,
+    /// JSON text.
+    pub payload: String,
+    /// When it is enqueued.
+    pub created_at: DateTime<Utc>,
+}
+
+impl NewEnvelope {
+    /// An envelope of `kind` for `to`, enqueued at `now`.
+    pub fn new(now: DateTime<Utc>, to: &Recipient, kind: &str, payload: &serde_json::Value) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            to: to.clone(),
+            kind: kind.to_owned(),
+            payload: payload.to_string(),
+            created_at: now,
+        }
     }
-    Ok(row.into())
+
+    /// The recipient's lock on PostgreSQL, held from drawing the cursor to
+    /// commit.
+    pub fn lock_id(&self) -> i64 {
+        crate::db::key_lock_id("inbox", &self.to.to_string())
+    }
+
+    /// Wakes, once the transaction commits, the recipient's streams (and
+    /// webhook delivery, for a tenant).
+    pub fn written(&self) {
+        crate::db::notify::changed(crate::db::notify::Topic::Inbox(self.to.clone()));
+        if matches!(self.to, Recipient::Tenant(_)) {
+            crate::db::notify::changed(crate::db::notify::Topic::Webhooks);
+        }
+    }
+
+    fn row(&self) -> Row {
+        Row {
+            seq: 0,
+            id: self.id.clone(),
+            recipient: self.to.to_string(),
+            kind: self.kind.clone(),
+            payload: self.payload.clone(),
+            created_at_us: to_us(self.created_at),
+            lease_until_us: None,
+            delivery_count: 0,
+            acked_at_us: None,
+        }
+    }
 }
 
 #[derive(diesel::QueryableByName)]

@@ -616,35 +616,61 @@ pub fn insert_request(
     let Some(seq) = seq else {
         return Ok(None);
     };
-    if let Some(by) = &new.forwarded_by {
-        diesel::insert_into(w::subject_request_waits)
-            .values((w::request_id.eq(&new.id), w::forwarded_by.eq(Some(by))))
-            .execute(conn)?;
-    }
-    if !new.subject_refs.is_empty() {
-        // One statement for all of them.
-        let refs: Vec<_> = new
-            .subject_refs
-            .iter()
-            .map(|sref| {
-                (
-                    rr::request_id.eq(&new.id),
-                    rr::tenant_id.eq(&new.tenant_id),
-                    rr::subject_ref.eq(sref),
-                )
-            })
-            .collect();
-        let insert = diesel::insert_into(rr::subject_request_refs).values(&refs);
-        // Each backend's own connection: diesel's multi-row insert is not
-        // on the connection that spans both.
-        match conn {
-            DbConnection::Pg(c) => insert.execute(c)?,
-            DbConnection::Sqlite(c) => insert.execute(c)?,
-        };
-    }
+    insert_waits_and_refs(conn, new)?;
     let mut stored: RequestRecord = Row { seq, ..row }.try_into()?;
     stored.forwarded_by = new.forwarded_by.clone();
     Ok(Some(stored))
+}
+
+/// The new request's wait for its controller (a forwarded one) and its
+/// subject refs: one statement on PostgreSQL, where each was a round trip.
+fn insert_waits_and_refs(conn: &mut DbConnection, new: &NewRequest) -> Result<()> {
+    if new.forwarded_by.is_none() && new.subject_refs.is_empty() {
+        return Ok(());
+    }
+    match conn {
+        DbConnection::Pg(c) => {
+            use diesel::sql_types::{Array, Nullable, Text};
+            diesel::sql_query(
+                "WITH waits AS (\
+                     INSERT INTO subject_request_waits (request_id, forwarded_by) \
+                     SELECT $1, $2 WHERE $2 IS NOT NULL RETURNING 1) \
+                 INSERT INTO subject_request_refs (request_id, tenant_id, subject_ref) \
+                 SELECT $1, $3, u.r FROM unnest($4::text[]) WITH ORDINALITY AS u(r, n) ORDER BY u.n",
+            )
+            .bind::<Text, _>(&new.id)
+            .bind::<Nullable<Text>, _>(new.forwarded_by.as_deref())
+            .bind::<Text, _>(&new.tenant_id)
+            .bind::<Array<Text>, _>(&new.subject_refs)
+            .execute(c)?;
+        }
+        DbConnection::Sqlite(c) => {
+            if let Some(by) = &new.forwarded_by {
+                diesel::insert_into(w::subject_request_waits)
+                    .values((w::request_id.eq(&new.id), w::forwarded_by.eq(Some(by))))
+                    .execute(c)?;
+            }
+            if !new.subject_refs.is_empty() {
+                let refs: Vec<_> = new
+                    .subject_refs
+                    .iter()
+                    .map(|sref| {
+                        (
+                            rr::request_id.eq(&new.id),
+                            rr::tenant_id.eq(&new.tenant_id),
+                            rr::subject_ref.eq(sref),
+                        )
+                    })
+                    .collect();
+                // SQLite's own connection: diesel's multi-row insert is not
+                // on the connection that spans both.
+                diesel::insert_into(rr::subject_request_refs)
+                    .values(&refs)
+                    .execute(c)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Per system, the categories a legal hold withheld from its task.

@@ -1,0 +1,130 @@
+//! The rows every command writes besides its own: its audit events and its
+//! envelopes, kept on the [`crate::db::pipeline::Tx`] while the command
+//! runs and written when it is done, just before commit.
+//!
+//! On PostgreSQL they go in one statement: an event and an envelope were
+//! two of a write's eight round trips, and each round trip is a wake-up of
+//! the database's backend and of the command's thread. Written last, the
+//! recipients' inbox locks are also held for the shortest time (from the
+//! cursor drawn to commit, which is what they order) and taken in one
+//! order (by lock id), so two commands writing to the same two inboxes
+//! cannot deadlock on them. On SQLite, where a statement is a function
+//! call, they are inserted one by one.
+
+use chrono::{DateTime, Utc};
+use diesel::RunQueryDsl;
+
+use super::DbConnection;
+use crate::audit::model::AuditEvent;
+use crate::error::Result;
+use crate::inbox::repo::NewEnvelope;
+
+/// What a command has written through its `Tx` and not yet inserted.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Audit events, in the order the command wrote them.
+    pub events: Vec<AuditEvent>,
+    /// Envelopes, in the order the command wrote them (a recipient's
+    /// cursors follow that order).
+    pub envelopes: Vec<NewEnvelope>,
+}
+
+impl Pending {
+    /// Inserts everything pending, in one statement on PostgreSQL.
+    pub fn write(self, conn: &mut DbConnection, now: DateTime<Utc>) -> Result<()> {
+        if self.events.is_empty() && self.envelopes.is_empty() {
+            return Ok(());
+        }
+        match conn {
+            DbConnection::Pg(c) => self.write_pg(c, now),
+            DbConnection::Sqlite(_) => {
+                for ev in &self.events {
+                    crate::audit::repo::insert(conn, ev)?;
+                }
+                for env in &self.envelopes {
+                    crate::inbox::repo::insert(conn, env)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn write_pg(self, c: &mut diesel::PgConnection, now: DateTime<Utc>) -> Result<()> {
+        use diesel::sql_types::{Array, BigInt, Nullable, Text};
+        let mut locks: Vec<i64> = self.envelopes.iter().map(NewEnvelope::lock_id).collect();
+        locks.sort_unstable();
+        locks.dedup();
+        let col = |f: fn(&NewEnvelope) -> &str| -> Vec<&str> { self.envelopes.iter().map(f).collect() };
+        let ev = |f: fn(&AuditEvent) -> &str| -> Vec<&str> { self.events.iter().map(f).collect() };
+        let recipients: Vec<String> = self.envelopes.iter().map(|e| e.to.to_string()).collect();
+        let at_us: Vec<i64> = self.events.iter().map(|e| super::to_us(e.at)).collect();
+        let tenants: Vec<Option<&str>> = self.events.iter().map(|e| e.entry.tenant_id.as_deref()).collect();
+        let written: Written = diesel::sql_query(FLUSH_SQL)
+            .bind::<Array<BigInt>, _>(&locks)
+            .bind::<Array<Text>, _>(col(|e| &e.id))
+            .bind::<Array<Text>, _>(&recipients)
+            .bind::<Array<Text>, _>(col(|e| &e.kind))
+            .bind::<Array<Text>, _>(col(|e| &e.payload))
+            .bind::<BigInt, _>(super::to_us(now))
+            .bind::<Array<Text>, _>(ev(|e| &e.id))
+            .bind::<Array<BigInt>, _>(&at_us)
+            .bind::<Array<Text>, _>(ev(|e| &e.entry.actor))
+            .bind::<Array<Text>, _>(ev(|e| &e.entry.role))
+            .bind::<Array<Nullable<Text>>, _>(&tenants)
+            .bind::<Array<Text>, _>(ev(|e| &e.entry.action))
+            .bind::<Array<Text>, _>(ev(|e| &e.entry.target))
+            .bind::<Array<Text>, _>(ev(|e| &e.entry.outcome))
+            .bind::<Array<Text>, _>(ev(|e| &e.entry.trace_id))
+            .bind::<Array<Text>, _>(ev(|e| &e.entry.detail))
+            .bind::<Array<Text>, _>(ev(|e| &e.digest))
+            .get_result(c)?;
+        if written.envelopes != self.envelopes.len() as i64 || written.events != self.events.len() as i64 {
+            return Err(crate::error::Error::Unexpected(format!(
+                "wrote {} of {} envelopes and {} of {} audit events",
+                written.envelopes,
+                self.envelopes.len(),
+                written.events,
+                self.events.len()
+            )));
+        }
+        for env in &self.envelopes {
+            env.written();
+        }
+        if !self.events.is_empty() {
+            crate::audit::repo::written();
+        }
+        Ok(())
+    }
+}
+
+/// The envelopes and the events of one command in one statement. The
+/// recipients' locks are all taken (`locked` is an aggregate over them)
+/// before the first envelope's cursor, its column default, is drawn, and
+/// the envelopes are inserted in the command's order (`ORDER BY n`), so a
+/// recipient's cursors follow it.
+const FLUSH_SQL: &str = "\
+WITH locked AS (
+    SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k) AS taken
+), env AS (
+    INSERT INTO envelopes (id, recipient, kind, payload, created_at_us, delivery_count)
+    SELECT u.id, u.recipient, u.kind, u.payload, $6, 0
+    FROM locked, unnest($2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(id, recipient, kind, payload, n)
+    ORDER BY u.n
+    RETURNING 1
+), ev AS (
+    INSERT INTO audit_events (id, at_us, actor, role, tenant_id, action, target, outcome, trace_id, detail, prev_digest, digest)
+    SELECT u.id, u.at_us, u.actor, u.role, u.tenant_id, u.action, u.target, u.outcome, u.trace_id, u.detail, '', u.digest
+    FROM unnest($7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
+        WITH ORDINALITY AS u(id, at_us, actor, role, tenant_id, action, target, outcome, trace_id, detail, digest, n)
+    ORDER BY u.n
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM env) AS envelopes, (SELECT count(*) FROM ev) AS events";
+
+#[derive(diesel::QueryableByName)]
+struct Written {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    envelopes: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    events: i64,
+}
