@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use diesel::RunQueryDsl;
 
 use super::DbConnection;
+use super::prepared::Prepared;
 use crate::audit::model::AuditEvent;
 use crate::error::Result;
 use crate::inbox::repo::NewEnvelope;
@@ -59,13 +60,13 @@ impl Pending {
         let recipients: Vec<String> = self.envelopes.iter().map(|e| e.to.to_string()).collect();
         let at_us: Vec<i64> = self.events.iter().map(|e| super::to_us(e.at)).collect();
         let tenants: Vec<Option<&str>> = self.events.iter().map(|e| e.entry.tenant_id.as_deref()).collect();
-        let written: Written = diesel::sql_query(FLUSH_SQL)
+        let written: Written = Prepared::new(FLUSH_SQL)
             .bind::<Array<BigInt>, _>(&locks)
+            .bind::<BigInt, _>(super::to_us(now))
             .bind::<Array<Text>, _>(col(|e| &e.id))
             .bind::<Array<Text>, _>(&recipients)
             .bind::<Array<Text>, _>(col(|e| &e.kind))
             .bind::<Array<Text>, _>(col(|e| &e.payload))
-            .bind::<BigInt, _>(super::to_us(now))
             .bind::<Array<Text>, _>(ev(|e| &e.id))
             .bind::<Array<BigInt>, _>(&at_us)
             .bind::<Array<Text>, _>(ev(|e| &e.entry.actor))
@@ -104,17 +105,17 @@ impl Pending {
 /// recipient's cursors follow it.
 const FLUSH_SQL: &str = "\
 WITH locked AS (
-    SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k) AS taken
+    SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS k) AS taken
 ), env AS (
     INSERT INTO envelopes (id, recipient, kind, payload, created_at_us, delivery_count)
-    SELECT u.id, u.recipient, u.kind, u.payload, $6, 0
-    FROM locked, unnest($2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(id, recipient, kind, payload, n)
+    SELECT u.id, u.recipient, u.kind, u.payload, ?, 0
+    FROM locked, unnest(?::text[], ?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS u(id, recipient, kind, payload, n)
     ORDER BY u.n
     RETURNING 1
 ), ev AS (
     INSERT INTO audit_events (id, at_us, actor, role, tenant_id, action, target, outcome, trace_id, detail, prev_digest, digest)
     SELECT u.id, u.at_us, u.actor, u.role, u.tenant_id, u.action, u.target, u.outcome, u.trace_id, u.detail, '', u.digest
-    FROM unnest($7::text[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
+    FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])
         WITH ORDINALITY AS u(id, at_us, actor, role, tenant_id, action, target, outcome, trace_id, detail, digest, n)
     ORDER BY u.n
     RETURNING 1

@@ -16,6 +16,7 @@ pub mod liveness;
 pub mod notify;
 mod openssl_exit;
 pub mod pipeline;
+pub mod prepared;
 pub mod schema;
 pub mod statements;
 mod writer;

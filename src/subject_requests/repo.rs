@@ -631,15 +631,17 @@ fn insert_waits_and_refs(conn: &mut DbConnection, new: &NewRequest) -> Result<()
     match conn {
         DbConnection::Pg(c) => {
             use diesel::sql_types::{Array, Nullable, Text};
-            diesel::sql_query(
+            crate::db::prepared::Prepared::new(
                 "WITH waits AS (\
                      INSERT INTO subject_request_waits (request_id, forwarded_by) \
-                     SELECT $1, $2 WHERE $2 IS NOT NULL RETURNING 1) \
+                     SELECT v.id, v.by FROM (SELECT ?::text AS id, ?::text AS by) AS v \
+                     WHERE v.by IS NOT NULL RETURNING 1) \
                  INSERT INTO subject_request_refs (request_id, tenant_id, subject_ref) \
-                 SELECT $1, $3, u.r FROM unnest($4::text[]) WITH ORDINALITY AS u(r, n) ORDER BY u.n",
+                 SELECT ?, ?, u.r FROM unnest(?::text[]) WITH ORDINALITY AS u(r, n) ORDER BY u.n",
             )
             .bind::<Text, _>(&new.id)
             .bind::<Nullable<Text>, _>(new.forwarded_by.as_deref())
+            .bind::<Text, _>(&new.id)
             .bind::<Text, _>(&new.tenant_id)
             .bind::<Array<Text>, _>(&new.subject_refs)
             .execute(c)?;

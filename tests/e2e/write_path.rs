@@ -181,7 +181,7 @@ async fn statements_per_command(b: Backend) {
     println!("{b:?}: PutInstructions {puts} statements, ForwardToController {forwards:?}");
     assert!(puts <= 10, "PutInstructions made {puts} statements");
     assert!(
-        forwards.iter().all(|&n| n <= 8),
+        forwards.iter().all(|&n| n <= 6),
         "ForwardToController made {forwards:?}"
     );
     app.stop().await;
