@@ -72,25 +72,22 @@ pub fn enqueue(
     // from drawing the number to commit, so a later cursor is never visible
     // before an earlier one (what `Subscribe` relies on). SQLite's one
     // writer already orders them.
-    let new = NewEnvelope::new(now, to, kind, payload);
-    let mut row = new.row();
-    row.seq = insert(conn, &new)?;
-    Ok(row.into())
+    insert(conn, &NewEnvelope::new(now, to, kind, payload))
 }
 
 /// Inserts `new` on its own (its recipient's lock first, on PostgreSQL) and
-/// returns its cursor.
-pub fn insert(conn: &mut DbConnection, new: &NewEnvelope) -> Result<i64> {
-    let row = new.row();
-    let seq = match conn {
-        DbConnection::Pg(c) => insert_locked(c, &row)?,
+/// returns it as stored, with its cursor.
+pub fn insert(conn: &mut DbConnection, new: &NewEnvelope) -> Result<Envelope> {
+    let mut row = new.row();
+    row.seq = match conn {
+        DbConnection::Pg(c) => insert_locked(c, new.lock_id(), &row)?,
         DbConnection::Sqlite(_) => diesel::insert_into(e::envelopes)
             .values(&row)
             .returning(e::seq)
             .get_result(conn)?,
     };
     new.written();
-    Ok(seq)
+    Ok(row.into())
 }
 
 /// An envelope before it is inserted: for writers that insert envelopes
@@ -159,18 +156,18 @@ struct Drawn {
     seq: i64,
 }
 
-/// Takes the recipient's lock and inserts `row` in one statement (one
-/// round trip where there were two): the row is formed from the lock
+/// Takes the recipient's lock `lock` and inserts `row` in one statement
+/// (one round trip where there were two): the row is formed from the lock
 /// query's result, so its number (the column default) is drawn only once
 /// the lock is held.
-fn insert_locked(c: &mut diesel::PgConnection, row: &Row) -> Result<i64> {
+fn insert_locked(c: &mut diesel::PgConnection, lock: i64, row: &Row) -> Result<i64> {
     use diesel::sql_types::{BigInt, Text};
     let drawn: Drawn = diesel::sql_query(
         "INSERT INTO envelopes (id, recipient, kind, payload, created_at_us, delivery_count) \
          SELECT $2, $3, $4, $5, $6, 0 FROM (SELECT pg_advisory_xact_lock($1)) AS locked \
          RETURNING seq",
     )
-    .bind::<BigInt, _>(crate::db::key_lock_id("inbox", &row.recipient))
+    .bind::<BigInt, _>(lock)
     .bind::<Text, _>(&row.id)
     .bind::<Text, _>(&row.recipient)
     .bind::<Text, _>(&row.kind)

@@ -429,6 +429,16 @@ pub async fn postgres_behind_proxy() -> (Proxy, TestDb) {
     (proxy, db)
 }
 
+/// A server on a fresh schema reached through a [`Proxy`], with its
+/// configuration changed by `change`.
+async fn app_behind_proxy(change: impl FnOnce(&mut proctor::config::Config)) -> (Proxy, TestApp) {
+    let (proxy, db) = postgres_behind_proxy().await;
+    let keys = TestKeys::new();
+    let mut cfg = test_config(&db, &keys);
+    change(&mut cfg);
+    (proxy, spawn_with(db, keys, cfg).await)
+}
+
 async fn health(app: &TestApp) -> i32 {
     use tonic_health::pb::HealthCheckRequest;
     app.health()
@@ -457,11 +467,7 @@ async fn postgres_outage_fails_fast_and_recovers_by_itself() {
     if !crate::support::postgres_available() {
         return;
     }
-    let (proxy, db) = postgres_behind_proxy().await;
-    let keys = TestKeys::new();
-    let mut cfg = test_config(&db, &keys);
-    cfg.db_timeout_seconds = 1;
-    let app = spawn_with(db, keys, cfg).await;
+    let (proxy, app) = app_behind_proxy(|cfg| cfg.db_timeout_seconds = 1).await;
     let t1 = app.keys.tenant("t1");
     let mut sr = app.subject_requests();
     let list = |sr: &mut SubjectRequestServiceClient<Channel>| {
@@ -535,12 +541,11 @@ async fn a_connection_lost_in_use_is_dropped_not_pooled_again() {
     if !crate::support::postgres_available() {
         return;
     }
-    let (proxy, db) = postgres_behind_proxy().await;
-    let keys = TestKeys::new();
-    let mut cfg = test_config(&db, &keys);
-    cfg.db_pool_size = 1;
-    cfg.db_timeout_seconds = 2;
-    let app = spawn_with(db, keys, cfg).await;
+    let (proxy, app) = app_behind_proxy(|cfg| {
+        cfg.db_pool_size = 1;
+        cfg.db_timeout_seconds = 2;
+    })
+    .await;
     let t1 = app.keys.tenant("t1");
     let sr = app.subject_requests();
     let list = || {
