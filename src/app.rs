@@ -358,6 +358,7 @@ impl Application {
             secrets: subject_secrets.clone(),
             refusals: refusals.clone(),
             streams: crate::rpc::streams::StreamSlots::new(config.max_streams_per_caller),
+            settings_hints: Default::default(),
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();

@@ -42,6 +42,9 @@ pub struct AppState {
     pub audit_log: std::sync::Arc<crate::audit::service::AuditLog>,
     /// The decision log's queue (checks offer their records to it).
     pub decision_log: std::sync::Arc<crate::instructions::decision_log::DecisionLog>,
+    /// The tenants' deadline settings as last seen here, so that recording
+    /// a request need not read them first (checked by its insert).
+    pub settings_hints: std::sync::Arc<crate::subject_requests::settings_hints::SettingsHints>,
 }
 
 /// The caller of an RPC and the tenant it acts on, as its rule in the

@@ -10,3 +10,4 @@ pub mod jobs;
 pub mod model;
 pub mod repo;
 pub mod service;
+pub mod settings_hints;

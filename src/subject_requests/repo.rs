@@ -553,19 +553,45 @@ pub struct Deadlines {
     pub sla: DateTime<Utc>,
 }
 
+/// What [`insert_request`] did.
+#[derive(Debug)]
+pub enum Inserted {
+    /// The request, as stored (what a read would return).
+    New(Box<RequestRecord>),
+    /// Nothing: another request of the tenant and origin already holds the
+    /// idempotency key.
+    KeyTaken,
+    /// Nothing: the tenant's settings are no longer those the deadlines were
+    /// computed from; compute them again from the stored settings.
+    SettingsChanged,
+}
+
+/// The tenant's settings a request's deadlines were computed from.
+#[derive(Debug, Clone, Copy)]
+pub enum Assumed<'a> {
+    /// Read in this transaction.
+    Read(&'a TenantSettings),
+    /// Remembered from earlier ([`super::settings_hints`]): checked against
+    /// the stored ones before anything is inserted.
+    Remembered(&'a TenantSettings),
+}
+
 /// Inserts a new request in status `initial` with its subject refs and
-/// signed receipt, and returns it as stored (what a read would return);
-/// None (and nothing written) when another request of the tenant and
-/// origin already holds its idempotency key. On PostgreSQL the unique key
-/// makes a concurrent insert of the same key wait for the first to commit,
-/// so retries need no lock of their own.
+/// signed receipt, provided the tenant's settings are still `assumed` (the
+/// ones its deadlines `at` were computed from), checked in the insert
+/// itself on PostgreSQL so that a command need not read them first. On
+/// SQLite only remembered settings are checked: between a read and the
+/// insert, the one writer runs nothing else. On PostgreSQL the unique
+/// key makes a concurrent insert of the same key wait for the first to
+/// commit, so retries need no lock of their own.
 pub fn insert_request(
     conn: &mut DbConnection,
     new: &NewRequest,
     at: Deadlines,
     initial: Status,
     receipt: &Receipt,
-) -> Result<Option<RequestRecord>> {
+    assumed: Assumed<'_>,
+) -> Result<Inserted> {
     use base64::Engine;
     let now = receipt.issued_at;
     let row = Row {
@@ -602,75 +628,167 @@ pub fn insert_request(
         reasons_sealed: None,
         reasons_key_id: None,
     };
-    let insert = diesel::insert_into(r::subject_requests)
-        .values(&row)
-        .on_conflict((r::tenant_id, r::origin, r::idempotency_key))
-        .do_nothing()
-        .returning(r::seq);
-    // Each backend's own connection: diesel's upsert is not on the
-    // connection that spans both.
-    let seq: Option<i64> = match conn {
-        DbConnection::Pg(c) => insert.get_result(c).optional()?,
-        DbConnection::Sqlite(c) => insert.get_result(c).optional()?,
+    if let (DbConnection::Sqlite(_), Assumed::Remembered(known)) = (&*conn, assumed)
+        && settings(conn, &new.tenant_id)? != *known
+    {
+        return Ok(Inserted::SettingsChanged);
+    }
+    let seq = match conn {
+        DbConnection::Pg(c) => match insert_request_pg(c, &row, new, assumed.settings())? {
+            PgInsert {
+                same_settings: false, ..
+            } => return Ok(Inserted::SettingsChanged),
+            PgInsert { seq, .. } => seq,
+        },
+        DbConnection::Sqlite(c) => {
+            // SQLite's own connection: diesel's upsert is not on the
+            // connection that spans both.
+            let seq = diesel::insert_into(r::subject_requests)
+                .values(&row)
+                .on_conflict((r::tenant_id, r::origin, r::idempotency_key))
+                .do_nothing()
+                .returning(r::seq)
+                .get_result::<i64>(c)
+                .optional()?;
+            if seq.is_some() {
+                insert_waits_and_refs_sqlite(c, new)?;
+            }
+            seq
+        }
     };
     let Some(seq) = seq else {
-        return Ok(None);
+        return Ok(Inserted::KeyTaken);
     };
-    insert_waits_and_refs(conn, new)?;
     let mut stored: RequestRecord = Row { seq, ..row }.try_into()?;
     stored.forwarded_by = new.forwarded_by.clone();
-    Ok(Some(stored))
+    Ok(Inserted::New(Box::new(stored)))
+}
+
+impl Assumed<'_> {
+    fn settings(&self) -> &TenantSettings {
+        match self {
+            Self::Read(s) | Self::Remembered(s) => s,
+        }
+    }
+}
+
+/// What the PostgreSQL insert returns: the new row's `seq` (none when the
+/// key was taken or the settings changed) and whether the stored settings
+/// were the assumed ones.
+#[derive(diesel::QueryableByName)]
+struct PgInsert {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    seq: Option<i64>,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    same_settings: bool,
+}
+
+/// The request `row` with its wait for its controller (a forwarded one)
+/// and its subject refs, in one prepared statement where diesel's own
+/// `INSERT` (parsed and planned on every call), the refs and the read of
+/// the tenant's settings were three round trips. Nothing is inserted unless
+/// the stored settings (or the defaults, for a tenant without any) are
+/// `assumed`; the wait and the refs only with a new request, so a
+/// conflict on the idempotency key inserts nothing.
+fn insert_request_pg(
+    c: &mut diesel::PgConnection,
+    row: &Row,
+    new: &NewRequest,
+    assumed: &TenantSettings,
+) -> Result<PgInsert> {
+    use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
+    let defaults = TenantSettings::default();
+    let inserted = crate::db::prepared::Prepared::new(
+        "WITH ok AS (\
+             SELECT COALESCE(s.time_zone, d.tz) = ? AND COALESCE(s.sla_days, d.sla) = ? AS same \
+             FROM (SELECT ?::text AS tz, ?::integer AS sla) AS d \
+             LEFT JOIN subject_tenant_settings AS s ON s.tenant_id = ?), \
+         req AS (\
+             INSERT INTO subject_requests (id, tenant_id, origin, request_type, status, regime, \
+                 channel, idempotency_key, body_digest, subject_ref, subject_sealed, subject_key_id, \
+                 categories, received_at_us, due_at_us, sla_due_at_us, extended, extension_reason, \
+                 receipt_issued_at_us, receipt_signature, receipt_key_id, created_at_us, updated_at_us, \
+                 closed_at_us, version, export_downloaded_at_us, export_deleted_at_us, close_reason, \
+                 rejection_ground, reasons_sealed, reasons_key_id) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             FROM ok WHERE ok.same \
+             ON CONFLICT (tenant_id, origin, idempotency_key) DO NOTHING \
+             RETURNING seq, id, tenant_id), \
+         waits AS (\
+             INSERT INTO subject_request_waits (request_id, forwarded_by) \
+             SELECT req.id, v.by FROM req, (SELECT ?::text AS by) AS v \
+             WHERE v.by IS NOT NULL RETURNING 1), \
+         refs AS (\
+             INSERT INTO subject_request_refs (request_id, tenant_id, subject_ref) \
+             SELECT req.id, req.tenant_id, u.r FROM req, unnest(?::text[]) WITH ORDINALITY AS u(r, n) \
+             ORDER BY u.n RETURNING 1) \
+         SELECT (SELECT seq FROM req) AS seq, ok.same AS same_settings FROM ok",
+    )
+    .bind::<Text, _>(&assumed.time_zone)
+    .bind::<Integer, _>(i32::try_from(assumed.sla_days).unwrap_or(i32::MAX))
+    .bind::<Text, _>(defaults.time_zone)
+    .bind::<Integer, _>(i32::try_from(defaults.sla_days).unwrap_or(i32::MAX))
+    .bind::<Text, _>(&row.tenant_id)
+    .bind::<Text, _>(&row.id)
+    .bind::<Text, _>(&row.tenant_id)
+    .bind::<Text, _>(&row.origin)
+    .bind::<Text, _>(&row.request_type)
+    .bind::<Text, _>(&row.status)
+    .bind::<Text, _>(&row.regime)
+    .bind::<Text, _>(&row.channel)
+    .bind::<Text, _>(&row.idempotency_key)
+    .bind::<Text, _>(&row.body_digest)
+    .bind::<Nullable<Text>, _>(row.subject_ref.as_deref())
+    .bind::<Nullable<Text>, _>(row.subject_sealed.as_deref())
+    .bind::<Nullable<Text>, _>(row.subject_key_id.as_deref())
+    .bind::<Text, _>(&row.categories)
+    .bind::<BigInt, _>(row.received_at_us)
+    .bind::<BigInt, _>(row.due_at_us)
+    .bind::<BigInt, _>(row.sla_due_at_us)
+    .bind::<Bool, _>(row.extended)
+    .bind::<Nullable<Text>, _>(row.extension_reason.as_deref())
+    .bind::<BigInt, _>(row.receipt_issued_at_us)
+    .bind::<Text, _>(&row.receipt_signature)
+    .bind::<Text, _>(&row.receipt_key_id)
+    .bind::<BigInt, _>(row.created_at_us)
+    .bind::<BigInt, _>(row.updated_at_us)
+    .bind::<Nullable<BigInt>, _>(row.closed_at_us)
+    .bind::<BigInt, _>(row.version)
+    .bind::<Nullable<BigInt>, _>(row.export_downloaded_at_us)
+    .bind::<Nullable<BigInt>, _>(row.export_deleted_at_us)
+    .bind::<Nullable<Text>, _>(row.close_reason.as_deref())
+    .bind::<Nullable<Text>, _>(row.rejection_ground.as_deref())
+    .bind::<Nullable<Text>, _>(row.reasons_sealed.as_deref())
+    .bind::<Nullable<Text>, _>(row.reasons_key_id.as_deref())
+    .bind::<Nullable<Text>, _>(new.forwarded_by.as_deref())
+    .bind::<Array<Text>, _>(&new.subject_refs)
+    .get_result::<PgInsert>(c)?;
+    Ok(inserted)
 }
 
 /// The new request's wait for its controller (a forwarded one) and its
-/// subject refs: one statement on PostgreSQL, where each was a round trip.
-fn insert_waits_and_refs(conn: &mut DbConnection, new: &NewRequest) -> Result<()> {
-    if new.forwarded_by.is_none() && new.subject_refs.is_empty() {
-        return Ok(());
-    }
-    match conn {
-        DbConnection::Pg(c) => {
-            use diesel::sql_types::{Array, Nullable, Text};
-            crate::db::prepared::Prepared::new(
-                "WITH waits AS (\
-                     INSERT INTO subject_request_waits (request_id, forwarded_by) \
-                     SELECT v.id, v.by FROM (SELECT ?::text AS id, ?::text AS by) AS v \
-                     WHERE v.by IS NOT NULL RETURNING 1) \
-                 INSERT INTO subject_request_refs (request_id, tenant_id, subject_ref) \
-                 SELECT ?, ?, u.r FROM unnest(?::text[]) WITH ORDINALITY AS u(r, n) ORDER BY u.n",
-            )
-            .bind::<Text, _>(&new.id)
-            .bind::<Nullable<Text>, _>(new.forwarded_by.as_deref())
-            .bind::<Text, _>(&new.id)
-            .bind::<Text, _>(&new.tenant_id)
-            .bind::<Array<Text>, _>(&new.subject_refs)
+/// subject refs, on SQLite (where a statement costs no round trip).
+fn insert_waits_and_refs_sqlite(c: &mut diesel::SqliteConnection, new: &NewRequest) -> Result<()> {
+    if let Some(by) = &new.forwarded_by {
+        diesel::insert_into(w::subject_request_waits)
+            .values((w::request_id.eq(&new.id), w::forwarded_by.eq(Some(by))))
             .execute(c)?;
-        }
-        DbConnection::Sqlite(c) => {
-            if let Some(by) = &new.forwarded_by {
-                diesel::insert_into(w::subject_request_waits)
-                    .values((w::request_id.eq(&new.id), w::forwarded_by.eq(Some(by))))
-                    .execute(c)?;
-            }
-            if !new.subject_refs.is_empty() {
-                let refs: Vec<_> = new
-                    .subject_refs
-                    .iter()
-                    .map(|sref| {
-                        (
-                            rr::request_id.eq(&new.id),
-                            rr::tenant_id.eq(&new.tenant_id),
-                            rr::subject_ref.eq(sref),
-                        )
-                    })
-                    .collect();
-                // SQLite's own connection: diesel's multi-row insert is not
-                // on the connection that spans both.
-                diesel::insert_into(rr::subject_request_refs)
-                    .values(&refs)
-                    .execute(c)?;
-            }
-        }
+    }
+    if !new.subject_refs.is_empty() {
+        let refs: Vec<_> = new
+            .subject_refs
+            .iter()
+            .map(|sref| {
+                (
+                    rr::request_id.eq(&new.id),
+                    rr::tenant_id.eq(&new.tenant_id),
+                    rr::subject_ref.eq(sref),
+                )
+            })
+            .collect();
+        diesel::insert_into(rr::subject_request_refs)
+            .values(&refs)
+            .execute(c)?;
     }
     Ok(())
 }

@@ -24,9 +24,10 @@ use crate::subject_requests::model::{
 };
 use crate::subject_requests::repo as store;
 use crate::subject_requests::repo::{
-    Closing, Completion, Deadlines, ExportStart, ListFilter, NewRequest, QuestionRecord, Reasons, Receipt,
-    RequestRecord, Sealed, SystemRecord, TaskRecord, TenantSettings,
+    Assumed, Closing, Completion, Deadlines, ExportStart, Inserted, ListFilter, NewRequest, QuestionRecord,
+    Reasons, Receipt, RequestRecord, Sealed, SystemRecord, TaskRecord, TenantSettings,
 };
+use crate::subject_requests::settings_hints::SettingsHints;
 
 /// How far in the future a `received_at` may lie (clock skew of callers).
 const RECEIVED_AT_SKEW_SECONDS: i64 = 300;
@@ -435,6 +436,7 @@ pub async fn submit(state: &AppState, actor: Actor, cmd: Incoming, reveal: Revea
     let secrets = state.secrets.clone();
     let action = cmd.action();
     let fixed: Vec<String> = cmd.corrections.iter().map(|c| c.category.clone()).collect();
+    let hints = state.settings_hints.clone();
     let mut new = cmd.seal(&secrets)?;
     if new.origin == Origin::Forwarded {
         // The forwarding system may ask the controller about it later.
@@ -443,7 +445,7 @@ pub async fn submit(state: &AppState, actor: Actor, cmd: Incoming, reveal: Revea
     state
         .command("subject_request.submit", actor, move |tx| {
             check_correction_categories(tx.conn(), &fixed)?;
-            let done = submit_in(tx, new, &secrets.receipt, action)?;
+            let done = submit_in(tx, new, &secrets.receipt, action, Some(&hints))?;
             let (rec, tasks) = match done.unchanged {
                 // A new forwarded request: what it stored is the reply.
                 Some(rec) => (rec, Vec::new()),
@@ -483,15 +485,21 @@ struct Submitted {
 /// holding a category in scope, each announced in that system's inbox. The
 /// receipt is signed, the subject flags updated and the audit event
 /// appended under `action`.
-fn submit_in(tx: &mut Tx<'_>, new: NewRequest, signer: &ReceiptSigner, action: &str) -> Result<Submitted> {
+fn submit_in(
+    tx: &mut Tx<'_>,
+    new: NewRequest,
+    signer: &ReceiptSigner,
+    action: &str,
+    hints: Option<&SettingsHints>,
+) -> Result<Submitted> {
     let now = tx.now();
     // No read of the key first: the insert below finds a stored request
     // under it (and waits for one being committed). Only a request refused
     // here is looked up, so that a retry of one stored earlier is answered
     // with it even where it would not pass today (its received_at has aged
     // past the limit, a category left the taxonomy).
-    let at = match deadlines_of(tx, &new, now) {
-        Ok(at) => at,
+    let received = match admit(tx, &new, now) {
+        Ok(received) => received,
         Err(refused @ Error::Invalid(_)) => {
             return match store::by_idempotency(tx.conn(), &new.tenant_id, new.origin, &new.idempotency_key)? {
                 Some(existing) => retried(existing, &new),
@@ -512,12 +520,47 @@ fn submit_in(tx: &mut Tx<'_>, new: NewRequest, signer: &ReceiptSigner, action: &
     } else {
         Status::Received
     };
-    let Some(stored) = store::insert_request(tx.conn(), &new, at, initial, &receipt)? else {
-        // A retry with the same key committed while this one ran: the
-        // unique key made this insert wait for it, and its row stands.
-        let existing = store::by_idempotency(tx.conn(), &new.tenant_id, new.origin, &new.idempotency_key)?
-            .ok_or_else(|| Error::Unexpected("an idempotency key conflicted with no request".into()))?;
-        return retried(existing, &new);
+    // The settings as last seen here, if they were: the insert checks they
+    // still hold, and when they do not, they are read and the deadlines
+    // computed again (a change committed between the two is caught the
+    // same way; a few in a row mean settings changing faster than requests
+    // can be recorded, which the caller may retry).
+    let (mut settings, mut remembered) = match hints.and_then(|h| h.get(&new.tenant_id)) {
+        Some(known) => (known, true),
+        None => (read_settings(tx, &new.tenant_id, hints)?, false),
+    };
+    let mut attempts = 0;
+    let stored = loop {
+        let at = deadlines(&new, received, &settings);
+        let assumed = if remembered {
+            Assumed::Remembered(&settings)
+        } else {
+            Assumed::Read(&settings)
+        };
+        match store::insert_request(tx.conn(), &new, at, initial, &receipt, assumed)? {
+            Inserted::New(stored) => break *stored,
+            Inserted::KeyTaken => {
+                // A retry with the same key committed while this one ran:
+                // the unique key made this insert wait for it, and its row
+                // stands.
+                let existing =
+                    store::by_idempotency(tx.conn(), &new.tenant_id, new.origin, &new.idempotency_key)?
+                        .ok_or_else(|| {
+                            Error::Unexpected("an idempotency key conflicted with no request".into())
+                        })?;
+                return retried(existing, &new);
+            }
+            Inserted::SettingsChanged if attempts < SETTINGS_ATTEMPTS => {
+                attempts += 1;
+                settings = read_settings(tx, &new.tenant_id, hints)?;
+                remembered = false;
+            }
+            Inserted::SettingsChanged => {
+                return Err(Error::NotReady(
+                    "the tenant's settings changed while the request was recorded".into(),
+                ));
+            }
+        }
     };
     let mut detail = serde_json::json!({
         "origin": new.origin.as_str(),
@@ -587,9 +630,18 @@ fn submit_in(tx: &mut Tx<'_>, new: NewRequest, signer: &ReceiptSigner, action: &
     })
 }
 
-/// Checks when `new` was received and derives its deadlines from its
-/// tenant's settings; INVALID_ARGUMENT names what is refused.
-fn deadlines_of(tx: &mut Tx<'_>, new: &NewRequest, now: chrono::DateTime<chrono::Utc>) -> Result<Deadlines> {
+/// How often a request is computed again when its tenant's settings
+/// changed under it: beyond the first, each means another change committed
+/// in the few microseconds between reading the settings and the insert.
+const SETTINGS_ATTEMPTS: u32 = 3;
+
+/// Checks when `new` was received and that its categories exist; returns
+/// when it was received. INVALID_ARGUMENT names what is refused.
+fn admit(
+    tx: &mut Tx<'_>,
+    new: &NewRequest,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>> {
     let received = new.received_at.unwrap_or(now);
     if received > now + chrono::Duration::seconds(RECEIVED_AT_SKEW_SECONDS) {
         return Err(Error::invalid("received_at", "must not be in the future"));
@@ -601,14 +653,31 @@ fn deadlines_of(tx: &mut Tx<'_>, new: &NewRequest, now: chrono::DateTime<chrono:
         ));
     }
     crate::instructions::repo::check_known_categories(tx.conn(), "categories", &new.categories)?;
-    let settings = store::settings(tx.conn(), &new.tenant_id)?;
+    Ok(received)
+}
+
+/// The tenant's settings as stored now, remembered in `hints`.
+fn read_settings(tx: &mut Tx<'_>, tenant: &str, hints: Option<&SettingsHints>) -> Result<TenantSettings> {
+    let settings = store::settings(tx.conn(), tenant)?;
+    if let Some(h) = hints {
+        h.put(tenant, settings.clone());
+    }
+    Ok(settings)
+}
+
+/// `new`'s deadlines under its tenant's `settings`.
+fn deadlines(
+    new: &NewRequest,
+    received: chrono::DateTime<chrono::Utc>,
+    settings: &TenantSettings,
+) -> Deadlines {
     let tz = settings.tz();
     let due = dom::due_at(new.regime, received, tz, false);
-    Ok(Deadlines {
+    Deadlines {
         received,
         due,
         sla: dom::sla_due_at(received, tz, settings.sla_days, due),
-    })
+    }
 }
 
 /// The answer to a retry of `new` that found `existing` under its
@@ -666,7 +735,7 @@ pub async fn contract_end_erasure(
                 received_at: Some(now),
                 forwarded_by: None,
             };
-            let done = submit_in(tx, new, &secrets.receipt, "subject_request.contract_end")?;
+            let done = submit_in(tx, new, &secrets.receipt, "subject_request.contract_end", None)?;
             let opened = (store::get(tx.conn(), None, &done.id)?, done.created);
             crate::instructions::repo::mark_erasure_requested(tx.conn(), now, &tenant)?;
             Ok(opened)
@@ -1145,7 +1214,7 @@ pub async fn set_settings(
     time_zone: Option<String>,
     sla_days: Option<u32>,
 ) -> Result<TenantSettings> {
-    state
+    let (tenant, s) = state
         .command("subject_request.settings", actor, move |tx| {
             crate::db::key_lock(tx.conn(), "subject_request.settings", &tenant)?;
             let now = tx.now();
@@ -1159,9 +1228,12 @@ pub async fn set_settings(
             store::store_settings(tx.conn(), now, &tenant, &s)?;
             let detail = serde_json::json!({"time_zone": s.time_zone, "sla_days": s.sla_days}).to_string();
             tx.audit("subject_request.settings", &tenant, Some(&tenant), &detail)?;
-            Ok(s)
+            Ok((tenant, s))
         })
-        .await
+        .await?;
+    // Committed: requests recorded here from now on start from these.
+    state.settings_hints.put(&tenant, s.clone());
+    Ok(s)
 }
 
 /// A tenant's deadline settings (defaults when it has set none).

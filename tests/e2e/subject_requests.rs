@@ -1218,3 +1218,87 @@ async fn forward_bounds_the_tenant_id(b: Backend) {
     app.stop().await;
 }
 on_both_backends!(forward_bounds_the_tenant_id, forward_bounds_the_tenant_id);
+
+/// A replica remembers each tenant's deadline settings so that recording a
+/// request need not read them first; settings changed behind its back (by
+/// another replica, here straight in the database) still govern the next
+/// request, and so do settings changed through it.
+async fn settings_changed_elsewhere_govern_the_next_request(b: Backend) {
+    let app = spawn_app(b).await;
+    let crm = app.keys.platform("crm");
+    app.clock
+        .set(Utc.with_ymd_and_hms(2026, 6, 10, 12, 0, 0).unwrap());
+    let forward = async |key: &str| {
+        client(&app)
+            .forward_to_controller(authed(
+                pb::ForwardToControllerRequest {
+                    tenant_id: "t1".into(),
+                    request_type: pb::RequestType::Access as i32,
+                    subject: Some(pb::Subject {
+                        email: EMAIL.into(),
+                        ..Default::default()
+                    }),
+                    idempotency_key: key.into(),
+                    ..Default::default()
+                },
+                &crm,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    // The defaults (UTC, 10 days), now remembered.
+    let first = forward("f1").await;
+    assert_eq!(
+        from_pb(&first.sla_due_at),
+        Utc.with_ymd_and_hms(2026, 6, 20, 23, 59, 59).unwrap()
+    );
+    // Set where this replica does not see it: Tokyo (UTC+9), 3 days.
+    app.db.execute(
+        "INSERT INTO subject_tenant_settings (tenant_id, time_zone, sla_days, updated_at_us) \
+         VALUES ('t1', 'Asia/Tokyo', 3, 0)",
+    );
+    let second = forward("f2").await;
+    assert_eq!(
+        from_pb(&second.sla_due_at),
+        Utc.with_ymd_and_hms(2026, 6, 13, 14, 59, 59).unwrap(),
+        "the end of 13 June in Tokyo"
+    );
+    assert_eq!(
+        from_pb(&second.due_at),
+        Utc.with_ymd_and_hms(2026, 7, 10, 14, 59, 59).unwrap(),
+        "one month, ending in Tokyo"
+    );
+    // Changed again, an update this time.
+    app.db
+        .execute("UPDATE subject_tenant_settings SET sla_days = 7 WHERE tenant_id = 't1'");
+    let third = forward("f3").await;
+    assert_eq!(
+        from_pb(&third.sla_due_at),
+        Utc.with_ymd_and_hms(2026, 6, 17, 14, 59, 59).unwrap()
+    );
+    // A retry of the second, after all that, is still the second.
+    assert_eq!(forward("f2").await.id, second.id);
+    // Through this replica.
+    client(&app)
+        .set_subject_request_settings(authed(
+            pb::SetSubjectRequestSettingsRequest {
+                tenant_id: String::new(),
+                time_zone: "UTC".into(),
+                sla_days: 2,
+            },
+            &app.keys.tenant("t1"),
+        ))
+        .await
+        .unwrap();
+    let fourth = forward("f4").await;
+    assert_eq!(
+        from_pb(&fourth.sla_due_at),
+        Utc.with_ymd_and_hms(2026, 6, 12, 23, 59, 59).unwrap()
+    );
+    app.stop().await;
+}
+on_both_backends!(
+    settings_changed_elsewhere_govern_the_next_request,
+    settings_changed_elsewhere_govern_the_next_request
+);
