@@ -16,7 +16,7 @@ use diesel::RunQueryDsl;
 
 use super::DbConnection;
 use super::prepared::Prepared;
-use crate::audit::model::AuditEvent;
+use crate::audit::model::{AuditEntry, AuditEvent};
 use crate::error::Result;
 use crate::inbox::repo::NewEnvelope;
 
@@ -31,6 +31,44 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// Adds `actor`'s audit event: `action` on `target`, about `tenant`
+    /// (None: the actor's own tenant, if any), with `outcome` and `detail`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn audit(
+        &mut self,
+        now: DateTime<Utc>,
+        actor: &super::pipeline::Actor,
+        action: &str,
+        target: &str,
+        tenant: Option<&str>,
+        outcome: &str,
+        detail: &str,
+    ) {
+        let entry = AuditEntry {
+            actor: actor.sub.clone(),
+            role: actor.role.clone(),
+            tenant_id: tenant.map(str::to_owned).or_else(|| actor.tenant_id.clone()),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            outcome: outcome.to_owned(),
+            trace_id: actor.trace_id.clone(),
+            detail: detail.to_owned(),
+        };
+        self.events.push(crate::audit::repo::new_event(now, entry));
+    }
+
+    /// Adds an envelope of `kind` for `to`.
+    pub(crate) fn envelope(
+        &mut self,
+        now: DateTime<Utc>,
+        to: &crate::inbox::model::Recipient,
+        kind: crate::inbox::kinds::EnvelopeKind,
+        payload: &serde_json::Value,
+    ) {
+        self.envelopes
+            .push(NewEnvelope::new(now, to, kind.as_str(), payload));
+    }
+
     /// Inserts everything pending, in one statement on PostgreSQL.
     pub fn write(self, conn: &mut DbConnection, now: DateTime<Utc>) -> Result<()> {
         if self.events.is_empty() && self.envelopes.is_empty() {
@@ -51,6 +89,14 @@ impl Pending {
     }
 
     fn write_pg(self, c: &mut diesel::PgConnection, now: DateTime<Utc>) -> Result<()> {
+        let written: Written = self.bind(Prepared::new(FLUSH_SQL), now).get_result(c)?;
+        self.check(written.envelopes, written.events)?;
+        self.written();
+        Ok(())
+    }
+
+    /// Binds `q`'s placeholders for [`flush_ctes!`], in their order.
+    pub(crate) fn bind<'a>(&'a self, q: Prepared<'a>, now: DateTime<Utc>) -> Prepared<'a> {
         use diesel::sql_types::{Array, BigInt, Nullable, Text};
         let mut locks: Vec<i64> = self.envelopes.iter().map(NewEnvelope::lock_id).collect();
         locks.sort_unstable();
@@ -60,67 +106,90 @@ impl Pending {
         let recipients: Vec<String> = self.envelopes.iter().map(|e| e.to.to_string()).collect();
         let at_us: Vec<i64> = self.events.iter().map(|e| super::to_us(e.at)).collect();
         let tenants: Vec<Option<&str>> = self.events.iter().map(|e| e.entry.tenant_id.as_deref()).collect();
-        let written: Written = Prepared::new(FLUSH_SQL)
-            .bind::<Array<BigInt>, _>(&locks)
+        q.bind::<Array<BigInt>, _>(locks)
             .bind::<BigInt, _>(super::to_us(now))
             .bind::<Array<Text>, _>(col(|e| &e.id))
-            .bind::<Array<Text>, _>(&recipients)
+            .bind::<Array<Text>, _>(recipients)
             .bind::<Array<Text>, _>(col(|e| &e.kind))
             .bind::<Array<Text>, _>(col(|e| &e.payload))
             .bind::<Array<Text>, _>(ev(|e| &e.id))
-            .bind::<Array<BigInt>, _>(&at_us)
+            .bind::<Array<BigInt>, _>(at_us)
             .bind::<Array<Text>, _>(ev(|e| &e.entry.actor))
             .bind::<Array<Text>, _>(ev(|e| &e.entry.role))
-            .bind::<Array<Nullable<Text>>, _>(&tenants)
+            .bind::<Array<Nullable<Text>>, _>(tenants)
             .bind::<Array<Text>, _>(ev(|e| &e.entry.action))
             .bind::<Array<Text>, _>(ev(|e| &e.entry.target))
             .bind::<Array<Text>, _>(ev(|e| &e.entry.outcome))
             .bind::<Array<Text>, _>(ev(|e| &e.entry.trace_id))
             .bind::<Array<Text>, _>(ev(|e| &e.entry.detail))
             .bind::<Array<Text>, _>(ev(|e| &e.digest))
-            .get_result(c)?;
-        if written.envelopes != self.envelopes.len() as i64 || written.events != self.events.len() as i64 {
+    }
+
+    /// Refuses a statement that wrote other than everything pending.
+    pub(crate) fn check(&self, envelopes: i64, events: i64) -> Result<()> {
+        if envelopes != self.envelopes.len() as i64 || events != self.events.len() as i64 {
             return Err(crate::error::Error::Unexpected(format!(
-                "wrote {} of {} envelopes and {} of {} audit events",
-                written.envelopes,
+                "wrote {envelopes} of {} envelopes and {events} of {} audit events",
                 self.envelopes.len(),
-                written.events,
                 self.events.len()
             )));
         }
+        Ok(())
+    }
+
+    /// Wakes, once committed, what waits for these envelopes and events.
+    pub(crate) fn written(&self) {
         for env in &self.envelopes {
             env.written();
         }
         if !self.events.is_empty() {
             crate::audit::repo::written();
         }
-        Ok(())
     }
 }
 
-/// The envelopes and the events of one command in one statement. The
-/// recipients' locks are all taken (`locked` is an aggregate over them)
-/// before the first envelope's cursor, its column default, is drawn, and
-/// the envelopes are inserted in the command's order (`ORDER BY n`), so a
-/// recipient's cursors follow it.
-const FLUSH_SQL: &str = "\
-WITH locked AS (
+/// The envelopes and the events of one command, as common table
+/// expressions `locked`, `env` and `ev` that one statement can carry with
+/// the command's own rows; `$gate` names further tables (`", req"`) that
+/// must each hold a row for anything to be inserted. The recipients' locks
+/// are all taken (`locked` is an aggregate over them) before the first
+/// envelope's cursor, its column default, is drawn, and the envelopes are
+/// inserted in the command's order (`ORDER BY n`), so a recipient's cursors
+/// follow it. Bound by [`Pending::bind`].
+macro_rules! flush_ctes {
+    ($gate:literal) => {
+        concat!(
+            "locked AS (
     SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS k) AS taken
 ), env AS (
     INSERT INTO envelopes (id, recipient, kind, payload, created_at_us, delivery_count)
     SELECT u.id, u.recipient, u.kind, u.payload, ?, 0
-    FROM locked, unnest(?::text[], ?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS u(id, recipient, kind, payload, n)
+    FROM locked",
+            $gate,
+            ", unnest(?::text[], ?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS u(id, recipient, kind, payload, n)
     ORDER BY u.n
     RETURNING 1
 ), ev AS (
     INSERT INTO audit_events (id, at_us, actor, role, tenant_id, action, target, outcome, trace_id, detail, prev_digest, digest)
     SELECT u.id, u.at_us, u.actor, u.role, u.tenant_id, u.action, u.target, u.outcome, u.trace_id, u.detail, '', u.digest
-    FROM unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])
+    FROM locked",
+            $gate,
+            ", unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])
         WITH ORDINALITY AS u(id, at_us, actor, role, tenant_id, action, target, outcome, trace_id, detail, digest, n)
     ORDER BY u.n
     RETURNING 1
-)
-SELECT (SELECT count(*) FROM env) AS envelopes, (SELECT count(*) FROM ev) AS events";
+)"
+        )
+    };
+}
+pub(crate) use flush_ctes;
+
+/// A command's envelopes and events on their own, just before commit.
+const FLUSH_SQL: &str = concat!(
+    "WITH ",
+    flush_ctes!(""),
+    " SELECT (SELECT count(*) FROM env) AS envelopes, (SELECT count(*) FROM ev) AS events"
+);
 
 #[derive(diesel::QueryableByName)]
 struct Written {

@@ -411,6 +411,29 @@ impl Store {
             self.hub.notify(&topics);
             return Ok(out);
         }
+        self.write_pg(op, true, f).await
+    }
+
+    /// Runs `f` as a write on PostgreSQL without BEGIN and COMMIT: each
+    /// statement it makes commits as it completes. For commands of one
+    /// statement ([`pipeline::OneStatement`]).
+    async fn write_autocommit<T, F>(&self, op: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection, &SharedClock) -> Result<T> + Send + 'static,
+    {
+        self.write_pg(op, false, f).await
+    }
+
+    /// A write on the blocking pool, in turn with the others
+    /// (`--db-write-concurrency`), in a transaction when `atomic`; what it
+    /// committed wakes its followers.
+    async fn write_pg<T, F>(&self, op: &'static str, atomic: bool, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection, &SharedClock) -> Result<T> + Send + 'static,
+    {
+        let clock = self.clock.clone();
         // Held until the transaction ends; closed only if the store is.
         let _turn = match &self.write_turns {
             Some(turns) => Some(
@@ -424,7 +447,13 @@ impl Store {
         };
         let (out, topics) = self
             .blocking(op, move |conn| {
-                let (out, topics) = notify::collect(|| write_transaction(conn, |c| f(c, &clock)));
+                let (out, topics) = notify::collect(|| {
+                    if atomic {
+                        write_transaction(conn, |c| f(c, &clock))
+                    } else {
+                        f(conn, &clock)
+                    }
+                });
                 out.map(|v| (v, topics))
             })
             .await?;

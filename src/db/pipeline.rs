@@ -13,7 +13,6 @@
 use chrono::{DateTime, Utc};
 
 use super::{DbConnection, Store};
-use crate::audit::model::AuditEntry;
 use crate::auth::{Caller, Role};
 use crate::error::Result;
 use crate::inbox::kinds::EnvelopeKind;
@@ -129,19 +128,8 @@ impl<'c> Tx<'c> {
         outcome: &str,
         detail: &str,
     ) -> Result<()> {
-        let entry = AuditEntry {
-            actor: self.actor.sub.clone(),
-            role: self.actor.role.clone(),
-            tenant_id: tenant.map(str::to_owned).or_else(|| self.actor.tenant_id.clone()),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            outcome: outcome.to_owned(),
-            trace_id: self.actor.trace_id.clone(),
-            detail: detail.to_owned(),
-        };
         self.pending
-            .events
-            .push(crate::audit::repo::new_event(self.now, entry));
+            .audit(self.now, self.actor, action, target, tenant, outcome, detail);
         Ok(())
     }
 
@@ -154,12 +142,7 @@ impl<'c> Tx<'c> {
         kind: EnvelopeKind,
         payload: &serde_json::Value,
     ) -> Result<()> {
-        self.pending.envelopes.push(crate::inbox::repo::NewEnvelope::new(
-            self.now,
-            to,
-            kind.as_str(),
-            payload,
-        ));
+        self.pending.envelope(self.now, to, kind, payload);
         Ok(())
     }
 
@@ -214,6 +197,79 @@ impl Store {
         })
         .await
         .inspect(|done| note_written(done.changes.seq))
+    }
+}
+
+/// A command made of one statement, run without BEGIN and COMMIT (see
+/// [`Store::in_one_statement`]): what it writes through [`Self::audit`]
+/// and [`Self::envelope`] the statement carries ([`Self::take_pending`]).
+pub struct OneStatement<'c> {
+    conn: &'c mut diesel::PgConnection,
+    now: DateTime<Utc>,
+    actor: &'c Actor,
+    pending: super::flush::Pending,
+}
+
+impl OneStatement<'_> {
+    /// The connection the one statement runs on. Anything run on it
+    /// commits on its own: one statement, or the command is not atomic.
+    pub fn conn(&mut self) -> &mut diesel::PgConnection {
+        self.conn
+    }
+
+    /// The command's time.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now
+    }
+
+    /// As [`Tx::audit`].
+    pub fn audit(&mut self, action: &str, target: &str, tenant: Option<&str>, detail: &str) {
+        self.pending
+            .audit(self.now, self.actor, action, target, tenant, "ok", detail);
+    }
+
+    /// As [`Tx::envelope`].
+    pub fn envelope(&mut self, to: &Recipient, kind: EnvelopeKind, payload: &serde_json::Value) {
+        self.pending.envelope(self.now, to, kind, payload);
+    }
+
+    /// The audit events and envelopes written so far, for the statement
+    /// to bind ([`super::flush::Pending::bind`]) and, once it committed
+    /// them, to announce ([`super::flush::Pending::written`]).
+    pub fn take_pending(&mut self) -> super::flush::Pending {
+        std::mem::take(&mut self.pending)
+    }
+}
+
+impl Store {
+    /// Runs command `op` as one statement on its own, which PostgreSQL
+    /// commits as it completes: no BEGIN and no COMMIT, a round trip each,
+    /// for a command whose rows, audit events and envelopes one statement
+    /// can carry. `f` returns None when that statement wrote nothing (its
+    /// preconditions did not hold) and the caller runs the command as a
+    /// transaction instead. On SQLite, whose writer commits commands in
+    /// groups, it returns None without running `f`.
+    pub async fn in_one_statement<T, F>(&self, op: &'static str, actor: Actor, f: F) -> Result<Option<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut OneStatement<'_>) -> Result<Option<T>> + Send + 'static,
+    {
+        if self.writer.is_some() {
+            return Ok(None);
+        }
+        self.write_autocommit(op, move |conn, clock| {
+            let DbConnection::Pg(conn) = conn else {
+                return Ok(None);
+            };
+            let mut once = OneStatement {
+                conn,
+                now: clock.now(),
+                actor: &actor,
+                pending: Default::default(),
+            };
+            f(&mut once)
+        })
+        .await
     }
 }
 

@@ -263,6 +263,49 @@ struct Row {
     reasons_key_id: Option<String>,
 }
 
+impl Row {
+    /// A new request's row, in status `initial`, before its insert draws
+    /// its `seq`.
+    fn new(new: &NewRequest, at: Deadlines, initial: Status, receipt: &Receipt) -> Self {
+        use base64::Engine;
+        let now = receipt.issued_at;
+        Self {
+            seq: 0,
+            id: new.id.clone(),
+            tenant_id: new.tenant_id.clone(),
+            origin: new.origin.as_str().into(),
+            request_type: new.request_type.as_str().into(),
+            status: initial.as_str().into(),
+            regime: new.regime.as_str().into(),
+            channel: new.channel.clone(),
+            idempotency_key: new.idempotency_key.clone(),
+            body_digest: new.body_digest.clone(),
+            subject_ref: new.subject_refs.first().cloned(),
+            subject_sealed: new.sealed.as_ref().map(|s| s.data.clone()),
+            subject_key_id: new.sealed.as_ref().map(|s| s.key_id.clone()),
+            categories: cats_to_json(&new.categories),
+            received_at_us: to_us(at.received),
+            due_at_us: to_us(at.due),
+            sla_due_at_us: to_us(at.sla),
+            extended: false,
+            extension_reason: None,
+            receipt_issued_at_us: to_us(now),
+            receipt_signature: base64::engine::general_purpose::STANDARD.encode(&receipt.signature),
+            receipt_key_id: receipt.key_id.clone(),
+            created_at_us: to_us(now),
+            updated_at_us: to_us(now),
+            closed_at_us: None,
+            version: 1,
+            export_downloaded_at_us: None,
+            export_deleted_at_us: None,
+            close_reason: None,
+            rejection_ground: None,
+            reasons_sealed: None,
+            reasons_key_id: None,
+        }
+    }
+}
+
 fn corrupt(what: &str) -> Error {
     Error::Unexpected(format!("stored subject request has a bad {what}"))
 }
@@ -592,42 +635,7 @@ pub fn insert_request(
     receipt: &Receipt,
     assumed: Assumed<'_>,
 ) -> Result<Inserted> {
-    use base64::Engine;
-    let now = receipt.issued_at;
-    let row = Row {
-        seq: 0,
-        id: new.id.clone(),
-        tenant_id: new.tenant_id.clone(),
-        origin: new.origin.as_str().into(),
-        request_type: new.request_type.as_str().into(),
-        status: initial.as_str().into(),
-        regime: new.regime.as_str().into(),
-        channel: new.channel.clone(),
-        idempotency_key: new.idempotency_key.clone(),
-        body_digest: new.body_digest.clone(),
-        subject_ref: new.subject_refs.first().cloned(),
-        subject_sealed: new.sealed.as_ref().map(|s| s.data.clone()),
-        subject_key_id: new.sealed.as_ref().map(|s| s.key_id.clone()),
-        categories: cats_to_json(&new.categories),
-        received_at_us: to_us(at.received),
-        due_at_us: to_us(at.due),
-        sla_due_at_us: to_us(at.sla),
-        extended: false,
-        extension_reason: None,
-        receipt_issued_at_us: to_us(now),
-        receipt_signature: base64::engine::general_purpose::STANDARD.encode(&receipt.signature),
-        receipt_key_id: receipt.key_id.clone(),
-        created_at_us: to_us(now),
-        updated_at_us: to_us(now),
-        closed_at_us: None,
-        version: 1,
-        export_downloaded_at_us: None,
-        export_deleted_at_us: None,
-        close_reason: None,
-        rejection_ground: None,
-        reasons_sealed: None,
-        reasons_key_id: None,
-    };
+    let row = Row::new(new, at, initial, receipt);
     if let (DbConnection::Sqlite(_), Assumed::Remembered(known)) = (&*conn, assumed)
         && settings(conn, &new.tenant_id)? != *known
     {
@@ -683,87 +691,149 @@ struct PgInsert {
     same_settings: bool,
 }
 
-/// The request `row` with its wait for its controller (a forwarded one)
-/// and its subject refs, in one prepared statement where diesel's own
-/// `INSERT` (parsed and planned on every call), the refs and the read of
-/// the tenant's settings were three round trips. Nothing is inserted unless
-/// the stored settings (or the defaults, for a tenant without any) are
-/// `assumed`; the wait and the refs only with a new request, so a
-/// conflict on the idempotency key inserts nothing.
+/// A new request with its wait for its controller (a forwarded one) and
+/// its subject refs, as common table expressions `ok` (whether the stored
+/// settings, or the defaults for a tenant without any, are the assumed
+/// ones), `req`, `waits` and `refs`, for one statement; `req` holds the new
+/// row's `seq`, `id` and `tenant_id`, and nothing at all when the settings
+/// changed or another request holds the idempotency key. Bound by
+/// [`bind_request`].
+macro_rules! request_ctes {
+    () => {
+            "ok AS (\
+                 SELECT COALESCE(s.time_zone, d.tz) = ? AND COALESCE(s.sla_days, d.sla) = ? AS same \
+                 FROM (SELECT ?::text AS tz, ?::integer AS sla) AS d \
+                 LEFT JOIN subject_tenant_settings AS s ON s.tenant_id = ?), \
+             req AS (\
+                 INSERT INTO subject_requests (id, tenant_id, origin, request_type, status, regime, \
+                     channel, idempotency_key, body_digest, subject_ref, subject_sealed, subject_key_id, \
+                     categories, received_at_us, due_at_us, sla_due_at_us, extended, extension_reason, \
+                     receipt_issued_at_us, receipt_signature, receipt_key_id, created_at_us, updated_at_us, \
+                     closed_at_us, version, export_downloaded_at_us, export_deleted_at_us, close_reason, \
+                     rejection_ground, reasons_sealed, reasons_key_id) \
+                 SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+                 FROM ok WHERE ok.same \
+                 ON CONFLICT (tenant_id, origin, idempotency_key) DO NOTHING \
+                 RETURNING seq, id, tenant_id), \
+             waits AS (\
+                 INSERT INTO subject_request_waits (request_id, forwarded_by) \
+                 SELECT req.id, v.by FROM req, (SELECT ?::text AS by) AS v \
+                 WHERE v.by IS NOT NULL RETURNING 1), \
+             refs AS (\
+                 INSERT INTO subject_request_refs (request_id, tenant_id, subject_ref) \
+                 SELECT req.id, req.tenant_id, u.r FROM req, unnest(?::text[]) WITH ORDINALITY AS u(r, n) \
+                 ORDER BY u.n RETURNING 1)"
+    };
+}
+
+/// Binds [`request_ctes!`]'s placeholders, in their order.
+fn bind_request<'a>(
+    q: crate::db::prepared::Prepared<'a>,
+    row: &'a Row,
+    new: &'a NewRequest,
+    assumed: &'a TenantSettings,
+) -> crate::db::prepared::Prepared<'a> {
+    use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
+    let defaults = TenantSettings::default();
+    q.bind::<Text, _>(&assumed.time_zone)
+        .bind::<Integer, _>(i32::try_from(assumed.sla_days).unwrap_or(i32::MAX))
+        .bind::<Text, _>(defaults.time_zone)
+        .bind::<Integer, _>(i32::try_from(defaults.sla_days).unwrap_or(i32::MAX))
+        .bind::<Text, _>(&row.tenant_id)
+        .bind::<Text, _>(&row.id)
+        .bind::<Text, _>(&row.tenant_id)
+        .bind::<Text, _>(&row.origin)
+        .bind::<Text, _>(&row.request_type)
+        .bind::<Text, _>(&row.status)
+        .bind::<Text, _>(&row.regime)
+        .bind::<Text, _>(&row.channel)
+        .bind::<Text, _>(&row.idempotency_key)
+        .bind::<Text, _>(&row.body_digest)
+        .bind::<Nullable<Text>, _>(row.subject_ref.as_deref())
+        .bind::<Nullable<Text>, _>(row.subject_sealed.as_deref())
+        .bind::<Nullable<Text>, _>(row.subject_key_id.as_deref())
+        .bind::<Text, _>(&row.categories)
+        .bind::<BigInt, _>(row.received_at_us)
+        .bind::<BigInt, _>(row.due_at_us)
+        .bind::<BigInt, _>(row.sla_due_at_us)
+        .bind::<Bool, _>(row.extended)
+        .bind::<Nullable<Text>, _>(row.extension_reason.as_deref())
+        .bind::<BigInt, _>(row.receipt_issued_at_us)
+        .bind::<Text, _>(&row.receipt_signature)
+        .bind::<Text, _>(&row.receipt_key_id)
+        .bind::<BigInt, _>(row.created_at_us)
+        .bind::<BigInt, _>(row.updated_at_us)
+        .bind::<Nullable<BigInt>, _>(row.closed_at_us)
+        .bind::<BigInt, _>(row.version)
+        .bind::<Nullable<BigInt>, _>(row.export_downloaded_at_us)
+        .bind::<Nullable<BigInt>, _>(row.export_deleted_at_us)
+        .bind::<Nullable<Text>, _>(row.close_reason.as_deref())
+        .bind::<Nullable<Text>, _>(row.rejection_ground.as_deref())
+        .bind::<Nullable<Text>, _>(row.reasons_sealed.as_deref())
+        .bind::<Nullable<Text>, _>(row.reasons_key_id.as_deref())
+        .bind::<Nullable<Text>, _>(new.forwarded_by.as_deref())
+        .bind::<Array<Text>, _>(&new.subject_refs)
+}
+
+/// The request `row` with its wait and refs, in one prepared statement
+/// where diesel's own `INSERT` (parsed and planned on every call), the
+/// refs and the read of the tenant's settings were three round trips.
 fn insert_request_pg(
     c: &mut diesel::PgConnection,
     row: &Row,
     new: &NewRequest,
     assumed: &TenantSettings,
 ) -> Result<PgInsert> {
-    use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
-    let defaults = TenantSettings::default();
-    let inserted = crate::db::prepared::Prepared::new(
-        "WITH ok AS (\
-             SELECT COALESCE(s.time_zone, d.tz) = ? AND COALESCE(s.sla_days, d.sla) = ? AS same \
-             FROM (SELECT ?::text AS tz, ?::integer AS sla) AS d \
-             LEFT JOIN subject_tenant_settings AS s ON s.tenant_id = ?), \
-         req AS (\
-             INSERT INTO subject_requests (id, tenant_id, origin, request_type, status, regime, \
-                 channel, idempotency_key, body_digest, subject_ref, subject_sealed, subject_key_id, \
-                 categories, received_at_us, due_at_us, sla_due_at_us, extended, extension_reason, \
-                 receipt_issued_at_us, receipt_signature, receipt_key_id, created_at_us, updated_at_us, \
-                 closed_at_us, version, export_downloaded_at_us, export_deleted_at_us, close_reason, \
-                 rejection_ground, reasons_sealed, reasons_key_id) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
-             FROM ok WHERE ok.same \
-             ON CONFLICT (tenant_id, origin, idempotency_key) DO NOTHING \
-             RETURNING seq, id, tenant_id), \
-         waits AS (\
-             INSERT INTO subject_request_waits (request_id, forwarded_by) \
-             SELECT req.id, v.by FROM req, (SELECT ?::text AS by) AS v \
-             WHERE v.by IS NOT NULL RETURNING 1), \
-         refs AS (\
-             INSERT INTO subject_request_refs (request_id, tenant_id, subject_ref) \
-             SELECT req.id, req.tenant_id, u.r FROM req, unnest(?::text[]) WITH ORDINALITY AS u(r, n) \
-             ORDER BY u.n RETURNING 1) \
-         SELECT (SELECT seq FROM req) AS seq, ok.same AS same_settings FROM ok",
-    )
-    .bind::<Text, _>(&assumed.time_zone)
-    .bind::<Integer, _>(i32::try_from(assumed.sla_days).unwrap_or(i32::MAX))
-    .bind::<Text, _>(defaults.time_zone)
-    .bind::<Integer, _>(i32::try_from(defaults.sla_days).unwrap_or(i32::MAX))
-    .bind::<Text, _>(&row.tenant_id)
-    .bind::<Text, _>(&row.id)
-    .bind::<Text, _>(&row.tenant_id)
-    .bind::<Text, _>(&row.origin)
-    .bind::<Text, _>(&row.request_type)
-    .bind::<Text, _>(&row.status)
-    .bind::<Text, _>(&row.regime)
-    .bind::<Text, _>(&row.channel)
-    .bind::<Text, _>(&row.idempotency_key)
-    .bind::<Text, _>(&row.body_digest)
-    .bind::<Nullable<Text>, _>(row.subject_ref.as_deref())
-    .bind::<Nullable<Text>, _>(row.subject_sealed.as_deref())
-    .bind::<Nullable<Text>, _>(row.subject_key_id.as_deref())
-    .bind::<Text, _>(&row.categories)
-    .bind::<BigInt, _>(row.received_at_us)
-    .bind::<BigInt, _>(row.due_at_us)
-    .bind::<BigInt, _>(row.sla_due_at_us)
-    .bind::<Bool, _>(row.extended)
-    .bind::<Nullable<Text>, _>(row.extension_reason.as_deref())
-    .bind::<BigInt, _>(row.receipt_issued_at_us)
-    .bind::<Text, _>(&row.receipt_signature)
-    .bind::<Text, _>(&row.receipt_key_id)
-    .bind::<BigInt, _>(row.created_at_us)
-    .bind::<BigInt, _>(row.updated_at_us)
-    .bind::<Nullable<BigInt>, _>(row.closed_at_us)
-    .bind::<BigInt, _>(row.version)
-    .bind::<Nullable<BigInt>, _>(row.export_downloaded_at_us)
-    .bind::<Nullable<BigInt>, _>(row.export_deleted_at_us)
-    .bind::<Nullable<Text>, _>(row.close_reason.as_deref())
-    .bind::<Nullable<Text>, _>(row.rejection_ground.as_deref())
-    .bind::<Nullable<Text>, _>(row.reasons_sealed.as_deref())
-    .bind::<Nullable<Text>, _>(row.reasons_key_id.as_deref())
-    .bind::<Nullable<Text>, _>(new.forwarded_by.as_deref())
-    .bind::<Array<Text>, _>(&new.subject_refs)
-    .get_result::<PgInsert>(c)?;
-    Ok(inserted)
+    const SQL: &str = concat!(
+        "WITH ",
+        request_ctes!(),
+        " SELECT (SELECT seq FROM req) AS seq, ok.same AS same_settings FROM ok"
+    );
+    Ok(bind_request(crate::db::prepared::Prepared::new(SQL), row, new, assumed).get_result(c)?)
+}
+
+/// A new forwarded request with its wait, refs, envelopes and audit events
+/// (`pending`, from the command's [`crate::db::pipeline::OneStatement`]) in
+/// one statement, which commits on its own: returns the request as stored,
+/// or None with nothing written when the tenant's settings are no longer
+/// `assumed` or another request holds its idempotency key (the caller then
+/// records it as a transaction, which tells the two apart).
+pub fn insert_forwarded_at_once(
+    c: &mut diesel::PgConnection,
+    new: &NewRequest,
+    at: Deadlines,
+    receipt: &Receipt,
+    assumed: &TenantSettings,
+    pending: &crate::db::flush::Pending,
+) -> Result<Option<RequestRecord>> {
+    const SQL: &str = concat!(
+        "WITH ",
+        request_ctes!(),
+        ", ",
+        crate::db::flush::flush_ctes!(", req"),
+        " SELECT (SELECT seq FROM req) AS seq, ok.same AS same_settings, \
+         (SELECT count(*) FROM env) AS envelopes, (SELECT count(*) FROM ev) AS events FROM ok"
+    );
+    #[derive(diesel::QueryableByName)]
+    struct AtOnce {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+        seq: Option<i64>,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        envelopes: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        events: i64,
+    }
+    let row = Row::new(new, at, Status::Forwarded, receipt);
+    let q = bind_request(crate::db::prepared::Prepared::new(SQL), &row, new, assumed);
+    let done: AtOnce = pending.bind(q, receipt.issued_at).get_result(c)?;
+    let Some(seq) = done.seq else {
+        return Ok(None);
+    };
+    pending.check(done.envelopes, done.events)?;
+    pending.written();
+    let mut stored: RequestRecord = Row { seq, ..row }.try_into()?;
+    stored.forwarded_by = new.forwarded_by.clone();
+    Ok(Some(stored))
 }
 
 /// The new request's wait for its controller (a forwarded one) and its

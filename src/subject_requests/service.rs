@@ -157,6 +157,17 @@ fn open_request(
             .map(|q| open_question(ring, q, reveal))
             .collect::<Result<_>>()?
     };
+    open_with(ring, r, tasks, reveal, questions)
+}
+
+/// [`open_request`] with its questions already opened.
+fn open_with(
+    ring: &KeyRing,
+    r: RequestRecord,
+    tasks: Vec<TaskRecord>,
+    reveal: Reveal,
+    questions: Vec<QuestionView>,
+) -> Result<RequestView> {
     let identity = match (&r.sealed, reveal) {
         (Some(s), Reveal::Identity) => Some(Identity::open(ring, &r.id, s)?),
         _ => None,
@@ -377,10 +388,7 @@ pub struct Incoming {
 impl Incoming {
     /// The audit action this request is recorded under.
     fn action(&self) -> &'static str {
-        match self.origin {
-            Origin::Forwarded => "subject_request.forward",
-            _ => "subject_request.submit",
-        }
+        action_of(self.origin)
     }
 
     /// Seals the identity and computes the digest and refs: the request as
@@ -441,6 +449,9 @@ pub async fn submit(state: &AppState, actor: Actor, cmd: Incoming, reveal: Revea
     if new.origin == Origin::Forwarded {
         // The forwarding system may ask the controller about it later.
         new.forwarded_by = Some(actor.sub.clone());
+        if let Some(view) = forward_at_once(state, &actor, &new, reveal).await? {
+            return Ok(view);
+        }
     }
     state
         .command("subject_request.submit", actor, move |tx| {
@@ -455,6 +466,96 @@ pub async fn submit(state: &AppState, actor: Actor, cmd: Incoming, reveal: Revea
             one_with_withheld(tx.conn(), view)
         })
         .await
+}
+
+/// A new forwarded request recorded in one statement that commits on its
+/// own ([`Store::in_one_statement`]): the request, its wait and refs, the
+/// controller's envelope and the audit event, with no BEGIN, COMMIT or
+/// read before it. Only when nothing else needs reading: the tenant's
+/// settings are remembered here ([`SettingsHints`]; the statement checks
+/// they still hold), no categories are named and `received_at` passes.
+/// None when it did not apply or wrote nothing (settings changed, the key
+/// already used, a refusal to explain): then the caller records the
+/// request as a transaction, which answers each of those.
+async fn forward_at_once(
+    state: &AppState,
+    actor: &Actor,
+    new: &NewRequest,
+    reveal: Reveal,
+) -> Result<Option<RequestView>> {
+    if !new.categories.is_empty() {
+        return Ok(None);
+    }
+    let Some(settings) = state.settings_hints.get(&new.tenant_id) else {
+        return Ok(None);
+    };
+    let (new, secrets) = (new.clone(), state.secrets.clone());
+    state
+        .store
+        .in_one_statement("subject_request.submit", actor.clone(), move |once| {
+            let now = once.now();
+            let Ok(received) = check_received(&new, now) else {
+                return Ok(None);
+            };
+            let receipt = receipt_of(&secrets.receipt, &new, now);
+            let at = deadlines(&new, received, &settings);
+            once.envelope(
+                &Recipient::Tenant(new.tenant_id.clone()),
+                EnvelopeKind::SubjectRequestForwarded,
+                &forwarded_payload(&new),
+            );
+            once.audit(
+                action_of(Origin::Forwarded),
+                &new.id,
+                Some(&new.tenant_id),
+                &audit_detail(&new).to_string(),
+            );
+            let pending = once.take_pending();
+            let Some(stored) =
+                store::insert_forwarded_at_once(once.conn(), &new, at, &receipt, &settings, &pending)?
+            else {
+                return Ok(None);
+            };
+            // New and forwarded: no tasks, questions or withheld categories
+            // to read.
+            open_with(&secrets.ring, stored, Vec::new(), reveal, Vec::new()).map(Some)
+        })
+        .await
+}
+
+/// The audit action a request from `origin` is recorded under.
+fn action_of(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Forwarded => "subject_request.forward",
+        _ => "subject_request.submit",
+    }
+}
+
+/// The receipt for `new`, received by proctor at `now`.
+fn receipt_of(signer: &ReceiptSigner, new: &NewRequest, now: chrono::DateTime<chrono::Utc>) -> Receipt {
+    Receipt {
+        issued_at: now,
+        signature: signer
+            .sign(&dom::receipt_message(&new.tenant_id, &new.body_digest, now))
+            .to_vec(),
+        key_id: signer.key_id().to_owned(),
+    }
+}
+
+/// The controller's envelope about forwarded request `new`.
+fn forwarded_payload(new: &NewRequest) -> serde_json::Value {
+    serde_json::json!({"id": new.id, "request_type": new.request_type.as_str()})
+}
+
+/// The audit detail of a request recorded (no personal data: kinds and
+/// the body digest).
+fn audit_detail(new: &NewRequest) -> serde_json::Value {
+    serde_json::json!({
+        "origin": new.origin.as_str(),
+        "type": new.request_type.as_str(),
+        "regime": new.regime.as_str(),
+        "digest": new.body_digest,
+    })
 }
 
 /// Refuses corrections in categories the taxonomy does not know, naming
@@ -508,13 +609,7 @@ fn submit_in(
         }
         Err(e) => return Err(e),
     };
-    let receipt = Receipt {
-        issued_at: now,
-        signature: signer
-            .sign(&dom::receipt_message(&new.tenant_id, &new.body_digest, now))
-            .to_vec(),
-        key_id: signer.key_id().to_owned(),
-    };
+    let receipt = receipt_of(signer, &new, now);
     let initial = if new.origin == Origin::Forwarded {
         Status::Forwarded
     } else {
@@ -562,18 +657,13 @@ fn submit_in(
             }
         }
     };
-    let mut detail = serde_json::json!({
-        "origin": new.origin.as_str(),
-        "type": new.request_type.as_str(),
-        "regime": new.regime.as_str(),
-        "digest": new.body_digest,
-    });
+    let mut detail = audit_detail(&new);
     let tenant = Recipient::Tenant(new.tenant_id.clone());
     if initial == Status::Forwarded {
         tx.envelope(
             &tenant,
             EnvelopeKind::SubjectRequestForwarded,
-            &serde_json::json!({"id": new.id, "request_type": new.request_type.as_str()}),
+            &forwarded_payload(&new),
         )?;
     } else {
         // Erasure leaves out what a legal hold covers; the rest is issued.
@@ -642,6 +732,17 @@ fn admit(
     new: &NewRequest,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<chrono::DateTime<chrono::Utc>> {
+    let received = check_received(new, now)?;
+    crate::instructions::repo::check_known_categories(tx.conn(), "categories", &new.categories)?;
+    Ok(received)
+}
+
+/// When `new` was received, if that is neither in the future nor too long
+/// ago; INVALID_ARGUMENT otherwise.
+fn check_received(
+    new: &NewRequest,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>> {
     let received = new.received_at.unwrap_or(now);
     if received > now + chrono::Duration::seconds(RECEIVED_AT_SKEW_SECONDS) {
         return Err(Error::invalid("received_at", "must not be in the future"));
@@ -652,7 +753,6 @@ fn admit(
             format!("must lie at most {} days in the past", dom::MAX_RECEIVED_AGE_DAYS),
         ));
     }
-    crate::instructions::repo::check_known_categories(tx.conn(), "categories", &new.categories)?;
     Ok(received)
 }
 

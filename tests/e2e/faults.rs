@@ -47,6 +47,20 @@ fn submission(key: &str) -> pb::SubmitSubjectRequestRequest {
     }
 }
 
+/// A request platform system `crm` forwards to t1 under `key`.
+fn forwarding(key: &str) -> pb::ForwardToControllerRequest {
+    pb::ForwardToControllerRequest {
+        tenant_id: "t1".into(),
+        request_type: pb::RequestType::Access as i32,
+        subject: Some(pb::Subject {
+            external_id: format!("caller-{key}"),
+            ..Default::default()
+        }),
+        idempotency_key: key.into(),
+        ..Default::default()
+    }
+}
+
 fn instructions(n: u64) -> pb::InstructionSet {
     pb::InstructionSet {
         rules: vec![pb::CategoryRule {
@@ -88,6 +102,12 @@ struct Acks {
     attempted: HashSet<String>,
     /// tenant -> highest acknowledged instructions version.
     versions: BTreeMap<String, u64>,
+    /// idempotency key -> request id, for every OK forwarding (after the
+    /// first of each tenant, one statement that commits on its own on
+    /// PostgreSQL).
+    forwarded: HashMap<String, String>,
+    /// every key a forwarding was attempted with.
+    forward_attempted: HashSet<String>,
 }
 
 async fn burst(channel: Channel, keys: &TestKeys, acks: Arc<Mutex<Acks>>, stop: watch::Receiver<bool>) {
@@ -107,6 +127,26 @@ async fn burst(channel: Channel, keys: &TestKeys, acks: Arc<Mutex<Acks>>, stop: 
                         acks.lock().unwrap().submitted.insert(key, r.into_inner().id);
                     }
                     Err(_) => return, // the server died mid-call
+                }
+            }
+        }));
+    }
+    for w in 0..2 {
+        let (channel, token, acks, stop) =
+            (channel.clone(), keys.platform("crm"), acks.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = SubjectRequestServiceClient::new(channel);
+            for n in 0.. {
+                if *stop.borrow() {
+                    return;
+                }
+                let key = format!("f{w}-{n}");
+                acks.lock().unwrap().forward_attempted.insert(key.clone());
+                match c.forward_to_controller(authed(forwarding(&key), &token)).await {
+                    Ok(r) => {
+                        acks.lock().unwrap().forwarded.insert(key, r.into_inner().id);
+                    }
+                    Err(_) => return,
                 }
             }
         }));
@@ -157,7 +197,9 @@ async fn sigkill_during_writes(b: Backend) {
         loop {
             let enough = {
                 let a = acks.lock().unwrap();
-                a.submitted.len() >= 40 && a.versions.values().filter(|v| **v >= 3).count() == 2
+                a.submitted.len() >= 40
+                    && a.forwarded.len() >= 20
+                    && a.versions.values().filter(|v| **v >= 3).count() == 2
             };
             if enough || started.elapsed() > Duration::from_secs(30) {
                 break;
@@ -198,6 +240,19 @@ async fn sigkill_during_writes(b: Backend) {
             assert_eq!(&id, acked, "acknowledged submission {key} lost or replaced");
         }
     }
+    // The same for forwarded requests.
+    let crm = keys.platform("crm");
+    for key in &acks.forward_attempted {
+        let id = sr
+            .forward_to_controller(authed(forwarding(key), &crm))
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
+        if let Some(acked) = acks.forwarded.get(key) {
+            assert_eq!(&id, acked, "acknowledged forwarding {key} lost or replaced");
+        }
+    }
     // ...and none is there twice.
     let mut listed = Vec::new();
     let mut token = String::new();
@@ -222,9 +277,10 @@ async fn sigkill_during_writes(b: Backend) {
     }
     let keys_listed: HashSet<_> = listed.iter().map(|r| r.idempotency_key.clone()).collect();
     assert_eq!(keys_listed.len(), listed.len(), "a submission was stored twice");
+    let attempted: HashSet<_> = acks.attempted.union(&acks.forward_attempted).cloned().collect();
     assert_eq!(
-        keys_listed, acks.attempted,
-        "stored submissions differ from attempted ones"
+        keys_listed, attempted,
+        "stored requests differ from attempted ones"
     );
 
     // Instruction versions: every acknowledged one is there, numbered without

@@ -1296,6 +1296,59 @@ async fn settings_changed_elsewhere_govern_the_next_request(b: Backend) {
         from_pb(&fourth.sla_due_at),
         Utc.with_ymd_and_hms(2026, 6, 12, 23, 59, 59).unwrap()
     );
+    // That one, with settings that still held, was one statement on
+    // PostgreSQL...
+    if matches!(b, Backend::Postgres) {
+        assert_eq!(app.store.statements_of("subject_request.submit"), Some(1));
+    }
+    // ...its retries are answered as any other's...
+    assert_eq!(forward("f4").await.id, fourth.id);
+    let other_body = client(&app)
+        .forward_to_controller(authed(
+            pb::ForwardToControllerRequest {
+                tenant_id: "t1".into(),
+                request_type: pb::RequestType::Erasure as i32,
+                subject: Some(pb::Subject {
+                    email: EMAIL.into(),
+                    ..Default::default()
+                }),
+                idempotency_key: "f4".into(),
+                ..Default::default()
+            },
+            &crm,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(other_body.code(), Code::AlreadyExists);
+    // ...and its envelope and audit event were written with it, once.
+    let envs = crate::support::pull_inbox(&app, &app.keys.tenant("t1"), 60).await;
+    let told: Vec<serde_json::Value> = envs
+        .iter()
+        .map(|e| serde_json::from_str(&e.payload).unwrap())
+        .filter(|p: &serde_json::Value| p["id"] == fourth.id)
+        .collect();
+    assert_eq!(told.len(), 1, "{envs:?}");
+    let events = app
+        .audit()
+        .list_audit_events(authed(
+            pb::ListAuditEventsRequest::default(),
+            &app.keys.tenant("t1"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let forwards: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "subject_request.forward")
+        .map(|e| e.target.clone())
+        .collect();
+    assert_eq!(
+        forwards.iter().filter(|t| **t == fourth.id).count(),
+        1,
+        "{forwards:?}"
+    );
+    assert_eq!(forwards.len(), 4, "one event per request: {forwards:?}");
     app.stop().await;
 }
 on_both_backends!(
