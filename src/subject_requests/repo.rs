@@ -304,6 +304,14 @@ impl Row {
             reasons_key_id: None,
         }
     }
+
+    /// The request as stored once its insert drew `seq`: what a read would
+    /// return, with no read.
+    fn stored(self, seq: i64, new: &NewRequest) -> Result<RequestRecord> {
+        let mut stored: RequestRecord = Row { seq, ..self }.try_into()?;
+        stored.forwarded_by = new.forwarded_by.clone();
+        Ok(stored)
+    }
 }
 
 fn corrupt(what: &str) -> Error {
@@ -667,9 +675,7 @@ pub fn insert_request(
     let Some(seq) = seq else {
         return Ok(Inserted::KeyTaken);
     };
-    let mut stored: RequestRecord = Row { seq, ..row }.try_into()?;
-    stored.forwarded_by = new.forwarded_by.clone();
-    Ok(Inserted::New(Box::new(stored)))
+    Ok(Inserted::New(Box::new(row.stored(seq, new)?)))
 }
 
 impl Assumed<'_> {
@@ -811,8 +817,8 @@ pub fn insert_forwarded_at_once(
         request_ctes!(),
         ", ",
         crate::db::flush::flush_ctes!(", req"),
-        " SELECT (SELECT seq FROM req) AS seq, ok.same AS same_settings, \
-         (SELECT count(*) FROM env) AS envelopes, (SELECT count(*) FROM ev) AS events FROM ok"
+        " SELECT (SELECT seq FROM req) AS seq, \
+         (SELECT count(*) FROM env) AS envelopes, (SELECT count(*) FROM ev) AS events"
     );
     #[derive(diesel::QueryableByName)]
     struct AtOnce {
@@ -831,9 +837,7 @@ pub fn insert_forwarded_at_once(
     };
     pending.check(done.envelopes, done.events)?;
     pending.written();
-    let mut stored: RequestRecord = Row { seq, ..row }.try_into()?;
-    stored.forwarded_by = new.forwarded_by.clone();
-    Ok(Some(stored))
+    row.stored(seq, new).map(Some)
 }
 
 /// The new request's wait for its controller (a forwarded one) and its

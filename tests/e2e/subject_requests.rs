@@ -1228,21 +1228,19 @@ async fn settings_changed_elsewhere_govern_the_next_request(b: Backend) {
     let crm = app.keys.platform("crm");
     app.clock
         .set(Utc.with_ymd_and_hms(2026, 6, 10, 12, 0, 0).unwrap());
+    let forwarded = |key: &str, ty: pb::RequestType| pb::ForwardToControllerRequest {
+        tenant_id: "t1".into(),
+        request_type: ty as i32,
+        subject: Some(pb::Subject {
+            email: EMAIL.into(),
+            ..Default::default()
+        }),
+        idempotency_key: key.into(),
+        ..Default::default()
+    };
     let forward = async |key: &str| {
         client(&app)
-            .forward_to_controller(authed(
-                pb::ForwardToControllerRequest {
-                    tenant_id: "t1".into(),
-                    request_type: pb::RequestType::Access as i32,
-                    subject: Some(pb::Subject {
-                        email: EMAIL.into(),
-                        ..Default::default()
-                    }),
-                    idempotency_key: key.into(),
-                    ..Default::default()
-                },
-                &crm,
-            ))
+            .forward_to_controller(authed(forwarded(key, pb::RequestType::Access), &crm))
             .await
             .unwrap()
             .into_inner()
@@ -1304,19 +1302,7 @@ async fn settings_changed_elsewhere_govern_the_next_request(b: Backend) {
     // ...its retries are answered as any other's...
     assert_eq!(forward("f4").await.id, fourth.id);
     let other_body = client(&app)
-        .forward_to_controller(authed(
-            pb::ForwardToControllerRequest {
-                tenant_id: "t1".into(),
-                request_type: pb::RequestType::Erasure as i32,
-                subject: Some(pb::Subject {
-                    email: EMAIL.into(),
-                    ..Default::default()
-                }),
-                idempotency_key: "f4".into(),
-                ..Default::default()
-            },
-            &crm,
-        ))
+        .forward_to_controller(authed(forwarded("f4", pb::RequestType::Erasure), &crm))
         .await
         .unwrap_err();
     assert_eq!(other_body.code(), Code::AlreadyExists);
