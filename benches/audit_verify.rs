@@ -106,8 +106,9 @@ fn main() {
         let t = Instant::now();
         append(&store, 0, events).await;
         let filled = t.elapsed();
+        let sequencer = sequencer::Sequencer::new(signer.clone());
         let t = Instant::now();
-        let placed = sequencer::round(&store, &signer).await.expect("sequencing");
+        let placed = sequencer.round(&store).await.expect("sequencing");
         let sequenced = t.elapsed();
         assert_eq!(placed as u64, events, "every event placed");
 
@@ -119,7 +120,7 @@ fn main() {
         assert!(first.ok, "{first:?}");
 
         append(&store, events, new).await;
-        sequencer::round(&store, &signer).await.expect("sequencing");
+        sequencer.round(&store).await.expect("sequencing");
         let t = Instant::now();
         let next = log.verify(&store, Some(trusted)).await.expect("verify");
         let incremental = t.elapsed();

@@ -10,7 +10,7 @@ use crate::db::schema::audit_events::dsl as a;
 use crate::db::{DbConnection, from_us, to_us};
 use crate::error::Result;
 
-#[derive(Queryable, Insertable)]
+#[derive(Queryable, QueryableByName, Insertable)]
 #[diesel(table_name = crate::db::schema::audit_events)]
 struct Row {
     /// Drawn by the insert itself (the column's default on PostgreSQL, the
@@ -163,7 +163,7 @@ pub fn list(
 
 /// Up to `limit` events not yet in the tree, in the order they were
 /// written: what the sequencer integrates next.
-pub fn unsequenced(conn: &mut DbConnection, limit: i64) -> Result<Vec<AuditEvent>> {
+fn unsequenced(conn: &mut DbConnection, limit: i64) -> Result<Vec<AuditEvent>> {
     Ok(a::audit_events
         .filter(a::leaf_index.is_null())
         .order(a::seq.asc())
@@ -174,29 +174,106 @@ pub fn unsequenced(conn: &mut DbConnection, limit: i64) -> Result<Vec<AuditEvent
         .collect())
 }
 
-/// Places the events `seqs` (ascending) at the leaves from `first` on, in
-/// their order. The unique index on `leaf_index` refuses a second event at
-/// the same leaf, whoever sequences. On PostgreSQL one statement places
-/// the whole batch (a round trip per event was one more statement per
-/// audited write under load); SQLite, in process, places them one by one.
-pub fn place_all(conn: &mut DbConnection, seqs: &[i64], first: i64) -> Result<()> {
-    let placed = match conn {
-        DbConnection::Pg(c) => diesel::sql_query(
-            "UPDATE audit_events AS a SET leaf_index = $1 + s.rank - 1 \
-             FROM (SELECT seq, row_number() OVER (ORDER BY seq) AS rank FROM unnest($2::bigint[]) AS seq) AS s \
-             WHERE a.seq = s.seq AND a.leaf_index IS NULL",
-        )
-        .bind::<diesel::sql_types::BigInt, _>(first)
-        .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(seqs)
-        .execute(c)?,
-        DbConnection::Sqlite(_) => {
-            for (i, seq) in seqs.iter().enumerate() {
-                place(conn, *seq, first + i as i64)?;
+/// The events waiting for their leaves (up to `limit`, in the order they
+/// were written) with the tree's size then; None when none waits. One
+/// statement on PostgreSQL, read after the sequencing lock is taken, so
+/// the size is the one its last holder committed.
+pub fn waiting(conn: &mut DbConnection, limit: i64) -> Result<Option<(u64, Vec<AuditEvent>)>> {
+    match conn {
+        DbConnection::Pg(c) => {
+            #[derive(QueryableByName)]
+            struct Waiting {
+                #[diesel(embed)]
+                event: Row,
+                #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+                top: Option<i64>,
             }
-            seqs.len()
+            let rows: Vec<Waiting> = crate::db::prepared::Prepared::new(
+                "SELECT a.*, (SELECT max(leaf_index) FROM audit_events) AS top FROM audit_events AS a \
+                 WHERE a.leaf_index IS NULL ORDER BY a.seq LIMIT ?",
+            )
+            .bind::<diesel::sql_types::BigInt, _>(limit)
+            .load(c)?;
+            let Some(first) = rows.first() else {
+                return Ok(None);
+            };
+            let size = first.top.map_or(0, |m| m as u64 + 1);
+            Ok(Some((size, rows.into_iter().map(|w| w.event.into()).collect())))
+        }
+        DbConnection::Sqlite(_) => {
+            let events = unsequenced(conn, limit)?;
+            if events.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some((sequenced_size(conn)?, events)))
+        }
+    }
+}
+
+/// A batch the sequencer integrates: its events' seqs (ascending) go to
+/// the leaves from `first` on, its tree hashes are stored, and the grown
+/// tree's checkpoint is recorded.
+pub struct Integration<'a> {
+    /// The events, in the order they take leaves.
+    pub seqs: &'a [i64],
+    /// The first leaf index.
+    pub first: i64,
+    /// New stored hashes, by stored-hash index.
+    pub hashes: &'a std::collections::HashMap<u64, tlog_tiles::Hash>,
+    /// The signed checkpoint of the grown tree.
+    pub checkpoint: &'a StoredCheckpoint,
+}
+
+/// Writes `batch`: on PostgreSQL in one statement (they were a round trip
+/// each, and the sequencer's rounds run beside every write), on SQLite, in
+/// process, one by one. The unique index on `leaf_index` refuses a second
+/// event at the same leaf, and the tree's primary key a second hash at one
+/// index, whoever sequences.
+pub fn integrate(conn: &mut DbConnection, at: DateTime<Utc>, batch: &Integration<'_>) -> Result<()> {
+    let placed = match conn {
+        DbConnection::Pg(c) => {
+            use diesel::sql_types::{Array, BigInt, Binary, Text};
+            #[derive(QueryableByName)]
+            struct Placed {
+                #[diesel(sql_type = BigInt)]
+                placed: i64,
+            }
+            let mut hashes: Vec<(i64, &[u8])> = batch
+                .hashes
+                .iter()
+                .map(|(i, h)| (*i as i64, h.0.as_slice()))
+                .collect();
+            hashes.sort_unstable_by_key(|(i, _)| *i);
+            let (idx, values): (Vec<i64>, Vec<&[u8]>) = hashes.into_iter().unzip();
+            let done: Placed = crate::db::prepared::Prepared::new(
+                "WITH h AS (INSERT INTO audit_tree_hashes (idx, hash) SELECT * FROM unnest(?::bigint[], ?::bytea[])), \
+                 p AS (UPDATE audit_events AS a SET leaf_index = ? + s.ord - 1 \
+                       FROM unnest(?::bigint[]) WITH ORDINALITY AS s (seq, ord) \
+                       WHERE a.seq = s.seq AND a.leaf_index IS NULL RETURNING 1), \
+                 c AS (INSERT INTO audit_checkpoints (tree_size, root_hash, note, signed_at_us) VALUES (?, ?, ?, ?)) \
+                 SELECT count(*) AS placed FROM p",
+            )
+            .bind::<Array<BigInt>, _>(idx)
+            .bind::<Array<Binary>, _>(values)
+            .bind::<BigInt, _>(batch.first)
+            .bind::<Array<BigInt>, _>(batch.seqs)
+            .bind::<BigInt, _>(batch.checkpoint.size as i64)
+            .bind::<Binary, _>(batch.checkpoint.root.as_slice())
+            .bind::<Text, _>(batch.checkpoint.note.as_str())
+            .bind::<BigInt, _>(to_us(at))
+            .get_result(c)?;
+            done.placed as usize
+        }
+        DbConnection::Sqlite(_) => {
+            crate::audit::tree::store(conn, batch.hashes)?;
+            for (i, seq) in batch.seqs.iter().enumerate() {
+                place(conn, *seq, batch.first + i as i64)?;
+            }
+            store_checkpoint(conn, at, batch.checkpoint)?;
+            batch.seqs.len()
         }
     };
-    if placed != seqs.len() {
+    if placed != batch.seqs.len() {
         return Err(crate::error::Error::Conflict(
             "audit event sequenced concurrently".into(),
         ));
@@ -282,7 +359,7 @@ pub struct StoredCheckpoint {
 }
 
 /// Records the signed checkpoint of a tree size.
-pub fn store_checkpoint(conn: &mut DbConnection, at: DateTime<Utc>, cp: &StoredCheckpoint) -> Result<()> {
+fn store_checkpoint(conn: &mut DbConnection, at: DateTime<Utc>, cp: &StoredCheckpoint) -> Result<()> {
     use crate::db::schema::audit_checkpoints::dsl as k;
     diesel::insert_into(k::audit_checkpoints)
         .values((

@@ -17,14 +17,14 @@
 //! SQLite the write transaction itself is exclusive. The unique index on the
 //! leaf index refuses a second event at the same leaf whatever happens.
 
-use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use diesel::prelude::*;
 
 use crate::audit::checkpoint::CheckpointSigner;
 use crate::audit::repo::{self, StoredCheckpoint};
-use crate::audit::tree;
+use crate::audit::tree::{self, Frontier};
 use crate::db::notify::Topic;
 use crate::db::{DbConnection, Store};
 use crate::error::Result;
@@ -48,72 +48,130 @@ struct Locked {
 fn may_sequence(conn: &mut DbConnection) -> Result<bool> {
     match conn {
         DbConnection::Pg(c) => {
-            let r: Locked = diesel::sql_query(format!(
-                "SELECT pg_try_advisory_xact_lock({SEQUENCER_LOCK_KEY}) AS locked"
-            ))
-            .get_result(c)?;
+            let r: Locked =
+                crate::db::prepared::Prepared::new("SELECT pg_try_advisory_xact_lock(?) AS locked")
+                    .bind::<diesel::sql_types::BigInt, _>(SEQUENCER_LOCK_KEY)
+                    .get_result(c)?;
             Ok(r.locked)
         }
         DbConnection::Sqlite(_) => Ok(true),
     }
 }
 
+/// What one batch did.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Events given leaves.
+    pub integrated: usize,
+    /// Decision changes given their place in the change log's order.
+    pub ordered: usize,
+    /// The grown tree's frontier, once committed right for the next batch.
+    pub frontier: Option<Frontier>,
+}
+
 /// Integrates up to [`BATCH`] events in the caller's transaction and signs
-/// the checkpoint of the new size; returns how many (0: nothing to do or
-/// another replica is sequencing).
+/// the checkpoint of the new size (0 integrated: nothing to do or another
+/// replica is sequencing). `known` is a frontier an earlier batch
+/// committed: the tree's hashes it holds are not read again.
+///
+/// On PostgreSQL a batch is six statements whatever its size: BEGIN, the
+/// lock, the change log's order, the waiting events with the tree's size,
+/// the batch's leaves, hashes and checkpoint, COMMIT.
 pub fn sequence_batch(
     conn: &mut DbConnection,
     now: chrono::DateTime<chrono::Utc>,
     signer: &CheckpointSigner,
-) -> Result<usize> {
+    known: &Frontier,
+) -> Result<Batch> {
     if !may_sequence(conn)? {
-        return Ok(0);
+        return Ok(Batch::default());
     }
     // The decision change log is ordered here too: after commit, one
     // sequencer at a time, so followers never miss an entry.
     let ordered = crate::instructions::repo::order_changes(conn, BATCH)?;
-    let events = repo::unsequenced(conn, BATCH)?;
-    if events.is_empty() {
-        return Ok(ordered);
-    }
-    let size = repo::sequenced_size(conn)?;
+    let Some((size, events)) = repo::waiting(conn, BATCH)? else {
+        return Ok(Batch {
+            ordered,
+            ..Batch::default()
+        });
+    };
     let leaves: Vec<tlog_tiles::Hash> = events
         .iter()
         .map(|e| tlog_tiles::record_hash(&e.leaf_data()))
         .collect();
-    let hashes = tree::append(conn, size, &leaves)?;
-    tree::store(conn, &hashes)?;
+    let grown = tree::append(conn, size, &leaves, known)?;
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-    repo::place_all(conn, &seqs, size as i64)?;
     let new_size = size + events.len() as u64;
-    let root = tree::root(conn, new_size)?;
-    let note = signer.sign(new_size, root)?;
-    repo::store_checkpoint(
+    let note = signer.sign(new_size, grown.root)?;
+    repo::integrate(
         conn,
         now,
-        &StoredCheckpoint {
-            size: new_size,
-            root: root.0.to_vec(),
-            note,
+        &repo::Integration {
+            seqs: &seqs,
+            first: size as i64,
+            hashes: &grown.hashes,
+            checkpoint: &StoredCheckpoint {
+                size: new_size,
+                root: grown.root.0.to_vec(),
+                note,
+            },
         },
     )?;
-    Ok(events.len().max(ordered))
+    Ok(Batch {
+        integrated: events.len(),
+        ordered,
+        frontier: Some(grown.frontier),
+    })
 }
 
-/// Sequences until nothing is left (or another replica holds the lock);
-/// returns how many events this replica integrated.
-pub async fn round(store: &Store, signer: &CheckpointSigner) -> Result<usize> {
-    let mut total = 0;
-    loop {
-        let s = signer.clone();
-        let n = store
-            .write("audit.sequence", move |c, clock| {
-                sequence_batch(c, clock.now(), &s)
-            })
-            .await?;
-        total += n;
-        if n < BATCH as usize {
-            return Ok(total);
+/// One replica's sequencer: the checkpoint signer and the frontier of the
+/// tree as its last committed batch left it.
+pub struct Sequencer {
+    signer: CheckpointSigner,
+    frontier: Mutex<Frontier>,
+}
+
+impl Sequencer {
+    /// A sequencer signing with `signer`, knowing nothing of the tree yet.
+    pub fn new(signer: CheckpointSigner) -> Self {
+        Self {
+            signer,
+            frontier: Mutex::new(Frontier::default()),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, Frontier> {
+        self.frontier
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sequences until nothing is left (or another replica holds the lock);
+    /// returns how many events this replica integrated.
+    pub async fn round(&self, store: &Store) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let (signer, known) = (self.signer.clone(), self.known().clone());
+            let done = store
+                .write("audit.sequence", move |c, clock| {
+                    sequence_batch(c, clock.now(), &signer, &known)
+                })
+                .await;
+            let batch = match done {
+                Ok(b) => b,
+                Err(e) => {
+                    // Whether it committed is unknown: nothing is assumed.
+                    *self.known() = Frontier::default();
+                    return Err(e);
+                }
+            };
+            if let Some(f) = batch.frontier {
+                *self.known() = f;
+            }
+            total += batch.integrated;
+            if batch.integrated.max(batch.ordered) < BATCH as usize {
+                return Ok(total);
+            }
         }
     }
 }
@@ -124,12 +182,12 @@ pub async fn round(store: &Store, signer: &CheckpointSigner) -> Result<usize> {
 /// `max_delay` (on the wall clock:
 /// the delay is a promise in real time, whatever clock the server runs on).
 pub fn spawn(store: Store, signer: CheckpointSigner, max_delay: Duration, stop: CancellationToken) {
-    let signer = Arc::new(signer);
+    let sequencer = Sequencer::new(signer);
     tokio::spawn(async move {
         let mut commits = store.follow(Topic::AuditLog);
         loop {
             let started = std::time::Instant::now();
-            if let Err(e) = round(&store, &signer).await {
+            if let Err(e) = sequencer.round(&store).await {
                 tracing::warn!(job = "audit_sequencer", error = %e, "audit sequencing failed; retrying");
             }
             tokio::select! {

@@ -296,7 +296,7 @@ fn check_leaves(
             }
         }
         if rebuild {
-            let recomputed = tree::append(conn, n, &leaves)?;
+            let recomputed = tree::append(conn, n, &leaves, &tree::Frontier::default())?.hashes;
             let mut at: Vec<u64> = recomputed.keys().copied().collect();
             at.sort_unstable();
             let stored = tlog_tiles::HashReader::read_hashes(&tree::DbHashes::new(conn, &none), &at).ok();

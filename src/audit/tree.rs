@@ -14,20 +14,37 @@ use crate::db::DbConnection;
 use crate::db::schema::audit_tree_hashes::dsl as th;
 use crate::error::{Error, Result};
 
-/// Reads stored hashes from the database, and from `pending` first: the
-/// hashes a batch computed but has not written yet.
+/// Reads stored hashes from the database, and first from `pending` (the
+/// hashes a batch computed but has not written yet) and `known` (hashes
+/// read or written before: a stored hash never changes once committed).
 pub struct DbHashes<'c, 'p> {
     conn: RefCell<&'c mut DbConnection>,
     pending: &'p HashMap<u64, Hash>,
+    known: &'p HashMap<u64, Hash>,
 }
 
 impl<'c, 'p> DbHashes<'c, 'p> {
     /// A reader over `conn` that sees `pending` as if written.
     pub fn new(conn: &'c mut DbConnection, pending: &'p HashMap<u64, Hash>) -> Self {
+        Self::knowing(conn, pending, pending)
+    }
+
+    /// A reader over `conn` that sees `pending` as if written and answers
+    /// from `known` without reading.
+    fn knowing(
+        conn: &'c mut DbConnection,
+        pending: &'p HashMap<u64, Hash>,
+        known: &'p HashMap<u64, Hash>,
+    ) -> Self {
         Self {
             conn: RefCell::new(conn),
             pending,
+            known,
         }
+    }
+
+    fn remembered(&self, i: &u64) -> Option<&Hash> {
+        self.pending.get(i).or_else(|| self.known.get(i))
     }
 }
 
@@ -41,7 +58,7 @@ impl HashReader for DbHashes<'_, '_> {
     fn read_hashes(&self, indexes: &[u64]) -> std::result::Result<Vec<Hash>, tlog_tiles::Error> {
         let missing: Vec<i64> = indexes
             .iter()
-            .filter(|i| !self.pending.contains_key(i))
+            .filter(|i| self.remembered(i).is_none())
             .map(|&i| i64::try_from(i).map_err(|_| tlog_tiles::Error::IndexesNotInTree))
             .collect::<std::result::Result<_, _>>()?;
         let mut found: HashMap<u64, Hash> = HashMap::new();
@@ -59,8 +76,7 @@ impl HashReader for DbHashes<'_, '_> {
         indexes
             .iter()
             .map(|i| {
-                self.pending
-                    .get(i)
+                self.remembered(i)
                     .or_else(|| found.get(i))
                     .copied()
                     .ok_or(tlog_tiles::Error::IndexesNotInTree)
@@ -125,14 +141,59 @@ pub fn consistency(conn: &mut DbConnection, from: u64, to: u64) -> Result<TreePr
     tlog_tiles::prove_tree(to, from, &DbHashes::new(conn, &none)).map_err(tree_error)
 }
 
-/// The hashes to store when leaves with `leaf_hashes` are appended to a
-/// tree of `size` leaves, computed in memory over the stored ones.
-pub fn append(conn: &mut DbConnection, size: u64, leaf_hashes: &[Hash]) -> Result<HashMap<u64, Hash>> {
+/// The stored hashes of the complete subtrees a tree of `size` leaves is
+/// made of, left to right: all that appending to it or taking its root
+/// reads. Kept between batches, they spare the sequencer reading them
+/// back; a stored hash never changes once committed, so they stay right
+/// whoever sequences next.
+#[derive(Debug, Clone, Default)]
+pub struct Frontier {
+    hashes: HashMap<u64, Hash>,
+}
+
+impl Frontier {
+    /// The stored-hash indexes of the frontier of `size` leaves.
+    fn indexes(size: u64) -> Vec<u64> {
+        tlog_tiles::sub_tree_index(0, size, Vec::new())
+    }
+}
+
+/// What appending a batch of leaves computed.
+#[derive(Debug)]
+pub struct Appended {
+    /// The new stored hashes, by stored-hash index: what to write.
+    pub hashes: HashMap<u64, Hash>,
+    /// The root of the grown tree.
+    pub root: Hash,
+    /// The grown tree's frontier, for the next batch.
+    pub frontier: Frontier,
+}
+
+/// Appends leaves with `leaf_hashes` to a tree of `size` leaves, in memory
+/// over the stored hashes: the new hashes to store, the new root and
+/// frontier. `known` is the frontier of an earlier size, if any; the hashes
+/// it lacks are read in one statement.
+pub fn append(
+    conn: &mut DbConnection,
+    size: u64,
+    leaf_hashes: &[Hash],
+    known: &Frontier,
+) -> Result<Appended> {
+    let mut known = known.hashes.clone();
+    let need = Frontier::indexes(size);
+    let missing: Vec<u64> = need.iter().copied().filter(|i| !known.contains_key(i)).collect();
+    if !missing.is_empty() {
+        let none = HashMap::new();
+        let read = DbHashes::new(conn, &none)
+            .read_hashes(&missing)
+            .map_err(tree_error)?;
+        known.extend(missing.into_iter().zip(read));
+    }
     let mut pending: HashMap<u64, Hash> = HashMap::new();
     for (i, h) in leaf_hashes.iter().enumerate() {
         let n = size + i as u64;
         let new = {
-            let reader = DbHashes::new(conn, &pending);
+            let reader = DbHashes::knowing(conn, &pending, &known);
             tlog_tiles::stored_hashes_for_record_hash(n, *h, &reader).map_err(tree_error)?
         };
         let start = tlog_tiles::stored_hash_index(0, n);
@@ -140,5 +201,17 @@ pub fn append(conn: &mut DbConnection, size: u64, leaf_hashes: &[Hash]) -> Resul
             pending.insert(start + k as u64, h);
         }
     }
-    Ok(pending)
+    let new_size = size + leaf_hashes.len() as u64;
+    let reader = DbHashes::knowing(conn, &pending, &known);
+    let root = tlog_tiles::tree_hash(new_size, &reader).map_err(tree_error)?;
+    let indexes = Frontier::indexes(new_size);
+    let values = reader.read_hashes(&indexes).map_err(tree_error)?;
+    let frontier = Frontier {
+        hashes: indexes.into_iter().zip(values).collect(),
+    };
+    Ok(Appended {
+        hashes: pending,
+        root,
+        frontier,
+    })
 }

@@ -385,39 +385,37 @@ pub fn change_seqs(conn: &mut DbConnection) -> Result<Vec<i64>> {
 /// (one at a time), so a follower reading `ord > last` never misses one.
 /// Returns how many were ordered.
 pub fn order_changes(conn: &mut DbConnection, limit: i64) -> Result<usize> {
-    let waiting: Vec<i64> = dc::table
-        .filter(dc::ord.is_null())
-        .order(dc::seq.asc())
-        .limit(limit)
-        .select(dc::seq)
-        .load(conn)?;
-    if waiting.is_empty() {
-        return Ok(0);
-    }
-    let top: Option<i64> = dc::table.select(diesel::dsl::max(dc::ord)).first(conn)?;
-    let after = top.unwrap_or(0);
     match conn {
-        // One statement for the batch on PostgreSQL, where each would be a
-        // round trip.
-        DbConnection::Pg(c) => {
-            diesel::sql_query(
-                "UPDATE decision_changes AS d SET ord = $1 + s.rank \
-                 FROM (SELECT seq, row_number() OVER (ORDER BY seq) AS rank FROM unnest($2::bigint[]) AS seq) AS s \
-                 WHERE d.seq = s.seq",
-            )
-            .bind::<diesel::sql_types::BigInt, _>(after)
-            .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(&waiting)
-            .execute(c)?;
-        }
+        // One statement on PostgreSQL, where each would be a round trip in
+        // every one of the sequencer's rounds.
+        DbConnection::Pg(c) => Ok(crate::db::prepared::Prepared::new(
+            "WITH w AS (SELECT seq, row_number() OVER (ORDER BY seq) AS rank \
+                        FROM (SELECT seq FROM decision_changes WHERE ord IS NULL ORDER BY seq LIMIT ?) AS x), \
+             top AS (SELECT coalesce(max(ord), 0) AS t FROM decision_changes) \
+             UPDATE decision_changes AS d SET ord = top.t + w.rank FROM w, top WHERE d.seq = w.seq",
+        )
+        .bind::<diesel::sql_types::BigInt, _>(limit)
+        .execute(c)?),
         DbConnection::Sqlite(_) => {
+            let waiting: Vec<i64> = dc::table
+                .filter(dc::ord.is_null())
+                .order(dc::seq.asc())
+                .limit(limit)
+                .select(dc::seq)
+                .load(conn)?;
+            if waiting.is_empty() {
+                return Ok(0);
+            }
+            let top: Option<i64> = dc::table.select(diesel::dsl::max(dc::ord)).first(conn)?;
+            let after = top.unwrap_or(0);
             for (i, seq) in waiting.iter().enumerate() {
                 diesel::update(dc::table.filter(dc::seq.eq(seq)))
                     .set(dc::ord.eq(Some(after + 1 + i as i64)))
                     .execute(conn)?;
             }
+            Ok(waiting.len())
         }
     }
-    Ok(waiting.len())
 }
 
 /// (oldest, newest) place still in the change log's order.

@@ -312,3 +312,75 @@ async fn write_turns_bound_concurrent_transactions() {
     }
     assert_eq!(most.load(Ordering::SeqCst), 1, "writes ran side by side");
 }
+
+/// The sequencer's batches: a few statements whatever their size (six on
+/// PostgreSQL once it knows the tree's frontier, one more to read it when
+/// it does not), and a tree that stays right when another replica's
+/// sequencer has grown it since (the frontier one remembers is then
+/// stale, and the hashes it lacks are read).
+async fn sequencer_statements(b: Backend) {
+    use std::sync::Arc;
+
+    use proctor::audit::sequencer::Sequencer;
+    if b == Backend::Postgres && !crate::support::postgres_available() {
+        return;
+    }
+    let (db, keys) = (TestDb::new(b), TestKeys::new());
+    let cfg = test_config(&db, &keys);
+    let store = proctor::db::Store::connect(
+        &db.url,
+        &proctor::db::StoreOptions::default(),
+        Arc::new(proctor::clock::SystemClock),
+    )
+    .unwrap();
+    store.migrate().await.unwrap();
+    let secrets = Arc::new(proctor::secrets::SubjectSecrets::load(&cfg).unwrap());
+    let signer = proctor::audit::checkpoint::CheckpointSigner::new("proctor/audit", secrets);
+    let append = |from: usize| {
+        let store = store.clone();
+        async move {
+            for i in from..from + 30 {
+                let e = crate::audit::entry(Some("t1"), &format!("test.{i}"));
+                store
+                    .write("test.audit", move |c, clock| {
+                        proctor::audit::repo::append(c, clock.now(), e)
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let (one, other) = (Sequencer::new(signer.clone()), Sequencer::new(signer.clone()));
+    let mut counts = Vec::new();
+    for (from, by) in [(0, &one), (30, &one), (60, &other), (90, &one)] {
+        append(from).await;
+        assert_eq!(
+            by.round(&store).await.unwrap(),
+            30,
+            "a round integrates what waits"
+        );
+        counts.push(store.statements_of("audit.sequence").expect("counted"));
+    }
+    println!("{b:?}: sequencer batches of 30 events made {counts:?} statements");
+    let report = proctor::audit::service::AuditLog::new(signer)
+        .verify(&store, None)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.tree_size, 120);
+    // PostgreSQL: BEGIN, lock, change log order, waiting events with the
+    // size, leaves with hashes and checkpoint, COMMIT; a frontier not known
+    // (the second sequencer's first batch, the first's after the second's)
+    // one read more. SQLite (in the writer's group): the change log, the
+    // waiting events, the size, the hashes, a leaf per event, the
+    // checkpoint, and the frontier's read when not known.
+    let (warm, cold) = match b {
+        Backend::Postgres => (6, 7),
+        Backend::Sqlite => (35, 36),
+    };
+    assert!(
+        counts[1] <= warm && [counts[0], counts[2], counts[3]].iter().all(|&n| n <= cold),
+        "sequencer batches made {counts:?} statements, more than {warm} (frontier known) or {cold}"
+    );
+}
+crate::on_both_backends!(sequencer_batches_make_few_round_trips, sequencer_statements);
