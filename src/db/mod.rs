@@ -475,6 +475,9 @@ impl Store {
             db.statements = tracing::field::Empty
         );
         tokio::task::spawn_blocking(move || {
+            // Database rounds are bulk work: on full cores a woken request
+            // thread (a check answered from memory) runs before them.
+            crate::priority::lower_this_thread_once("database");
             let _entered = span.enter();
             let mut conn = checkout(&pool)?;
             conn.set_instrumentation(statements::CountStatements);
