@@ -179,16 +179,12 @@ pub fn append(
     leaf_hashes: &[Hash],
     known: &Frontier,
 ) -> Result<Appended> {
-    let mut known = known.hashes.clone();
+    let none = HashMap::new();
     let need = Frontier::indexes(size);
-    let missing: Vec<u64> = need.iter().copied().filter(|i| !known.contains_key(i)).collect();
-    if !missing.is_empty() {
-        let none = HashMap::new();
-        let read = DbHashes::new(conn, &none)
-            .read_hashes(&missing)
-            .map_err(tree_error)?;
-        known.extend(missing.into_iter().zip(read));
-    }
+    let front = DbHashes::knowing(conn, &none, &known.hashes)
+        .read_hashes(&need)
+        .map_err(tree_error)?;
+    let known: HashMap<u64, Hash> = need.into_iter().zip(front).collect();
     let mut pending: HashMap<u64, Hash> = HashMap::new();
     for (i, h) in leaf_hashes.iter().enumerate() {
         let n = size + i as u64;
