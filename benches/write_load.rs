@@ -11,8 +11,11 @@
 //!    new idempotency key per call, spread over the tenants) for the same
 //!    time at 1, 8 and 32 calls in flight.
 //! 3. `CheckProcessing` from a separate, paced client (a few calls in
-//!    flight on their own connection), alone and then while the 32 writers
-//!    run: reads must not wait behind writes.
+//!    flight on their own connection), alone and then in a phase of its
+//!    own while 32 writers run: reads must not wait behind writes. The
+//!    write levels above run without it, as pgbench runs alone, so the
+//!    ratio to pgbench counts only the writes' own work; the writes beside
+//!    the checks are reported too.
 //!
 //! It prints the per-level tables and a summary against the targets.
 //! pgbench is required: without it there is no ratio, so the bench fails
@@ -157,10 +160,11 @@ fn run_pgbench(server: &str, seconds: u64) -> Pgbench {
 /// What one backend measured.
 struct Backend {
     name: &'static str,
-    /// `ForwardToController` at each of [`LEVELS`].
+    /// `ForwardToController` at each of [`LEVELS`], then at the last level
+    /// again with the checks beside.
     writes: Vec<Report>,
     checks_alone: Report,
-    /// Checks while the writes at the last level ran.
+    /// Checks during the last phase of writes.
     checks_during: Report,
     /// A few of the errors, for the report.
     first_errors: Vec<String>,
@@ -169,6 +173,11 @@ struct Backend {
 impl Backend {
     fn at(&self, level: usize) -> &Report {
         &self.writes[LEVELS.iter().position(|l| *l == level).unwrap()]
+    }
+
+    /// The writes that ran beside the checks.
+    fn beside_checks(&self) -> &Report {
+        self.writes.last().unwrap()
     }
 
     fn errors(&self) -> usize {
@@ -315,8 +324,8 @@ impl Checker {
     }
 }
 
-/// Sets `server` up and runs the checks alone, then the writes at every
-/// level, the checks beside the last.
+/// Sets `server` up and runs the checks alone, the writes at every level,
+/// then the last level again with the checks beside.
 async fn measure(name: &'static str, server: &ServerProcess, duration: Duration) -> Backend {
     let channels = server.channels(CONNECTIONS).await;
     let checker = Checker::start(server.port);
@@ -328,27 +337,25 @@ async fn measure(name: &'static str, server: &ServerProcess, duration: Duration)
 
     let checks_alone = checker.run(duration, "alone").await;
     let mut reports = Vec::new();
-    let mut checks_during = None;
     for (n, level) in LEVELS.iter().enumerate() {
         let first = (n + 1) * 100_000_000;
-        if n + 1 == LEVELS.len() {
-            let name = format!("during writes at {level} in flight");
-            let (w, c) = tokio::join!(
-                writes(&channels, first, duration, *level, &errors),
-                checker.run(duration, &name),
-            );
-            reports.push(w);
-            checks_during = Some(c);
-        } else {
-            reports.push(writes(&channels, first, duration, *level, &errors).await);
-        }
+        reports.push(writes(&channels, first, duration, *level, &errors).await);
     }
+    let top = *LEVELS.last().unwrap();
+    let first = (LEVELS.len() + 1) * 100_000_000;
+    let during = format!("during writes at {top} in flight");
+    let (mut beside, checks_during) = tokio::join!(
+        writes(&channels, first, duration, top, &errors),
+        checker.run(duration, &during),
+    );
+    beside.name = format!("{top} in flight, checks beside");
+    reports.push(beside);
     let first_errors = errors.lock().unwrap().clone();
     Backend {
         name,
         writes: reports,
         checks_alone,
-        checks_during: checks_during.unwrap(),
+        checks_during,
         first_errors,
     }
 }
@@ -372,9 +379,10 @@ fn print_summary(pgbench: &Pgbench, pg: &Backend, sqlite: &Backend) {
     println!("| measure | this run | target | met |");
     println!("|---|---|---|---|");
     println!(
-        "| PostgreSQL: writes/s at {top} in flight / pgbench tps | {ratio:.2} ({:.0} / {:.0}) | at least 0.6 | {} |",
+        "| PostgreSQL: writes/s at {top} in flight / pgbench tps | {ratio:.2} ({:.0} / {:.0}; {:.2} with the checks beside) | at least 0.6 | {} |",
         pg32.rps(),
         pgbench.tps,
+        pg.beside_checks().rps() / pgbench.tps,
         verdict(ratio >= 0.6)
     );
     println!(
