@@ -359,6 +359,7 @@ impl Application {
             refusals: refusals.clone(),
             streams: crate::rpc::streams::StreamSlots::new(config.max_streams_per_caller),
             settings_hints: Default::default(),
+            forwards: Default::default(),
         };
 
         let (health, health_service) = tonic_health::server::health_reporter();

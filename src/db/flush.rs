@@ -97,32 +97,20 @@ impl Pending {
 
     /// Binds `q`'s placeholders for [`flush_ctes!`], in their order.
     pub(crate) fn bind<'a>(&'a self, q: Prepared<'a>, now: DateTime<Utc>) -> Prepared<'a> {
-        use diesel::sql_types::{Array, BigInt, Nullable, Text};
+        use diesel::sql_types::{Array, BigInt, Text};
         let mut locks: Vec<i64> = self.envelopes.iter().map(NewEnvelope::lock_id).collect();
         locks.sort_unstable();
         locks.dedup();
         let col = |f: fn(&NewEnvelope) -> &str| -> Vec<&str> { self.envelopes.iter().map(f).collect() };
-        let ev = |f: fn(&AuditEvent) -> &str| -> Vec<&str> { self.events.iter().map(f).collect() };
         let recipients: Vec<String> = self.envelopes.iter().map(|e| e.to.to_string()).collect();
-        let at_us: Vec<i64> = self.events.iter().map(|e| super::to_us(e.at)).collect();
-        let tenants: Vec<Option<&str>> = self.events.iter().map(|e| e.entry.tenant_id.as_deref()).collect();
-        q.bind::<Array<BigInt>, _>(locks)
+        let q = q
+            .bind::<Array<BigInt>, _>(locks)
             .bind::<BigInt, _>(super::to_us(now))
             .bind::<Array<Text>, _>(col(|e| &e.id))
             .bind::<Array<Text>, _>(recipients)
             .bind::<Array<Text>, _>(col(|e| &e.kind))
-            .bind::<Array<Text>, _>(col(|e| &e.payload))
-            .bind::<Array<Text>, _>(ev(|e| &e.id))
-            .bind::<Array<BigInt>, _>(at_us)
-            .bind::<Array<Text>, _>(ev(|e| &e.entry.actor))
-            .bind::<Array<Text>, _>(ev(|e| &e.entry.role))
-            .bind::<Array<Nullable<Text>>, _>(tenants)
-            .bind::<Array<Text>, _>(ev(|e| &e.entry.action))
-            .bind::<Array<Text>, _>(ev(|e| &e.entry.target))
-            .bind::<Array<Text>, _>(ev(|e| &e.entry.outcome))
-            .bind::<Array<Text>, _>(ev(|e| &e.entry.trace_id))
-            .bind::<Array<Text>, _>(ev(|e| &e.entry.detail))
-            .bind::<Array<Text>, _>(ev(|e| &e.digest))
+            .bind::<Array<Text>, _>(col(|e| &e.payload));
+        bind_events(q, &self.events.iter().collect::<Vec<_>>())
     }
 
     /// Refuses a statement that wrote other than everything pending.
@@ -146,6 +134,28 @@ impl Pending {
             crate::audit::repo::written();
         }
     }
+}
+
+/// Binds the columns of `events`, one array each, in the order of the
+/// `ev` part of [`flush_ctes!`] (id, time, actor, role, tenant, action,
+/// target, outcome, trace, detail, digest): for every statement that
+/// inserts audit events from arrays.
+pub(crate) fn bind_events<'a>(q: Prepared<'a>, events: &[&'a AuditEvent]) -> Prepared<'a> {
+    use diesel::sql_types::{Array, BigInt, Nullable, Text};
+    let ev = |f: fn(&AuditEvent) -> &str| -> Vec<&'a str> { events.iter().map(|e| f(e)).collect() };
+    let at_us: Vec<i64> = events.iter().map(|e| super::to_us(e.at)).collect();
+    let tenants: Vec<Option<&str>> = events.iter().map(|e| e.entry.tenant_id.as_deref()).collect();
+    q.bind::<Array<Text>, _>(ev(|e| &e.id))
+        .bind::<Array<BigInt>, _>(at_us)
+        .bind::<Array<Text>, _>(ev(|e| &e.entry.actor))
+        .bind::<Array<Text>, _>(ev(|e| &e.entry.role))
+        .bind::<Array<Nullable<Text>>, _>(tenants)
+        .bind::<Array<Text>, _>(ev(|e| &e.entry.action))
+        .bind::<Array<Text>, _>(ev(|e| &e.entry.target))
+        .bind::<Array<Text>, _>(ev(|e| &e.entry.outcome))
+        .bind::<Array<Text>, _>(ev(|e| &e.entry.trace_id))
+        .bind::<Array<Text>, _>(ev(|e| &e.entry.detail))
+        .bind::<Array<Text>, _>(ev(|e| &e.digest))
 }
 
 /// The envelopes and the events of one command, as common table

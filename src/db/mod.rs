@@ -10,6 +10,7 @@
 //! no lock shared by the cluster: what needs an order gets it after commit
 //! (the audit sequencer) or per key ([`key_lock`]).
 
+pub mod batch;
 pub mod flush;
 pub mod gauges;
 pub mod liveness;
@@ -187,9 +188,9 @@ pub struct PoolStatus {
     pub max: u32,
 }
 
-/// How SQLite's one writer has grouped the commands it committed: the
-/// ratio says how many commands share one `COMMIT` (one fsync) under the
-/// load seen so far.
+/// How commands were grouped: by SQLite's one writer, into commits, or on
+/// PostgreSQL, into batched statements ([`batch`]). The ratio says how many
+/// commands share one `COMMIT` under the load seen so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteGroups {
     /// Groups committed.
@@ -217,6 +218,8 @@ pub struct Store {
     /// in proctor, for its turn, rather than as one more busy backend.
     /// None on SQLite.
     write_turns: Option<Arc<tokio::sync::Semaphore>>,
+    /// Commands batched into shared statements on PostgreSQL ([`batch`]).
+    batch_counts: Arc<batch::BatchCounts>,
 }
 
 impl std::fmt::Debug for Store {
@@ -262,6 +265,7 @@ impl Store {
             statements: Arc::default(),
             writer,
             write_turns,
+            batch_counts: Arc::default(),
         })
     }
 
@@ -288,6 +292,12 @@ impl Store {
             groups: w.stats.groups.load(std::sync::atomic::Ordering::Relaxed),
             commands: w.stats.commands.load(std::sync::atomic::Ordering::Relaxed),
         })
+    }
+
+    /// What PostgreSQL's batched commands ran in so far (None on SQLite,
+    /// whose writer groups every command: [`Self::write_groups`]).
+    pub fn batched_writes(&self) -> Option<WriteGroups> {
+        self.write_turns.as_ref().map(|_| self.batch_counts.read())
     }
 
     /// The clock commands read "now" from.
@@ -411,54 +421,40 @@ impl Store {
             self.hub.notify(&topics);
             return Ok(out);
         }
-        self.write_pg(op, true, f).await
+        self.write_pg(op, f).await
     }
 
-    /// Runs `f` as a write on PostgreSQL without BEGIN and COMMIT: each
-    /// statement it makes commits as it completes. For commands of one
-    /// statement ([`pipeline::OneStatement`]).
-    async fn write_autocommit<T, F>(&self, op: &'static str, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut DbConnection, &SharedClock) -> Result<T> + Send + 'static,
-    {
-        self.write_pg(op, false, f).await
-    }
-
-    /// A write on the blocking pool, in turn with the others
-    /// (`--db-write-concurrency`), in a transaction when `atomic`; what it
-    /// committed wakes its followers.
-    async fn write_pg<T, F>(&self, op: &'static str, atomic: bool, f: F) -> Result<T>
+    /// A write transaction on the blocking pool, in turn with the others
+    /// (`--db-write-concurrency`); what it committed wakes its followers.
+    async fn write_pg<T, F>(&self, op: &'static str, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut DbConnection, &SharedClock) -> Result<T> + Send + 'static,
     {
         let clock = self.clock.clone();
         // Held until the transaction ends; closed only if the store is.
-        let _turn = match &self.write_turns {
-            Some(turns) => Some(
-                turns
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .map_err(|_| Error::NotReady("the database writer is closed".into()))?,
-            ),
-            None => None,
-        };
+        let _turn = self.write_turn().await?;
         let (out, topics) = self
             .blocking(op, move |conn| {
-                let (out, topics) = notify::collect(|| {
-                    if atomic {
-                        write_transaction(conn, |c| f(c, &clock))
-                    } else {
-                        f(conn, &clock)
-                    }
-                });
+                let (out, topics) = notify::collect(|| write_transaction(conn, |c| f(c, &clock)));
                 out.map(|v| (v, topics))
             })
             .await?;
         self.hub.notify(&topics);
         Ok(out)
+    }
+
+    /// Waits for a write turn on PostgreSQL (`--db-write-concurrency`);
+    /// None on SQLite, whose one writer needs none.
+    async fn write_turn(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>> {
+        match &self.write_turns {
+            Some(turns) => {
+                Ok(Some(turns.clone().acquire_owned().await.map_err(|_| {
+                    Error::NotReady("the database writer is closed".into())
+                })?))
+            }
+            None => Ok(None),
+        }
     }
 
     async fn blocking<T, F>(&self, op: &'static str, f: F) -> Result<T>
@@ -474,30 +470,39 @@ impl Store {
             db.operation = op,
             db.statements = tracing::field::Empty
         );
-        tokio::task::spawn_blocking(move || {
-            // Database rounds are bulk work: on full cores a woken request
-            // thread (a check answered from memory) runs before them.
-            crate::priority::lower_this_thread_once("database");
-            let _entered = span.enter();
-            let mut conn = checkout(&pool)?;
-            conn.set_instrumentation(statements::CountStatements);
-            let (out, n) = statements::counted(|| f(&mut conn));
-            // A lost connection keeps its mark and is dropped at checkin,
-            // right below.
-            if !liveness::is_lost() {
-                PooledConnection::extensions_mut(&mut conn)
-                    .insert(liveness::LastUsed(std::time::Instant::now()));
-            }
-            span.record("db.statements", n);
-            counts
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(op, n);
-            out
-        })
-        .await
-        .map_err(|e| Error::Unexpected(format!("database task failed: {e}")))?
+        tokio::task::spawn_blocking(move || on_pooled(&pool, &counts, op, &span, f))
+            .await
+            .map_err(|e| Error::Unexpected(format!("database task failed: {e}")))?
     }
+}
+
+/// Runs `f` on a connection checked out of `pool`, on this (blocking-pool)
+/// thread, inside `span`, counting its statements as `op`'s.
+fn on_pooled<T>(
+    pool: &Pool<DbManager>,
+    counts: &std::sync::Mutex<std::collections::HashMap<&'static str, u64>>,
+    op: &'static str,
+    span: &tracing::Span,
+    f: impl FnOnce(&mut DbConnection) -> Result<T>,
+) -> Result<T> {
+    // Database rounds are bulk work: on full cores a woken request
+    // thread (a check answered from memory) runs before them.
+    crate::priority::lower_this_thread_once("database");
+    let _entered = span.enter();
+    let mut conn = checkout(pool)?;
+    conn.set_instrumentation(statements::CountStatements);
+    let (out, n) = statements::counted(|| f(&mut conn));
+    // A lost connection keeps its mark and is dropped at checkin,
+    // right below.
+    if !liveness::is_lost() {
+        PooledConnection::extensions_mut(&mut conn).insert(liveness::LastUsed(std::time::Instant::now()));
+    }
+    span.record("db.statements", n);
+    counts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(op, n);
+    out
 }
 
 /// A pooled connection that answers: one used within

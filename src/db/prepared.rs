@@ -51,12 +51,21 @@ impl QueryFragment<Pg> for Prepared<'_> {
         if let Some(first) = parts.next() {
             out.push_sql(first);
         }
+        let mut placeholders = 0;
         for (i, part) in parts.enumerate() {
             let bind = self.binds.get(i).ok_or_else(|| {
                 diesel::result::Error::QueryBuilderError(format!("no value for placeholder {}", i + 1).into())
             })?;
             bind.walk_ast(out.reborrow())?;
             out.push_sql(part);
+            placeholders = i + 1;
+        }
+        // A value left over was meant for a placeholder the text lacks:
+        // every value after the missing one would sit one place off.
+        if placeholders != self.binds.len() {
+            return Err(diesel::result::Error::QueryBuilderError(
+                format!("{} values for {placeholders} placeholders", self.binds.len()).into(),
+            ));
         }
         Ok(())
     }
@@ -98,6 +107,15 @@ mod tests {
     #[test]
     fn a_placeholder_without_a_value_is_an_error_not_a_statement() {
         let q = Prepared::new("SELECT ?, ?").bind::<BigInt, _>(1_i64);
+        let mut sql = <Pg as diesel::backend::Backend>::QueryBuilder::default();
+        assert!(q.to_sql(&mut sql, &Pg).is_err());
+    }
+
+    #[test]
+    fn a_value_without_a_placeholder_is_an_error_not_a_statement() {
+        let q = Prepared::new("SELECT ?")
+            .bind::<BigInt, _>(1_i64)
+            .bind::<BigInt, _>(2_i64);
         let mut sql = <Pg as diesel::backend::Backend>::QueryBuilder::default();
         assert!(q.to_sql(&mut sql, &Pg).is_err());
     }

@@ -45,6 +45,9 @@ pub struct AppState {
     /// The tenants' deadline settings as last seen here, so that recording
     /// a request need not read them first (checked by its insert).
     pub settings_hints: std::sync::Arc<crate::subject_requests::settings_hints::SettingsHints>,
+    /// New forwarded requests waiting for a write turn, recorded together
+    /// on PostgreSQL ([`crate::db::batch`]).
+    pub forwards: std::sync::Arc<crate::subject_requests::service::ForwardBatch>,
 }
 
 /// The caller of an RPC and the tenant it acts on, as its rule in the

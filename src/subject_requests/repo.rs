@@ -43,6 +43,9 @@ use crate::subject_requests::model::{
     Origin, Regime, RejectionGround, RequestType, Status, SubjectFlags, TaskStatus,
 };
 
+mod batched;
+pub use batched::{ForwardedAtOnce, insert_forwarded_batch};
+
 /// Identifiers sealed with the key ring: which key, and the ciphertext.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
@@ -799,7 +802,7 @@ fn insert_request_pg(
 }
 
 /// A new forwarded request with its wait, refs, envelopes and audit events
-/// (`pending`, from the command's [`crate::db::pipeline::OneStatement`]) in
+/// (`pending`, the command's [`crate::db::flush::Pending`]) in
 /// one statement, which commits on its own: returns the request as stored,
 /// or None with nothing written when the tenant's settings are no longer
 /// `assumed` or another request holds its idempotency key (the caller then

@@ -468,59 +468,74 @@ pub async fn submit(state: &AppState, actor: Actor, cmd: Incoming, reveal: Revea
         .await
 }
 
+/// New forwarded requests waiting to be recorded together.
+pub type ForwardBatch = crate::db::batch::Batch<store::ForwardedAtOnce, Option<RequestRecord>>;
+
 /// A new forwarded request recorded in one statement that commits on its
-/// own ([`Store::in_one_statement`]): the request, its wait and refs, the
-/// controller's envelope and the audit event, with no BEGIN, COMMIT or
-/// read before it. Only when nothing else needs reading: the tenant's
-/// settings are remembered here ([`SettingsHints`]; the statement checks
-/// they still hold), no categories are named and `received_at` passes.
-/// None when it did not apply or wrote nothing (settings changed, the key
-/// already used, a refusal to explain): then the caller records the
-/// request as a transaction, which answers each of those.
+/// own: the request, its wait and refs, the controller's envelope and the
+/// audit event, with no BEGIN, COMMIT or read before it, and, while others
+/// wait for a write turn, in the same statement as theirs
+/// ([`crate::db::batch`]). Only when nothing else needs reading: the
+/// tenant's settings are remembered here ([`SettingsHints`]; the statement
+/// checks they still hold), no categories are named and `received_at`
+/// passes. None when it did not apply or wrote nothing (settings changed,
+/// the key already used, a refusal to explain): then the caller records
+/// the request as a transaction, which answers each of those.
 async fn forward_at_once(
     state: &AppState,
     actor: &Actor,
     new: &NewRequest,
     reveal: Reveal,
 ) -> Result<Option<RequestView>> {
-    if !new.categories.is_empty() {
+    if !new.categories.is_empty() || state.store.backend() != "postgresql" {
         return Ok(None);
     }
     let Some(settings) = state.settings_hints.get(&new.tenant_id) else {
         return Ok(None);
     };
-    let (new, secrets) = (new.clone(), state.secrets.clone());
-    state
+    let now = state.store.clock().now();
+    let Ok(received) = check_received(new, now) else {
+        return Ok(None);
+    };
+    let receipt = receipt_of(&state.secrets.receipt, new, now);
+    let at = deadlines(new, received, &settings);
+    let mut pending = crate::db::flush::Pending::default();
+    pending.envelope(
+        now,
+        &Recipient::Tenant(new.tenant_id.clone()),
+        EnvelopeKind::SubjectRequestForwarded,
+        &forwarded_payload(new),
+    );
+    pending.audit(
+        now,
+        actor,
+        action_of(Origin::Forwarded),
+        &new.id,
+        Some(&new.tenant_id),
+        "ok",
+        &audit_detail(new).to_string(),
+    );
+    let item = store::ForwardedAtOnce {
+        new: new.clone(),
+        at,
+        receipt,
+        assumed: settings,
+        pending,
+    };
+    let stored = state
         .store
-        .in_one_statement("subject_request.submit", actor.clone(), move |once| {
-            let now = once.now();
-            let Ok(received) = check_received(&new, now) else {
-                return Ok(None);
-            };
-            let receipt = receipt_of(&secrets.receipt, &new, now);
-            let at = deadlines(&new, received, &settings);
-            once.envelope(
-                &Recipient::Tenant(new.tenant_id.clone()),
-                EnvelopeKind::SubjectRequestForwarded,
-                &forwarded_payload(&new),
-            );
-            once.audit(
-                action_of(Origin::Forwarded),
-                &new.id,
-                Some(&new.tenant_id),
-                &audit_detail(&new).to_string(),
-            );
-            let pending = once.take_pending();
-            let Some(stored) =
-                store::insert_forwarded_at_once(once.conn(), &new, at, &receipt, &settings, &pending)?
-            else {
-                return Ok(None);
-            };
-            // New and forwarded: no tasks, questions or withheld categories
-            // to read.
-            open_with(&secrets.ring, stored, Vec::new(), reveal, Vec::new()).map(Some)
-        })
-        .await
+        .batched(
+            "subject_request.submit",
+            &state.forwards,
+            item,
+            store::insert_forwarded_batch,
+        )
+        .await?;
+    // New and forwarded: no tasks, questions or withheld categories to read.
+    match stored.flatten() {
+        Some(stored) => open_with(&state.secrets.ring, stored, Vec::new(), reveal, Vec::new()).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// The audit action a request from `origin` is recorded under.

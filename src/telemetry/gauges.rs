@@ -54,35 +54,54 @@ pub fn register_pool(meter: &Meter, store: &Store) -> Vec<ObservableGauge<u64>> 
     ]
 }
 
-/// Registers SQLite's group-commit counters on `meter` (nothing on
-/// PostgreSQL, which has no single writer): groups committed and commands
-/// in them, so commands per group (their ratio) shows whether the writer
-/// is batching under load or committing one command at a time.
+/// Registers the group-commit counters on `meter`: on SQLite the groups its
+/// writer committed and the commands in them, on PostgreSQL the batched
+/// statements ([`crate::db::batch`]) and the commands they carried. Their
+/// ratio shows whether writes are shared under load or committed one
+/// command at a time.
 pub fn register_write_groups(
     meter: &Meter,
     store: &Store,
 ) -> Vec<opentelemetry::metrics::ObservableCounter<u64>> {
-    if store.write_groups().is_none() {
+    let (groups, commands, group_text, command_text): (&str, &str, &str, &str) = if store
+        .write_groups()
+        .is_some()
+    {
+        (
+            "proctor.db.write_groups",
+            "proctor.db.grouped_commands",
+            "Groups SQLite's writer committed (one COMMIT, one fsync each)",
+            "Commands run inside those groups, each in its savepoint, failed ones included",
+        )
+    } else if store.batched_writes().is_some() {
+        (
+            "proctor.db.batched_statements",
+            "proctor.db.batched_commands",
+            "Statements on PostgreSQL that carried commands waiting for a write turn together (one commit each)",
+            "Commands carried by those statements, alone or several",
+        )
+    } else {
         return Vec::new();
-    }
+    };
+    let read = |s: &Store| s.write_groups().or_else(|| s.batched_writes());
     let (s1, s2) = (store.clone(), store.clone());
     vec![
         meter
-            .u64_observable_counter("proctor.db.write_groups")
+            .u64_observable_counter(groups)
             .with_unit("{group}")
-            .with_description("Groups SQLite's writer committed (one COMMIT, one fsync each)")
+            .with_description(group_text)
             .with_callback(move |o| {
-                if let Some(g) = s1.write_groups() {
+                if let Some(g) = read(&s1) {
                     o.observe(g.groups, &[]);
                 }
             })
             .build(),
         meter
-            .u64_observable_counter("proctor.db.grouped_commands")
+            .u64_observable_counter(commands)
             .with_unit("{command}")
-            .with_description("Commands run inside those groups, each in its savepoint, failed ones included")
+            .with_description(command_text)
             .with_callback(move |o| {
-                if let Some(g) = s2.write_groups() {
+                if let Some(g) = read(&s2) {
                     o.observe(g.commands, &[]);
                 }
             })

@@ -337,9 +337,12 @@ async fn metrics_reach_the_collector(b: Backend) {
         )
         .unwrap();
     assert!((1.0..=5.0).contains(&(used + idle)), "{used} used + {idle} idle");
-    // SQLite's writer reports its groups; PostgreSQL has none to report.
+    // SQLite's writer reports its groups, PostgreSQL its batched
+    // statements; neither reports the other's.
     let groups = receiver.value("proctor.db.write_groups", &[]);
     let grouped = receiver.value("proctor.db.grouped_commands", &[]);
+    let batches = receiver.value("proctor.db.batched_statements", &[]);
+    let batched = receiver.value("proctor.db.batched_commands", &[]);
     match b {
         Backend::Sqlite => {
             let (groups, grouped) = (groups.unwrap(), grouped.unwrap());
@@ -347,8 +350,13 @@ async fn metrics_reach_the_collector(b: Backend) {
                 groups >= 1.0 && grouped >= groups,
                 "{grouped} commands in {groups} groups"
             );
+            assert!(batches.is_none() && batched.is_none());
         }
-        Backend::Postgres => assert!(groups.is_none() && grouped.is_none()),
+        Backend::Postgres => {
+            assert!(groups.is_none() && grouped.is_none());
+            let (batches, batched) = (batches.unwrap(), batched.unwrap());
+            assert!(batched >= batches, "{batched} commands in {batches} statements");
+        }
     }
 
     // The tenant's inbox backlog is what it can pull; acknowledging it all

@@ -384,3 +384,331 @@ async fn sequencer_statements(b: Backend) {
     );
 }
 crate::on_both_backends!(sequencer_batches_make_few_round_trips, sequencer_statements);
+
+/// On PostgreSQL, forwarded requests that wait for a write turn are
+/// recorded together, several in one statement ([`proctor::db::batch`]),
+/// and each stays its own: recorded once, with its own envelope in its own
+/// tenant's inbox (cursors in order) and its own audit event; retries
+/// sent in the same burst answered with the request they repeat, and a
+/// different body under a key already taken refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwards_waiting_for_a_turn_share_a_statement_and_stay_their_own() {
+    use proctor::proto::v1 as pb;
+    if !crate::support::postgres_available() {
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres);
+    let keys = TestKeys::new();
+    let mut cfg = test_config(&db, &keys);
+    // One turn: the burst below queues behind it.
+    cfg.db_write_concurrency = 1;
+    let app = spawn_with(db, keys, cfg).await;
+    const TENANTS: [&str; 3] = ["t1", "t2", "t3"];
+    const PER_TENANT: usize = 15;
+    const RETRIES: usize = 5;
+    for t in TENANTS {
+        put(&app, t, 0, standard()).await;
+    }
+    let forward = |t: &str, key: &str, email: &str| pb::ForwardToControllerRequest {
+        tenant_id: t.into(),
+        request_type: pb::RequestType::Access as i32,
+        subject: Some(pb::Subject {
+            email: email.into(),
+            ..Default::default()
+        }),
+        idempotency_key: key.into(),
+        ..Default::default()
+    };
+    let crm = app.keys.platform("crm");
+    // The first of each tenant reads its settings (a transaction), which
+    // the replica then remembers: the later ones are one statement each.
+    for t in TENANTS {
+        app.subject_requests()
+            .forward_to_controller(crate::support::authed(
+                forward(t, "first", "first@example.com"),
+                &crm,
+            ))
+            .await
+            .unwrap();
+    }
+    let before = app.store.batched_writes().expect("PostgreSQL batches");
+    // (tenant, key, body, kind of call): new, a retry of a new one in the
+    // same burst, or another body under the taken key `first`.
+    let mut calls = Vec::new();
+    for t in TENANTS {
+        for i in 0..PER_TENANT {
+            calls.push((t, format!("k{i}"), format!("p{i}@{t}.example.com"), "new"));
+        }
+        for i in 0..RETRIES {
+            calls.push((t, format!("k{i}"), format!("p{i}@{t}.example.com"), "retry"));
+        }
+        calls.push((
+            t,
+            "first".to_owned(),
+            "someone-else@example.com".to_owned(),
+            "other",
+        ));
+    }
+    let mut running = Vec::new();
+    for (t, key, email, kind) in calls {
+        let mut client = app.subject_requests();
+        let body = forward(t, &key, &email);
+        let token = crm.clone();
+        running.push(tokio::spawn(async move {
+            let out = client
+                .forward_to_controller(crate::support::authed(body, &token))
+                .await;
+            (t, key, kind, out)
+        }));
+    }
+    let mut ids: std::collections::HashMap<(&str, String), String> = Default::default();
+    let mut repeats = Vec::new();
+    for r in running {
+        let (t, key, kind, out) = r.await.unwrap();
+        match (kind, out) {
+            ("other", Err(s)) => assert_eq!(s.code(), tonic::Code::AlreadyExists, "{s:?}"),
+            ("other", Ok(r)) => panic!(
+                "another body under a taken key was recorded: {:?}",
+                r.into_inner().id
+            ),
+            (_, Err(s)) => panic!("{t} {key} {kind}: {s:?}"),
+            ("retry", Ok(r)) => repeats.push(((t, key), r.into_inner().id)),
+            (_, Ok(r)) => {
+                let id = r.into_inner().id;
+                if let Some(seen) = ids.insert((t, key.clone()), id.clone()) {
+                    // A retry can be the one that recorded it.
+                    assert_eq!(seen, id, "{t} {key}");
+                }
+            }
+        }
+    }
+    for (k, id) in repeats {
+        match ids.get(&k) {
+            Some(first) => assert_eq!(first, &id, "retry of {k:?}"),
+            None => {
+                ids.insert(k, id);
+            }
+        }
+    }
+    assert_eq!(ids.len(), TENANTS.len() * PER_TENANT);
+    let after = app.store.batched_writes().unwrap();
+    let (statements, commands) = (after.groups - before.groups, after.commands - before.commands);
+    println!("{commands} forwarded requests in {statements} statements");
+    assert!(
+        commands >= (TENANTS.len() * PER_TENANT) as u64,
+        "{commands} batched"
+    );
+    assert!(
+        statements < commands,
+        "no two shared a statement: {statements} for {commands}"
+    );
+
+    app.audit_settled().await;
+    let events = crate::support::audit_events(&app).await;
+    for t in TENANTS {
+        let listed = app
+            .subject_requests()
+            .list_subject_requests(crate::support::authed(
+                pb::ListSubjectRequestsRequest {
+                    tenant_id: t.into(),
+                    page_size: 100,
+                    ..Default::default()
+                },
+                &app.keys.tenant(t),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .requests;
+        assert_eq!(listed.len(), PER_TENANT + 1, "{t}: each request once");
+        let mut expected: Vec<&str> = ids
+            .iter()
+            .filter(|((tt, _), _)| *tt == t)
+            .map(|(_, id)| id.as_str())
+            .collect();
+        let first = listed
+            .iter()
+            .find(|r| !expected.contains(&r.id.as_str()))
+            .expect("the first request")
+            .id
+            .clone();
+        expected.push(&first);
+        expected.sort_unstable();
+        let mut stored: Vec<&str> = listed.iter().map(|r| r.id.as_str()).collect();
+        stored.sort_unstable();
+        assert_eq!(stored, expected, "{t}");
+        // One envelope each, in this tenant's inbox only, cursors rising.
+        let envs = crate::support::pull_inbox(&app, &app.keys.tenant(t), 60).await;
+        assert!(
+            envs.windows(2).all(|w| w[0].cursor < w[1].cursor),
+            "{t}: cursors in order"
+        );
+        let mut about: Vec<String> = envs
+            .iter()
+            .filter(|e| e.kind == "subject_request.forwarded")
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
+                v["id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        about.sort_unstable();
+        assert_eq!(about, expected, "{t}: one envelope per request");
+        // One audit event each.
+        let mut audited: Vec<&str> = events
+            .iter()
+            .filter(|e| e.action == "subject_request.forward" && e.tenant_id == t)
+            .map(|e| e.target.as_str())
+            .collect();
+        audited.sort_unstable();
+        assert_eq!(audited, expected, "{t}: one audit event per request");
+    }
+    app.stop().await;
+}
+
+/// When the statement a batch shares fails, each of its commands is
+/// recorded on its own, so the one that cannot be stays the only one to
+/// fail, and it writes nothing: here the second request's envelope reuses
+/// the first one's id, which the shared statement refuses as a whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_request_in_a_batch_fails_alone_and_writes_nothing() {
+    use proctor::subject_requests::model::{Origin, Regime, RequestType};
+    use proctor::subject_requests::repo::{
+        Deadlines, ForwardedAtOnce, NewRequest, Receipt, TenantSettings, insert_forwarded_batch,
+    };
+    if !crate::support::postgres_available() {
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres);
+    let store = proctor::db::Store::connect(
+        &db.url,
+        &Default::default(),
+        std::sync::Arc::new(proctor::clock::SystemClock),
+    )
+    .unwrap();
+    store.migrate().await.unwrap();
+    let now = chrono::Utc::now();
+    let item = |key: &str| {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut pending = proctor::db::flush::Pending::default();
+        pending.envelopes.push(proctor::inbox::repo::NewEnvelope::new(
+            now,
+            &proctor::inbox::model::Recipient::Tenant("t1".into()),
+            "subject_request.forwarded",
+            &serde_json::json!({ "id": id }),
+        ));
+        pending.events.push(proctor::audit::repo::new_event(
+            now,
+            proctor::audit::model::AuditEntry {
+                actor: "crm".into(),
+                role: "platform".into(),
+                tenant_id: Some("t1".into()),
+                action: "subject_request.forward".into(),
+                target: id.clone(),
+                outcome: "ok".into(),
+                trace_id: String::new(),
+                detail: "{}".into(),
+            },
+        ));
+        ForwardedAtOnce {
+            new: NewRequest {
+                id,
+                tenant_id: "t1".into(),
+                origin: Origin::Forwarded,
+                request_type: RequestType::Access,
+                regime: Regime::Gdpr,
+                channel: String::new(),
+                idempotency_key: key.into(),
+                body_digest: format!("digest-{key}"),
+                subject_refs: vec![format!("ref-{key}")],
+                sealed: None,
+                categories: Vec::new(),
+                received_at: None,
+                forwarded_by: Some("crm".into()),
+            },
+            at: Deadlines {
+                received: now,
+                due: now + chrono::Duration::days(30),
+                sla: now + chrono::Duration::days(20),
+            },
+            receipt: Receipt {
+                issued_at: now,
+                signature: vec![7; 64],
+                key_id: "k".into(),
+            },
+            assumed: TenantSettings::default(),
+            pending,
+        }
+    };
+    let first = item("a");
+    let mut second = item("b");
+    second.pending.envelopes[0].id = first.pending.envelopes[0].id.clone();
+    let (first_id, second_id) = (first.new.id.clone(), second.new.id.clone());
+    let mut c = PgConnection::establish(&db.url).unwrap();
+    let answers = insert_forwarded_batch(&mut c, vec![first, second]);
+    assert_eq!(answers.len(), 2);
+    let stored = answers[0]
+        .as_ref()
+        .expect("the first is recorded")
+        .as_ref()
+        .expect("inserted");
+    assert_eq!(stored.id, first_id);
+    assert!(
+        answers[1].is_err(),
+        "{:?}",
+        answers[1].as_ref().map(|r| r.as_ref().map(|r| &r.id))
+    );
+    #[derive(QueryableByName)]
+    struct N {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let count = |c: &mut PgConnection, sql: &str, id: &str| -> i64 {
+        diesel::sql_query(sql)
+            .bind::<diesel::sql_types::Text, _>(id)
+            .get_result::<N>(c)
+            .unwrap()
+            .n
+    };
+    for (id, n) in [(&first_id, 1), (&second_id, 0)] {
+        assert_eq!(
+            count(
+                &mut c,
+                "SELECT count(*) AS n FROM subject_requests WHERE id = $1",
+                id
+            ),
+            n
+        );
+        assert_eq!(
+            count(
+                &mut c,
+                "SELECT count(*) AS n FROM subject_request_refs WHERE request_id = $1",
+                id
+            ),
+            n
+        );
+        assert_eq!(
+            count(
+                &mut c,
+                "SELECT count(*) AS n FROM subject_request_waits WHERE request_id = $1",
+                id
+            ),
+            n
+        );
+        assert_eq!(
+            count(
+                &mut c,
+                "SELECT count(*) AS n FROM audit_events WHERE target = $1",
+                id
+            ),
+            n
+        );
+    }
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) AS n FROM envelopes WHERE kind = $1",
+            "subject_request.forwarded"
+        ),
+        1
+    );
+}
