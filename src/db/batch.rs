@@ -146,7 +146,10 @@ impl Store {
         // nothing, when another turn took them all.
         let taken = batch.take();
         drop(unqueue);
-        if !taken.is_empty() {
+        if taken.is_empty() {
+            // Ours rides in another turn's statement: this turn is not needed.
+            drop(turn);
+        } else {
             self.batch_counts
                 .commands
                 .fetch_add(taken.len() as u64, Ordering::Relaxed);
