@@ -141,7 +141,15 @@ impl Store {
             answer,
         });
         let unqueue = Unqueue { batch, id };
-        let turn = self.write_turn().await?;
+        let mut answered = answered;
+        // Another turn may take ours and answer it while we still wait for
+        // a turn: then the answer is all we wait for (waiting on for the
+        // turn would hold every answer behind every turn queued before it).
+        let turn = tokio::select! {
+            biased;
+            out = &mut answered => return answer_of(out),
+            turn = self.write_turn() => turn?,
+        };
         // Ours, if nobody took it yet, and whatever queued behind it; or
         // nothing, when another turn took them all.
         let taken = batch.take();
@@ -170,11 +178,14 @@ impl Store {
                 run_taken(&pool, &counts, &hub, op, &span, taken, run);
             });
         }
-        answered
-            .await
-            .map_err(|_| Error::Unexpected("a batched command was dropped unanswered".into()))?
-            .map(Some)
+        answer_of(answered.await)
     }
+}
+
+/// A command's answer as its caller gets it.
+fn answer_of<O>(out: std::result::Result<Result<O>, oneshot::error::RecvError>) -> Result<Option<O>> {
+    out.map_err(|_| Error::Unexpected("a batched command was dropped unanswered".into()))?
+        .map(Some)
 }
 
 /// Runs the commands `taken` with `run` on a pooled connection and answers

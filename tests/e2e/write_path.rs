@@ -712,3 +712,71 @@ async fn a_failing_request_in_a_batch_fails_alone_and_writes_nothing() {
         1
     );
 }
+
+/// A command that another turn took into its statement answers as soon as
+/// that statement commits, not when its own turn comes: here it would come
+/// only after a long transaction queued for a turn between the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batched_command_answers_without_waiting_for_its_own_turn() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+    static LARGEST: AtomicUsize = AtomicUsize::new(0);
+    fn run(_: &mut PgConnection, items: Vec<u32>) -> Vec<proctor::error::Result<u32>> {
+        LARGEST.fetch_max(items.len(), Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        items.into_iter().map(|i| Ok(i * 10)).collect()
+    }
+    if !crate::support::postgres_available() {
+        return;
+    }
+    let db = TestDb::new(Backend::Postgres);
+    let opts = proctor::db::StoreOptions {
+        pool_size: 8,
+        write_concurrency: 1,
+        ..Default::default()
+    };
+    let store = proctor::db::Store::connect(&db.url, &opts, Arc::new(proctor::clock::SystemClock)).unwrap();
+    let batch: Arc<proctor::db::batch::Batch<u32, u32>> = Arc::default();
+    let start = Instant::now();
+    let hold = |ms: u64| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .write("test.hold", move |_, _| {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            start.elapsed()
+        })
+    };
+    let batched = |i: u32| {
+        let (store, batch) = (store.clone(), batch.clone());
+        tokio::spawn(async move {
+            let out = store.batched("test.batched", &batch, i, run).await.unwrap();
+            (out, start.elapsed())
+        })
+    };
+    let gap = || tokio::time::sleep(Duration::from_millis(50));
+    // The turn is held; then, in the turn's queue: the first command, a
+    // long transaction, the second command (whose value is queued by now).
+    let first_hold = hold(300);
+    gap().await;
+    let first = batched(1);
+    gap().await;
+    let long = hold(1_000);
+    gap().await;
+    let second = batched(2);
+    first_hold.await.unwrap();
+    let (a, a_at) = first.await.unwrap();
+    let (b, b_at) = second.await.unwrap();
+    let long_done = long.await.unwrap();
+    assert_eq!((a, b), (Some(10), Some(20)));
+    assert_eq!(LARGEST.load(Ordering::SeqCst), 2, "the first turn took both");
+    assert!(
+        b_at < long_done,
+        "the second waited for its own turn: answered at {b_at:?}, the long transaction ended at {long_done:?} (first at {a_at:?})"
+    );
+}
