@@ -14,9 +14,10 @@
 //! Each command stays its own: the capability's `run` answers each one, and
 //! when the shared statement fails it runs them one by one, so one command's
 //! error never becomes its neighbours'. A command answers only once the
-//! statement that carries it has committed. A caller that gives up before
-//! its command was taken takes it out of the queue, so a command nobody
-//! waits for is not written later.
+//! statement that carries it has committed, and a caller waits for
+//! whichever comes first, that answer or a turn of its own. A caller that
+//! gives up before its command was taken takes it out of the queue, so a
+//! command nobody waits for is not written later.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -132,7 +133,7 @@ impl Store {
         if self.writer.is_some() {
             return Ok(None);
         }
-        let (answer, answered) = oneshot::channel();
+        let (answer, mut answered) = oneshot::channel();
         let id = batch.next_id.fetch_add(1, Ordering::Relaxed);
         batch.lock().push(Waiting {
             id,
@@ -141,7 +142,6 @@ impl Store {
             answer,
         });
         let unqueue = Unqueue { batch, id };
-        let mut answered = answered;
         // Another turn may take ours and answer it while we still wait for
         // a turn: then the answer is all we wait for (waiting on for the
         // turn would hold every answer behind every turn queued before it).
