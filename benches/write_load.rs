@@ -16,6 +16,9 @@
 //!    write levels above run without it, as pgbench runs alone, so the
 //!    ratio to pgbench counts only the writes' own work; the writes beside
 //!    the checks are reported too.
+//! 4. On PostgreSQL, writes paced at the issue's target rate ([`PACED_SHARE`]
+//!    of pgbench's tps) with the checks beside: the checks' tail beside the
+//!    load the issue asks for, not only beside all the server can take.
 //!
 //! It prints the per-level tables and a summary against the issue's targets.
 //! pgbench is required: without it there is no ratio, so the bench fails
@@ -54,6 +57,13 @@ const CHECKERS: usize = 4;
 /// offered load, so its latency can be compared with and without writes
 /// and it takes little of the cores the writers are measured on.
 const CHECK_PERIOD: Duration = Duration::from_millis(10);
+/// The share of pgbench's tps the paced writes offer: the issue's target
+/// rate for PostgreSQL, so that phase asks whether checks keep their p99
+/// beside the write load the issue asks for, where the unpaced phases ask
+/// beside all the writes the server can take.
+const PACED_SHARE: f64 = 0.6;
+/// Callers the paced writes are spread over.
+const PACED_WRITERS: usize = 32;
 /// The TPC-B-like scale pgbench initialises (1,000,000 accounts).
 const PGBENCH_SCALE: &str = "10";
 /// Scratch databases, dropped (and dropped first if a run was interrupted).
@@ -166,6 +176,8 @@ struct Backend {
     checks_alone: Report,
     /// Checks during the last phase of writes.
     checks_during: Report,
+    /// Writes paced at the issue's target rate, and the checks beside them.
+    paced: Option<(Report, Report)>,
     /// A few of the errors, for the report.
     first_errors: Vec<String>,
 }
@@ -184,6 +196,7 @@ impl Backend {
         self.writes.iter().map(|r| r.errors).sum::<usize>()
             + self.checks_alone.errors
             + self.checks_during.errors
+            + self.paced.as_ref().map_or(0, |(w, c)| w.errors + c.errors)
     }
 
     fn print(&self) {
@@ -196,10 +209,36 @@ impl Backend {
             CHECK_PERIOD.as_millis()
         );
         print_table(&[&self.checks_alone, &self.checks_during], &self.checks_alone);
+        if let Some((w, c)) = &self.paced {
+            println!(
+                "\nForwardToController paced at {PACED_SHARE} of pgbench's tps, and the checks beside:\n"
+            );
+            print_table(&[w], w);
+            println!();
+            print_table(&[&self.checks_alone, c], &self.checks_alone);
+        }
         for e in &self.first_errors {
             println!("error: {e}");
         }
     }
+}
+
+/// Forwards request number `i` (its tenant by the number) and keeps the
+/// first few errors for the report: whether it succeeded.
+async fn forward(ch: Channel, i: usize, platform: &str, errors: &Mutex<Vec<String>>) -> bool {
+    let res = SubjectRequestServiceClient::new(ch)
+        .forward_to_controller(authed(
+            new_subject_request(i, tenant(i % TENANTS), "write-"),
+            platform,
+        ))
+        .await;
+    if let Err(e) = &res {
+        let mut kept = errors.lock().unwrap();
+        if kept.len() < 5 {
+            kept.push(format!("ForwardToController: {:?} {}", e.code(), e.message()));
+        }
+    }
+    res.is_ok()
 }
 
 /// Writes for `duration` with `level` in flight, call numbers from `first`
@@ -216,24 +255,61 @@ async fn writes(
     let deadline = Some(Instant::now() + duration);
     let (timed, elapsed) = drive(channels, first..usize::MAX, deadline, level, move |ch, i| {
         let (platform, errors) = (platform.clone(), errors.clone());
-        async move {
-            let res = SubjectRequestServiceClient::new(ch)
-                .forward_to_controller(authed(
-                    new_subject_request(i, tenant(i % TENANTS), "write-"),
-                    &platform,
-                ))
-                .await;
-            if let Err(e) = &res {
-                let mut kept = errors.lock().unwrap();
-                if kept.len() < 5 {
-                    kept.push(format!("ForwardToController: {:?} {}", e.code(), e.message()));
-                }
-            }
-            (0, res.is_ok())
-        }
+        async move { (0, forward(ch, i, &platform, &errors).await) }
     })
     .await;
     Report::of(&format!("{level} in flight"), None, &timed, elapsed)
+}
+
+/// Writes at `rate` a second for `duration` from [`PACED_WRITERS`] callers,
+/// each starting one call per period (fewer when the server falls behind):
+/// an offered load, unlike [`writes`], which takes all it can.
+async fn paced_writes(
+    channels: &[Channel],
+    first: usize,
+    duration: Duration,
+    rate: f64,
+    errors: &Arc<Mutex<Vec<String>>>,
+) -> Report {
+    let platform = Arc::new(token(&["platform"], None));
+    let period = Duration::from_secs_f64(PACED_WRITERS as f64 / rate.max(1.0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let workers: Vec<_> = (0..PACED_WRITERS)
+        .map(|w| {
+            let (ch, platform, errors) = (
+                channels[w % channels.len()].clone(),
+                platform.clone(),
+                errors.clone(),
+            );
+            tokio::spawn(async move {
+                // Spread the callers' starts over one period.
+                tokio::time::sleep(period.mul_f64(w as f64 / PACED_WRITERS as f64)).await;
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                let (mut out, mut i) = (Vec::new(), first + w);
+                loop {
+                    tick.tick().await;
+                    if Instant::now() >= deadline {
+                        return out;
+                    }
+                    let t = Instant::now();
+                    let ok = forward(ch.clone(), i, &platform, &errors).await;
+                    out.push(Timed {
+                        kind: 0,
+                        latency: t.elapsed(),
+                        ok,
+                    });
+                    i += PACED_WRITERS;
+                }
+            })
+        })
+        .collect();
+    let mut timed = Vec::new();
+    for w in workers {
+        timed.extend(w.await.unwrap());
+    }
+    Report::of(&format!("paced at {rate:.0}/s"), None, &timed, started.elapsed())
 }
 
 /// The paced check client on its own connection for `duration`. Paced, not
@@ -326,7 +402,12 @@ impl Checker {
 
 /// Sets `server` up and runs the checks alone, the writes at every level,
 /// then the last level again with the checks beside.
-async fn measure(name: &'static str, server: &ServerProcess, duration: Duration) -> Backend {
+async fn measure(
+    name: &'static str,
+    server: &ServerProcess,
+    duration: Duration,
+    paced_rate: Option<f64>,
+) -> Backend {
     let channels = server.channels(CONNECTIONS).await;
     let checker = Checker::start(server.port);
     put_instructions(&channels, TENANTS).await;
@@ -350,12 +431,24 @@ async fn measure(name: &'static str, server: &ServerProcess, duration: Duration)
     );
     beside.name = format!("{top} in flight, checks beside");
     reports.push(beside);
+    let paced = match paced_rate {
+        Some(rate) => {
+            let first = (LEVELS.len() + 2) * 100_000_000;
+            let during = format!("during writes paced at {rate:.0}/s");
+            Some(tokio::join!(
+                paced_writes(&channels, first, duration, rate, &errors),
+                checker.run(duration, &during),
+            ))
+        }
+        None => None,
+    };
     let first_errors = errors.lock().unwrap().clone();
     Backend {
         name,
         writes: reports,
         checks_alone,
         checks_during,
+        paced,
         first_errors,
     }
 }
@@ -410,6 +503,18 @@ fn print_summary(pgbench: &Pgbench, pg: &Backend, sqlite: &Backend) {
         verdict(sq32.rps() >= 1000.0)
     );
     for b in [pg, sqlite] {
+        if let Some((w, c)) = &b.paced {
+            let (alone, during) = (b.checks_alone.pct(0.99), c.pct(0.99));
+            let r = during.as_secs_f64() / alone.as_secs_f64();
+            println!(
+                "| {}: CheckProcessing p99 during writes paced at {PACED_SHARE} of pgbench ({:.0}/s offered, {:.0}/s done) / alone | {r:.2} ({:.2} / {:.2} ms) | (beside the target's write rate; the row below is the verdict's) | - |",
+                b.name,
+                PACED_SHARE * pgbench.tps,
+                w.rps(),
+                ms(during),
+                ms(alone),
+            );
+        }
         let (alone, during) = (b.checks_alone.pct(0.99), b.checks_during.pct(0.99));
         let r = during.as_secs_f64() / alone.as_secs_f64();
         println!(
@@ -441,14 +546,14 @@ async fn main() {
     let pg = {
         let db = ScratchDb::create(&server, PROCTOR_DB);
         let proc = ServerProcess::start(bin, Some(&db.url), &[]);
-        let b = measure("PostgreSQL", &proc, duration).await;
+        let b = measure("PostgreSQL", &proc, duration, Some(PACED_SHARE * pgbench.tps)).await;
         b.print();
         assert_eq!(b.errors(), 0, "calls failed; server log:\n{}", proc.log());
         b
     };
     let sqlite = {
         let proc = ServerProcess::start(bin, None, &[]);
-        let b = measure("SQLite", &proc, duration).await;
+        let b = measure("SQLite", &proc, duration, None).await;
         b.print();
         assert_eq!(b.errors(), 0, "calls failed; server log:\n{}", proc.log());
         b
