@@ -95,8 +95,8 @@ impl Pending {
         Ok(())
     }
 
-    /// Binds `q`'s placeholders for [`flush_ctes!`], in their order.
-    pub(crate) fn bind<'a>(&'a self, q: Prepared<'a>, now: DateTime<Utc>) -> Prepared<'a> {
+    /// Binds `q`'s placeholders for [`FLUSH_SQL`], in their order.
+    fn bind<'a>(&'a self, q: Prepared<'a>, now: DateTime<Utc>) -> Prepared<'a> {
         use diesel::sql_types::{Array, BigInt, Text};
         let mut locks: Vec<i64> = self.envelopes.iter().map(NewEnvelope::lock_id).collect();
         locks.sort_unstable();
@@ -114,7 +114,7 @@ impl Pending {
     }
 
     /// Refuses a statement that wrote other than everything pending.
-    pub(crate) fn check(&self, envelopes: i64, events: i64) -> Result<()> {
+    fn check(&self, envelopes: i64, events: i64) -> Result<()> {
         if envelopes != self.envelopes.len() as i64 || events != self.events.len() as i64 {
             return Err(crate::error::Error::Unexpected(format!(
                 "wrote {envelopes} of {} envelopes and {events} of {} audit events",
@@ -137,7 +137,7 @@ impl Pending {
 }
 
 /// Binds the columns of `events`, one array each, in the order of the
-/// `ev` part of [`flush_ctes!`] (id, time, actor, role, tenant, action,
+/// `ev` part of [`FLUSH_SQL`] (id, time, actor, role, tenant, action,
 /// target, outcome, trace, detail, digest): for every statement that
 /// inserts audit events from arrays.
 pub(crate) fn bind_events<'a>(q: Prepared<'a>, events: &[&'a AuditEvent]) -> Prepared<'a> {
@@ -158,48 +158,28 @@ pub(crate) fn bind_events<'a>(q: Prepared<'a>, events: &[&'a AuditEvent]) -> Pre
         .bind::<Array<Text>, _>(ev(|e| &e.digest))
 }
 
-/// The envelopes and the events of one command, as common table
-/// expressions `locked`, `env` and `ev` that one statement can carry with
-/// the command's own rows; `$gate` names further tables (`", req"`) that
-/// must each hold a row for anything to be inserted. The recipients' locks
-/// are all taken (`locked` is an aggregate over them) before the first
-/// envelope's cursor, its column default, is drawn, and the envelopes are
-/// inserted in the command's order (`ORDER BY n`), so a recipient's cursors
-/// follow it. Bound by [`Pending::bind`].
-macro_rules! flush_ctes {
-    ($gate:literal) => {
-        concat!(
-            "locked AS (
+/// A command's envelopes and events on their own, just before commit. The
+/// recipients' locks are all taken (`locked` is an aggregate over them)
+/// before the first envelope's cursor, its column default, is drawn, and
+/// the envelopes are inserted in the command's order (`ORDER BY n`), so a
+/// recipient's cursors follow it. Bound by [`Pending::bind`].
+const FLUSH_SQL: &str = "WITH locked AS (
     SELECT count(*) AS n FROM (SELECT pg_advisory_xact_lock(k) FROM unnest(?::bigint[]) AS k) AS taken
 ), env AS (
     INSERT INTO envelopes (id, recipient, kind, payload, created_at_us, delivery_count)
     SELECT u.id, u.recipient, u.kind, u.payload, ?, 0
-    FROM locked",
-            $gate,
-            ", unnest(?::text[], ?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS u(id, recipient, kind, payload, n)
+    FROM locked, unnest(?::text[], ?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS u(id, recipient, kind, payload, n)
     ORDER BY u.n
     RETURNING 1
 ), ev AS (
     INSERT INTO audit_events (id, at_us, actor, role, tenant_id, action, target, outcome, trace_id, detail, prev_digest, digest)
     SELECT u.id, u.at_us, u.actor, u.role, u.tenant_id, u.action, u.target, u.outcome, u.trace_id, u.detail, '', u.digest
-    FROM locked",
-            $gate,
-            ", unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])
+    FROM locked, unnest(?::text[], ?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[])
         WITH ORDINALITY AS u(id, at_us, actor, role, tenant_id, action, target, outcome, trace_id, detail, digest, n)
     ORDER BY u.n
     RETURNING 1
-)"
-        )
-    };
-}
-pub(crate) use flush_ctes;
-
-/// A command's envelopes and events on their own, just before commit.
-const FLUSH_SQL: &str = concat!(
-    "WITH ",
-    flush_ctes!(""),
-    " SELECT (SELECT count(*) FROM env) AS envelopes, (SELECT count(*) FROM ev) AS events"
-);
+)
+SELECT (SELECT count(*) FROM env) AS envelopes, (SELECT count(*) FROM ev) AS events";
 
 #[derive(diesel::QueryableByName)]
 struct Written {

@@ -801,48 +801,6 @@ fn insert_request_pg(
     Ok(bind_request(crate::db::prepared::Prepared::new(SQL), row, new, assumed).get_result(c)?)
 }
 
-/// A new forwarded request with its wait, refs, envelopes and audit events
-/// (`pending`, the command's [`crate::db::flush::Pending`]) in
-/// one statement, which commits on its own: returns the request as stored,
-/// or None with nothing written when the tenant's settings are no longer
-/// `assumed` or another request holds its idempotency key (the caller then
-/// records it as a transaction, which tells the two apart).
-pub fn insert_forwarded_at_once(
-    c: &mut diesel::PgConnection,
-    new: &NewRequest,
-    at: Deadlines,
-    receipt: &Receipt,
-    assumed: &TenantSettings,
-    pending: &crate::db::flush::Pending,
-) -> Result<Option<RequestRecord>> {
-    const SQL: &str = concat!(
-        "WITH ",
-        request_ctes!(),
-        ", ",
-        crate::db::flush::flush_ctes!(", req"),
-        " SELECT (SELECT seq FROM req) AS seq, \
-         (SELECT count(*) FROM env) AS envelopes, (SELECT count(*) FROM ev) AS events"
-    );
-    #[derive(diesel::QueryableByName)]
-    struct AtOnce {
-        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
-        seq: Option<i64>,
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        envelopes: i64,
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        events: i64,
-    }
-    let row = Row::new(new, at, Status::Forwarded, receipt);
-    let q = bind_request(crate::db::prepared::Prepared::new(SQL), &row, new, assumed);
-    let done: AtOnce = pending.bind(q, receipt.issued_at).get_result(c)?;
-    let Some(seq) = done.seq else {
-        return Ok(None);
-    };
-    pending.check(done.envelopes, done.events)?;
-    pending.written();
-    row.stored(seq, new).map(Some)
-}
-
 /// The new request's wait for its controller (a forwarded one) and its
 /// subject refs, on SQLite (where a statement costs no round trip).
 fn insert_waits_and_refs_sqlite(c: &mut diesel::SqliteConnection, new: &NewRequest) -> Result<()> {

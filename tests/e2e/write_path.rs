@@ -273,6 +273,17 @@ async fn simultaneous_retries(b: Backend) {
 }
 crate::on_both_backends!(simultaneous_retries_record_one_request, simultaneous_retries);
 
+/// A store on `db` with eight pooled connections and one write turn, so
+/// that commands sent together queue for it.
+fn one_turn_store(db: &TestDb) -> proctor::db::Store {
+    let opts = proctor::db::StoreOptions {
+        pool_size: 8,
+        write_concurrency: 1,
+        ..Default::default()
+    };
+    proctor::db::Store::connect(&db.url, &opts, std::sync::Arc::new(proctor::clock::SystemClock)).unwrap()
+}
+
 /// `--db-write-concurrency` bounds the write transactions a replica runs at
 /// once on PostgreSQL: with one turn, four commands sent together run one
 /// after the other, although the pool has connections for all of them.
@@ -284,12 +295,7 @@ async fn write_turns_bound_concurrent_transactions() {
         return;
     }
     let db = TestDb::new(Backend::Postgres);
-    let opts = proctor::db::StoreOptions {
-        pool_size: 8,
-        write_concurrency: 1,
-        ..Default::default()
-    };
-    let store = proctor::db::Store::connect(&db.url, &opts, Arc::new(proctor::clock::SystemClock)).unwrap();
+    let store = one_turn_store(&db);
     let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut writes = Vec::new();
     for _ in 0..4 {
@@ -738,12 +744,7 @@ async fn a_batched_command_answers_without_waiting_for_its_own_turn() {
         return;
     }
     let db = TestDb::new(Backend::Postgres);
-    let opts = proctor::db::StoreOptions {
-        pool_size: 8,
-        write_concurrency: 1,
-        ..Default::default()
-    };
-    let store = proctor::db::Store::connect(&db.url, &opts, Arc::new(proctor::clock::SystemClock)).unwrap();
+    let store = one_turn_store(&db);
     let batch: Arc<proctor::db::batch::Batch<u32, u32>> = Arc::default();
     let start = Instant::now();
     let hold = |ms: u64| {

@@ -1,8 +1,7 @@
-//! New forwarded requests recorded together, several in one statement on
-//! PostgreSQL ([`crate::db::batch`]): the statement of
-//! [`super::insert_forwarded_at_once`], with each of its values an array
-//! of one per request, each request's wait, refs, envelopes and audit
-//! events tied to it by its id.
+//! New forwarded requests recorded in one statement on PostgreSQL that
+//! commits on its own, alone or several together ([`crate::db::batch`]):
+//! each of its values an array of one per request, each request's wait,
+//! refs, envelopes and audit events tied to it by its id.
 
 use diesel::RunQueryDsl;
 use diesel::sql_types::{Array, BigInt, Bool, Integer, Nullable, Text};
@@ -15,9 +14,8 @@ use crate::error::{Error, Result};
 use crate::inbox::repo::NewEnvelope;
 use crate::subject_requests::model::Status;
 
-/// A new forwarded request ready to be recorded in one statement: what
-/// [`super::insert_forwarded_at_once`] takes, as one value that can wait
-/// in a batch.
+/// A new forwarded request ready to be recorded in one statement, as one
+/// value that can wait in a batch.
 #[derive(Debug)]
 pub struct ForwardedAtOnce {
     /// The request.
@@ -32,10 +30,13 @@ pub struct ForwardedAtOnce {
     pub pending: Pending,
 }
 
-/// Records `items`, each as [`super::insert_forwarded_at_once`] would, in
-/// one statement when there are several: one answer per item, in order.
-/// When that statement fails (nothing of it committed), each is recorded
-/// on its own, so one request's error stays its own.
+/// Records `items` in one statement: one answer per item, in order, each
+/// its request as stored or None when nothing was written for it (its
+/// tenant's settings are no longer the assumed ones or another request
+/// holds its idempotency key: the caller then records it as a
+/// transaction, which tells the two apart). When the shared statement of
+/// several fails (nothing of it committed), each is recorded on its own,
+/// so one request's error stays its own.
 pub fn insert_forwarded_batch(
     c: &mut diesel::PgConnection,
     items: Vec<ForwardedAtOnce>,
@@ -52,14 +53,20 @@ pub fn insert_forwarded_batch(
     }
     items
         .iter()
-        .map(|i| super::insert_forwarded_at_once(c, &i.new, i.at, &i.receipt, &i.assumed, &i.pending))
+        .map(|i| {
+            insert_together(c, std::slice::from_ref(i))?
+                .pop()
+                .unwrap_or_else(|| Err(Error::Unexpected("a forwarded request got no answer".into())))
+        })
         .collect()
 }
 
-/// The statement: as [`super::insert_forwarded_at_once`]'s, over arrays.
-/// A request whose tenant's settings are no longer the assumed ones, or
-/// whose idempotency key is taken, is not inserted, and nothing of its own
-/// is (its wait, refs, envelopes and events join `req` by its id).
+/// The statement. A request whose tenant's settings are no longer the
+/// assumed ones, or whose idempotency key is taken, is not inserted, and
+/// nothing of its own is (its wait, refs, envelopes and events join `req`
+/// by its id). The recipients' inbox locks are all taken (`locked`, an
+/// aggregate) before the first envelope's cursor is drawn, in one order,
+/// as [`crate::db::flush`] takes them.
 const SQL: &str = "WITH d AS (
     SELECT * FROM unnest(?::text[], ?::integer[],
         ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[],
