@@ -273,34 +273,62 @@ async fn paced_writes(
 ) -> Report {
     let platform = Arc::new(token(&["platform"], None));
     let period = Duration::from_secs_f64(PACED_WRITERS as f64 / rate.max(1.0));
+    let (channels, errors) = (channels.to_vec(), errors.clone());
+    // The callers' starts spread over one period.
+    let stagger = period / PACED_WRITERS as u32;
+    let (timed, elapsed) = paced(PACED_WRITERS, period, stagger, duration, move |w, i| {
+        let (ch, platform, errors) = (
+            channels[w % channels.len()].clone(),
+            platform.clone(),
+            errors.clone(),
+        );
+        async move { forward(ch, first + i, &platform, &errors).await }
+    })
+    .await;
+    Report::of(&format!("paced at {rate:.0}/s"), None, &timed, elapsed)
+}
+
+/// `callers` callers, each starting one call per `period` for `duration`
+/// (fewer when its calls take longer), caller `w` the first after `w`
+/// times `stagger` and making calls `w`, `w + callers`, ... with `op(w, i)`
+/// (true: it succeeded); their timings and the time taken.
+async fn paced<F, Fut>(
+    callers: usize,
+    period: Duration,
+    stagger: Duration,
+    duration: Duration,
+    op: F,
+) -> (Vec<Timed>, Duration)
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
     let started = Instant::now();
     let deadline = started + duration;
-    let workers: Vec<_> = (0..PACED_WRITERS)
+    let workers: Vec<_> = (0..callers)
         .map(|w| {
-            let (ch, platform, errors) = (
-                channels[w % channels.len()].clone(),
-                platform.clone(),
-                errors.clone(),
-            );
+            let op = op.clone();
             tokio::spawn(async move {
-                // Spread the callers' starts over one period.
-                tokio::time::sleep(period.mul_f64(w as f64 / PACED_WRITERS as f64)).await;
+                if !stagger.is_zero() {
+                    tokio::time::sleep(stagger * w as u32).await;
+                }
                 let mut tick = tokio::time::interval(period);
                 tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                let (mut out, mut i) = (Vec::new(), first + w);
+                let (mut out, mut i) = (Vec::new(), w);
                 loop {
                     tick.tick().await;
                     if Instant::now() >= deadline {
                         return out;
                     }
                     let t = Instant::now();
-                    let ok = forward(ch.clone(), i, &platform, &errors).await;
+                    let ok = op(w, i).await;
                     out.push(Timed {
                         kind: 0,
                         latency: t.elapsed(),
                         ok,
                     });
-                    i += PACED_WRITERS;
+                    i += callers;
                 }
             })
         })
@@ -309,7 +337,7 @@ async fn paced_writes(
     for w in workers {
         timed.extend(w.await.unwrap());
     }
-    Report::of(&format!("paced at {rate:.0}/s"), None, &timed, started.elapsed())
+    (timed, started.elapsed())
 }
 
 /// The paced check client on its own connection for `duration`. Paced, not
@@ -317,41 +345,17 @@ async fn paced_writes(
 /// take from the writers, not whether a check waits for them.
 async fn checks(channel: Channel, duration: Duration, name: &str) -> Report {
     let platform = Arc::new(token(&["platform"], None));
-    let started = Instant::now();
-    let deadline = started + duration;
-    let workers: Vec<_> = (0..CHECKERS)
-        .map(|w| {
-            let (ch, platform) = (channel.clone(), platform.clone());
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(CHECK_PERIOD);
-                tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                let mut out = Vec::new();
-                let mut i = w;
-                loop {
-                    tick.tick().await;
-                    if Instant::now() >= deadline {
-                        return out;
-                    }
-                    let t = Instant::now();
-                    let ok = InstructionServiceClient::new(ch.clone())
-                        .check_processing(authed(check_for(i, TENANTS), &platform))
-                        .await
-                        .is_ok();
-                    out.push(Timed {
-                        kind: 0,
-                        latency: t.elapsed(),
-                        ok,
-                    });
-                    i += CHECKERS;
-                }
-            })
-        })
-        .collect();
-    let mut timed = Vec::new();
-    for w in workers {
-        timed.extend(w.await.unwrap());
-    }
-    Report::of(name, None, &timed, started.elapsed())
+    let (timed, elapsed) = paced(CHECKERS, CHECK_PERIOD, Duration::ZERO, duration, move |_, i| {
+        let (ch, platform) = (channel.clone(), platform.clone());
+        async move {
+            InstructionServiceClient::new(ch)
+                .check_processing(authed(check_for(i, TENANTS), &platform))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    Report::of(name, None, &timed, elapsed)
 }
 
 /// The paced check client on a thread and a runtime of its own, with its
